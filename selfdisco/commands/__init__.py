@@ -1,0 +1,1 @@
+"""One module per `selfdisco` command (see selfdisco/cli.py)."""

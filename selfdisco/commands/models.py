@@ -1,0 +1,26 @@
+"""`selfdisco models`: list or prepare the bundled models."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "list the bundled models, or prepare them (download and convert once)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", choices=["list", "prepare"], default="list")
+
+
+def run(args: argparse.Namespace) -> int:
+    from selfdisco.models import BUNDLED, prepare_all
+
+    if args.action == "prepare":
+        prepare_all()
+        return 0
+    for name, model in BUNDLED.items():
+        manifest = model.manifest() or {}
+        state = "ready" if model.is_ready() else "not prepared"
+        params = manifest.get("parameters")
+        size = f"{params / 1e6:.1f}M" if params else "-"
+        print(f"{name:24} {state:13} {size:>8}  {model.description}")
+    return 0
