@@ -1,0 +1,136 @@
+"""What every task shares: the context it runs in, the fitness it returns, and small statistics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfdisco.errors import UserError
+from selfdisco.paths import checkpoints_dir
+
+PRESETS = ("smoke", "cpu", "gpu-zephyr")
+
+
+class EvaluationError(Exception):
+    """The candidate failed while its fitness was measured (diverged, too slow, crashed).
+
+    The message is one line, written to be shown to the proposer as "Training failed. Error: ...".
+    """
+
+
+@dataclass
+class Fitness:
+    """A task's score for one policy or loss, with its standard error and side metrics.
+
+    value is NaN when nothing could be scored (n == 0); `ok` says whether it can be compared.
+    """
+
+    value: float
+    stderr: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    n: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.n > 0 and math.isfinite(self.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "stderr": self.stderr, "n": self.n, "metrics": self.metrics}
+
+    def summary(self) -> str:
+        """One line, e.g. "0.412 ± 0.031 (n=64)"."""
+        if not self.ok:
+            return f"no score (n={self.n})"
+        return f"{self.value:.4f} ± {self.stderr:.4f} (n={self.n})"
+
+
+@dataclass
+class TaskContext:
+    """Everything a task needs to run: where the models are served and where to cache.
+
+    Attributes:
+        client: an LLMClient for the server that serves the base model (the reference policy)
+            and the adapters under evaluation. Not needed by digits.
+        model_path: the base model's path (or Hugging Face id); keys the caches.
+        cache_dir: where preference pairs and other reusable results are cached.
+        seed: root seed for sampling and splits.
+        preset: smoke, cpu or gpu-zephyr; picks the task's default sizes.
+        judge_client: the LLMClient of the judge (mtbench); None means `client` is the judge.
+        options: task-specific overrides (see each task's Settings dataclass).
+    """
+
+    client: Any = None
+    model_path: str = ""
+    cache_dir: Path = field(default_factory=lambda: checkpoints_dir() / "cache")
+    seed: int = 0
+    preset: str = "cpu"
+    judge_client: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def require_client(self, task: str) -> Any:
+        if self.client is None:
+            raise ValueError(f"the {task} task needs an LLM client (TaskContext.client)")
+        return self.client
+
+
+def mean_and_stderr(values: list[float]) -> tuple[float, float]:
+    """Sample mean and its standard error (sample standard deviation / sqrt(n))."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    if n == 1:
+        return mean, math.nan
+    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(variance / n)
+
+
+def pearson(xs: list[float], ys: list[float]) -> float:
+    """Pearson correlation; NaN when either side is constant or there are fewer than 2 points."""
+    n = len(xs)
+    if n < 2 or n != len(ys):
+        return math.nan
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    if sxx == 0 or syy == 0:
+        return math.nan
+    return sxy / math.sqrt(sxx * syy)
+
+
+def apply_options(settings: Any, options: dict[str, Any]) -> Any:
+    """A copy of a settings dataclass with `options` applied; unknown keys are a UserError."""
+    import dataclasses
+
+    known = {f.name: f for f in dataclasses.fields(settings)}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UserError(f"unknown task option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    changes = {}
+    for key, raw in options.items():
+        current = getattr(settings, key)
+        changes[key] = _coerce(raw, current, key)
+    return dataclasses.replace(settings, **changes)
+
+
+def _coerce(raw: Any, current: Any, key: str) -> Any:
+    """Turn a command-line string into the type of the field's current value."""
+    if not isinstance(raw, str) or isinstance(current, str) or current is None:
+        return raw
+    try:
+        if isinstance(current, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+    except ValueError:
+        raise UserError(f"task option {key}={raw!r}: expected a {type(current).__name__}") from None
+    return raw

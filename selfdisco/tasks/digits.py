@@ -1,0 +1,219 @@
+"""digits: the paper's classification case study in miniature.
+
+The candidate is a classification loss `fn(logits, targets) -> Tensor`: logits is a (B, C) float
+tensor, targets a (B,) int64 tensor of class indices; it returns per-example losses of shape (B,)
+(a 0-dim scalar is accepted too) and the mean is the training loss. Fitness is the validation
+accuracy of a small MLP trained under that loss for a fixed budget on scikit-learn's bundled
+digits data (8x8 images, 10 classes), with a fixed split and seed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from selfdisco.errors import UserError
+from selfdisco.tasks.base import EvaluationError, Fitness, TaskContext, apply_options
+
+CROSS_ENTROPY = '''
+def cross_entropy(logits, targets):
+    return F.cross_entropy(logits, targets, reduction="none")
+'''
+
+
+@dataclass(frozen=True)
+class DigitsSettings:
+    hidden: int = 64
+    """Width of the MLP's one hidden layer."""
+    epochs: int = 20
+    """Passes over the training split (the fixed budget)."""
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    """Adam's learning rate."""
+    validation_fraction: float = 0.3
+    """Share of the 1797 images held out for the fitness (stratified, fixed seed)."""
+    split_seed: int = 0
+    """Seed of the train/validation split; fixed so every candidate sees the same split."""
+    max_seconds: float = 30.0
+    """A candidate that has not finished training by then fails (too slow)."""
+
+
+def compile_classification_loss(code: str) -> Callable:
+    """Turn candidate code that defines one function of (logits, targets) into that function.
+
+    The code may use torch, F (torch.nn.functional) and math; it is checked statically first.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    _static_check(code)
+    provided = {"torch": torch, "F": F, "math": math}
+    namespace: dict[str, Any] = dict(provided)
+    try:
+        exec(compile(code, "<candidate>", "exec"), namespace)  # noqa: S102 - checked above
+    except Exception as err:  # noqa: BLE001 - any error in candidate code is the candidate's
+        raise EvaluationError(f"the code does not run: {type(err).__name__}: {err}") from None
+    functions = [v for k, v in namespace.items()
+                 if isinstance(v, types.FunctionType) and k not in provided]
+    if len(functions) != 1:
+        raise EvaluationError(f"the code must define exactly one function, found {len(functions)}")
+    return functions[0]
+
+
+def _static_check(code: str) -> None:
+    """Reject code that imports, or reaches dunder names or private attributes.
+
+    The loss library's allow-list checker expects the preference-loss signature, so this task
+    keeps its own, smaller check; a loop should still run candidates in a worker process.
+    """
+    import ast
+
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as err:
+        raise EvaluationError(f"syntax error: {err.msg} (line {err.lineno})") from None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            raise EvaluationError("code rejected: imports are not allowed; torch, F and math "
+                                  "are already available")
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            raise EvaluationError(f"code rejected: attribute {node.attr!r} is not allowed")
+        if isinstance(node, ast.Name) and node.id.startswith("__"):
+            raise EvaluationError(f"code rejected: name {node.id!r} is not allowed")
+        if isinstance(node, ast.Name) and node.id in ("eval", "exec", "open", "compile",
+                                                      "getattr", "setattr", "globals", "vars"):
+            raise EvaluationError(f"code rejected: {node.id!r} is not allowed")
+
+
+def load_split(settings: DigitsSettings) -> tuple[Any, Any, Any, Any]:
+    """The fixed split as float32/int64 tensors: (x_train, y_train, x_val, y_val)."""
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    x = data.data.astype("float32") / 16.0
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, data.target, test_size=settings.validation_fraction,
+        random_state=settings.split_seed, stratify=data.target)
+    return (torch.from_numpy(x_train), torch.from_numpy(y_train).long(),
+            torch.from_numpy(x_val), torch.from_numpy(y_val).long())
+
+
+def train_and_score(loss_fn: Callable, settings: DigitsSettings, seed: int = 0) -> Fitness:
+    """Train the MLP under `loss_fn` and return its validation accuracy as the fitness.
+
+    Raises EvaluationError when the loss has the wrong shape, is not finite, has no gradient,
+    or training runs past settings.max_seconds.
+    """
+    import torch
+
+    x_train, y_train, x_val, y_val = load_split(settings)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 64-wide MLP runs fastest on one thread, and shares the CPU
+    try:
+        return _train(loss_fn, settings, seed, x_train, y_train, x_val, y_val)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(loss_fn: Callable, settings: DigitsSettings, seed: int, x_train: Any, y_train: Any,
+           x_val: Any, y_val: Any) -> Fitness:
+    import torch
+
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(x_train.shape[1], settings.hidden), torch.nn.ReLU(),
+        torch.nn.Linear(settings.hidden, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    steps, last_loss = 0, math.nan
+    for epoch in range(settings.epochs):
+        order = torch.randperm(len(x_train), generator=generator)
+        for start in range(0, len(order), settings.batch_size):
+            index = order[start:start + settings.batch_size]
+            logits = model(x_train[index])
+            loss = _batch_loss(loss_fn, logits, y_train[index], steps)
+            optimizer.zero_grad()
+            loss.backward()
+            _check_gradients(model, steps)
+            optimizer.step()
+            steps += 1
+            last_loss = float(loss.detach())
+            if time.perf_counter() - started > settings.max_seconds:
+                raise EvaluationError(f"training took longer than {settings.max_seconds:.0f} s "
+                                      f"(stopped in epoch {epoch + 1} of {settings.epochs})")
+    with torch.no_grad():
+        val_correct = (model(x_val).argmax(dim=1) == y_val).float()
+        train_accuracy = float((model(x_train).argmax(dim=1) == y_train).float().mean())
+    n = len(y_val)
+    accuracy = float(val_correct.mean())
+    stderr = math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)
+    metrics = {"train_accuracy": train_accuracy, "final_train_loss": last_loss, "steps": steps,
+               "seconds": round(time.perf_counter() - started, 3),
+               "metric": "validation accuracy (binomial stderr)"}
+    return Fitness(value=accuracy, stderr=stderr, metrics=metrics, n=n)
+
+
+def _batch_loss(loss_fn: Callable, logits: Any, targets: Any, step: int) -> Any:
+    import torch
+
+    try:
+        losses = loss_fn(logits, targets)
+    except Exception as err:  # noqa: BLE001 - any error in candidate code is the candidate's
+        raise EvaluationError(f"the loss raised {type(err).__name__}: {err}") from None
+    if not isinstance(losses, torch.Tensor):
+        raise EvaluationError(f"the loss returned {type(losses).__name__}, not a tensor")
+    if losses.dim() != 0 and tuple(losses.shape) != (logits.shape[0],):
+        raise EvaluationError(f"the loss returned shape {tuple(losses.shape)}, expected "
+                              f"({logits.shape[0]},) per-example losses")
+    if not losses.requires_grad:
+        raise EvaluationError("the loss does not depend on the logits (no gradient)")
+    loss = losses.mean()
+    if not torch.isfinite(loss):
+        raise EvaluationError(f"diverged at step {step}: the loss is not finite")
+    return loss
+
+
+def _check_gradients(model: Any, step: int) -> None:
+    import torch
+
+    for parameter in model.parameters():
+        if parameter.grad is not None and not torch.isfinite(parameter.grad).all():
+            raise EvaluationError(f"diverged at step {step}: a gradient is not finite")
+
+
+class DigitsTask:
+    """Classification-loss discovery on scikit-learn's digits (see module docstring)."""
+
+    name = "digits"
+    kind = "classification"
+    description = "validation accuracy of a small MLP on scikit-learn's digits, per candidate loss"
+    loss_signature = "fn(logits: (B, C) float, targets: (B,) int64) -> (B,) per-example losses"
+
+    def settings(self, ctx: TaskContext) -> DigitsSettings:
+        options = {k: v for k, v in ctx.options.items() if k != "preset"}
+        return apply_options(DigitsSettings(), options)
+
+    def evaluate_loss(self, ctx: TaskContext, loss: Callable | str) -> Fitness:
+        """Fitness of a classification loss: a callable, or candidate code defining one."""
+        loss_fn = compile_classification_loss(loss) if isinstance(loss, str) else loss
+        return train_and_score(loss_fn, self.settings(ctx), seed=ctx.seed)
+
+    def evaluate(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
+        """The cross-entropy baseline (digits has no adapters: use evaluate_loss for a loss)."""
+        if adapter_path is not None:
+            raise UserError("the digits task scores classification losses, not adapters; "
+                            "give a loss instead of --adapter")
+        return self.evaluate_loss(ctx, CROSS_ENTROPY)
+
+    def preference_data(self, ctx: TaskContext) -> list:
+        raise UserError("the digits task trains a classifier; it has no preference data")
+
+    def train_settings(self, preset: str) -> DigitsSettings:
+        return DigitsSettings()

@@ -1,0 +1,285 @@
+"""mtbench: the paper's discovery task, judged by an open model served by vLLM.
+
+Questions come in MT-Bench's JSONL form (question_id, category, turns: two user messages,
+optional reference answers), from a local file or a Hugging Face dataset id. The policy (base +
+adapter) answers both turns through vLLM; the judge rates each answer 1-10 (single mode,
+reference-guided for math, reasoning and coding) or compares it with the base model's answer in
+both orders (pairwise mode). Unparsable judge replies are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selfdisco.errors import UserError
+from selfdisco.judge import Judge, PairGame, Rating, pairwise_statistics, rating_statistics
+from selfdisco.tasks.base import Fitness, TaskContext, apply_options, mean_and_stderr
+from selfdisco.tasks.sampling import adapter_name, parallel_map
+
+SHIPPED_QUESTIONS = Path(__file__).resolve().parent.parent / "data" / "mtbench_mini.jsonl"
+SHIPPED_PREFERENCES = Path(__file__).resolve().parent.parent / "data" / "preferences_mini.jsonl"
+
+# Answer temperature per category, as MT-Bench samples them (deterministic where an answer is
+# right or wrong, some freedom for writing and role-play).
+CATEGORY_TEMPERATURE = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0,
+                        "coding": 0.0, "reasoning": 0.0, "stem": 0.1, "humanities": 0.1}
+
+
+@dataclass(frozen=True)
+class Question:
+    question_id: Any
+    category: str
+    turns: list[str]
+    reference: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class MTBenchSettings:
+    questions: str = str(SHIPPED_QUESTIONS)
+    """MT-Bench questions: a local .jsonl file or a Hugging Face dataset id."""
+    data: str = str(SHIPPED_PREFERENCES)
+    """Preference data for training: a Hugging Face id (argilla/dpo-mix-7k) or a local file."""
+    mode: str = "single"
+    """single: mean 1-10 rating; pairwise: win rate against the base model's answers."""
+    max_questions: int = 0
+    """Use only the first N questions (0: all)."""
+    answer_tokens: int = 256
+    """Longest policy answer per turn, in tokens."""
+    judge_tokens: int = 256
+    """Longest judge reply, in tokens."""
+    judge_model: str = ""
+    """Model name to ask on the judge's server (empty: the server's base model)."""
+    concurrency: int = 8
+    """Requests in flight to the servers."""
+
+
+PRESET_SETTINGS = {
+    # The tiny random model answers with noise and cannot judge: this exercises the pipeline.
+    "smoke": MTBenchSettings(answer_tokens=24, judge_tokens=24),
+    "cpu": MTBenchSettings(),
+    "gpu-zephyr": MTBenchSettings(questions="lighteval/mt-bench", data="argilla/dpo-mix-7k",
+                                  answer_tokens=1024, judge_tokens=1024, concurrency=32),
+}
+
+
+def load_questions(source: str) -> list[Question]:
+    """Questions from a local JSONL file or a Hugging Face dataset id.
+
+    Accepts MT-Bench's own field names (question_id, turns) and the Hub variants (prompt_id,
+    prompt). Raises UserError for a missing file, an unreadable line or a malformed question.
+    """
+    path = Path(source).expanduser()
+    if path.suffix == ".jsonl" or path.exists():
+        if not path.is_file():
+            raise UserError(f"question file not found: {path}")
+        rows = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}, line {number}: not JSON ({err.msg})") from None
+        where = str(path)
+    else:
+        rows, where = _hub_rows(source), f"dataset {source!r}"
+    questions = [_question(row, i, where) for i, row in enumerate(rows, 1)]
+    if not questions:
+        raise UserError(f"{where} holds no questions")
+    return questions
+
+
+def _hub_rows(source: str) -> list[dict]:
+    try:
+        import datasets
+
+        return list(datasets.load_dataset(source, split="train"))
+    except Exception as err:  # noqa: BLE001 - any loading failure is reported to the user
+        raise UserError(f"could not load MT-Bench questions {source!r}: {type(err).__name__}: "
+                        f"{str(err)[:300]}") from None
+
+
+def _question(row: Any, number: int, where: str) -> Question:
+    if not isinstance(row, dict):
+        raise UserError(f"{where}, question {number}: expected a JSON object")
+    turns = row.get("turns", row.get("prompt"))
+    if (not isinstance(turns, list) or not 1 <= len(turns) <= 2
+            or not all(isinstance(t, str) and t.strip() for t in turns)):
+        raise UserError(f"{where}, question {number}: 'turns' must be a list of one or two "
+                        "non-empty strings")
+    reference = row.get("reference") or None
+    if reference is not None and (not isinstance(reference, list)
+                                  or not all(isinstance(r, str) for r in reference)):
+        raise UserError(f"{where}, question {number}: 'reference' must be a list of strings")
+    qid = row.get("question_id", row.get("prompt_id", number))
+    return Question(qid, str(row.get("category", "")), list(turns), reference)
+
+
+class MTBenchTask:
+    """Two-turn questions answered by the policy and judged by an open model."""
+
+    name = "mtbench"
+    kind = "preference"
+    description = "mean 1-10 rating (or win rate against the base) from an open LLM judge"
+
+    def settings(self, ctx: TaskContext) -> MTBenchSettings:
+        options = dict(ctx.options)
+        preset = options.pop("preset", ctx.preset)
+        if preset not in PRESET_SETTINGS:
+            raise UserError(f"unknown preset {preset!r} for the mtbench task; choose one of "
+                            f"{', '.join(PRESET_SETTINGS)}")
+        settings = apply_options(PRESET_SETTINGS[preset], options)
+        if settings.mode not in ("single", "pairwise"):
+            raise UserError(f"mtbench mode must be 'single' or 'pairwise', not {settings.mode!r}")
+        return settings
+
+    def train_settings(self, preset: str) -> Any:
+        from selfdisco.train.settings import TrainSettings
+
+        return TrainSettings.for_preset(preset)
+
+    def preference_data(self, ctx: TaskContext) -> Any:
+        from selfdisco.train.data import load_preferences
+
+        return load_preferences(self.settings(ctx).data)
+
+    def evaluate(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
+        settings = self.settings(ctx)
+        client = ctx.require_client(self.name)
+        questions = load_questions(settings.questions)
+        if settings.max_questions:
+            questions = questions[:settings.max_questions]
+        if settings.mode == "pairwise" and adapter_path is None:
+            raise UserError("pairwise mode compares an adapter with the base model: give an "
+                            "adapter")
+        started = time.perf_counter()
+        model = None
+        if adapter_path is not None:
+            if not Path(adapter_path).is_dir():
+                raise UserError(f"adapter directory not found: {adapter_path}")
+            model = adapter_name(adapter_path)
+            client.load_adapter(model, str(adapter_path))
+        try:
+            answers = answer_questions(client, questions, model, settings, ctx.seed)
+        finally:
+            if model is not None:
+                client.unload_adapter(model)
+        answered = time.perf_counter()
+        judge = Judge(ctx.judge_client or client, max_tokens=settings.judge_tokens,
+                      model=settings.judge_model or None)
+        warnings = [w for w in (judge_warning(ctx, settings),) if w]
+        if settings.mode == "pairwise":
+            baseline = answer_questions(client, questions, None, settings, ctx.seed)
+            fitness = _pairwise(judge, questions, answers, baseline, settings)
+        else:
+            fitness = _single(judge, questions, answers, settings)
+        fitness.metrics.update(
+            policy=str(adapter_path) if adapter_path else "base model",
+            questions=len(questions), warnings=warnings,
+            mean_answer_chars=_mean_chars(answers),
+            answer_seconds=round(answered - started, 2),
+            seconds=round(time.perf_counter() - started, 2))
+        return fitness
+
+
+def answer_questions(client: Any, questions: list[Question], model: str | None,
+                     settings: MTBenchSettings, seed: int) -> list[list[str]]:
+    """The policy's answers to every turn, each turn seeing the conversation so far."""
+
+    def one(index: int) -> list[str]:
+        question = questions[index]
+        temperature = CATEGORY_TEMPERATURE.get(question.category, 0.7)
+        messages: list[dict[str, str]] = []
+        answers = []
+        for turn in question.turns:
+            messages.append({"role": "user", "content": turn})
+            reply = client.chat(messages, temperature=temperature,
+                                max_tokens=settings.answer_tokens, seed=seed + index,
+                                model=model)[0].text
+            messages.append({"role": "assistant", "content": reply})
+            answers.append(reply)
+        return answers
+
+    return parallel_map(one, list(range(len(questions))), settings.concurrency)
+
+
+def _single(judge: Judge, questions: list[Question], answers: list[list[str]],
+            settings: MTBenchSettings) -> Fitness:
+    jobs = [(q, a, turn) for q, a in zip(questions, answers, strict=True)
+            for turn in range(1, len(q.turns) + 1)]
+    errors: list[str] = []
+
+    def rate(job: tuple[Question, list[str], int]) -> Rating:
+        question, answer, turn = job
+        try:
+            return judge.rate(question.question_id, question.turns, answer, turn,
+                              question.category, question.reference)
+        except Exception as err:  # noqa: BLE001 - a failed judge request is counted, not fatal
+            errors.append(f"{type(err).__name__}: {str(err)[:200]}")
+            return Rating(question.question_id, turn, None, len(answer[turn - 1]), "")
+
+    ratings = parallel_map(rate, jobs, settings.concurrency)
+    scores = [r.score for r in ratings if r.score is not None]
+    value, stderr = mean_and_stderr(scores)
+    metrics: dict[str, Any] = {"mode": "single", **rating_statistics(ratings),
+                               "judge_errors": len(errors)}
+    if errors:
+        metrics["first_judge_error"] = errors[0]
+    for turn in (1, 2):
+        turn_scores = [r.score for r in ratings if r.turn == turn and r.score is not None]
+        metrics[f"turn{turn}_mean"] = mean_and_stderr(turn_scores)[0]
+    by_category: dict[str, list[float]] = {}
+    for job, rating in zip(jobs, ratings, strict=True):
+        if rating.score is not None:
+            by_category.setdefault(job[0].category, []).append(rating.score)
+    metrics["category_means"] = {c: sum(s) / len(s) for c, s in sorted(by_category.items())}
+    metrics["judge_replies"] = [{"question_id": r.question_id, "turn": r.turn,
+                                 "score": r.score, "reply": r.reply[:500]} for r in ratings]
+    return Fitness(value=value, stderr=stderr, metrics=metrics, n=len(scores))
+
+
+def _pairwise(judge: Judge, questions: list[Question], answers: list[list[str]],
+              baseline: list[list[str]], settings: MTBenchSettings) -> Fitness:
+    jobs = [(q, a, b, turn) for q, a, b in zip(questions, answers, baseline, strict=True)
+            for turn in range(1, len(q.turns) + 1)]
+    errors: list[str] = []
+
+    def compare(job):
+        question, policy, base, turn = job
+        try:
+            return judge.compare(question.question_id, question.turns, policy, base, turn,
+                                 question.category, question.reference)
+        except Exception as err:  # noqa: BLE001 - a failed judge request is counted, not fatal
+            errors.append(f"{type(err).__name__}: {str(err)[:200]}")
+            return PairGame(question.question_id, turn, None, None, len(policy[turn - 1]),
+                            len(base[turn - 1]))
+
+    games = parallel_map(compare, jobs, settings.concurrency)
+    stats = pairwise_statistics(games)
+    metrics = {"mode": "pairwise (both orders; disagreement is a tie)", **stats,
+               "judge_errors": len(errors)}
+    if errors:
+        metrics["first_judge_error"] = errors[0]
+    return Fitness(value=stats["win_rate"], stderr=stats["win_rate_stderr"], metrics=metrics,
+                   n=stats["parsed"])
+
+
+def judge_warning(ctx: TaskContext, settings: MTBenchSettings) -> str | None:
+    """A warning when the judge is the policy's own base model (it favours its own style)."""
+    policy_names = {getattr(ctx.client, "model", None), ctx.model_path, Path(ctx.model_path).name}
+    judge_client = ctx.judge_client or ctx.client
+    judge_model = settings.judge_model or getattr(judge_client, "model", None)
+    same_server = judge_client is ctx.client and not settings.judge_model
+    if same_server or judge_model in policy_names - {None, ""}:
+        return (f"the judge ({judge_model or ctx.model_path}) is the policy's own base model; "
+                "a judge favours its own family's style, so prefer a different judge model")
+    return None
+
+
+def _mean_chars(answers: list[list[str]]) -> float:
+    lengths = [len(a) for turns in answers for a in turns]
+    return sum(lengths) / len(lengths) if lengths else 0.0

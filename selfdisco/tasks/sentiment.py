@@ -1,0 +1,225 @@
+"""sentiment: the paper's IMDb experiment in miniature, and the default task.
+
+Prompts are short movie-review openings (made from templates, or cut from a dataset of reviews
+the user names). Preference pairs come from the reference policy itself: sample several raw
+continuations per training prompt through vLLM, score them with the sentiment scorer, and keep
+the best and the worst as (chosen, rejected) when their scores differ by more than a margin.
+Fitness is the mean reward of the policy's own samples on held-out prompts (each prompt's
+samples averaged first, so the standard error is over prompts); KL(policy || reference) per
+sequence and the mean completion length are reported beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selfdisco.errors import UserError
+from selfdisco.tasks.base import Fitness, TaskContext, apply_options, mean_and_stderr
+from selfdisco.tasks.openings import Split, dataset_openings, split_openings, template_openings
+from selfdisco.tasks.sampling import (
+    adapter_name,
+    sample_completions,
+    sequence_kl,
+)
+from selfdisco.tasks.scorers import make_scorer, scorer_label
+
+
+@dataclass(frozen=True)
+class SentimentSettings:
+    scorer: str = "vader"
+    """Reward model: "vader" (VADER compound) or "hf:MODEL" (a sentiment classifier)."""
+    reviews: str = ""
+    """A dataset of reviews (Hugging Face id or local file) to cut openings from; empty: the
+    project's own template openings."""
+    review_column: str = "text"
+    """Column of review text in `reviews`."""
+    opening_words: int = 6
+    """Words kept of each review when openings are cut from `reviews`."""
+    split_seed: int = 0
+    """Seed of the train / held-out split of the openings (fixed across candidates)."""
+    train_prompts: int = 256
+    """Training openings sampled for preference pairs."""
+    pair_samples: int = 4
+    """Continuations sampled per training opening; the best and worst form a pair."""
+    margin: float = 0.3
+    """Keep a pair only when its two scores differ by more than this (negative: keep all)."""
+    eval_prompts: int = 64
+    """Held-out openings the policy is scored on."""
+    eval_samples: int = 4
+    """Policy samples per held-out opening."""
+    max_tokens: int = 24
+    """Length of every sampled continuation, in tokens."""
+    measure_kl: bool = True
+    """Estimate KL(policy || reference) for adapters (costs one scoring pass per sample)."""
+    concurrency: int = 8
+    """Requests in flight to the server."""
+
+
+PRESET_SETTINGS = {
+    # The tiny random model writes noise that rarely carries sentiment: keep every pair, so the
+    # loop can run end to end, and make the sets small.
+    "smoke": SentimentSettings(train_prompts=16, pair_samples=2, margin=-1.0, eval_prompts=8,
+                               eval_samples=2, max_tokens=12),
+    "cpu": SentimentSettings(),
+    "gpu-zephyr": SentimentSettings(train_prompts=1024, eval_prompts=200, eval_samples=4,
+                                    max_tokens=48, concurrency=64),
+}
+
+
+class SentimentTask:
+    """Positive-sentiment continuation of movie-review openings (see module docstring)."""
+
+    name = "sentiment"
+    kind = "preference"
+    description = "mean sentiment reward of policy samples on held-out review openings"
+
+    def settings(self, ctx: TaskContext) -> SentimentSettings:
+        options = dict(ctx.options)
+        preset = options.pop("preset", ctx.preset)
+        if preset not in PRESET_SETTINGS:
+            raise UserError(f"unknown preset {preset!r} for the sentiment task; choose one of "
+                            f"{', '.join(PRESET_SETTINGS)}")
+        return apply_options(PRESET_SETTINGS[preset], options)
+
+    def train_settings(self, preset: str) -> Any:
+        """The preset's training recipe, with lengths cut to these short texts."""
+        from selfdisco.train.settings import TrainSettings
+
+        base = TrainSettings.for_preset(preset)
+        if preset == "gpu-zephyr":
+            return base.with_overrides(max_length=128, max_prompt_length=32)
+        return base.with_overrides(max_length=64, max_prompt_length=24)
+
+    def openings(self, settings: SentimentSettings) -> Split:
+        if settings.reviews:
+            return dataset_openings(settings.reviews, column=settings.review_column,
+                                    words=settings.opening_words, seed=settings.split_seed)
+        return split_openings(template_openings(), seed=settings.split_seed)
+
+    # ---- preference data -----------------------------------------------------------------
+
+    def preference_data(self, ctx: TaskContext) -> list[dict[str, str]]:
+        """(prompt, chosen, rejected) pairs sampled from the reference policy, cached on disk."""
+        settings = self.settings(ctx)
+        prompts = self.openings(settings).train[:settings.train_prompts]
+        label = scorer_label(settings.scorer)
+        path = self.pairs_cache_path(ctx, settings, prompts, label)
+        if path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            return [{k: row[k] for k in ("prompt", "chosen", "rejected")} for row in rows]
+        client = ctx.require_client(self.name)
+        started = time.perf_counter()
+        samples = sample_completions(client, prompts, n=settings.pair_samples,
+                                     max_tokens=settings.max_tokens, seed=ctx.seed,
+                                     concurrency=settings.concurrency)
+        rewards = make_scorer(settings.scorer).score([s.text for s in samples])
+        pairs = make_pairs(prompts, samples, rewards, settings.margin)
+        if not pairs:
+            raise UserError(f"no preference pairs: no two continuations of the same opening "
+                            f"differed by more than the margin {settings.margin}; lower the "
+                            "task option margin or raise pair_samples")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+        tmp.replace(path)
+        meta = {"pairs": len(pairs), "prompts": len(prompts), "scorer": label,
+                "seconds": round(time.perf_counter() - started, 1),
+                "settings": dataclasses.asdict(settings), "model": ctx.model_path}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+        return [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]
+
+    def pairs_cache_path(self, ctx: TaskContext, settings: SentimentSettings,
+                         prompts: list[str], label: str) -> Path:
+        """checkpoints/cache/sentiment/pairs-<hash>.jsonl, keyed by everything pairs depend on."""
+        key = {"model": model_identity(ctx.model_path), "prompts": prompts, "seed": ctx.seed,
+               "scorer": label,
+               **{f: getattr(settings, f) for f in ("pair_samples", "margin", "max_tokens")}}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return Path(ctx.cache_dir) / "sentiment" / f"pairs-{digest}.jsonl"
+
+    # ---- fitness -------------------------------------------------------------------------
+
+    def evaluate(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
+        """Mean reward of policy samples on held-out openings, with KL and length beside it."""
+        settings = self.settings(ctx)
+        client = ctx.require_client(self.name)
+        prompts = self.openings(settings).held_out[:settings.eval_prompts]
+        scorer = make_scorer(settings.scorer)
+        started = time.perf_counter()
+        model = None
+        if adapter_path is not None:
+            if not Path(adapter_path).is_dir():
+                raise UserError(f"adapter directory not found: {adapter_path}")
+            model = adapter_name(adapter_path)
+            client.load_adapter(model, str(adapter_path))
+        try:
+            measure_kl = settings.measure_kl and model is not None
+            samples = sample_completions(client, prompts, n=settings.eval_samples,
+                                         max_tokens=settings.max_tokens, seed=ctx.seed + 7919,
+                                         model=model, logprobs=measure_kl,
+                                         concurrency=settings.concurrency)
+            sampled = time.perf_counter()
+            kls, kl_skipped = [], 0
+            if measure_kl:
+                kls, kl_skipped = sequence_kl(samples, prompts, client, settings.concurrency)
+        finally:
+            if model is not None:
+                client.unload_adapter(model)
+        rewards = scorer.score([s.text for s in samples])
+        per_prompt = [[] for _ in prompts]
+        for sample, reward in zip(samples, rewards, strict=True):
+            per_prompt[sample.prompt_index].append(reward)
+        value, stderr = mean_and_stderr([sum(r) / len(r) for r in per_prompt if r])
+        metrics: dict[str, Any] = {
+            "scorer": scorer.label,
+            "policy": str(adapter_path) if adapter_path else "base model (the reference)",
+            "prompts": len(prompts), "samples_per_prompt": settings.eval_samples,
+            "mean_tokens": sum(len(s.token_ids) for s in samples) / max(len(samples), 1),
+            "sampling_seconds": round(sampled - started, 2),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        if measure_kl:
+            kl, kl_stderr = mean_and_stderr(kls)
+            metrics.update(kl=kl, kl_stderr=kl_stderr, kl_samples=len(kls),
+                           kl_skipped_retokenized=kl_skipped)
+        elif model is None:
+            metrics.update(kl=0.0, kl_stderr=0.0)  # the base model is the reference
+        else:
+            metrics.update(kl=math.nan, kl_stderr=math.nan)
+        return Fitness(value=value, stderr=stderr, metrics=metrics, n=len(per_prompt))
+
+
+def make_pairs(prompts: list[str], samples: list, rewards: list[float],
+               margin: float) -> list[dict[str, Any]]:
+    """Best versus worst continuation of each prompt, kept when their rewards differ > margin."""
+    by_prompt: dict[int, list[tuple[float, str]]] = {}
+    for sample, reward in zip(samples, rewards, strict=True):
+        by_prompt.setdefault(sample.prompt_index, []).append((reward, sample.text))
+    pairs = []
+    for index, scored in sorted(by_prompt.items()):
+        if len(scored) < 2:
+            continue
+        best = max(scored, key=lambda item: item[0])
+        worst = min(scored, key=lambda item: item[0])
+        if best is worst:
+            worst = scored[1] if scored[0] is best else scored[0]
+        if best[0] - worst[0] > margin and best[1] != worst[1]:
+            pairs.append({"prompt": prompts[index], "chosen": best[1], "rejected": worst[1],
+                          "score_chosen": best[0], "score_rejected": worst[0]})
+    return pairs
+
+
+def model_identity(model_path: str) -> str:
+    """The model's weights checksum when its manifest has one, else its path or id."""
+    manifest = Path(model_path) / "selfdisco-model.json"
+    try:
+        return json.loads(manifest.read_text())["weights_sha256"]
+    except (OSError, ValueError, KeyError):
+        return str(model_path)
