@@ -1,0 +1,28 @@
+"""`selfdisco tui RUN_DIR`: watch a running discovery run, or browse a finished one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from selfdisco.errors import UserError
+
+HELP = "watch a discovery run live, or browse a finished one, in the terminal"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR",
+                        help="the run directory (checkpoints/<run-id>) or just the run id")
+
+
+def run(args: argparse.Namespace) -> int:
+    from selfdisco.tui.rundir import resolve_run_dir
+
+    run_dir = resolve_run_dir(args.run_dir)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError("selfdisco tui needs an interactive terminal; for a text summary of "
+                        f"the run use `selfdisco report {run_dir}`")
+    from selfdisco.tui import run_app
+
+    run_app(run_dir, owns_run=False)
+    return 0

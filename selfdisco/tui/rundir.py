@@ -1,0 +1,49 @@
+"""Finding a run directory and reading the bits of its config.toml that the TUI shows."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from selfdisco.errors import UserError
+from selfdisco.events import EVENTS_FILE
+from selfdisco.paths import checkpoints_dir
+
+CONFIG_FILE = "config.toml"
+
+
+def resolve_run_dir(spec: str | Path) -> Path:
+    """A run directory given as a path or as a run id under checkpoints/; it must hold
+    events.jsonl."""
+    path = Path(spec).expanduser()
+    if not path.is_dir() and not path.is_absolute() and (checkpoints_dir() / path).is_dir():
+        path = checkpoints_dir() / path
+    if not path.is_dir():
+        raise UserError(f"no run directory {str(spec)!r}; give a path such as "
+                        f"checkpoints/<run-id> or a run id under {checkpoints_dir()}")
+    if not (path / EVENTS_FILE).is_file():
+        raise UserError(f"{path} has no {EVENTS_FILE}, so it is not a selfdisco run directory "
+                        "(or its run has not started yet); start one with `selfdisco run`")
+    return path.resolve()
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's resolved config.toml, or {} when it is missing or unreadable."""
+    try:
+        with open(Path(run_dir) / CONFIG_FILE, "rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def config_value(config: dict[str, Any], key: str) -> Any:
+    """The value of `key` at the top level of the config or in any of its tables (first found)."""
+    if key in config and not isinstance(config[key], dict):
+        return config[key]
+    for value in config.values():
+        if isinstance(value, dict):
+            found = config_value(value, key)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,409 @@
+"""A run's state, folded from its event log: what the TUI, the headless printer and reports show.
+
+Pure Python (no Textual): `RunState.apply(event)` takes events in log order and keeps the
+candidates table, the header fields, the log lines and what changed since the UI last looked.
+Generation 0 holds the burn-in (the task's baseline losses); discovery generations count from 1.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfdisco.events import EVENTS_FILE, read_events
+
+# Statuses a candidate never leaves.
+FINAL_STATUSES = ("rejected", "scored", "diverged", "failed")
+# Statuses that mean "done with evaluation" (it took a worker's time).
+EVALUATED_STATUSES = ("scored", "diverged", "failed")
+LOG_LINES_KEPT = 1000
+
+
+@dataclass
+class CandidateRow:
+    """One candidate as the UI shows it."""
+
+    id: str
+    generation: int
+    name: str
+    order: int  # arrival order in the log
+    thought: str = ""
+    code: str = ""
+    proposer: str = ""
+    attempt: int = 0
+    status: str = "proposed"
+    reason: str | None = None  # why it was rejected, diverged or failed
+    stage: str | None = None  # the screening stage that rejected it
+    fitness: float | None = None
+    stderr: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    step: int | None = None  # training progress
+    total: int | None = None
+    loss: float | None = None
+    proposed_t: float | None = None
+    finished_t: float | None = None
+
+    @property
+    def kl(self) -> float | None:
+        """KL(policy || reference) from the metrics, when the task measured it."""
+        for key in ("kl", "kl_mean", "kl_divergence"):
+            value = self.metrics.get(key)
+            if isinstance(value, int | float):
+                return float(value)
+        return None
+
+    @property
+    def status_text(self) -> str:
+        """The status, with training progress while it trains."""
+        if self.status == "training" and self.step is not None and self.total:
+            return f"training {self.step}/{self.total}"
+        return self.status
+
+    def matches(self, text: str) -> bool:
+        """True when `text` appears in the name or the status (case-insensitive)."""
+        text = text.strip().lower()
+        return not text or text in self.name.lower() or text in self.status.lower()
+
+
+@dataclass
+class LogLine:
+    t: float
+    level: str  # info, warning, error
+    text: str
+
+
+class RunState:
+    """Everything the event log says about a run, updated one event at a time."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+        self.task: str | None = None
+        self.preset: str | None = None
+        self.proposer: str = "base"
+        self.generations: int | None = None  # the generation limit
+        self.candidates_per_generation: int | None = None
+        self.generation: int | None = None  # the current (or last) generation
+        self.stage: dict[str, Any] | None = None  # the latest stage event
+        self.started_t: float | None = None
+        self.last_t: float | None = None
+        self.finished_t: float | None = None
+        self.finish_reason: str | None = None
+        self.best_id: str | None = None
+        self.paused = False
+        self.stop_requested = False
+        self.server_state: str | None = None
+        self.seq = 0  # the last event's sequence number
+        self.events_seen = 0
+        self.candidates: dict[str, CandidateRow] = {}
+        self.generation_times: dict[int, list[float | None]] = {}  # generation -> [start, end]
+        self.log: deque[LogLine] = deque(maxlen=LOG_LINES_KEPT)
+        self.changed: set[str] = set()  # candidate ids changed since take_changes()
+        self.header_changed = True
+        self._new_log: list[LogLine] = []
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_events(cls, events: Iterable[dict]) -> RunState:
+        state = cls()
+        for event in events:
+            state.apply(event)
+        return state
+
+    @classmethod
+    def from_run_dir(cls, run_dir: Path) -> RunState:
+        """The state of a run from its events.jsonl as it is now."""
+        return cls.from_events(read_events(Path(run_dir) / EVENTS_FILE))
+
+    def apply(self, event: dict) -> None:
+        """Fold one event into the state; unknown event types are ignored."""
+        kind = event.get("type")
+        handler = getattr(self, f"_on_{kind}", None)
+        self.events_seen += 1
+        self.seq = event.get("seq", self.seq)
+        t = event.get("t")
+        if isinstance(t, int | float):
+            self.last_t = float(t)
+            if self.started_t is None:
+                self.started_t = float(t)
+        if handler is not None:
+            handler(event)
+        self.header_changed = True
+
+    def take_changes(self) -> tuple[set[str], list[LogLine]]:
+        """Candidate ids changed and log lines added since the last call."""
+        changed, self.changed = self.changed, set()
+        lines, self._new_log = self._new_log, []
+        return changed, lines
+
+    # ---- derived values ------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_t is not None
+
+    def rows(self, text: str = "") -> list[CandidateRow]:
+        """Candidates matching `text`, best fitness first; those without a fitness follow in
+        arrival order."""
+        rows = [row for row in self.candidates.values() if row.matches(text)]
+        return sorted(rows, key=row_sort_key)
+
+    def best(self) -> CandidateRow | None:
+        scored = [row for row in self.candidates.values() if row.fitness is not None]
+        return max(scored, key=lambda row: (row.fitness, -row.order), default=None)
+
+    def best_so_far(self) -> dict[int, float]:
+        """Generation -> the best fitness among candidates of that generation or earlier."""
+        best_of: dict[int, float] = {}
+        for row in self.candidates.values():
+            if row.fitness is not None:
+                best_of[row.generation] = max(best_of.get(row.generation, row.fitness),
+                                              row.fitness)
+        running: dict[int, float] = {}
+        best: float | None = None
+        for generation in sorted(best_of):
+            best = best_of[generation] if best is None else max(best, best_of[generation])
+            running[generation] = best
+        return running
+
+    def counts(self, generation: int | None = None) -> dict[str, int]:
+        """Status -> number of candidates (of one generation when given)."""
+        counts: dict[str, int] = {}
+        for row in self.candidates.values():
+            if generation is None or row.generation == generation:
+                counts[row.status] = counts.get(row.status, 0) + 1
+        return counts
+
+    def elapsed(self, now: float) -> float | None:
+        """Seconds since the run started (until it finished, for a finished run)."""
+        if self.started_t is None:
+            return None
+        end = self.finished_t if self.finished_t is not None else max(now, self.last_t or now)
+        return max(0.0, end - self.started_t)
+
+    def eta(self, now: float) -> float | None:
+        """Estimated seconds left, from the pace of the generations (or candidates) so far."""
+        if self.finished or not self.generations or self.generation is None:
+            return None
+        current = max(self.generation, 1)
+        after_current = max(0, self.generations - current)
+        done = [end - start for gen, (start, end) in self.generation_times.items()
+                if gen >= 1 and start is not None and end is not None]
+        start = (self.generation_times.get(current) or [None, None])[0]
+        in_current = now - start if start is not None and self.generation >= 1 else 0.0
+        if done:
+            per_generation = sum(done) / len(done)
+            return max(0.0, per_generation - in_current) + per_generation * after_current
+        # No generation finished yet: use the pace of candidates in the current one.
+        per_generation_k = self.candidates_per_generation
+        evaluated = [row for row in self.candidates.values()
+                     if row.generation == current and row.status in EVALUATED_STATUSES]
+        if start is None or not evaluated or not per_generation_k:
+            return None
+        per_candidate = in_current / len(evaluated)
+        left_here = max(0, per_generation_k - len(evaluated)) * per_candidate
+        return left_here + per_candidate * per_generation_k * after_current
+
+    # ---- event handlers ------------------------------------------------------------------------
+
+    def _log(self, event: dict, level: str, text: str) -> None:
+        line = LogLine(float(event.get("t") or 0.0), level, text)
+        self.log.append(line)
+        self._new_log.append(line)
+
+    def _row(self, event: dict) -> CandidateRow:
+        """The candidate an event is about; a placeholder if its proposal was never seen."""
+        key = str(event.get("id"))
+        row = self.candidates.get(key)
+        if row is None:
+            row = CandidateRow(id=key, generation=self.generation or 0, name="?",
+                               order=len(self.candidates))
+            self.candidates[key] = row
+        self.changed.add(key)
+        return row
+
+    def _on_run_started(self, event: dict) -> None:
+        self.run_id = event.get("run_id") or self.run_id
+        self.task = event.get("task") or self.task
+        self.preset = event.get("preset") or self.preset
+        self.proposer = event.get("proposer") or self.proposer
+        self.generations = event.get("generations")
+        self.candidates_per_generation = event.get("candidates_per_generation")
+        self.started_t = float(event.get("t") or self.started_t or 0.0)
+        self._log(event, "info", f"run {self.run_id} started: task {self.task}, preset "
+                  f"{self.preset}, {self.generations} generations of "
+                  f"{self.candidates_per_generation}")
+
+    def _on_run_resumed(self, event: dict) -> None:
+        self.run_id = event.get("run_id") or self.run_id
+        self.finished_t = None
+        self.finish_reason = None
+        self.paused = False
+        self.stop_requested = False
+        requeued = [str(key) for key in event.get("requeued") or ()]
+        for key in requeued:
+            if key in self.candidates:
+                row = self.candidates[key]
+                row.status, row.step, row.total, row.loss = "proposed", None, None, None
+                self.changed.add(key)
+        self._log(event, "info", f"run resumed; re-queued {len(requeued)} candidate(s)")
+
+    def _on_run_finished(self, event: dict) -> None:
+        self.finished_t = float(event.get("t") or self.last_t or 0.0)
+        self.finish_reason = event.get("reason")
+        self.best_id = _key(event.get("best_id"))
+        self.paused = False
+        best = event.get("best_fitness")
+        best_text = f", best {self.best_id} ({best:.4g})" if isinstance(best, int | float) else ""
+        self._log(event, "info", f"run finished: {self.finish_reason}{best_text}")
+
+    def _on_generation_started(self, event: dict) -> None:
+        generation = int(event.get("generation") or 0)
+        self.generation = generation
+        self.generation_times[generation] = [event.get("t"), None]
+        label = "burn-in" if generation == 0 else f"generation {generation}"
+        self._log(event, "info", f"{label} started")
+
+    def _on_generation_finished(self, event: dict) -> None:
+        generation = int(event.get("generation") or 0)
+        times = self.generation_times.setdefault(generation, [None, None])
+        times[1] = event.get("t")
+        self.best_id = _key(event.get("best_id")) or self.best_id
+        best = event.get("best_fitness")
+        label = "burn-in" if generation == 0 else f"generation {generation}"
+        best_text = f"; best so far {self.best_id} ({best:.4g})" \
+            if isinstance(best, int | float) else ""
+        self._log(event, "info", f"{label} finished{best_text}")
+
+    def _on_stage(self, event: dict) -> None:
+        self.stage = {key: event.get(key) for key in ("generation", "stage", "state", "detail")}
+        if event.get("generation") is not None:
+            self.generation = int(event["generation"])
+
+    def _on_candidate_proposed(self, event: dict) -> None:
+        key = str(event.get("id"))
+        previous = self.candidates.get(key)
+        row = CandidateRow(
+            id=key,
+            generation=int(event.get("generation") or 0),
+            name=str(event.get("name") or "?"),
+            order=previous.order if previous else len(self.candidates),
+            thought=str(event.get("thought") or ""),
+            code=str(event.get("code") or ""),
+            proposer=str(event.get("proposer") or ""),
+            attempt=int(event.get("attempt") or 0),
+            proposed_t=event.get("t"),
+        )
+        self.candidates[key] = row
+        self.changed.add(key)
+
+    def _on_candidate_rejected(self, event: dict) -> None:
+        row = self._row(event)
+        row.status, row.stage, row.reason = "rejected", event.get("stage"), event.get("reason")
+        row.finished_t = event.get("t")
+
+    def _on_candidate_status(self, event: dict) -> None:
+        row = self._row(event)
+        row.status = str(event.get("status") or row.status)
+
+    def _on_training_progress(self, event: dict) -> None:
+        row = self._row(event)
+        if row.status == "proposed":
+            row.status = "training"
+        row.step, row.total, row.loss = event.get("step"), event.get("total"), event.get("loss")
+
+    def _on_candidate_scored(self, event: dict) -> None:
+        row = self._row(event)
+        row.status = "scored"
+        row.fitness = _float(event.get("fitness"))
+        row.stderr = _float(event.get("stderr"))
+        row.metrics = dict(event.get("metrics") or {})
+        row.finished_t = event.get("t")
+
+    def _on_candidate_diverged(self, event: dict) -> None:
+        row = self._row(event)
+        row.status, row.reason, row.finished_t = "diverged", event.get("reason"), event.get("t")
+        row.step = event.get("step", row.step)
+        self._log(event, "warning", f"{row.id} {row.name} diverged at step {row.step}: "
+                  f"{row.reason}")
+
+    def _on_candidate_failed(self, event: dict) -> None:
+        row = self._row(event)
+        row.status, row.reason, row.finished_t = "failed", event.get("reason"), event.get("t")
+        self._log(event, "error", f"{row.id} {row.name} failed: {row.reason}")
+
+    def _on_proposer_changed(self, event: dict) -> None:
+        adapter = event.get("adapter")
+        self.proposer = str(event.get("proposer") or (f"adapter {adapter}" if adapter else "base"))
+        fitness = event.get("fitness")
+        fitness_text = f" (fitness {fitness:.4g})" if isinstance(fitness, int | float) else ""
+        self._log(event, "info", f"proposer is now {self.proposer}{fitness_text}")
+
+    def _on_control(self, event: dict) -> None:
+        command = event.get("command")
+        if command == "pause":
+            self.paused = True
+        elif command == "resume":
+            self.paused = False
+        elif command == "stop":
+            self.stop_requested = True
+        self._log(event, "info", f"control: {command}")
+
+    def _on_server(self, event: dict) -> None:
+        self.server_state = event.get("state")
+        detail = event.get("detail")
+        level = "error" if self.server_state in ("crashed", "failed", "error") else "info"
+        self._log(event, level, f"server {self.server_state}" + (f": {detail}" if detail else ""))
+
+    def _on_log(self, event: dict) -> None:
+        self._log(event, str(event.get("level") or "info"), str(event.get("message") or ""))
+
+
+def row_sort_key(row: CandidateRow) -> tuple:
+    """Best fitness first; candidates without one after, in arrival order."""
+    if row.fitness is None:
+        return (1, 0.0, row.order)
+    return (0, -row.fitness, row.order)
+
+
+def _key(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+# ---- formatting shared by the TUI and text output ------------------------------------------------
+
+def format_duration(seconds: float | None) -> str:
+    """12s, 4m05s, 1h02m."""
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def format_fitness(value: float | None, stderr: float | None = None) -> str:
+    if value is None:
+        return ""
+    if stderr is None:
+        return f"{value:.4f}"
+    return f"{value:.4f} ± {stderr:.4f}"
+
+
+def format_offset(t: float, start: float | None) -> str:
+    """A log time as the offset from the run's start, +HH:MM:SS (stable across time zones)."""
+    offset = max(0, int(t - (start if start is not None else t)))
+    hours, rest = divmod(offset, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"+{hours:02d}:{minutes:02d}:{seconds:02d}"

@@ -1,0 +1,267 @@
+"""The TUI's widgets. Each renders part of a RunState; none reads files or owns state."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.syntax import Syntax
+from rich.text import Text
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, RichLog, Static
+from textual_plotext import PlotextPlot
+
+from selfdisco.tui.shapes import LossShape
+from selfdisco.tui.state import (
+    CandidateRow,
+    LogLine,
+    RunState,
+    format_duration,
+    format_fitness,
+    format_offset,
+)
+
+STATUS_STYLES = {
+    "proposed": "dim",
+    "rejected": "red dim",
+    "training": "yellow",
+    "scoring": "cyan",
+    "scored": "green",
+    "diverged": "magenta",
+    "failed": "bold red",
+}
+LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red"}
+COLUMNS = (("id", "id"), ("gen", "generation"), ("name", "name"), ("status", "status"),
+           ("fitness ± stderr", "fitness"), ("KL", "kl"))
+
+
+def generation_label(generation: int) -> str:
+    return "burn-in" if generation == 0 else str(generation)
+
+
+class RunHeader(Static):
+    """Run, task, preset, proposer, generation, elapsed time and the estimate of time left."""
+
+    def show(self, state: RunState, now: float, requested: str | None = None) -> None:
+        line1 = Text.assemble(
+            ("selfdisco ", "bold"), (state.run_id or "(run starting)", "bold cyan"),
+            "   task ", (state.task or "?", "bold"),
+            "   preset ", (state.preset or "?", "bold"),
+            "   proposer ", (state.proposer, "bold magenta"),
+        )
+        generation = "-"
+        if state.generation is not None:
+            limit = f"/{state.generations}" if state.generations else ""
+            generation = generation_label(state.generation)
+            generation = generation if state.generation == 0 else f"{generation}{limit}"
+        line2 = Text.assemble(
+            "generation ", (generation, "bold"),
+            "   ", _stage_text(state),
+            "   elapsed ", (format_duration(state.elapsed(now)), "bold"),
+            "   left ", (_left_text(state, now), "bold"),
+        )
+        flags = _flags(state, requested)
+        if flags:
+            line2.append("   ")
+            line2.append(flags, style="bold yellow")
+        self.update(Group(line1, line2))
+
+
+def _stage_text(state: RunState) -> Text:
+    if state.finished:
+        return Text(f"finished: {state.finish_reason}", style="green")
+    if not state.stage:
+        return Text("starting", style="dim")
+    stage = state.stage
+    text = f"{stage.get('stage')} {stage.get('state') or ''}".strip()
+    if stage.get("detail"):
+        text += f" ({stage['detail']})"
+    return Text(text)
+
+
+def _left_text(state: RunState, now: float) -> str:
+    if state.finished:
+        return "0s"
+    eta = state.eta(now)
+    return "estimating" if eta is None else f"~{format_duration(eta)}"
+
+
+def _flags(state: RunState, requested: str | None) -> str:
+    flags = []
+    if state.paused:
+        flags.append("PAUSED" + (" (resume requested)" if requested == "resume" else ""))
+    elif requested == "pause":
+        flags.append("pause requested")
+    if state.stop_requested or requested == "stop":
+        flags.append("stopping after this generation")
+    if state.server_state and state.server_state not in ("ready", "started", "stopped"):
+        flags.append(f"server {state.server_state}")
+    return "   ".join(flags)
+
+
+class CandidatesTable(DataTable):
+    """Every candidate, best fitness first, updated in place as events arrive."""
+
+    BINDINGS = [Binding("enter", "select_cursor", "detail", show=True)]
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = True
+        for label, key in COLUMNS:
+            self.add_column(label, key=key)
+
+    @property
+    def selected_key(self) -> str | None:
+        if self.row_count == 0:
+            return None
+        return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+
+    def sync(self, rows: list[CandidateRow], changed: set[str]) -> None:
+        """Show `rows` in this order; rebuild only when the order or the set of rows changed."""
+        keys = [row.id for row in rows]
+        current = [key.value for key in self.rows]
+        if keys == current:
+            for row in rows:
+                if row.id in changed:
+                    for (_, column), value in zip(COLUMNS, _cells(row), strict=True):
+                        self.update_cell(row.id, column, value)
+            return
+        selected = self.selected_key
+        self.clear()
+        for row in rows:
+            self.add_row(*_cells(row), key=row.id)
+        if selected in keys:
+            self.move_cursor(row=keys.index(selected))
+
+
+def _cells(row: CandidateRow) -> tuple:
+    kl = row.kl
+    return (
+        row.id,
+        generation_label(row.generation),
+        row.name,
+        Text(row.status_text, style=STATUS_STYLES.get(row.status, "")),
+        Text(format_fitness(row.fitness, row.stderr), justify="right"),
+        Text("" if kl is None else f"{kl:.4f}", justify="right"),
+    )
+
+
+class FitnessPlot(PlotextPlot):
+    """Every candidate's fitness by generation, and the best so far."""
+
+    def draw(self, state: RunState) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title("fitness by generation")
+        scored = [row for row in state.candidates.values() if row.fitness is not None]
+        if scored:
+            plt.scatter(_spread(scored), [row.fitness for row in scored], marker="dot",
+                        label="candidates")
+            best = state.best_so_far()
+            plt.plot(list(best), list(best.values()), marker="braille", label="best so far")
+            generations = sorted({row.generation for row in state.candidates.values()})
+            plt.xticks(generations, [generation_label(g) for g in generations])
+        plt.xlabel("generation")
+        self.refresh()
+
+
+def _spread(rows: list[CandidateRow]) -> list[float]:
+    """x positions: each candidate's generation, spread a little so that points do not overlap."""
+    by_generation: dict[int, list[CandidateRow]] = {}
+    for row in rows:
+        by_generation.setdefault(row.generation, []).append(row)
+    x = {}
+    for generation, group in by_generation.items():
+        for index, row in enumerate(group):
+            x[row.id] = generation + 0.3 * ((index + 0.5) / len(group) - 0.5)
+    return [x[row.id] for row in rows]
+
+
+class LossPlot(PlotextPlot):
+    """A loss against rho, beside dpo."""
+
+    def draw(self, name: str, shape: LossShape) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(f"loss vs rho (beta {shape.beta:g})")
+        plt.plot(shape.rho, shape.dpo, marker="braille", label="dpo")
+        if name != "dpo":
+            plt.plot(shape.rho, shape.loss, marker="braille", label=name)
+        self.refresh()
+
+
+class CandidateView(VerticalScroll):
+    """One candidate: thought, code, outcome and loss shape."""
+
+    def compose(self):
+        yield Static(id="title")
+        yield Static(id="outcome")
+        yield Static(id="thought")
+        yield Static(id="code")
+        yield Static(id="shape-message")
+        yield LossPlot(id="shape")
+
+    def show(self, row: CandidateRow | None, shape: LossShape | str | None) -> None:
+        """Show `row`; `shape` is its loss shape, or a message saying why there is none."""
+        if row is None:
+            self.query_one("#title", Static).update(Text("no candidate selected", style="dim"))
+            for part in ("#outcome", "#thought", "#code", "#shape-message"):
+                self.query_one(part, Static).update("")
+            self.query_one(LossPlot).display = False
+            return
+        self.border_title = f"{row.id} {row.name}"
+        self.query_one("#title", Static).update(_title(row))
+        self.query_one("#outcome", Static).update(_outcome(row))
+        self.query_one("#thought", Static).update(Text(row.thought or "(no thought given)",
+                                                       style="italic"))
+        self.query_one("#code", Static).update(
+            Syntax(row.code or "# (no code)", "python", theme="monokai", line_numbers=True,
+                   word_wrap=True))
+        plot = self.query_one(LossPlot)
+        message = self.query_one("#shape-message", Static)
+        if isinstance(shape, LossShape):
+            message.update("")
+            plot.display = True
+            plot.draw(row.name, shape)
+        else:
+            message.update(Text(shape or "", style="dim"))
+            plot.display = False
+
+
+def _title(row: CandidateRow) -> Text:
+    text = Text.assemble((row.name, "bold"), f"   {row.id}   generation ",
+                         generation_label(row.generation), "   ",
+                         (row.status_text, STATUS_STYLES.get(row.status, "")))
+    if row.proposer:
+        text.append(f"   proposer {row.proposer}")
+    if row.attempt:
+        text.append(f"   attempt {row.attempt}")
+    return text
+
+
+def _outcome(row: CandidateRow) -> Text:
+    if row.status == "rejected":
+        return Text(f"rejected at {row.stage or 'screening'}: {row.reason}", style="red")
+    if row.status in ("diverged", "failed"):
+        return Text(f"{row.status}: {row.reason}", style=STATUS_STYLES[row.status])
+    if row.status == "training" and row.loss is not None:
+        return Text(f"training step {row.step}/{row.total}, loss {row.loss:.4f}")
+    if row.fitness is None:
+        return Text(row.status, style="dim")
+    text = Text.assemble("fitness ", (format_fitness(row.fitness, row.stderr), "bold green"))
+    for key, value in row.metrics.items():
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        text.append(f"\n  {key}: {shown}")
+    return text
+
+
+class LogPane(RichLog):
+    """Errors, warnings, server and run events, with their time since the run started."""
+
+    def add(self, lines: list[LogLine], start: float | None) -> None:
+        for line in lines:
+            self.write(Text.assemble((format_offset(line.t, start), "dim"), " ",
+                                     (f"{line.level:<7}", LEVEL_STYLES.get(line.level, "")),
+                                     " ", line.text))
+

@@ -1,0 +1,269 @@
+"""The Textual app, driven headless by Pilot over the recorded event log."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from test_tui_data import recorded_lines
+
+from selfdisco.control import ControlReader
+from selfdisco.tui.app import CloseRunScreen, DetailScreen, DiscoApp
+from selfdisco.tui.widgets import CandidatesTable, CandidateView
+
+SIZE = (160, 48)
+WAIT_S = 30.0  # generous: only reached when something is broken
+
+
+async def wait_for(pilot, condition, what: str) -> None:
+    """Let the app run until condition() holds."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await pilot.pause(0.01)
+
+
+def make_app(run_dir, lines: list[str], **options) -> DiscoApp:
+    (run_dir / "events.jsonl").write_text("".join(lines))
+    last_t = float(__import__("json").loads(lines[-1])["t"]) if lines else 0.0
+    options.setdefault("clock", lambda: last_t + 5)
+    return DiscoApp(run_dir, poll_interval=0.01, loss_shapes=False, **options)
+
+
+async def loaded(pilot, lines: list[str]) -> None:
+    seq = __import__("json").loads(lines[-1])["seq"]
+    await wait_for(pilot, lambda: pilot.app.state.seq == seq, f"event {seq}")
+    await pilot.pause()
+
+
+def table_rows(app: DiscoApp) -> list[tuple[str, str]]:
+    table = app.query_one("#candidates", CandidatesTable)
+    return [(str(table.get_row(key)[0]), table.get_row(key)[3].plain) for key in table.rows]
+
+
+def upto(predicate) -> list[str]:
+    import json
+
+    lines = []
+    for line in recorded_lines():
+        lines.append(line)
+        if predicate(json.loads(line)):
+            return lines
+    raise AssertionError("no such event")
+
+
+MID_RUN = upto(lambda e: e["type"] == "training_progress" and e["id"] == "g1-c3"
+               and e["step"] == 6)
+
+
+def test_rows_appear_and_update_in_order(tmp_path):
+    """Lines appended one at a time while the app runs show up in the table in log order."""
+    lines = recorded_lines()
+
+    async def scenario():
+        app = make_app(tmp_path, [])
+        seen_status: list[str] = []
+        first_seen: list[str] = []
+        async with app.run_test(size=SIZE) as pilot:
+            for line in lines:
+                with open(tmp_path / "events.jsonl", "a") as handle:
+                    handle.write(line)
+                await loaded(pilot, [line])
+                rows = dict(table_rows(app))
+                first_seen.extend(key for key in rows if key not in first_seen)
+                if "g1-c3" in rows:
+                    status = rows["g1-c3"].split()[0]
+                    if not seen_status or seen_status[-1] != status:
+                        seen_status.append(status)
+                # The table always shows exactly what the state holds.
+                assert {k: v for k, v in rows.items()} == \
+                    {key: row.status_text for key, row in app.state.candidates.items()}
+            final = [key for key, _ in table_rows(app)]
+        return seen_status, first_seen, final
+
+    seen_status, first_seen, final = asyncio.run(scenario())
+    assert seen_status == ["proposed", "training", "scoring", "scored"]
+    assert first_seen == ["g0-base", "g0-dpo", "g0-hinge", "g0-ipo", "g1-c1", "g1-c1a1",
+                          "g1-c2", "g1-c2a1", "g1-c3", "g2-c1", "g2-c2", "g2-c3"]
+    assert final == ["g2-c3", "g1-c3", "g1-c1a1", "g2-c1", "g0-dpo", "g0-hinge", "g0-ipo",
+                     "g0-base", "g1-c1", "g1-c2", "g1-c2a1", "g2-c2"]
+
+
+def test_training_progress_updates_in_place(tmp_path):
+    async def scenario():
+        app = make_app(tmp_path, MID_RUN)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, MID_RUN)
+            before = dict(table_rows(app))["g1-c3"]
+            seen_before = app.state.events_seen
+            extra = upto(lambda e: e["type"] == "training_progress" and e["id"] == "g1-c3"
+                         and e["step"] == 9)[len(MID_RUN):]
+            with open(tmp_path / "events.jsonl", "a") as handle:
+                handle.writelines(extra)
+            await loaded(pilot, extra)
+            return before, dict(table_rows(app))["g1-c3"], app.state.events_seen - seen_before
+
+    before, after, events_seen = asyncio.run(scenario())
+    assert (before, after) == ("training 6/12", "training 9/12")
+    # Appended in one go, the three progress events of g1-c3 reach the state as one.
+    assert events_seen == 1
+
+
+def test_selection_shows_the_code_and_enter_opens_the_detail(tmp_path):
+    lines = recorded_lines()
+
+    async def scenario():
+        app = make_app(tmp_path, lines)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, lines)
+            view = app.query_one("#selected", CandidateView)
+            first = view.query_one("#code").content.code
+            await pilot.press("down", "down")
+            await pilot.pause()
+            third_key = app.query_one("#candidates", CandidatesTable).selected_key
+            third = view.query_one("#code").content.code
+            outcome = view.query_one("#outcome").content.plain
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen), "detail")
+            await pilot.pause()
+            detail = app.screen.query_one(CandidateView)
+            detail_code = detail.query_one("#code").content.code
+            detail_key = app.screen.key
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, DetailScreen), "back")
+        return first, third_key, third, outcome, detail_key, detail_code
+
+    first, third_key, third, outcome, detail_key, detail_code = asyncio.run(scenario())
+    from test_tui_data import ADAPTIVE, BLEND
+
+    assert first == ADAPTIVE.replace("0.7 *", "0.8 *").replace("0.3 *", "0.2 *")  # g2-c3
+    assert third_key == "g1-c1a1" and third == BLEND
+    assert outcome.startswith("fitness 0.2411 ± 0.0295") and "kl: 0.463" in outcome
+    assert (detail_key, detail_code) == ("g1-c1a1", BLEND)
+
+
+def test_rejected_candidate_shows_its_reason(tmp_path):
+    lines = recorded_lines()
+
+    async def scenario():
+        app = make_app(tmp_path, lines)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, lines)
+            await pilot.press("slash", *"rejected", "enter")
+            await pilot.pause()
+            view = app.query_one("#selected", CandidateView)
+            return (app.query_one("#candidates", CandidatesTable).selected_key,
+                    view.query_one("#outcome").content.plain)
+
+    key, outcome = asyncio.run(scenario())
+    assert key == "g1-c1"
+    assert outcome == "rejected at static: line 2: 'import' is not allowed; use torch, F and " \
+                      "math only"
+
+
+def test_filter_by_name_and_clear(tmp_path):
+    lines = recorded_lines()
+
+    async def scenario():
+        app = make_app(tmp_path, lines)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, lines)
+            await pilot.press("slash", *"hinge")
+            await pilot.pause()
+            filtered = [key for key, _ in table_rows(app)]
+            typed_q_kept_app = app.is_running
+            await pilot.press("escape")
+            await pilot.pause()
+            return filtered, typed_q_kept_app, [key for key, _ in table_rows(app)]
+
+    filtered, running, cleared = asyncio.run(scenario())
+    assert filtered == ["g2-c3", "g1-c3", "g0-hinge"]
+    assert running
+    assert len(cleared) == 12
+
+
+def test_p_and_s_append_to_the_control_file(tmp_path):
+    async def scenario():
+        app = make_app(tmp_path, MID_RUN)
+        reader = ControlReader(tmp_path)
+        sent = []
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, MID_RUN)
+            await pilot.press("p")
+            sent.append(reader.poll())
+            await pilot.press("p")
+            sent.append(reader.poll())
+            await pilot.press("p")
+            sent.append(reader.poll())
+            # The loop obeys the pause: from then on p means resume.
+            obeyed = '{"v": 1, "seq": 9999, "t": 0, "type": "control", "command": "pause"}\n'
+            with open(tmp_path / "events.jsonl", "a") as handle:
+                handle.write(obeyed)
+            await loaded(pilot, [obeyed])
+            await pilot.press("p")
+            sent.append(reader.poll())
+            await pilot.press("s")
+            sent.append(reader.poll())
+        return sent
+
+    assert asyncio.run(scenario()) == [["pause"], ["resume"], ["pause"], ["resume"], ["stop"]]
+
+
+def test_keys_do_not_steer_a_finished_run(tmp_path):
+    lines = recorded_lines()
+
+    async def scenario():
+        app = make_app(tmp_path, lines)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, lines)
+            await pilot.press("p", "s")
+            await pilot.pause()
+        return (tmp_path / "control.jsonl").exists()
+
+    assert asyncio.run(scenario()) is False
+
+
+def test_footer_lists_the_keys(tmp_path):
+    async def scenario():
+        app = make_app(tmp_path, MID_RUN)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, MID_RUN)
+            return {(binding.key, binding.description)
+                    for binding in (b.binding for b in app.screen.active_bindings.values())
+                    if binding.show}
+
+    shown = asyncio.run(scenario())
+    assert {("q", "quit"), ("p", "pause/resume"), ("s", "stop after generation"),
+            ("slash", "filter"), ("enter", "detail")} <= shown
+
+
+def test_q_quits_an_attached_tui(tmp_path):
+    async def scenario():
+        app = make_app(tmp_path, MID_RUN)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, MID_RUN)
+            await pilot.press("q")
+            await pilot.pause()
+        return app.return_value
+
+    assert asyncio.run(scenario()) == "detach"
+
+
+@pytest.mark.parametrize(("keys", "expected"), [(("s",), "stop"), (("l",), "detach"),
+                                                (("escape", "q", "l"), "detach")])
+def test_closing_an_owned_run_asks_whether_to_stop_it(tmp_path, keys, expected):
+    async def scenario():
+        app = make_app(tmp_path, MID_RUN, owns_run=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, MID_RUN)
+            await pilot.press("q")
+            await wait_for(pilot, lambda: isinstance(app.screen, CloseRunScreen), "question")
+            for key in keys:
+                await pilot.press(key)
+                await pilot.pause()
+        return app.return_value
+
+    assert asyncio.run(scenario()) == expected
+    assert not (tmp_path / "control.jsonl").exists()

@@ -1,0 +1,237 @@
+"""The TUI's pure-Python parts: the run state folded from events, the feed, run directories."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from test_tui_data import RECORDED_RUN, recorded_lines
+
+from selfdisco.errors import UserError
+from selfdisco.events import EventWriter, read_events
+from selfdisco.tui.feed import EventFeed, coalesce
+from selfdisco.tui.rundir import config_value, resolve_run_dir
+from selfdisco.tui.state import RunState, format_duration, format_offset
+
+
+def recorded_events() -> list[dict]:
+    return list(read_events(RECORDED_RUN))
+
+
+def prefix_until(predicate) -> list[dict]:
+    """The recorded events up to and including the first that satisfies predicate."""
+    events = []
+    for event in recorded_events():
+        events.append(event)
+        if predicate(event):
+            return events
+    raise AssertionError("no such event in the recorded run")
+
+
+def test_finished_run_state():
+    state = RunState.from_events(recorded_events())
+    assert (state.run_id, state.task, state.preset) == ("demo-sentiment-cpu", "sentiment", "cpu")
+    assert state.finished and state.finish_reason == "generation limit reached"
+    assert state.proposer == "g2-c3" and state.best_id == "g2-c3"
+    statuses = {key: row.status for key, row in state.candidates.items()}
+    assert statuses == {
+        "g0-base": "scored", "g0-dpo": "scored", "g0-hinge": "scored", "g0-ipo": "scored",
+        "g1-c1": "rejected", "g1-c1a1": "scored", "g1-c2": "rejected", "g1-c2a1": "diverged",
+        "g1-c3": "scored", "g2-c1": "scored", "g2-c2": "failed", "g2-c3": "scored",
+    }
+    assert state.candidates["g1-c1"].stage == "static"
+    assert "import" in state.candidates["g1-c1"].reason
+    assert state.candidates["g1-c2a1"].step == 5
+    assert state.candidates["g1-c3"].kl == pytest.approx(0.497)
+    assert state.best().id == "g2-c3"
+    # Best first by fitness; candidates without a fitness follow in the order they arrived.
+    assert [row.id for row in state.rows()] == [
+        "g2-c3", "g1-c3", "g1-c1a1", "g2-c1", "g0-dpo", "g0-hinge", "g0-ipo", "g0-base",
+        "g1-c1", "g1-c2", "g1-c2a1", "g2-c2"]
+    assert state.best_so_far() == {0: 0.2265, 1: 0.2528, 2: 0.2603}
+    assert state.eta(now=state.last_t + 100) is None
+    # A finished run's elapsed time stops at its end, whatever the clock says.
+    assert state.elapsed(now=state.last_t + 1e6) == pytest.approx(
+        state.finished_t - state.started_t)
+    assert not state.paused and not state.stop_requested
+
+
+def test_log_lines_keep_errors_and_server_events():
+    state = RunState.from_events(recorded_events())
+    texts = [(line.level, line.text) for line in state.log]
+    assert ("error", "g2-c2 asymmetric_dpo failed: worker exited with signal 9 (out of "
+            "memory?) after 19 s") in texts
+    assert ("info", "server restarting: health check failed: connection refused") in texts
+    assert any(level == "warning" and "diverged at step 5" in text for level, text in texts)
+    assert any(level == "warning" and "max_tokens" in text for level, text in texts)
+
+
+def test_filter_matches_name_or_status():
+    state = RunState.from_events(recorded_events())
+    assert {row.id for row in state.rows("HINGE")} == {"g0-hinge", "g1-c3", "g2-c3"}
+    assert {row.id for row in state.rows("rejected")} == {"g1-c1", "g1-c2"}
+    assert len(state.rows("")) == len(state.candidates)
+
+
+def test_mid_run_state_shows_progress_pause_and_estimate():
+    events = prefix_until(lambda e: e["type"] == "training_progress" and e["id"] == "g1-c3"
+                          and e["step"] == 6)
+    state = RunState.from_events(events)
+    row = state.candidates["g1-c3"]
+    assert row.status == "training" and row.status_text == "training 6/12"
+    assert row.loss == pytest.approx(0.9125 * 0.97 ** 6, abs=1e-5)
+    assert state.stage["stage"] == "evaluate"
+    assert state.generation == 1 and not state.finished
+    assert state.server_state == "ready"
+    # No discovery generation has finished: the pace of the two candidates evaluated in
+    # generation 1 gives the estimate (one left here, then a generation of three).
+    start = next(e["t"] for e in events if e["type"] == "generation_started"
+                 and e["generation"] == 1)
+    now = state.last_t
+    per_candidate = (now - start) / 2
+    assert state.eta(now) == pytest.approx(per_candidate * 1 + per_candidate * 3)
+
+
+def test_estimate_after_a_generation_is_its_duration():
+    events = prefix_until(lambda e: e["type"] == "generation_started" and e["generation"] == 2)
+    state = RunState.from_events(events)
+    start, end = state.generation_times[1]
+    assert state.eta(now=events[-1]["t"]) == pytest.approx(end - start)
+
+
+def test_pause_and_stop_follow_control_events():
+    paused = RunState.from_events(prefix_until(
+        lambda e: e["type"] == "control" and e["command"] == "pause"))
+    assert paused.paused
+    resumed = RunState.from_events(prefix_until(
+        lambda e: e["type"] == "control" and e["command"] == "resume"))
+    assert not resumed.paused
+    resumed.apply({"type": "control", "command": "stop", "t": resumed.last_t + 1})
+    assert resumed.stop_requested
+
+
+def test_resume_requeues_candidates_in_flight():
+    events = prefix_until(lambda e: e["type"] == "training_progress" and e["id"] == "g2-c3")
+    state = RunState.from_events(events)
+    assert state.candidates["g2-c3"].status == "training"
+    state.apply({"v": 1, "seq": 999, "t": events[-1]["t"] + 60, "type": "run_resumed",
+                 "run_id": "demo-sentiment-cpu", "requeued": ["g2-c3"]})
+    row = state.candidates["g2-c3"]
+    assert row.status == "proposed" and row.step is None
+    assert "g2-c3" in state.take_changes()[0]
+
+
+def test_events_about_unknown_candidates_make_a_placeholder_row():
+    state = RunState()
+    state.apply({"type": "candidate_status", "id": 7, "status": "training", "t": 1.0})
+    assert state.candidates["7"].status == "training" and state.candidates["7"].name == "?"
+    state.apply({"type": "no_such_event", "t": 2.0})
+    assert state.events_seen == 2
+
+
+def test_take_changes_reports_each_change_once():
+    state = RunState()
+    events = recorded_events()
+    for event in events[:8]:
+        state.apply(event)
+    changed, lines = state.take_changes()
+    assert "g0-base" in changed and lines
+    assert state.take_changes() == (set(), [])
+
+
+def test_coalescing_keeps_the_final_state():
+    events = recorded_events()
+    kept = coalesce(events)
+    assert len(kept) < len(events)
+    progress = [e for e in kept if e["type"] == "training_progress"]
+    assert len({e["id"] for e in progress}) == len(progress)  # one per candidate
+    full, short = RunState.from_events(events), RunState.from_events(kept)
+    assert [(r.id, r.status, r.step, r.fitness) for r in full.rows()] == \
+        [(r.id, r.status, r.step, r.fitness) for r in short.rows()]
+    # Everything else passes through, in order.
+    others = [e["seq"] for e in events if e["type"] != "training_progress"]
+    assert [e["seq"] for e in kept if e["type"] != "training_progress"] == others
+
+
+def test_feed_follows_a_growing_log_and_waits_for_torn_lines(tmp_path):
+    feed = EventFeed(tmp_path)
+    assert feed.read() == 0 and feed.drain() == []
+    lines = recorded_lines()
+    with open(tmp_path / "events.jsonl", "w") as handle:
+        handle.writelines(lines[:3])
+        handle.write(lines[3][:20])
+        handle.flush()
+        assert feed.read() == 3
+        handle.write(lines[3][20:])
+        handle.flush()
+        assert feed.read() == 1
+    assert [e["seq"] for e in feed.drain()] == [1, 2, 3, 4]
+    assert feed.drain() == []
+
+
+def test_feed_reads_what_an_event_writer_appends(tmp_path):
+    feed = EventFeed(tmp_path)
+    writer = EventWriter(tmp_path)
+    writer.emit("log", level="info", message="one")
+    writer.emit("training_progress", id="a", step=1, total=3, loss=0.7)
+    writer.emit("training_progress", id="a", step=2, total=3, loss=0.6)
+    assert feed.read() == 3
+    drained = feed.drain()
+    assert [e["type"] for e in drained] == ["log", "training_progress"]
+    assert drained[-1]["step"] == 2
+
+
+def test_formats():
+    assert format_duration(None) == "-"
+    assert format_duration(7.4) == "7s"
+    assert format_duration(245) == "4m05s"
+    assert format_duration(3720) == "1h02m"
+    assert format_offset(1000.0 + 3725, 1000.0) == "+01:02:05"
+
+
+def test_resolve_run_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELFDISCO_HOME", str(tmp_path))
+    with pytest.raises(UserError, match="no run directory"):
+        resolve_run_dir(tmp_path / "missing")
+    empty = tmp_path / "checkpoints" / "empty-run"
+    empty.mkdir(parents=True)
+    with pytest.raises(UserError, match="has no events.jsonl"):
+        resolve_run_dir(empty)
+    (empty / "events.jsonl").write_text("")
+    assert resolve_run_dir(empty) == empty.resolve()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_run_dir("empty-run") == empty.resolve()  # a run id under checkpoints/
+
+
+def test_config_value_looks_into_tables():
+    config = {"preset": "cpu", "task": {"name": "sentiment"},
+              "train": {"overrides": {"beta": 0.1}}}
+    assert config_value(config, "preset") == "cpu"
+    assert config_value(config, "beta") == 0.1
+    assert config_value(config, "missing") is None
+
+
+def test_tui_command_without_events_is_a_clear_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "selfdisco", "tui", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "has no events.jsonl" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tui_command_needs_a_terminal(tmp_path):
+    (tmp_path / "events.jsonl").write_text(recorded_lines()[0])
+    result = subprocess.run([sys.executable, "-m", "selfdisco", "tui", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert "interactive terminal" in result.stderr
+
+
+def test_state_feed_and_package_import_no_textual():
+    code = ("import sys, json; import selfdisco.tui, selfdisco.tui.state, selfdisco.tui.feed, "
+            "selfdisco.tui.shapes, selfdisco.tui.rundir; "
+            "print(json.dumps(sorted(m for m in ('textual', 'torch') if m in sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert json.loads(result.stdout) == [], result.stderr
