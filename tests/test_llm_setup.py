@@ -1,0 +1,135 @@
+"""Proposer specs, the server's command line and guards, and `serve` argument errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from selfdisco.commands.serve import parse_adapters
+from selfdisco.errors import UserError
+from selfdisco.llm import open_proposer, parse_proposer_spec
+from selfdisco.llm.cache import Recorder
+from selfdisco.llm.protocol import CHAT, Completion, build_request
+from selfdisco.llm.replay import ReplayClient
+from selfdisco.llm.server import VLLMServer, free_port
+
+
+@pytest.mark.parametrize("spec, kind, url", [
+    ("local", "local", None),
+    ("http://localhost:8000/v1", "http", "http://localhost:8000/v1"),
+    ("http://10.0.0.2:8000", "http", "http://10.0.0.2:8000/v1"),
+    ("https://llm.example/v1/", "http", "https://llm.example/v1"),
+])
+def test_proposer_specs(spec, kind, url):
+    parsed = parse_proposer_spec(spec)
+    assert parsed.kind == kind and parsed.url == url
+
+
+def test_replay_spec_keeps_the_run_dir():
+    assert parse_proposer_spec("replay:checkpoints/run-1").run_dir == Path("checkpoints/run-1")
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("", "not understood"),
+    ("gpt-4", "not understood"),
+    ("ftp://host/v1", "not understood"),
+    ("replay:", "needs a run directory"),
+    ("http://", "has no host"),
+    ("http://host:notaport/v1", "bad port"),
+])
+def test_bad_proposer_specs_are_clear_errors(spec, message):
+    with pytest.raises(UserError, match=message) as info:
+        parse_proposer_spec(spec)
+    assert "local" in str(info.value) or message in ("has no host", "bad port")
+
+
+def test_open_replay_proposer_answers_and_records_the_new_run(tmp_path):
+    request = build_request(CHAT, messages=[{"role": "user", "content": "hi"}], seed=1)
+    recorded = [Completion("hello", "stop")]
+    Recorder(tmp_path / "old" / "llm").record(request, recorded, elapsed_s=0.0)
+    with open_proposer(f"replay:{tmp_path / 'old'}", run_dir=tmp_path / "new") as endpoint:
+        assert endpoint.kind == "replay" and endpoint.server is None
+        assert endpoint.client.chat([{"role": "user", "content": "hi"}], seed=1) == recorded
+    assert ReplayClient(tmp_path / "new").chat([{"role": "user", "content": "hi"}],
+                                               seed=1) == recorded
+
+
+def test_open_http_proposer_with_no_server_is_a_clear_error():
+    with pytest.raises(UserError, match="no answer from the LLM server"):
+        open_proposer(f"http://127.0.0.1:{free_port()}/v1",
+                      client_options={"retries": 0})
+
+
+def test_open_local_proposer_needs_a_model():
+    with pytest.raises(UserError, match="needs a model"):
+        open_proposer("local")
+
+
+def test_missing_model_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        VLLMServer(tmp_path / "no-model", log_path=tmp_path / "server.log")
+
+
+def make_server(tmp_path, **options) -> VLLMServer:
+    (tmp_path / "model").mkdir(exist_ok=True)
+    adapter = tmp_path / "my adapter,1"
+    adapter.mkdir(exist_ok=True)
+    return VLLMServer(tmp_path / "model", log_path=tmp_path / "server.log", port=8123,
+                      adapters={"gen1": str(adapter)}, **options)
+
+
+def test_cpu_command(tmp_path):
+    cmd = make_server(tmp_path, backend="cpu", kv_cache_bytes=1 << 28).command()
+    assert cmd[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    assert "--enforce-eager" in cmd and "--enable-sleep-mode" not in cmd
+    assert cmd[cmd.index("--kv-cache-memory-bytes") + 1] == str(1 << 28)
+    assert cmd[cmd.index("--generation-config") + 1] == "vllm"
+    assert cmd[cmd.index("--max-lora-rank") + 1] == "16"
+    lora = json.loads(cmd[cmd.index("--lora-modules") + 1])
+    assert lora == {"name": "gen1", "path": str(tmp_path / "my adapter,1")}
+    env = make_server(tmp_path, backend="cpu").environment()
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert "VLLM_SERVER_DEV_MODE" not in env
+
+
+def test_gpu_command_enables_sleep_mode(tmp_path):
+    server = make_server(tmp_path, backend="cuda", gpu_memory_utilization=0.5)
+    cmd = server.command()
+    assert "--enable-sleep-mode" in cmd and "--enforce-eager" not in cmd
+    assert "--kv-cache-memory-bytes" not in cmd
+    assert cmd[cmd.index("--gpu-memory-utilization") + 1] == "0.5"
+    assert server.environment()["VLLM_SERVER_DEV_MODE"] == "1"
+
+
+def test_sleep_is_never_called_on_cpu(tmp_path):
+    server = make_server(tmp_path, backend="cpu")  # never started: any HTTP call would fail
+    assert server.sleep() is False and server.wake_up() is False
+    with server.asleep() as slept:
+        assert slept is False
+
+
+def test_ensure_healthy_before_start_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="never started"):
+        make_server(tmp_path, backend="cpu").ensure_healthy()
+
+
+def test_parse_adapters(tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    assert parse_adapters([f"gen1={tmp_path}"]) == {"gen1": str(tmp_path.resolve())}
+    with pytest.raises(UserError, match="expected NAME=PATH"):
+        parse_adapters(["gen1"])
+    with pytest.raises(UserError, match="not a LoRA adapter directory"):
+        parse_adapters([f"gen1={tmp_path / 'missing'}"])
+    with pytest.raises(UserError, match="given twice"):
+        parse_adapters([f"a={tmp_path}", f"a={tmp_path}"])
+
+
+def test_serve_with_a_bad_adapter_exits_with_a_clear_error(tmp_path):
+    result = subprocess.run(["selfdisco", "serve", "--model", "smoke-llama", "--adapter",
+                             f"x={tmp_path}"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "not a LoRA adapter directory" in result.stderr and "Traceback" not in result.stderr
