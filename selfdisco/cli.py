@@ -19,6 +19,7 @@ from selfdisco.errors import UserError
 COMMANDS = {
     "doctor": "selfdisco.commands.doctor",
     "models": "selfdisco.commands.models",
+    "losses": "selfdisco.commands.losses",
     "serve": "selfdisco.commands.serve",
     "tui": "selfdisco.commands.tui",
 }

@@ -1,0 +1,164 @@
+"""`selfdisco losses`: the loss catalog, loss curves, plots and screening of candidate files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from selfdisco.errors import UserError
+
+HELP = "the loss library: list, show, eval and plot losses; check a candidate file"
+
+# Let option values start with a minus sign, so `--rho -2,0,1` works like `--rho=-2,0,1`.
+NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="list the catalog with the paper's scores")
+    show = actions.add_parser("show", help="formula, source and code of one loss")
+    show.add_argument("name", help="catalog name, .py file or JSON candidate file")
+    evaluate = actions.add_parser(
+        "eval", help="per-example losses at given rho values, as JSON",
+        description="Print per-example losses (and d loss / d rho) as JSON. rho is the "
+                    "chosen-minus-rejected log-ratio, applied with zero reference log-probs.")
+    evaluate.add_argument("name", help="catalog name, .py file or JSON candidate file")
+    evaluate.add_argument("--beta", type=float, default=0.05, help="beta (default 0.05)")
+    evaluate.add_argument("--rho", required=True, nargs="+", metavar="R1,R2,...",
+                          help="rho values, comma-separated (e.g. --rho -2,0,1.5)")
+    evaluate._negative_number_matcher = NEGATIVE_VALUE
+    plot = actions.add_parser("plot", help="plot loss and gradient against rho to a PNG")
+    plot.add_argument("names", nargs="+", help="catalog names or files, one curve each")
+    plot.add_argument("--beta", type=float, default=0.05, help="beta (default 0.05)")
+    plot.add_argument("-o", "--output", required=True, help="output .png file")
+    plot.add_argument("--range", default="-10,10", metavar="MIN,MAX",
+                      help="rho range to plot (default -10,10)")
+    plot._negative_number_matcher = NEGATIVE_VALUE
+    check = actions.add_parser(
+        "check", help="screen a candidate file; exit 0 if it passes, 1 with the reason if not")
+    check.add_argument("file", help="a JSON candidate {thought, name, code} or a .py file")
+    check.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"list": _list, "show": _show, "eval": _eval, "plot": _plot,
+            "check": _check}[args.action](args)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from selfdisco.losses import catalog
+
+    print(f"{'name':15} {'MT-Bench':>8}  full name")
+    for entry in catalog.CATALOG.values():
+        score = f"{entry.paper_score:.4g}" if entry.paper_score is not None else "-"
+        print(f"{entry.name:15} {score:>8}  {entry.full_name}")
+    print("\nScores: MT-Bench in the DiscoPOP paper (beta 0.05). "
+          "`selfdisco losses show NAME` for details.")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from selfdisco.losses import catalog, load_loss
+
+    candidate = load_loss(args.name)
+    entry = catalog.CATALOG.get(args.name)
+    if entry:
+        print(f"{entry.name}: {entry.full_name}")
+        score = entry.paper_score if entry.paper_score is not None else "-"
+        print(f"paper score (MT-Bench): {score}")
+        print(f"source: {entry.source}")
+        print("formula:")
+        print("    " + entry.formula.replace("\n", "\n    "))
+    else:
+        print(f"{candidate.name} (from {args.name})")
+        if candidate.thought:
+            print(f"thought: {candidate.thought}")
+    print("code:")
+    print("    " + candidate.code.rstrip().replace("\n", "\n    "))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from selfdisco.losses import load_loss
+    from selfdisco.losses.curves import loss_curve
+
+    rho = _numbers(args.rho, "--rho")
+    candidate = load_loss(args.name)
+    losses, grads = loss_curve(candidate, rho, args.beta)
+    print(json.dumps({"name": candidate.name, "beta": args.beta, "rho": rho, "loss": losses,
+                      "grad": grads}))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from selfdisco.losses import load_loss
+    from selfdisco.losses.curves import plot_curves
+
+    bounds = _numbers([args.range], "--range")
+    if len(bounds) != 2 or bounds[0] >= bounds[1]:
+        raise UserError(f"--range must be MIN,MAX with MIN < MAX, e.g. --range=-10,10; got "
+                        f"'{args.range}'")
+    output = Path(args.output)
+    if output.suffix.lower() != ".png":
+        raise UserError(f"-o must name a .png file; got '{output}'")
+    if not output.parent.is_dir():
+        raise UserError(f"the folder {output.parent} does not exist; create it first")
+    candidates = [load_loss(name) for name in args.names]
+    plot_curves(candidates, args.beta, (bounds[0], bounds[1]), output)
+    print(f"wrote {output}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from selfdisco.losses import catalog
+    from selfdisco.losses.candidate import Candidate
+    from selfdisco.losses.parse import ParseError, parse_candidate
+    from selfdisco.losses.screen import ScreenResult, screen
+
+    path = Path(args.file)
+    name = path.stem
+    if args.file in catalog.CATALOG and not path.exists():
+        candidate = catalog.get(args.file).candidate
+        result = screen(candidate, timeout_s=args.timeout)
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError(f"file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"cannot read {path}: {err}") from None
+        try:
+            candidate = (Candidate(thought="", name=name, code=text) if path.suffix == ".py"
+                         else parse_candidate(text))
+            result = screen(candidate, timeout_s=args.timeout)
+        except ParseError as err:
+            candidate, result = None, ScreenResult(False, str(err), None, 0.0)
+    name = candidate.name if candidate else name
+    if args.json:
+        print(json.dumps({"name": name, **result.to_dict()}))
+    elif result.ok:
+        print(f"ok: {name} passed screening in {result.seconds:.2f} s")
+    else:
+        print(f"rejected: {result.reason}", file=sys.stdout)
+    return 0 if result.ok else 1
+
+
+def _numbers(values: list[str], option: str) -> list[float]:
+    numbers = []
+    for item in ",".join(values).split(","):
+        if not item.strip():
+            continue
+        try:
+            numbers.append(float(item))
+        except ValueError:
+            raise UserError(f"{option} takes comma-separated numbers, e.g. {option}=-2,0,1.5; "
+                            f"'{item.strip()}' is not a number") from None
+    if not numbers:
+        raise UserError(f"{option} needs at least one number, e.g. {option}=-2,0,1.5")
+    if any(n != n or n in (float("inf"), float("-inf")) for n in numbers):
+        raise UserError(f"{option} values must be finite numbers")
+    return numbers

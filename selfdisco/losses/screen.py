@@ -1,0 +1,86 @@
+"""Screening: is a candidate safe and sane enough to spend training time on?
+
+`screen` runs the static check here (fast, no torch), then the behavioural checks in the
+sandbox. Every rejection carries a one-line reason meant to be sent back to the LLM.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from dataclasses import dataclass
+
+from selfdisco.losses.candidate import Candidate
+from selfdisco.losses.fingerprint import Fingerprint
+from selfdisco.losses.parse import ParseError, parse_candidate
+from selfdisco.losses.sandbox import Sandbox
+from selfdisco.losses.static import CodeRejected, check_code
+
+DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_MEMORY_MB = 1024
+
+_default: Sandbox | None = None
+_default_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ScreenResult:
+    ok: bool
+    reason: str | None  # one line, for the LLM; None when ok
+    fingerprint: Fingerprint | None
+    seconds: float  # wall time of the whole screening
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "reason": self.reason, "seconds": round(self.seconds, 4),
+                "fingerprint": self.fingerprint.to_dict() if self.fingerprint else None}
+
+
+def default_sandbox() -> Sandbox:
+    """The process-wide sandbox, started on first use and stopped at exit."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Sandbox()
+            atexit.register(_default.close)
+        return _default
+
+
+def prewarm() -> None:
+    """Start the default sandbox now, so the first screening does not wait for `import torch`."""
+    default_sandbox().start()
+
+
+def screen(candidate: Candidate, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+           memory_mb: int = DEFAULT_MEMORY_MB, sandbox: Sandbox | None = None) -> ScreenResult:
+    """Check a candidate statically, then run its behavioural checks in the sandbox.
+
+    Args:
+        candidate: the proposal; only its code is run.
+        timeout_s: wall-clock limit for the child process.
+        memory_mb: address space the child may add on top of the sandbox's own.
+        sandbox: a specific sandbox; the process-wide one by default.
+    """
+    started = time.perf_counter()
+    try:
+        check_code(candidate.code)
+    except CodeRejected as err:
+        return ScreenResult(False, str(err), None, time.perf_counter() - started)
+    raw = (sandbox or default_sandbox()).run(candidate.code, timeout_s=timeout_s,
+                                            memory_mb=memory_mb)
+    fingerprint = Fingerprint.from_dict(raw["fingerprint"]) if raw.get("fingerprint") else None
+    ok = bool(raw.get("ok")) and fingerprint is not None
+    reason = None if ok else (raw.get("reason") or "rejected without a reason")
+    return ScreenResult(ok, reason, fingerprint, time.perf_counter() - started)
+
+
+def screen_text(text: str, **options) -> tuple[Candidate | None, ScreenResult]:
+    """Parse an LLM answer and screen the candidate in it; a parse failure is a rejection."""
+    started = time.perf_counter()
+    try:
+        candidate = parse_candidate(text)
+    except ParseError as err:
+        return None, ScreenResult(False, str(err), None, time.perf_counter() - started)
+    result = screen(candidate, **options)
+    return candidate, ScreenResult(result.ok, result.reason, result.fingerprint,
+                                   time.perf_counter() - started)

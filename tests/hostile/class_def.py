@@ -1,0 +1,8 @@
+# expect: classes are not allowed
+# ruff: noqa
+class Loss:
+    pass
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+         reference_rejected_logps, beta):
+    rho = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    return -F.logsigmoid(beta * rho)

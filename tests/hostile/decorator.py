@@ -1,0 +1,7 @@
+# expect: decorators are not allowed
+# ruff: noqa
+@torch.no_grad()
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+         reference_rejected_logps, beta):
+    rho = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    return -F.logsigmoid(beta * rho)

@@ -1,0 +1,7 @@
+# expect: timed out
+# ruff: noqa
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+         reference_rejected_logps, beta):
+    rho = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    n = 2 ** (2 ** 40)
+    return -F.logsigmoid(beta * rho)

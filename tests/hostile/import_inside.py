@@ -1,0 +1,8 @@
+# expect: import of 'subprocess' is not allowed
+# ruff: noqa
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+         reference_rejected_logps, beta):
+    rho = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    import subprocess
+    subprocess.run(['touch', 'pwned'])
+    return -F.logsigmoid(beta * rho)

@@ -1,0 +1,6 @@
+# expect: returned torch.int64
+# ruff: noqa
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+         reference_rejected_logps, beta):
+    rho = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    return (rho > 0).long()

@@ -1,0 +1,3 @@
+# expect: exactly one top-level function
+# ruff: noqa
+x = 1

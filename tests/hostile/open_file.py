@@ -1,0 +1,7 @@
+# expect: 'open' is not allowed
+# ruff: noqa
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+         reference_rejected_logps, beta):
+    rho = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    open('pwned', 'w').write('x')
+    return -F.logsigmoid(beta * rho)

@@ -1,0 +1,7 @@
+# expect: 'print' is not allowed
+# ruff: noqa
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+         reference_rejected_logps, beta):
+    rho = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    print('x' * 10**8)
+    return -F.logsigmoid(beta * rho)

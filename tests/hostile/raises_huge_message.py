@@ -1,0 +1,6 @@
+# expect: raised ValueError: xxxx
+# ruff: noqa
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+         reference_rejected_logps, beta):
+    rho = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    raise ValueError('x' * 10**6)

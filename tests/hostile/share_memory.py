@@ -1,0 +1,7 @@
+# expect: attribute '.share_memory_' is not allowed
+# ruff: noqa
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+         reference_rejected_logps, beta):
+    rho = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    rho.detach().share_memory_()
+    return -F.logsigmoid(beta * rho)

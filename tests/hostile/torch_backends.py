@@ -1,0 +1,7 @@
+# expect: torch.backends is not available
+# ruff: noqa
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+         reference_rejected_logps, beta):
+    rho = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    torch.backends.mkldnn.enabled
+    return -F.logsigmoid(beta * rho)

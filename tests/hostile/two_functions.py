@@ -1,0 +1,9 @@
+# expect: exactly one top-level function
+# ruff: noqa
+def helper(x):
+    return x
+
+def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+         reference_rejected_logps, beta):
+    rho = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    return -F.logsigmoid(beta * helper(rho))
