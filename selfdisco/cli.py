@@ -17,10 +17,15 @@ from selfdisco.errors import UserError
 
 # Command name -> module. Order is the order shown by --help.
 COMMANDS = {
+    "run": "selfdisco.commands.run",
+    "resume": "selfdisco.commands.resume",
+    "report": "selfdisco.commands.report",
     "doctor": "selfdisco.commands.doctor",
     "models": "selfdisco.commands.models",
     "losses": "selfdisco.commands.losses",
     "serve": "selfdisco.commands.serve",
+    "train": "selfdisco.commands.train",
+    "eval": "selfdisco.commands.eval",
     "tui": "selfdisco.commands.tui",
 }
 

@@ -46,11 +46,12 @@ STATUSES = ("proposed", "rejected", "training", "scoring", "scored", "diverged",
 class EventWriter:
     """Appends events to a run's events.jsonl; safe to share between threads."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, listeners: list | None = None):
         self.path = Path(run_dir) / EVENTS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._seq = sum(1 for _ in read_events(self.path))
+        self.listeners = list(listeners or [])
 
     def emit(self, type: str, **fields: Any) -> dict:
         if type not in EVENT_TYPES:
@@ -64,6 +65,8 @@ class EventWriter:
                 handle.write(line)
                 handle.flush()
                 os.fsync(handle.fileno())
+        for listener in self.listeners:
+            listener(event)
         return event
 
 

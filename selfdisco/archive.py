@@ -1,0 +1,180 @@
+"""The run's archive: every candidate with its code, status, fitness, lineage and seeds (SQLite).
+
+Each write commits at once (WAL journal), so killing the process at any moment loses nothing
+that was recorded. `requeue_unfinished()` puts candidates that were being evaluated back in the
+queue when a run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ARCHIVE_FILE = "archive.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS candidates (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    generation INTEGER NOT NULL,       -- 0 for burn-in
+    kind TEXT NOT NULL,                -- base | burn_in | proposal
+    slot INTEGER,                      -- which of the K slots of its generation
+    attempt INTEGER,                   -- 0, then 1.. for resamples after rejections
+    name TEXT, thought TEXT, code TEXT, code_sha TEXT,
+    raw_text TEXT,                     -- the proposer's answer as it came
+    status TEXT NOT NULL,
+    stage TEXT,                        -- where a rejection or failure happened
+    reason TEXT,
+    fitness REAL, stderr REAL,
+    metrics TEXT,                      -- JSON
+    fingerprint TEXT,                  -- JSON
+    proposer TEXT,                     -- base, or the id of the candidate whose adapter proposed
+    seeds TEXT,                        -- JSON
+    timings TEXT,                      -- JSON, seconds per stage
+    created REAL NOT NULL, updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS generations (
+    generation INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,               -- proposing | evaluating | done
+    proposer TEXT,
+    started REAL, finished REAL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+JSON_FIELDS = ("metrics", "fingerprint", "seeds", "timings")
+UNFINISHED = ("training", "scoring")
+
+
+@dataclass
+class Row:
+    id: str
+    seq: int
+    generation: int
+    kind: str
+    status: str
+    slot: int | None = None
+    attempt: int | None = None
+    name: str | None = None
+    thought: str | None = None
+    code: str | None = None
+    code_sha: str | None = None
+    raw_text: str | None = None
+    stage: str | None = None
+    reason: str | None = None
+    fitness: float | None = None
+    stderr: float | None = None
+    metrics: dict = field(default_factory=dict)
+    fingerprint: Any = None
+    proposer: str | None = None
+    seeds: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    created: float = 0.0
+    updated: float = 0.0
+
+    @property
+    def evaluated(self) -> bool:
+        return self.status in ("scored", "diverged", "failed")
+
+
+class Archive:
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ARCHIVE_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # candidates
+    def add(self, id: str, generation: int, kind: str, status: str, **fields: Any) -> Row:
+        now = time.time()
+        seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM candidates").fetchone()[0]
+        values = {"id": id, "seq": seq, "generation": generation, "kind": kind,
+                  "status": status, "created": now, "updated": now, **fields}
+        for key in JSON_FIELDS:
+            if key in values:
+                values[key] = json.dumps(values[key])
+        columns = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        self.db.execute(f"INSERT INTO candidates ({columns}) VALUES ({marks})",
+                        list(values.values()))
+        return self.get(id)
+
+    def update(self, id: str, **fields: Any) -> Row:
+        fields["updated"] = time.time()
+        for key in JSON_FIELDS:
+            if key in fields:
+                fields[key] = json.dumps(fields[key])
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        self.db.execute(f"UPDATE candidates SET {assignments} WHERE id = ?",
+                        [*fields.values(), id])
+        return self.get(id)
+
+    def get(self, id: str) -> Row | None:
+        row = self.db.execute("SELECT * FROM candidates WHERE id = ?", (id,)).fetchone()
+        return _row(row) if row else None
+
+    def rows(self, where: str = "1", params: tuple = ()) -> list[Row]:
+        query = f"SELECT * FROM candidates WHERE {where} ORDER BY seq"
+        return [_row(r) for r in self.db.execute(query, params)]
+
+    def best(self) -> Row | None:
+        """The scored candidate with the highest fitness (burn-in and base included)."""
+        row = self.db.execute("SELECT * FROM candidates WHERE status = 'scored' AND fitness IS "
+                              "NOT NULL ORDER BY fitness DESC, seq LIMIT 1").fetchone()
+        return _row(row) if row else None
+
+    def requeue_unfinished(self) -> list[str]:
+        """Candidates caught mid-evaluation go back to 'proposed'; returns their ids."""
+        marks = ", ".join("?" for _ in UNFINISHED)
+        ids = [r[0] for r in self.db.execute(
+            f"SELECT id FROM candidates WHERE status IN ({marks}) ORDER BY seq", UNFINISHED)]
+        for id in ids:
+            self.update(id, status="proposed", stage=None, reason=None)
+        return ids
+
+    # generations
+    def set_generation(self, generation: int, state: str, proposer: str | None = None) -> None:
+        now = time.time()
+        self.db.execute(
+            "INSERT INTO generations (generation, state, proposer, started) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(generation) DO UPDATE SET state = excluded.state, "
+            "proposer = COALESCE(excluded.proposer, proposer)",
+            (generation, state, proposer, now))
+        if state == "done":
+            self.db.execute("UPDATE generations SET finished = ? WHERE generation = ?",
+                            (now, generation))
+
+    def generation_state(self, generation: int) -> str | None:
+        row = self.db.execute("SELECT state FROM generations WHERE generation = ?",
+                              (generation,)).fetchone()
+        return row[0] if row else None
+
+    def generations(self) -> list[dict]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM generations ORDER BY generation")]
+
+    # meta
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                        (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+
+def _row(row: sqlite3.Row) -> Row:
+    data = dict(row)
+    for key in JSON_FIELDS:
+        data[key] = json.loads(data[key]) if data.get(key) else ({} if key != "fingerprint"
+                                                                 else None)
+    return Row(**data)

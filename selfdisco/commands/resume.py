@@ -1,0 +1,31 @@
+"""`selfdisco resume RUN`: continue a run that was stopped or killed."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "continue a stopped or killed run where it left off"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, metavar="RUN", help="the run directory")
+    parser.add_argument("--no-tui", action="store_true",
+                        help="print progress lines instead of opening the terminal UI")
+
+
+def run(args: argparse.Namespace) -> int:
+    from selfdisco.background import run_locked
+    from selfdisco.commands.run import follow, wants_tui
+    from selfdisco.config import read_run_config
+    from selfdisco.printer import Printer
+    from selfdisco.runner import run_finished
+
+    read_run_config(args.run_dir)  # a clear error when it is not a run directory
+    if run_finished(args.run_dir):
+        print(f"{args.run_dir} has already finished; see `selfdisco report {args.run_dir}`")
+        return 0
+    if wants_tui(args):
+        return follow(args.run_dir, resume=True)
+    run_locked(args.run_dir, resume=True, listeners=[Printer()])
+    return 0

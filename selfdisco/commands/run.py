@@ -1,0 +1,112 @@
+"""`selfdisco run`: discover losses. Opens the TUI on a terminal, prints progress otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "run loss discovery (a new run directory under checkpoints/)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from selfdisco.presets import DEFAULT_PRESET, PRESETS
+
+    parser.add_argument("--preset", choices=list(PRESETS),
+                        help=f"starting configuration (default: {DEFAULT_PRESET})")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="a TOML config file")
+    parser.add_argument("--proposer", metavar="SPEC",
+                        help="local (default), http://HOST:PORT/v1, or replay:RUN_DIR")
+    parser.add_argument("--generations", type=int, metavar="N")
+    parser.add_argument("--candidates", type=int, metavar="K",
+                        help="valid candidates per generation")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--task", help="sentiment or mtbench")
+    parser.add_argument("--run-dir", type=Path, metavar="DIR",
+                        help="where to write the run (default: checkpoints/<time>-<preset>)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any config field, e.g. --set discovery.patience=3 (repeatable)")
+    parser.add_argument("--no-tui", action="store_true",
+                        help="print progress lines instead of opening the terminal UI")
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    """A nested dict of only the settings the user typed."""
+    from selfdisco.config import parse_assignment
+
+    out: dict = {}
+
+    def put(path: list[str], value) -> None:
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+
+    for text in args.set:
+        put(*parse_assignment(text))
+    flags = {("server", "proposer"): args.proposer, ("discovery", "generations"): args.generations,
+             ("discovery", "candidates_per_generation"): args.candidates, ("seed",): args.seed,
+             ("task", "name"): args.task}
+    for path, value in flags.items():
+        if value is not None:
+            put(list(path), value)
+    return out
+
+
+def resolve(args: argparse.Namespace):
+    """The run's config; a replay starts from the recorded run's own config."""
+    from selfdisco.config import _merge, load_config, read_run_config
+    from selfdisco.errors import UserError
+
+    overrides = overrides_from(args)
+    if args.proposer and args.proposer.startswith("replay:") and not (args.config or args.preset):
+        source = Path(args.proposer.removeprefix("replay:"))
+        if not (source / "config.toml").exists():
+            raise UserError(f"--proposer {args.proposer}: {source} is not a run directory (it has "
+                            "no config.toml)")
+        recorded = read_run_config(source).to_dict()
+        return load_config(recorded["preset"], None, _merge(recorded, overrides))
+    return load_config(args.preset, args.config, overrides)
+
+
+def wants_tui(args: argparse.Namespace) -> bool:
+    if args.no_tui or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec("textual") is not None
+
+
+def follow(run_dir: Path, resume: bool) -> int:
+    """Run in the background and watch it in the TUI; on close, stop it or leave it running."""
+    import os
+    import signal
+
+    from selfdisco.background import launch
+    from selfdisco.tui import run_app
+
+    proc = launch(run_dir, resume=resume)
+    choice = run_app(run_dir, owns_run=True)
+    if choice == "stop" and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        print(f"stopped; continue it with: selfdisco resume {run_dir}")
+    elif proc.poll() is None:
+        print(f"the run goes on in the background (pid {proc.pid}); watch it with: "
+              f"selfdisco tui {run_dir}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from selfdisco.background import run_locked
+    from selfdisco.printer import Printer
+    from selfdisco.runner import prepare_run_dir
+
+    config = resolve(args)
+    run_dir = prepare_run_dir(config, args.run_dir)
+    if wants_tui(args):
+        return follow(run_dir, resume=False)
+    print(f"run directory: {run_dir}")
+    run_locked(run_dir, resume=False, listeners=[Printer()])
+    print(f"report: selfdisco report {run_dir}")
+    return 0

@@ -1,0 +1,250 @@
+"""A run's configuration: preset < TOML file < command-line flags the user actually typed.
+
+Every field is documented where it is declared. Unknown sections or keys are errors, so a typo
+never silently falls back to a default. The resolved config is saved as <run>/config.toml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfdisco import tomlw
+from selfdisco.errors import UserError
+from selfdisco.presets import DEFAULT_PRESET, PRESETS
+
+
+@dataclass
+class ModelsConfig:
+    policy: str = "smollm2-135m-instruct"
+    """The policy fine-tuned under each loss: a bundled model name, a local path or a Hub id."""
+    proposer: str = ""
+    """The model that writes candidate losses; empty means the policy's base model."""
+    judge: str = ""
+    """The judge for judged tasks (mtbench); empty means the proposer."""
+
+
+@dataclass
+class ServerConfig:
+    proposer: str = "local"
+    """local (selfdisco starts vLLM), http://HOST:PORT/v1 (an existing server), or replay:RUN."""
+    port: int = 0
+    """Port for a managed server; 0 picks a free one."""
+    kv_cache_gib: float = 1.0
+    """KV-cache memory for vLLM on CPU, in GiB (0: vLLM's own default, for GPUs)."""
+    max_model_len: int = 4096
+    """Longest prompt plus answer the server accepts, in tokens."""
+    max_lora_rank: int = 16
+    """Largest LoRA rank the server can load (adapters must not exceed it)."""
+    start_timeout_s: float = 600.0
+    """How long to wait for the server to become healthy."""
+
+
+@dataclass
+class TaskConfig:
+    name: str = "sentiment"
+    """Which task scores candidates: sentiment, mtbench or digits."""
+    options: dict = field(default_factory=dict)
+    """Task-specific settings, checked by the task itself."""
+
+
+@dataclass
+class DiscoveryConfig:
+    generations: int = 3
+    """How many generations to run."""
+    candidates_per_generation: int = 2
+    """Valid candidates evaluated per generation (K)."""
+    max_resamples: int = 3
+    """Retries per candidate slot after a rejection; the reason goes back to the proposer."""
+    patience: int = 0
+    """Stop when the best fitness has not improved for this many generations (0: never)."""
+    time_budget_min: float = 0.0
+    """Stop starting new generations after this many minutes (0: no limit)."""
+    burn_in: list = field(default_factory=lambda: ["dpo", "hinge", "ipo", "kto_pair"])
+    """Catalog losses evaluated before the first generation and shown to the proposer."""
+    self_improve: bool = True
+    """Serve the best policy so far (base + its adapter) as the next proposer."""
+    code_grammar: str = "free"
+    """free: any code (JSON schema only); expression: code constrained to mixes of known shapes."""
+    temperature: float = 0.8
+    """Proposer sampling temperature."""
+    top_p: float = 0.95
+    """Proposer nucleus sampling."""
+    max_tokens: int = 768
+    """Longest proposer answer, in tokens."""
+    context_tokens: int = 3000
+    """Budget for the proposer's history; past it, the best and the latest entries are kept."""
+    keep_best: int = 4
+    """History entries kept for their fitness when the context is trimmed."""
+    keep_recent: int = 4
+    """History entries kept for being the latest when the context is trimmed."""
+    duplicate_tolerance: float = 1e-3
+    """Fingerprint distance under which a candidate counts as a duplicate."""
+    candidate_timeout_min: float = 30.0
+    """A candidate's evaluation (train + score) is killed after this many minutes."""
+    screen_timeout_s: float = 10.0
+    """Time limit for running a candidate on random tensors."""
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "cpu"
+    """Training settings preset (see selfdisco/train/settings.py)."""
+    overrides: dict = field(default_factory=dict)
+    """Individual training settings that replace the preset's, e.g. {max_steps = 20}."""
+
+
+@dataclass
+class RunConfig:
+    preset: str = DEFAULT_PRESET
+    """The preset this config started from."""
+    seed: int = 0
+    """Root seed: every sampling and training seed derives from it."""
+    executor: str = "local"
+    """Where candidates are evaluated: local (child processes) or ray."""
+    workers: int = 1
+    """Candidates evaluated at the same time."""
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return tomlw.dumps(self.to_dict())
+
+    @property
+    def proposer_model(self) -> str:
+        return self.models.proposer or self.models.policy
+
+    @property
+    def judge_model(self) -> str:
+        return self.models.judge or self.proposer_model
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("options",
+                                                                                       "overrides"):
+            out[key] = _merge(out[key], value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _check_type(where: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise UserError(f"{where} must be true or false, not {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where} must be a whole number, not {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where} must be a number, not {value!r}")
+        value = float(value)
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise UserError(f"{where} must be a string, not {value!r}")
+    elif isinstance(default, list):
+        if not isinstance(value, list):
+            raise UserError(f"{where} must be a list, not {value!r}")
+    elif isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise UserError(f"{where} must be a table, not {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict, where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise UserError(f"unknown key {unknown[0]!r} in {where or 'the config'}; "
+                        f"known keys: {', '.join(known)}")
+    default = cls()
+    values = {}
+    for name, value in data.items():
+        path = f"{where}.{name}" if where else name
+        current = getattr(default, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UserError(f"[{path}] must be a table")
+            values[name] = _build(type(current), value, path)
+        else:
+            values[name] = _check_type(path, value, current)
+    return cls(**values)
+
+
+def _validate(config: RunConfig) -> None:
+    d = config.discovery
+    checks = [
+        (d.generations >= 1, "discovery.generations must be at least 1"),
+        (d.candidates_per_generation >= 1, "discovery.candidates_per_generation must be at least 1"),
+        (d.max_resamples >= 0, "discovery.max_resamples must be 0 or more"),
+        (d.code_grammar in ("free", "expression"), "discovery.code_grammar must be free or expression"),
+        (0 < d.temperature <= 2, "discovery.temperature must be in (0, 2]"),
+        (config.executor in ("local", "ray"), "executor must be local or ray"),
+        (config.workers >= 1, "workers must be at least 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    spec = config.server.proposer
+    if not (spec == "local" or spec.startswith(("http://", "https://", "replay:"))):
+        raise UserError(f"--proposer {spec!r} is not understood; use local, http://HOST:PORT/v1 "
+                        "or replay:RUN_DIR")
+
+
+def parse_assignment(text: str) -> tuple[list[str], Any]:
+    """'discovery.generations=5' -> (['discovery', 'generations'], 5); values parsed as TOML."""
+    if "=" not in text:
+        raise UserError(f"--set {text!r} needs the form section.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is taken as a string
+    return key.strip().split("."), value
+
+
+def load_config(preset: str | None = None, file: Path | None = None,
+                overrides: dict | None = None) -> RunConfig:
+    """Resolve preset < file < overrides (a nested dict of only what the user set)."""
+    file_data: dict = {}
+    if file is not None:
+        try:
+            file_data = tomllib.loads(Path(file).read_text())
+        except FileNotFoundError:
+            raise UserError(f"config file {file} does not exist") from None
+        except tomllib.TOMLDecodeError as err:
+            raise UserError(f"config file {file} is not valid TOML: {err}") from None
+    overrides = overrides or {}
+    name = overrides.get("preset") or preset or file_data.get("preset") or DEFAULT_PRESET
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    data = _merge(_merge(PRESETS[name], file_data), overrides)
+    data["preset"] = name
+    config = _build(RunConfig, data, "")
+    _validate(config)
+    return config
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    """The resolved config saved in a run directory."""
+    path = Path(run_dir) / "config.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{run_dir} has no config.toml: is it a selfdisco run directory?") from None
+    config = _build(RunConfig, data, "")
+    _validate(config)
+    return config

@@ -1,0 +1,397 @@
+"""The discovery loop (the paper's Algorithm 1): burn-in, then generations of propose, screen,
+evaluate, record and promote. No UI and no torch here: it writes the archive and the event log.
+
+Every decision is recorded before it is acted on, and the loop's state is rebuilt from the
+archive on start, so a run killed at any moment resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from selfdisco import propose
+from selfdisco.archive import Archive, Row
+from selfdisco.config import RunConfig
+from selfdisco.control import ControlReader
+from selfdisco.evaluation import code_sha
+from selfdisco.events import EventWriter
+from selfdisco.seeds import derive
+
+EVALUATED = ("scored", "diverged", "failed")
+
+
+@dataclass
+class Services:
+    """What the loop talks to. proposer answers chat(); adapters loads proposer adapters
+    (the policy server's client, or None when nothing can be served, as in a replay)."""
+
+    proposer: Any
+    evaluator: Any
+    screen: Callable  # screen(candidate, timeout_s=...) -> ScreenResult
+    parse: Callable  # parse(text) -> Candidate, raising ValueError with a reason
+    catalog: Callable  # catalog(name) -> dict(name, full_name, code)
+    adapters: Any = None
+    burn_in_cache: Any = None  # get(name) -> result | None, put(name, result)
+    task_description: str = ""
+    beta: float = 0.05
+
+
+@dataclass
+class State:
+    proposer_id: str = "base"
+    proposer_model: str | None = None  # the adapter name served for the proposer, None = base
+    proposer_fitness: float | None = None
+    fingerprints: dict = field(default_factory=dict)  # candidate id -> Fingerprint
+
+
+class Discovery:
+    def __init__(self, config: RunConfig, run_dir, archive: Archive, events: EventWriter,
+                 services: Services):
+        self.config = config
+        self.d = config.discovery
+        self.run_dir = run_dir
+        self.archive = archive
+        self.events = events
+        self.s = services
+        self.control = ControlReader(run_dir)
+        self.state = State()
+        self.paused = False
+        self.stop_requested = False
+        self.started = time.monotonic()
+        self.can_self_improve = self.d.self_improve and (
+            config.proposer_model == config.models.policy)
+
+    # ---- the run ---------------------------------------------------------------------------
+    def run(self) -> str:
+        """Run until done; returns why it ended."""
+        self._restore()
+        self.burn_in()
+        reason = "generation limit reached"
+        stale = 0
+        best_before = self._best_fitness()
+        for generation in range(1, self.d.generations + 1):
+            if self.archive.generation_state(generation) == "done":
+                continue
+            if self._checkpoint():
+                reason = "stopped on request"
+                break
+            if self.d.time_budget_min and self._elapsed_min() >= self.d.time_budget_min:
+                reason = f"time budget of {self.d.time_budget_min} minutes used"
+                break
+            self.generation(generation)
+            best = self._best_fitness()
+            improved = best is not None and (best_before is None or best > best_before)
+            stale = 0 if improved else stale + 1
+            best_before = best
+            if self.d.patience and stale >= self.d.patience:
+                reason = f"no improvement for {stale} generations"
+                break
+            if self.stop_requested:
+                reason = "stopped on request"
+                break
+        best = self.archive.best()
+        self.events.emit("run_finished", reason=reason, best_id=best.id if best else None,
+                         best_fitness=best.fitness if best else None)
+        return reason
+
+    def _elapsed_min(self) -> float:
+        return (time.monotonic() - self.started) / 60
+
+    def _best_fitness(self) -> float | None:
+        best = self.archive.best()
+        return best.fitness if best else None
+
+    # ---- control ---------------------------------------------------------------------------
+    def _checkpoint(self) -> bool:
+        """Obey pause/resume/stop commands; True when the run should stop now."""
+        while True:
+            for command in self.control.poll():
+                self.events.emit("control", command=command)
+                if command == "pause":
+                    self.paused = True
+                elif command == "resume":
+                    self.paused = False
+                elif command == "stop":
+                    self.stop_requested = True
+                    self.paused = False
+            if not self.paused:
+                return self.stop_requested
+            time.sleep(0.5)
+
+    # ---- restore ---------------------------------------------------------------------------
+    def _restore(self) -> None:
+        from selfdisco.losses import Fingerprint
+
+        for row in self.archive.rows():
+            if row.fingerprint and row.status != "rejected":
+                self.state.fingerprints[row.id] = Fingerprint.from_dict(row.fingerprint)
+        promoted = self.archive.get_meta("proposer")
+        base = self.archive.get("base")
+        self.state.proposer_fitness = base.fitness if base and base.status == "scored" else None
+        if promoted:
+            self.state.proposer_id = promoted["id"]
+            self.state.proposer_fitness = promoted["fitness"]
+            self.state.proposer_model = promoted["model"]
+            if self.s.adapters is not None:
+                self.s.adapters.load_adapter(promoted["model"], promoted["adapter"])
+
+    # ---- burn-in ---------------------------------------------------------------------------
+    def burn_in(self) -> None:
+        """Measure the untrained policy and the baseline losses on this task (cached)."""
+        wanted = [("base", "base", None, None)]
+        for name in self.d.burn_in:
+            entry = self.s.catalog(name)
+            wanted.append((f"burn-{name}", "burn_in", name, entry))
+        todo = []
+        for id, kind, name, entry in wanted:
+            row = self.archive.get(id)
+            if row is None:
+                fields = {"name": name or "base (untrained policy)", "proposer": "catalog"}
+                if entry:
+                    fields.update(code=entry["code"], code_sha=code_sha(entry["code"]),
+                                  thought=entry.get("full_name", ""))
+                row = self.archive.add(id, 0, kind, "proposed", **fields)
+                self.events.emit("candidate_proposed", id=id, generation=0, name=row.name,
+                                 thought=row.thought or "", code=row.code or "",
+                                 proposer="catalog", attempt=0)
+            if row.code and id not in self.state.fingerprints:
+                self._fingerprint_catalog(row)
+            if row.status in EVALUATED:
+                continue
+            cached = self.s.burn_in_cache.get(id) if self.s.burn_in_cache else None
+            if cached:
+                self._record_result(row, {**cached, "cached": True})
+            else:
+                todo.append(row)
+        if todo:
+            self._stage(0, "burn_in", "start", f"{len(todo)} to evaluate")
+            self._evaluate(todo, cache=True)
+            self._stage(0, "burn_in", "end", "")
+        base = self.archive.get("base")
+        if base and base.status == "scored" and self.state.proposer_id == "base":
+            self.state.proposer_fitness = base.fitness
+
+    def _fingerprint_catalog(self, row: Row) -> None:
+        from selfdisco.losses import Candidate
+
+        result = self.s.screen(Candidate(thought="", name=row.name, code=row.code),
+                               timeout_s=self.d.screen_timeout_s)
+        if result.ok:
+            self.state.fingerprints[row.id] = result.fingerprint
+            self.archive.update(row.id, fingerprint=result.fingerprint.to_dict())
+
+    # ---- one generation ----------------------------------------------------------------------
+    def generation(self, g: int) -> None:
+        self.events.emit("generation_started", generation=g)
+        if self.archive.generation_state(g) in (None, "proposing"):
+            self.archive.set_generation(g, "proposing", proposer=self.state.proposer_id)
+            self._stage(g, "propose", "start", f"proposer: {self.state.proposer_id}")
+            self._propose(g)
+            self._stage(g, "propose", "end", "")
+        self.archive.set_generation(g, "evaluating")
+        pending = self.archive.rows("generation = ? AND status = 'proposed'", (g,))
+        if pending:
+            self._stage(g, "evaluate", "start", f"{len(pending)} candidates")
+            self._evaluate(pending)
+            self._stage(g, "evaluate", "end", "")
+        self._promote(g)
+        self.archive.set_generation(g, "done")
+        best = self.archive.best()
+        self.events.emit("generation_finished", generation=g, best_id=best.id if best else None,
+                         best_fitness=best.fitness if best else None)
+
+    # ---- propose and screen -------------------------------------------------------------------
+    def _messages(self) -> list[dict]:
+        system = propose.system_prompt(self.s.task_description, self.s.beta, self.d.code_grammar)
+        burn = [{"name": r.name, "full_name": r.thought, "code": r.code,
+                 "fitness": r.fitness if r.status == "scored" else None}
+                for r in self.archive.rows("kind = 'burn_in'")]
+        entries = []
+        for row in self.archive.rows("kind = 'proposal'"):
+            if row.status not in EVALUATED:
+                continue
+            answer = json.dumps({"thought": row.thought, "name": row.name, "code": row.code})
+            entries.append(propose.Entry(order=row.seq, answer=answer,
+                                         feedback=propose.feedback(row.status, row.fitness,
+                                                                   row.reason),
+                                         fitness=row.fitness if row.status == "scored" else None))
+        return propose.build_messages(system, propose.burn_in_message(burn), entries,
+                                      budget=self.d.context_tokens, keep_best=self.d.keep_best,
+                                      keep_recent=self.d.keep_recent)
+
+    def _ask(self, messages: list[dict], n: int, seed: int) -> list[str]:
+        try:
+            answers = self.s.proposer.chat(
+                messages, n=n, temperature=self.d.temperature, top_p=self.d.top_p,
+                max_tokens=self.d.max_tokens, seed=seed,
+                json_schema=propose.candidate_schema(self.d.code_grammar),
+                model=self.state.proposer_model)
+        except Exception as err:  # noqa: BLE001 - a failed request is a rejected proposal
+            self.events.emit("log", level="error", message=f"proposer request failed: {err}")
+            return [""] * n
+        texts = [a.text for a in answers]
+        return texts + [""] * (n - len(texts))
+
+    def _propose(self, g: int) -> None:
+        k, max_attempts = self.d.candidates_per_generation, self.d.max_resamples + 1
+        rows = self.archive.rows("generation = ? AND kind = 'proposal'", (g,))
+        slots: dict[int, list[Row]] = {s: [r for r in rows if r.slot == s] for s in range(k)}
+
+        def open_slots() -> list[int]:
+            return [s for s, tried in slots.items()
+                    if not any(r.status != "rejected" for r in tried)
+                    and len(tried) < max_attempts]
+
+        base_messages = self._messages()
+        fresh = [s for s in open_slots() if not slots[s]]
+        if fresh:
+            texts = self._ask(base_messages, len(fresh), derive(self.config.seed, "propose", g))
+            for slot, text in zip(fresh, texts, strict=True):
+                slots[slot].append(self._screen_answer(g, slot, 0, text))
+        while True:
+            if self._checkpoint():
+                return
+            todo = open_slots()
+            if not todo:
+                return
+            for slot in todo:
+                last = slots[slot][-1]
+                attempt = len(slots[slot])
+                messages = base_messages + [
+                    {"role": "assistant", "content": last.raw_text or ""},
+                    {"role": "user", "content": propose.feedback("rejected", reason=last.reason)}]
+                seed = derive(self.config.seed, "propose", g, slot, attempt)
+                text = self._ask(messages, 1, seed)[0]
+                slots[slot].append(self._screen_answer(g, slot, attempt, text))
+
+    def _screen_answer(self, g: int, slot: int, attempt: int, text: str) -> Row:
+        """Parse, screen and de-duplicate one answer; record it as proposed or rejected."""
+        id = f"g{g:02d}-c{slot + 1}" + (f"-r{attempt}" if attempt else "")
+        seeds = {"propose": derive(self.config.seed, "propose", g, *(
+            (slot, attempt) if attempt else ()))}
+        common = {"slot": slot, "attempt": attempt, "raw_text": text[:20000],
+                  "proposer": self.state.proposer_id, "seeds": seeds}
+        try:
+            candidate = self.s.parse(text)
+        except ValueError as err:
+            return self._reject(id, g, "parse", str(err) or "the answer could not be parsed",
+                                common, name=None)
+        common.update(name=candidate.name, thought=candidate.thought, code=candidate.code,
+                      code_sha=code_sha(candidate.code))
+        self.events.emit("candidate_proposed", id=id, generation=g, name=candidate.name,
+                         thought=candidate.thought, code=candidate.code,
+                         proposer=self.state.proposer_id, attempt=attempt)
+        result = self.s.screen(candidate, timeout_s=self.d.screen_timeout_s)
+        if not result.ok:
+            return self._reject(id, g, "screen", result.reason, common, announced=True)
+        for other_id, fingerprint in self.state.fingerprints.items():
+            if result.fingerprint.is_duplicate(fingerprint, self.d.duplicate_tolerance):
+                other = self.archive.get(other_id)
+                reason = (f"it behaves the same as {other.name} ({other_id}), which was already "
+                          "evaluated; propose a loss with a different shape")
+                return self._reject(id, g, "duplicate", reason, common, announced=True,
+                                    fingerprint=result.fingerprint.to_dict())
+        row = self.archive.add(id, g, "proposal", "proposed",
+                               fingerprint=result.fingerprint.to_dict(), **common)
+        self.state.fingerprints[id] = result.fingerprint
+        return row
+
+    def _reject(self, id: str, g: int, stage: str, reason: str, common: dict,
+                announced: bool = False, **fields: Any) -> Row:
+        reason = " ".join(str(reason).split())[:500]
+        row = self.archive.add(id, g, "proposal", "rejected", stage=stage, reason=reason,
+                               **{**common, **fields})
+        if not announced:
+            self.events.emit("candidate_proposed", id=id, generation=g, name=row.name or "",
+                             thought=row.thought or "", code=row.code or "",
+                             proposer=self.state.proposer_id, attempt=row.attempt)
+        self.events.emit("candidate_rejected", id=id, stage=stage, reason=reason)
+        return row
+
+    # ---- evaluate and record --------------------------------------------------------------------
+    def _evaluate(self, rows: list[Row], cache: bool = False) -> None:
+        last_emit: dict[str, float] = {}
+        scoring: set[str] = set()
+
+        def on_progress(row: Row, progress: dict) -> None:
+            now = time.monotonic()
+            step, total = progress.get("step", 0), progress.get("total", 0)
+            if total and step >= total and row.id not in scoring:
+                scoring.add(row.id)
+                self.archive.update(row.id, status="scoring")
+                self.events.emit("candidate_status", id=row.id, status="scoring")
+            if now - last_emit.get(row.id, 0) >= 1.0 or step >= total:
+                last_emit[row.id] = now
+                self.events.emit("training_progress", id=row.id, step=step, total=total,
+                                 loss=progress.get("loss"))
+
+        def on_done(row: Row, result: dict) -> None:
+            self._record_result(row, result)
+            if cache and self.s.burn_in_cache and result.get("status") == "scored":
+                self.s.burn_in_cache.put(row.id, result)
+
+        for row in rows:
+            status = "scoring" if row.code is None else "training"
+            self.archive.update(row.id, status=status)
+            self.events.emit("candidate_status", id=row.id, status=status)
+        self.s.evaluator.evaluate(rows, on_progress, on_done)
+
+    def _record_result(self, row: Row, result: dict) -> None:
+        status = result.get("status", "failed")
+        if status not in EVALUATED:
+            status = "failed"
+        metrics = dict(result.get("metrics") or {})
+        for key in ("adapter", "cached", "replayed_from"):
+            if result.get(key) is not None:
+                metrics[key] = result[key]
+        fields = {"status": status, "metrics": metrics, "timings": result.get("timings") or {},
+                  "reason": result.get("reason")}
+        if status == "scored":
+            fields.update(fitness=float(result["fitness"]), stderr=result.get("stderr"))
+        self.archive.update(row.id, **fields)
+        if status == "scored":
+            self.events.emit("candidate_scored", id=row.id, fitness=fields["fitness"],
+                             stderr=fields["stderr"], metrics=metrics)
+        elif status == "diverged":
+            self.events.emit("candidate_diverged", id=row.id, step=result.get("step"),
+                             reason=result.get("reason"))
+        else:
+            self.events.emit("candidate_failed", id=row.id, reason=result.get("reason"))
+
+    # ---- self-improvement ---------------------------------------------------------------------
+    def _promote(self, g: int) -> None:
+        """The generation's best policy becomes the proposer if it beats the current one."""
+        if not self.can_self_improve:
+            return
+        scored = [r for r in self.archive.rows("generation = ? AND status = 'scored'", (g,))
+                  if r.metrics.get("adapter")]
+        if not scored:
+            return
+        best = max(scored, key=lambda r: r.fitness)
+        current = self.state.proposer_fitness
+        if current is not None and best.fitness <= current:
+            return
+        name = f"proposer-{best.id}"
+        adapter = best.metrics["adapter"]
+        if self.s.adapters is not None:
+            try:
+                self.s.adapters.load_adapter(name, adapter)
+                if self.state.proposer_model:
+                    self.s.adapters.unload_adapter(self.state.proposer_model)
+            except Exception as err:  # noqa: BLE001 - keep the current proposer
+                self.events.emit("log", level="error",
+                                 message=f"could not serve {best.id} as the proposer: {err}")
+                return
+        self.state.proposer_id, self.state.proposer_model = best.id, name
+        self.state.proposer_fitness = best.fitness
+        self.archive.set_meta("proposer", {"id": best.id, "model": name, "adapter": adapter,
+                                           "fitness": best.fitness, "generation": g})
+        self.events.emit("proposer_changed", proposer=best.id, adapter=adapter,
+                         fitness=best.fitness)
+
+    def _stage(self, g: int, stage: str, state: str, detail: str) -> None:
+        self.events.emit("stage", generation=g, stage=stage, state=state, detail=detail)

@@ -1,0 +1,57 @@
+"""Named starting points for a run's configuration (see config.py for every field)."""
+
+from __future__ import annotations
+
+DEFAULT_PRESET = "cpu"
+
+PRESETS: dict[str, dict] = {
+    # SmolLM2-135M-Instruct as policy and proposer, the sentiment task, vLLM on CPU.
+    "cpu": {
+        "models": {"policy": "smollm2-135m-instruct"},
+        "task": {"name": "sentiment"},
+        "discovery": {
+            "generations": 3,
+            "candidates_per_generation": 2,
+            # A 135M proposer rarely writes valid free-form code: constrain it to sums of known
+            # loss shapes (it still chooses the mix).
+            "code_grammar": "expression",
+            "max_tokens": 384,
+        },
+        "train": {"preset": "cpu"},
+    },
+    # A tiny random Llama: the whole loop in about a minute, for tests and a first try.
+    "smoke": {
+        "models": {"policy": "smoke-llama"},
+        "task": {"name": "sentiment", "options": {"preset": "smoke"}},
+        "discovery": {
+            "generations": 2,
+            "candidates_per_generation": 2,
+            "burn_in": ["dpo", "hinge"],
+            "code_grammar": "expression",
+            "max_tokens": 256,
+            "candidate_timeout_min": 5.0,
+        },
+        "train": {"preset": "smoke"},
+        "server": {"max_model_len": 2048},
+    },
+    # The paper's recipe with open models: zephyr-7b-gemma-sft policy on dpo-mix-7k, beta 0.05,
+    # an open proposer and judge. Needs a large GPU and access to the Hugging Face Hub.
+    "gpu-zephyr": {
+        "models": {
+            "policy": "HuggingFaceH4/zephyr-7b-gemma-sft-v0.1",
+            "proposer": "Qwen/Qwen2.5-Coder-7B-Instruct",
+            "judge": "Qwen/Qwen2.5-7B-Instruct",
+        },
+        "task": {"name": "mtbench", "options": {"data": "argilla/dpo-mix-7k"}},
+        "discovery": {
+            "generations": 25,
+            "candidates_per_generation": 4,
+            "code_grammar": "free",
+            "max_tokens": 1024,
+            "self_improve": False,  # the proposer is not the policy's base model
+            "candidate_timeout_min": 90.0,
+        },
+        "train": {"preset": "gpu-zephyr"},
+        "server": {"max_model_len": 8192, "kv_cache_gib": 0},
+    },
+}

@@ -1,0 +1,127 @@
+"""The proposer's side of discovery: prompts from prompts/, the answer schema, the history.
+
+The proposer sees a system prompt, then one user message listing the burn-in losses with their
+measured fitness, then for each evaluated candidate its answer and the feedback (the paper's
+"Fitness: ..." messages). When that history outgrows the context budget, the best and the most
+recent entries are kept and the prompt says how many were left out.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+
+from selfdisco.paths import prompts_dir
+
+SIGNATURE = ("def loss_fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
+             "reference_rejected_logps, beta):")
+_RHO = ("    rho = (policy_chosen_logps - policy_rejected_logps) - "
+        "(reference_chosen_logps - reference_rejected_logps)")
+_SCALE = r"(0\.[1-9]|[1-4]\.[0-9])"
+_SHAPES = [
+    rf"F\.softplus\(-{_SCALE} \* x\)",
+    rf"torch\.relu\(1 - {_SCALE} \* x\)",
+    rf"torch\.exp\(-{_SCALE} \* x\)",
+    rf"torch\.sigmoid\(-{_SCALE} \* x\)",
+    rf"\({_SCALE} \* x - 1\) \*\* 2",
+    rf"torch\.sigmoid\(x / 0\.05\) \* torch\.exp\(-{_SCALE} \* x\)",
+    rf"\(1 - torch\.sigmoid\(x / 0\.05\)\) \* F\.softplus\(-{_SCALE} \* x\)",
+]
+_TERM = rf"{_SCALE} \* ({'|'.join(_SHAPES)})"
+EXPRESSION_CODE_PATTERN = (
+    "^" + re.escape(SIGNATURE) + r"\n" + re.escape(_RHO) + r"\n    x = beta \* rho\n"
+    + rf"    return {_TERM}( \+ {_TERM}){{0,2}}\n?$"
+)
+
+
+def load_prompt(name: str) -> string.Template:
+    """A template from prompts/<name>.txt, filled with $placeholders."""
+    return string.Template((prompts_dir() / f"{name}.txt").read_text())
+
+
+def candidate_schema(grammar: str = "free") -> dict:
+    """The JSON schema vLLM enforces on every proposer answer."""
+    code: dict = {"type": "string", "minLength": 20, "maxLength": 4000}
+    if grammar == "expression":
+        code = {"type": "string", "pattern": EXPRESSION_CODE_PATTERN}
+    return {
+        "type": "object",
+        "properties": {
+            "thought": {"type": "string", "minLength": 1, "maxLength": 1200},
+            "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{2,39}$"},
+            "code": code,
+        },
+        "required": ["thought", "name", "code"],
+        "additionalProperties": False,
+    }
+
+
+def system_prompt(task_description: str, beta: float, grammar: str) -> str:
+    notes = load_prompt("propose_grammar_expression").template if grammar == "expression" else ""
+    return load_prompt("propose_system").substitute(
+        task_description=task_description, beta=beta, grammar_notes=notes)
+
+
+@dataclass
+class Entry:
+    """One evaluated candidate as the proposer sees it."""
+
+    order: int
+    answer: str  # the candidate as JSON text
+    feedback: str  # "Fitness: ..." or the error
+    fitness: float | None
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap, tokenizer-free estimate (about 3.5 characters per token for code and prose)."""
+    return int(len(text) / 3.5) + 1
+
+
+def select_history(entries: list[Entry], budget: int, keep_best: int,
+                   keep_recent: int) -> tuple[list[Entry], int]:
+    """All entries if they fit the budget, else the best and the most recent; (kept, omitted)."""
+    cost = sum(estimate_tokens(e.answer) + estimate_tokens(e.feedback) for e in entries)
+    if cost <= budget:
+        return entries, 0
+    ranked = sorted((e for e in entries if e.fitness is not None), key=lambda e: -e.fitness)
+    keep = {e.order for e in ranked[:keep_best]} | {e.order for e in entries[-keep_recent:]}
+    kept = [e for e in entries if e.order in keep]
+    return kept, len(entries) - len(kept)
+
+
+def build_messages(system: str, burn_in: str, entries: list[Entry], *, budget: int,
+                   keep_best: int, keep_recent: int) -> list[dict]:
+    """The proposer's conversation for the next answer."""
+    kept, omitted = select_history(entries, budget, keep_best, keep_recent)
+    first = burn_in
+    if omitted:
+        note = load_prompt("context_trimmed").substitute(omitted=omitted, kept=len(kept))
+        first = f"{burn_in}\n\n{note}"
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": first}]
+    for entry in kept:
+        messages.append({"role": "assistant", "content": entry.answer})
+        messages.append({"role": "user", "content": entry.feedback})
+    return messages
+
+
+def burn_in_message(rows: list[dict]) -> str:
+    """rows: name, full_name, fitness (float or None), code."""
+    entry = load_prompt("propose_burn_in_entry")
+    parts = [entry.substitute(name=r["name"], full_name=r.get("full_name") or r["name"],
+                              fitness=format_fitness(r.get("fitness")), code=r["code"].strip())
+             for r in rows]
+    return load_prompt("propose_burn_in").substitute(entries="\n\n".join(parts))
+
+
+def format_fitness(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.4f}"
+
+
+def feedback(status: str, fitness: float | None = None, reason: str | None = None) -> str:
+    """The paper's message after an attempt: fitness, invalid code, or failed training."""
+    if status == "scored":
+        return load_prompt("feedback_fitness").substitute(fitness=format_fitness(fitness))
+    if status == "rejected":
+        return load_prompt("feedback_invalid").substitute(reason=reason or "unknown").strip()
+    return load_prompt("feedback_failed").substitute(reason=reason or status).strip()

@@ -1,0 +1,113 @@
+"""A Markdown summary of a run, with plots: fitness per candidate and best so far per
+generation, and the top losses' shapes beside dpo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from selfdisco.archive import Archive, Row
+from selfdisco.config import read_run_config
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def plot_fitness(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    baseline = [r for r in rows if r.generation == 0 and r.status == "scored"]
+    proposals = [r for r in rows if r.generation > 0 and r.status == "scored"]
+    ax.scatter([0] * len(baseline), [r.fitness for r in baseline], marker="s", color="grey",
+               label="burn-in and base")
+    ax.scatter([r.generation for r in proposals], [r.fitness for r in proposals],
+               label="candidates")
+    generations = sorted({r.generation for r in rows})
+    best, curve = None, []
+    for g in generations:
+        for r in rows:
+            if r.generation == g and r.status == "scored":
+                best = r.fitness if best is None else max(best, r.fitness)
+        curve.append(best)
+    ax.step(generations, curve, where="post", color="black", label="best so far")
+    ax.set_xlabel("generation (0 = burn-in)")
+    ax.set_ylabel("fitness")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_shapes(rows: list[Row], beta: float, path: Path) -> bool:
+    """Loss and gradient against rho for the top candidates and dpo; False if none can be drawn."""
+    from selfdisco.errors import UserError
+    from selfdisco.losses import Candidate, catalog
+    from selfdisco.losses.curves import plot_curves
+
+    chosen = [catalog.get("dpo").candidate]
+    chosen += [Candidate(thought=r.thought or "", name=f"{r.id} {r.name}", code=r.code)
+               for r in rows if r.code and r.kind == "proposal"]
+    try:
+        plot_curves(chosen, beta, (-60.0, 60.0), path)
+    except UserError:
+        return False
+    return True
+
+
+def write_report(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    archive = Archive(run_dir)
+    rows = archive.rows()
+    generations = archive.generations()
+    proposer = archive.get_meta("proposer")
+    archive.close()
+    scored = sorted((r for r in rows if r.status == "scored"), key=lambda r: -r.fitness)
+    counts: dict[str, int] = {}
+    for r in rows:
+        if r.kind == "proposal":
+            counts[r.status] = counts.get(r.status, 0) + 1
+    lines = [f"# selfdisco run {run_dir.name}", "",
+             f"Task **{config.task.name}**, preset **{config.preset}**, policy "
+             f"`{config.models.policy}`, proposer `{config.proposer_model}` "
+             f"({config.server.proposer}), seed {config.seed}.", "",
+             f"Generations finished: {sum(g['state'] == 'done' for g in generations)} of "
+             f"{config.discovery.generations}. Proposals: "
+             + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ".", ""]
+    if proposer:
+        lines += [f"Self-improvement: from generation {proposer['generation'] + 1} the proposer "
+                  f"was the policy trained under {proposer['id']} (fitness "
+                  f"{_fmt(proposer['fitness'])}).", ""]
+    lines += ["## Ranking", "", "| rank | id | name | generation | fitness | stderr | KL | proposer |",
+              "|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(scored, 1):
+        kl = r.metrics.get("kl")
+        lines.append(f"| {i} | {r.id} | {r.name} | {r.generation} | {_fmt(r.fitness)} | "
+                     f"{_fmt(r.stderr)} | {_fmt(kl if isinstance(kl, float) else None, 3)} | "
+                     f"{r.proposer or '-'} |")
+    plot_fitness(rows, run_dir / "report_fitness.png")
+    lines += ["", "## Fitness", "", "![fitness](report_fitness.png)", ""]
+    top = [r for r in scored if r.kind == "proposal"][:3]
+    from selfdisco.train.settings import TrainSettings  # light: no torch
+
+    beta = TrainSettings.for_preset(config.train.preset).beta
+    beta = config.train.overrides.get("beta", beta)
+    if top and plot_shapes(top, beta, run_dir / "report_shapes.png"):
+        lines += ["## Top losses beside dpo", "", "![shapes](report_shapes.png)", ""]
+    for r in top:
+        lines += [f"### {r.id} {r.name} (fitness {_fmt(r.fitness)})", "", r.thought or "", "",
+                  "```python", (r.code or "").strip(), "```", ""]
+    failures = [r for r in rows if r.status in ("rejected", "diverged", "failed")]
+    if failures:
+        lines += ["## Rejected and failed", "", "| id | status | stage | reason |",
+                  "|---|---|---|---|"]
+        for r in failures:
+            reason = (r.reason or "").replace("|", "/")[:160]
+            lines.append(f"| {r.id} | {r.status} | {r.stage or '-'} | {reason} |")
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,219 @@
+"""Setting up a discovery run: its directory, servers, task, evaluator; then the loop.
+
+`start_run` is what `selfdisco run` and `selfdisco resume` call (in the foreground process or in
+the background process that the TUI watches).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from selfdisco.archive import Archive
+from selfdisco.config import RunConfig, read_run_config
+from selfdisco.errors import UserError
+from selfdisco.events import EventWriter, read_events
+from selfdisco.paths import checkpoints_dir
+from selfdisco.seeds import derive
+
+# Compact JSON answers: the guidance backend honours string patterns and drops free whitespace.
+STRUCTURED_OUTPUTS = ["--structured-outputs-config",
+                      json.dumps({"backend": "guidance", "disable_any_whitespace": True})]
+
+
+def new_run_id(config: RunConfig) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{config.preset}"
+
+
+def prepare_run_dir(config: RunConfig, run_dir: Path | None) -> Path:
+    """Create the run directory and save the resolved config; refuse to overwrite a run."""
+    run_dir = Path(run_dir) if run_dir else checkpoints_dir() / new_run_id(config)
+    if (run_dir / "config.toml").exists() or (run_dir / "events.jsonl").exists():
+        raise UserError(f"{run_dir} already holds a run; use `selfdisco resume {run_dir}` to "
+                        "continue it, or pick another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(config.to_toml())
+    return run_dir
+
+
+class BurnInCache:
+    """Burn-in results shared by runs with the same task, model, training recipe and seeds."""
+
+    def __init__(self, cache_dir: Path, key: dict):
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
+        self.path = Path(cache_dir) / "burnin" / f"{digest.hexdigest()[:16]}.json"
+
+    def _load(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def get(self, id: str) -> dict | None:
+        return self._load().get(id)
+
+    def put(self, id: str, result: dict) -> None:
+        data = self._load()
+        data[id] = {k: v for k, v in result.items() if k != "adapter"}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        tmp.replace(self.path)
+
+
+def _catalog_entry(name: str) -> dict:
+    from selfdisco.losses import catalog
+
+    try:
+        entry = catalog.get(name)
+    except (KeyError, UserError):
+        raise UserError(f"burn-in loss {name!r} is not in the catalog; see `selfdisco losses "
+                        "list`") from None
+    return {"name": entry.name, "full_name": entry.full_name, "code": entry.candidate.code}
+
+
+def _parse(text: str):
+    from selfdisco.losses import ParseError, parse_candidate
+
+    try:
+        return parse_candidate(text)
+    except ParseError as err:
+        raise ValueError(str(err)) from None
+
+
+def _model_identity(path: str) -> str:
+    manifest = Path(path) / "selfdisco-model.json"
+    if manifest.exists():
+        return json.loads(manifest.read_text()).get("weights_sha256", path)
+    return path
+
+
+def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> str:
+    """Run (or resume) the discovery loop in run_dir until it ends; returns why it ended."""
+    from selfdisco.evaluation import RecordedEvaluator
+    from selfdisco.llm import parse_proposer_spec
+    from selfdisco.loop import Discovery, Services
+    from selfdisco.losses import screen
+    from selfdisco.tasks import get_task
+
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    spec = parse_proposer_spec(config.server.proposer)
+    task = get_task(config.task.name)
+    if getattr(task, "kind", "preference") != "preference":
+        raise UserError(f"the {config.task.name} task scores classification losses; discovery "
+                        "runs on preference tasks (sentiment, mtbench)")
+    settings = task.train_settings(config.train.preset).with_overrides(**config.train.overrides)
+    events = EventWriter(run_dir, listeners=listeners)
+    archive = Archive(run_dir)
+    if resume:
+        requeued = archive.requeue_unfinished()
+        events.emit("run_resumed", run_id=run_dir.name, requeued=requeued)
+    else:
+        events.emit("run_started", run_id=run_dir.name, task=config.task.name,
+                    preset=config.preset, proposer=config.server.proposer,
+                    generations=config.discovery.generations,
+                    candidates_per_generation=config.discovery.candidates_per_generation)
+    description = (f"Fitness here is the {task.description}; higher is better.")
+    with ExitStack() as stack:
+        stack.callback(archive.close)
+        if spec.kind == "replay":
+            from selfdisco.llm.cache import Recorder
+            from selfdisco.llm.replay import ReplayClient
+
+            proposer = ReplayClient(spec.run_dir, recorder=Recorder(run_dir / "llm"))
+            services = Services(proposer=proposer, evaluator=RecordedEvaluator(spec.run_dir),
+                                screen=screen, parse=_parse, catalog=_catalog_entry,
+                                adapters=proposer, task_description=description,
+                                beta=settings.beta)
+        else:
+            services = _live_services(config, run_dir, task, settings, events, stack,
+                                      description)
+        services.screen = screen
+        return Discovery(config, run_dir, archive, events, services).run()
+
+
+def _live_services(config, run_dir, task, settings, events, stack, description):
+    from selfdisco.evaluation import JobTemplate, WorkerEvaluator
+    from selfdisco.executors import make_executor
+    from selfdisco.llm.cache import Recorder
+    from selfdisco.llm.client import LLMClient
+    from selfdisco.llm.server import VLLMServer
+    from selfdisco.loop import Services
+    from selfdisco.losses import screen
+    from selfdisco.models import resolve_model
+    from selfdisco.tasks import TaskContext
+
+    policy_path = resolve_model(config.models.policy)
+    server_options = dict(
+        max_model_len=config.server.max_model_len, max_lora_rank=config.server.max_lora_rank,
+        startup_timeout_s=config.server.start_timeout_s, extra_args=STRUCTURED_OUTPUTS)
+    if config.server.kv_cache_gib:
+        server_options["kv_cache_bytes"] = int(config.server.kv_cache_gib * 2**30)
+    events.emit("server", state="starting", detail=f"vLLM for {config.models.policy}")
+    policy_server = VLLMServer(policy_path, log_path=run_dir / "server.log",
+                               port=config.server.port or None, **server_options)
+    stack.callback(policy_server.stop)
+    started = time.perf_counter()
+    policy_server.start()
+    events.emit("server", state="started",
+                detail=f"{policy_server.base_url} in {time.perf_counter() - started:.0f} s")
+    stack.callback(lambda: events.emit("server", state="stopped", detail=""))
+    policy_client = policy_server.client(recorder=Recorder(run_dir / "llm"))
+    spec = config.server.proposer
+    if spec.startswith(("http://", "https://")):
+        proposer = LLMClient(spec if spec.rstrip("/").endswith("/v1") else spec + "/v1", "",
+                             recorder=Recorder(run_dir / "llm"))
+        proposer.model = proposer.list_models()[0]
+    elif config.proposer_model == config.models.policy:
+        proposer = policy_client
+    else:
+        proposer_server = VLLMServer(resolve_model(config.proposer_model),
+                                     log_path=run_dir / "proposer-server.log", **server_options)
+        stack.callback(proposer_server.stop)
+        proposer_server.start()
+        proposer = proposer_server.client(recorder=Recorder(run_dir / "llm"))
+    cache_dir = checkpoints_dir() / "cache"
+    task_seed = derive(config.seed, "task")
+    ctx = TaskContext(client=policy_server.client(recorder=Recorder(run_dir / "data" / "llm")),
+                      model_path=policy_path, cache_dir=cache_dir, seed=task_seed,
+                      preset=config.preset, options=dict(config.task.options))
+    events.emit("stage", generation=0, stage="data", state="start",
+                detail="preference pairs from the reference policy")
+    pairs = task.preference_data(ctx)
+    events.emit("stage", generation=0, stage="data", state="end", detail=f"{len(pairs)} pairs")
+    train_seed = derive(config.seed, "train")
+    template = JobTemplate(
+        task=config.task.name, task_options=dict(config.task.options), task_preset=config.preset,
+        task_seed=task_seed, model_path=policy_path, cache_dir=str(cache_dir),
+        ref_cache_dir=str(cache_dir / "refcache"), train_settings=_settings_dict(settings),
+        train_seed=train_seed, server_url=policy_server.base_url,
+        served_model=policy_server.model_name)
+    evaluator = WorkerEvaluator(run_dir, template,
+                                make_executor(config.executor, config.workers),
+                                timeout_s=config.discovery.candidate_timeout_min * 60)
+    burn_key = {"task": config.task.name, "options": config.task.options, "preset": config.preset,
+                "model": _model_identity(policy_path), "train": _settings_dict(settings),
+                "seeds": [task_seed, train_seed], "version": 1}
+    from selfdisco.runner import BurnInCache
+
+    return Services(proposer=proposer, evaluator=evaluator, screen=screen, parse=_parse,
+                    catalog=_catalog_entry, adapters=policy_client,
+                    burn_in_cache=BurnInCache(cache_dir, burn_key),
+                    task_description=description, beta=settings.beta)
+
+
+def _settings_dict(settings) -> dict:
+    import dataclasses
+
+    data = dataclasses.asdict(settings)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def run_finished(run_dir: Path) -> bool:
+    """True when the run ended on its own (not stopped by the user or killed)."""
+    ends = [e for e in read_events(Path(run_dir) / "events.jsonl") if e.get("type") == "run_finished"]
+    return bool(ends) and ends[-1].get("reason") != "stopped on request"
