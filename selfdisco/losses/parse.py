@@ -33,6 +33,8 @@ def parse_candidate(text: str) -> Candidate:
     data, problem = None, None
     for start, end in spans:
         decoded, error = _decode(text[start:end])
+        if isinstance(decoded, dict) and not set(decoded) & {"thought", "name", "code"}:
+            continue  # some other braces, e.g. a dict inside the code
         if isinstance(decoded, dict) and decoded.get("code"):
             data, rest = decoded, text[:start] + text[end:]
             break
@@ -56,7 +58,8 @@ def parse_candidate(text: str) -> Candidate:
         raise ParseError('The JSON object has no "code" key (or it is empty). Add "code": a '
                          "string holding one Python function of (policy_chosen_logps, "
                          "policy_rejected_logps, reference_chosen_logps, "
-                         "reference_rejected_logps, beta) that returns per-example losses.")
+                         f"reference_rejected_logps, beta) that returns per-example losses: "
+                         f"{FORMAT}.")
     if not isinstance(code, str):
         raise ParseError(f'"code" must be a string holding the function; got a '
                          f"{type(code).__name__}. Reply with {FORMAT}.")
