@@ -165,16 +165,23 @@ def serve() -> None:
     protocol_out.write(json.dumps({"ready": True, "pid": os.getpid()}).encode() + b"\n")
     protocol_out.flush()
     private_fds = (protocol_out.fileno(), protocol_in.fileno())
-    for line in protocol_in:
-        try:
-            job = json.loads(line)
-        except ValueError:
-            continue
-        started = time.monotonic()
-        result = run_job(job, private_fds)
-        result["seconds"] = round(time.monotonic() - started, 4)
-        protocol_out.write(json.dumps(result).encode() + b"\n")
-        protocol_out.flush()
+    try:
+        for line in protocol_in:  # ends when the caller closes the pipe or dies
+            try:
+                job = json.loads(line)
+            except ValueError:
+                continue
+            started = time.monotonic()
+            result = run_job(job, private_fds)
+            result["seconds"] = round(time.monotonic() - started, 4)
+            protocol_out.write(json.dumps(result).encode() + b"\n")
+            protocol_out.flush()
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
+    finally:
+        workdir = Path.cwd()
+        if workdir.name.startswith("selfdisco-sandbox-"):  # the caller may not be there to
+            shutil.rmtree(workdir, ignore_errors=True)  # remove it
 
 
 def run_job(job: dict, private_fds: tuple[int, ...] = ()) -> dict:
