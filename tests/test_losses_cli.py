@@ -61,6 +61,9 @@ def test_eval_accepts_space_separated_negative_values():
     (("plot", "dpo", "-o", "x.pdf"), "must name a .png file"),
     (("plot", "dpo", "--range", "5,1", "-o", "x.png"), "MIN < MAX"),
     (("check", "missing_candidate.json"), "file not found"),
+    (("check", "dpo", "--timeout", "0"), "--timeout must be a positive"),
+    (("eval", "dpo", "--beta", "-1", "--rho", "1"), "--beta must be a positive number"),
+    (("plot", "dpo", "--beta", "nan", "-o", "x.png"), "--beta must be a positive number"),
 ])
 def test_bad_input_is_a_clear_error(args, text, tmp_path):
     assert_clear_error(losses(*args, cwd=tmp_path), text)

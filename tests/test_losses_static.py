@@ -44,6 +44,11 @@ def test_every_allowed_name_exists(module, names):
     assert missing == []
 
 
+def test_every_value_attribute_is_a_tensor_attribute_or_a_plain_one():
+    plain = {"eps", "tiny", "append", "items", "keys", "values"}  # finfo, list, dict
+    assert sorted(a for a in allow.VALUE_ATTRS - plain if not hasattr(torch.Tensor, a)) == []
+
+
 def test_allow_list_holds_no_file_process_or_random_function():
     refused = {"load", "save", "from_file", "hub", "ops", "utils", "library", "classes", "jit",
                "compile", "backends", "cuda", "distributed", "multiprocessing", "rand",

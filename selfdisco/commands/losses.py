@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
-import sys
 from pathlib import Path
 
 from selfdisco.errors import UserError
@@ -87,10 +87,11 @@ def _eval(args: argparse.Namespace) -> int:
     from selfdisco.losses.curves import loss_curve
 
     rho = _numbers(args.rho, "--rho")
+    _check_beta(args.beta)
     candidate = load_loss(args.name)
     losses, grads = loss_curve(candidate, rho, args.beta)
-    print(json.dumps({"name": candidate.name, "beta": args.beta, "rho": rho, "loss": losses,
-                      "grad": grads}))
+    print(json.dumps({"name": candidate.name, "beta": args.beta, "rho": rho,
+                      "loss": _finite_or_none(losses), "grad": _finite_or_none(grads)}))
     return 0
 
 
@@ -102,6 +103,7 @@ def _plot(args: argparse.Namespace) -> int:
     if len(bounds) != 2 or bounds[0] >= bounds[1]:
         raise UserError(f"--range must be MIN,MAX with MIN < MAX, e.g. --range=-10,10; got "
                         f"'{args.range}'")
+    _check_beta(args.beta)
     output = Path(args.output)
     if output.suffix.lower() != ".png":
         raise UserError(f"-o must name a .png file; got '{output}'")
@@ -114,37 +116,59 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from selfdisco.losses import catalog
-    from selfdisco.losses.candidate import Candidate
-    from selfdisco.losses.parse import ParseError, parse_candidate
+    from selfdisco.losses.sandbox import SandboxError
     from selfdisco.losses.screen import ScreenResult, screen
 
-    path = Path(args.file)
-    name = path.stem
-    if args.file in catalog.CATALOG and not path.exists():
-        candidate = catalog.get(args.file).candidate
-        result = screen(candidate, timeout_s=args.timeout)
+    if not args.timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds; got {args.timeout}")
+    candidate, parse_error = _candidate_for_check(args.file)
+    if candidate is None:
+        result = ScreenResult(False, parse_error, None, 0.0)
     else:
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UserError(f"file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise UserError(f"cannot read {path}: {err}") from None
-        try:
-            candidate = (Candidate(thought="", name=name, code=text) if path.suffix == ".py"
-                         else parse_candidate(text))
             result = screen(candidate, timeout_s=args.timeout)
-        except ParseError as err:
-            candidate, result = None, ScreenResult(False, str(err), None, 0.0)
-    name = candidate.name if candidate else name
+        except SandboxError as err:
+            raise UserError(f"{err}; `selfdisco doctor` checks the installation") from None
+    name = candidate.name if candidate else Path(args.file).stem
     if args.json:
         print(json.dumps({"name": name, **result.to_dict()}))
     elif result.ok:
         print(f"ok: {name} passed screening in {result.seconds:.2f} s")
     else:
-        print(f"rejected: {result.reason}", file=sys.stdout)
+        print(f"rejected: {result.reason}")
     return 0 if result.ok else 1
+
+
+def _candidate_for_check(spec: str):
+    """(candidate, None), or (None, the parse error) when a JSON file holds no candidate."""
+    from selfdisco.losses import catalog
+    from selfdisco.losses.candidate import Candidate
+    from selfdisco.losses.parse import ParseError, parse_candidate
+
+    path = Path(spec)
+    if spec in catalog.CATALOG and not path.exists():
+        return catalog.get(spec).candidate, None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {path}: {err}") from None
+    if path.suffix == ".py":
+        return Candidate(thought="", name=path.stem, code=text), None
+    try:
+        return parse_candidate(text), None
+    except ParseError as err:
+        return None, str(err)
+
+
+def _check_beta(beta: float) -> None:
+    if not (beta > 0 and math.isfinite(beta)):
+        raise UserError(f"--beta must be a positive number, e.g. --beta 0.05; got {beta}")
+
+
+def _finite_or_none(values: list[float]) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values]
 
 
 def _numbers(values: list[str], option: str) -> list[float]:

@@ -71,16 +71,16 @@ DEFAULT_MODULE_NAMES = {"torch": "torch", "F": "torch.nn.functional", "math": "m
 
 # Attributes of values (tensors, dtypes, finfo, lists, dicts): pure methods and properties.
 VALUE_ATTRS = _words("""
-    T abs acos add addcmul all amax amin any argmax argmin argsort asin atan atan2 bool ceil
-    chunk clamp clamp_max clamp_min clip clone contiguous cos cosh cumprod cumsum detach device
-    diff dim div dot double dtype eq erf exp expand expand_as expm1 flatten flip float floor
-    fmod frac ge gt half int is_floating_point isfinite isinf isnan item le lerp log log10 log1p
-    log2 log_softmax logaddexp logical_and logical_not logical_or logsumexp long lt masked_fill
-    matmul max maximum mean median min minimum mul nan_to_num ndim ne neg new_full new_ones
-    new_tensor new_zeros norm numel pow prod reciprocal relu remainder repeat requires_grad
-    reshape round rsqrt shape sigmoid sign sin sinh size softmax sort split sqrt square squeeze
-    std sub sum t tan tanh to tolist topk transpose trunc type_as unsqueeze var view view_as
-    where
+    T abs acos acosh add addcmul all amax amin any argmax argmin argsort asin asinh atan atan2
+    atanh bool ceil chunk clamp clamp_max clamp_min clip clone contiguous cos cosh cumprod
+    cumsum detach device diff dim div dot double dtype eq erf exp expand expand_as expm1 flatten
+    flip float floor fmod frac ge gt half int is_floating_point isfinite isinf isnan item le
+    lerp log log10 log1p log2 log_softmax logaddexp logical_and logical_not logical_or logit
+    logsumexp long lt masked_fill matmul max maximum mean median min minimum mul nan_to_num
+    ndim ne neg new_full new_ones new_tensor new_zeros norm numel pow prod reciprocal relu
+    remainder repeat requires_grad reshape round rsqrt shape sigmoid sign sin sinh size softmax
+    sort split sqrt square squeeze std sub sum t tan tanh to tolist topk transpose trunc type_as
+    unsqueeze var view view_as where
     add_ sub_ mul_ div_ clamp_ clamp_min_ clamp_max_ masked_fill_ fill_ zero_
     eps tiny
     append items keys values

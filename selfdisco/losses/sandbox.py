@@ -44,6 +44,13 @@ class Sandbox:
         self._ready = False
         self._lock = threading.Lock()
 
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
