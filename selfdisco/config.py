@@ -31,6 +31,9 @@ class ModelsConfig:
 class ServerConfig:
     proposer: str = "local"
     """local (selfdisco starts vLLM), http://HOST:PORT/v1 (an existing server), or replay:RUN."""
+    url: str = ""
+    """An existing vLLM server (http://HOST:PORT/v1) that serves the policy's base model with
+    LoRA enabled; empty means selfdisco starts and owns one."""
     port: int = 0
     """Port for a managed server; 0 picks a free one."""
     kv_cache_gib: float = 1.0
@@ -198,6 +201,8 @@ def _validate(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    if config.server.url and not config.server.url.startswith(("http://", "https://")):
+        raise UserError(f"server.url {config.server.url!r} must start with http:// or https://")
     spec = config.server.proposer
     if not (spec == "local" or spec.startswith(("http://", "https://", "replay:"))):
         raise UserError(f"--proposer {spec!r} is not understood; use local, http://HOST:PORT/v1 "

@@ -39,6 +39,7 @@ class JobTemplate:
     train_seed: int
     server_url: str
     served_model: str
+    sleep_url: str = ""  # the server's root URL when it must sleep while a worker trains
 
     def job(self, row: Row, out_dir: Path) -> dict:
         return {**self.__dict__, "id": row.id, "name": row.name or row.id, "code": row.code,

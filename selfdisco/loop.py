@@ -38,6 +38,7 @@ class Services:
     burn_in_cache: Any = None  # get(name) -> result | None, put(name, result)
     task_description: str = ""
     beta: float = 0.05
+    health: Callable | None = None  # restarts a crashed model server; True if it did
 
 
 @dataclass
@@ -187,6 +188,7 @@ class Discovery:
     # ---- one generation ----------------------------------------------------------------------
     def generation(self, g: int) -> None:
         self.events.emit("generation_started", generation=g)
+        self._check_server()
         if self.archive.generation_state(g) in (None, "proposing"):
             self.archive.set_generation(g, "proposing", proposer=self.state.proposer_id)
             self._stage(g, "propose", "start", f"proposer: {self.state.proposer_id}")
@@ -313,9 +315,11 @@ class Discovery:
         return row
 
     # ---- evaluate and record --------------------------------------------------------------------
-    def _evaluate(self, rows: list[Row], cache: bool = False) -> None:
+    def _evaluate(self, rows: list[Row], cache: bool = False, retry: bool = True) -> None:
+        """Train and score rows; a candidate hit by a model-server crash is tried once more."""
         last_emit: dict[str, float] = {}
         scoring: set[str] = set()
+        hit_by_crash: list[Row] = []
 
         def on_progress(row: Row, progress: dict) -> None:
             now = time.monotonic()
@@ -330,6 +334,10 @@ class Discovery:
                                  loss=progress.get("loss"))
 
         def on_done(row: Row, result: dict) -> None:
+            server_trouble = "LLM server" in str(result.get("reason") or "")
+            if retry and result.get("status") == "failed" and server_trouble:
+                hit_by_crash.append(row)
+                return
             self._record_result(row, result)
             if cache and self.s.burn_in_cache and result.get("status") == "scored":
                 self.s.burn_in_cache.put(row.id, result)
@@ -339,6 +347,20 @@ class Discovery:
             self.archive.update(row.id, status=status)
             self.events.emit("candidate_status", id=row.id, status=status)
         self.s.evaluator.evaluate(rows, on_progress, on_done)
+        if hit_by_crash:
+            restarted = self._check_server()
+            self.events.emit("log", level="warning", message=(
+                f"the model server failed during {', '.join(r.id for r in hit_by_crash)}"
+                f"{' and was restarted' if restarted else ''}; evaluating again"))
+            self._evaluate(hit_by_crash, cache=cache, retry=False)
+
+    def _check_server(self) -> bool:
+        if self.s.health is None:
+            return False
+        restarted = bool(self.s.health())
+        if restarted:
+            self.events.emit("server", state="restarted", detail="after a crash")
+        return restarted
 
     def _record_result(self, row: Row, result: dict) -> None:
         status = result.get("status", "failed")

@@ -211,7 +211,7 @@ def build_smoke_model(out: Path, vocab_size: int = 512, seed: int = 0) -> int:
         vocab_size=fast.vocab_size if len(fast) <= vocab_size else len(fast),
         hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-        max_position_embeddings=2048, tie_word_embeddings=True,
+        max_position_embeddings=8192, tie_word_embeddings=True,
         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id,
     )

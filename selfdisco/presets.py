@@ -28,11 +28,11 @@ PRESETS: dict[str, dict] = {
             "candidates_per_generation": 2,
             "burn_in": ["dpo", "hinge"],
             "code_grammar": "expression",
-            "max_tokens": 256,
+            "max_tokens": 600,
             "candidate_timeout_min": 5.0,
         },
         "train": {"preset": "smoke"},
-        "server": {"max_model_len": 2048},
+        "server": {"max_model_len": 8192},
     },
     # The paper's recipe with open models: zephyr-7b-gemma-sft policy on dpo-mix-7k, beta 0.05,
     # an open proposer and judge. Needs a large GPU and access to the Hugging Face Hub.

@@ -43,12 +43,15 @@ def load_prompt(name: str) -> string.Template:
 def candidate_schema(grammar: str = "free") -> dict:
     """The JSON schema vLLM enforces on every proposer answer."""
     code: dict = {"type": "string", "minLength": 20, "maxLength": 4000}
+    thought: dict = {"type": "string", "minLength": 1, "maxLength": 1200}
     if grammar == "expression":
         code = {"type": "string", "pattern": EXPRESSION_CODE_PATTERN}
+        # Small models ramble: keep the thought short and free of control characters.
+        thought = {"type": "string", "pattern": r'^[^\x00-\x1f"\\]{1,240}$'}
     return {
         "type": "object",
         "properties": {
-            "thought": {"type": "string", "minLength": 1, "maxLength": 1200},
+            "thought": thought,
             "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{2,39}$"},
             "code": code,
         },

@@ -153,16 +153,36 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         startup_timeout_s=config.server.start_timeout_s, extra_args=STRUCTURED_OUTPUTS)
     if config.server.kv_cache_gib:
         server_options["kv_cache_bytes"] = int(config.server.kv_cache_gib * 2**30)
-    events.emit("server", state="starting", detail=f"vLLM for {config.models.policy}")
-    policy_server = VLLMServer(policy_path, log_path=run_dir / "server.log",
-                               port=config.server.port or None, **server_options)
-    stack.callback(policy_server.stop)
-    started = time.perf_counter()
-    policy_server.start()
-    events.emit("server", state="started",
-                detail=f"{policy_server.base_url} in {time.perf_counter() - started:.0f} s")
-    stack.callback(lambda: events.emit("server", state="stopped", detail=""))
-    policy_client = policy_server.client(recorder=Recorder(run_dir / "llm"))
+    if config.server.url:
+        policy_server = None
+        url = config.server.url.rstrip("/")
+        url = url if url.endswith("/v1") else url + "/v1"
+        probe = LLMClient(url, "")
+        served = probe.list_models()
+        probe.close()
+        if not served:
+            raise UserError(f"the server at {url} serves no model")
+        base_url, served_model = url, served[0]
+        events.emit("server", state="attached", detail=f"{url} ({served_model})")
+        policy_client = LLMClient(url, served_model, recorder=Recorder(run_dir / "llm"))
+        data_client = LLMClient(url, served_model, recorder=Recorder(run_dir / "data" / "llm"))
+        health = None
+        sleep_url = ""
+    else:
+        events.emit("server", state="starting", detail=f"vLLM for {config.models.policy}")
+        policy_server = VLLMServer(policy_path, log_path=run_dir / "server.log",
+                                   port=config.server.port or None, **server_options)
+        stack.callback(policy_server.stop)
+        started = time.perf_counter()
+        policy_server.start()
+        events.emit("server", state="started",
+                    detail=f"{policy_server.base_url} in {time.perf_counter() - started:.0f} s")
+        stack.callback(lambda: events.emit("server", state="stopped", detail=""))
+        base_url, served_model = policy_server.base_url, policy_server.model_name
+        policy_client = policy_server.client(recorder=Recorder(run_dir / "llm"))
+        data_client = policy_server.client(recorder=Recorder(run_dir / "data" / "llm"))
+        health = policy_server.ensure_healthy
+        sleep_url = policy_server.root_url if policy_server.sleep_enabled else ""
     spec = config.server.proposer
     if spec.startswith(("http://", "https://")):
         proposer = LLMClient(spec if spec.rstrip("/").endswith("/v1") else spec + "/v1", "",
@@ -178,7 +198,7 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         proposer = proposer_server.client(recorder=Recorder(run_dir / "llm"))
     cache_dir = checkpoints_dir() / "cache"
     task_seed = derive(config.seed, "task")
-    ctx = TaskContext(client=policy_server.client(recorder=Recorder(run_dir / "data" / "llm")),
+    ctx = TaskContext(client=data_client,
                       model_path=policy_path, cache_dir=cache_dir, seed=task_seed,
                       preset=config.preset, options=dict(config.task.options))
     events.emit("stage", generation=0, stage="data", state="start",
@@ -190,8 +210,8 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         task=config.task.name, task_options=dict(config.task.options), task_preset=config.preset,
         task_seed=task_seed, model_path=policy_path, cache_dir=str(cache_dir),
         ref_cache_dir=str(cache_dir / "refcache"), train_settings=_settings_dict(settings),
-        train_seed=train_seed, server_url=policy_server.base_url,
-        served_model=policy_server.model_name)
+        train_seed=train_seed, server_url=base_url, served_model=served_model,
+        sleep_url=sleep_url)
     evaluator = WorkerEvaluator(run_dir, template,
                                 make_executor(config.executor, config.workers),
                                 timeout_s=config.discovery.candidate_timeout_min * 60)
@@ -203,7 +223,8 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
     return Services(proposer=proposer, evaluator=evaluator, screen=screen, parse=_parse,
                     catalog=_catalog_entry, adapters=policy_client,
                     burn_in_cache=BurnInCache(cache_dir, burn_key),
-                    task_description=description, beta=settings.beta)
+                    task_description=description, beta=settings.beta,
+                    health=health)
 
 
 def _settings_dict(settings) -> dict:

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,22 @@ def _task_context(job: dict, client: Any) -> Any:
     return TaskContext(client=client, model_path=job["model_path"], cache_dir=Path(job["cache_dir"]),
                        seed=job["task_seed"], preset=job["task_preset"],
                        options=dict(job.get("task_options") or {}))
+
+
+@contextmanager
+def _server_asleep(job: dict):
+    """On one GPU, the model server sleeps (frees GPU memory) while this worker trains."""
+    root = job.get("sleep_url")
+    if not root:
+        yield
+        return
+    import httpx
+
+    httpx.post(f"{root}/sleep", params={"level": 1}, timeout=300).raise_for_status()
+    try:
+        yield
+    finally:
+        httpx.post(f"{root}/wake_up", timeout=300).raise_for_status()
 
 
 def evaluate(job: dict) -> dict:
@@ -63,10 +80,11 @@ def evaluate(job: dict) -> dict:
 
         candidate = Candidate(thought="", name=job["name"], code=job["code"])
         started = time.perf_counter()
-        trained = train_adapter(model_path=job["model_path"], data=data, settings=settings,
-                                out_dir=out_dir, candidate=candidate,
-                                ref_cache_dir=job.get("ref_cache_dir"), seed=job["train_seed"],
-                                progress=progress)
+        with _server_asleep(job):
+            trained = train_adapter(model_path=job["model_path"], data=data, settings=settings,
+                                    out_dir=out_dir, candidate=candidate,
+                                    ref_cache_dir=job.get("ref_cache_dir"),
+                                    seed=job["train_seed"], progress=progress)
         timings["train"] = round(time.perf_counter() - started, 2)
         train_metrics = dict(trained.metrics or {})
         train_metrics.update(seconds_per_step=trained.seconds_per_step,
@@ -91,8 +109,21 @@ def evaluate(job: dict) -> dict:
             "metrics": metrics, "timings": timings, "adapter": adapter}
 
 
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the process that started this worker dies (no orphans)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _die_with_parent()
     job_path = Path(argv[0])
     job = json.loads(job_path.read_text())
     try:

@@ -76,6 +76,8 @@ class VLLMServer:
         backend: "cpu" or "cuda"; None detects it.
         kv_cache_bytes: CPU only: memory for the KV cache.
         enable_sleep_mode: GPU only (default on): sleep() frees the GPU while training runs.
+        compact_json: JSON-schema answers have no whitespace between tokens (small models can
+            otherwise emit whitespace until max_tokens runs out).
         max_restarts: how many crashes ensure_healthy() recovers from before giving up.
         extra_args: more vLLM command-line arguments.
     """
@@ -87,14 +89,15 @@ class VLLMServer:
                  kv_cache_bytes: int = DEFAULT_KV_CACHE_BYTES,
                  gpu_memory_utilization: float | None = None,
                  enable_sleep_mode: bool | None = None, max_model_len: int | None = None,
-                 startup_timeout_s: float = 300.0, max_restarts: int = 3,
+                 compact_json: bool = True, startup_timeout_s: float = 300.0,
+                 max_restarts: int = 3,
                  extra_args: Sequence[str] = ()) -> None:
         model_path = str(model_path)
-        looks_local = model_path.startswith((".", "/", "~")) or os.sep in model_path.strip("/")
-        if looks_local and not Path(model_path).expanduser().is_dir():
-            raise UserError(f"model directory {model_path} does not exist")
-        if looks_local:
+        if Path(model_path).expanduser().is_dir():
             model_path = str(Path(model_path).expanduser().resolve())
+        elif model_path.startswith((".", "/", "~")) or model_path.count("/") != 1:
+            # Not a directory and not shaped like a hub id (owner/name).
+            raise UserError(f"model directory {model_path} does not exist")
         self.model_path = model_path
         self.model_name = served_model_name or Path(model_path).name
         self.log_path = Path(log_path)
@@ -113,6 +116,7 @@ class VLLMServer:
         self.gpu_memory_utilization = gpu_memory_utilization
         self.sleep_enabled = self.backend == "cuda" and enable_sleep_mode is not False
         self.max_model_len = max_model_len
+        self.compact_json = compact_json
         self.startup_timeout_s = startup_timeout_s
         self.max_restarts = max_restarts
         self.extra_args = list(extra_args)
@@ -154,6 +158,9 @@ class VLLMServer:
                 cmd += ["--lora-modules", json.dumps({"name": name, "path": path})]
         if self.max_model_len is not None:
             cmd += ["--max-model-len", str(self.max_model_len)]
+        if self.compact_json:  # only the xgrammar and guidance back-ends support it
+            cmd += ["--structured-outputs-config",
+                    json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
         return cmd + self.extra_args
 
     def environment(self) -> dict[str, str]:

@@ -92,15 +92,35 @@ def train_adapter(*, model_path: str, data: Any, settings: TrainSettings, out_di
 def build_trainer(*, model_path: str, dataset, settings: TrainSettings, loss_fn: Callable,
                   out_dir: Path, ref_cache_dir: str | Path | None = None):
     """A RuntimeLossDPOTrainer for this recipe, with the reference cache attached."""
+    from transformers.trainer_callback import PrinterCallback
+
+    from selfdisco.train.refcache import RefCache, model_identity
+    from selfdisco.train.trainer import RuntimeLossDPOTrainer
+
+    parts = trainer_parts(model_path, settings, out_dir)
+    trainer = RuntimeLossDPOTrainer(
+        parts["model"], args=parts["args"], train_dataset=dataset,
+        processing_class=parts["tokenizer"], peft_config=parts["peft_config"], loss_fn=loss_fn,
+        ref_cache=RefCache(Path(ref_cache_dir)) if ref_cache_dir else None,
+        model_identity=model_identity(parts["path"]),
+        max_prompt_length=settings.max_prompt_length,
+    )
+    trainer.remove_callback(PrinterCallback)  # RunLog writes the log; no dicts on stdout
+    return trainer
+
+
+def trainer_parts(model_path: str, settings: TrainSettings, out_dir: Path,
+                  **config_overrides) -> dict[str, Any]:
+    """The model, tokenizer, LoRA config and DPOConfig of a recipe (any DPOTrainer takes them).
+
+    Returns a dict with model, tokenizer, peft_config, args and path (the resolved model path).
+    """
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig
 
     from selfdisco.models import resolve_model
-    from selfdisco.train.refcache import RefCache, model_identity
-    from selfdisco.train.trainer import RuntimeLossDPOTrainer
 
     if not settings.use_cpu and not torch.cuda.is_available():
         raise UserError("these training settings need a CUDA GPU; use the cpu or smoke preset")
@@ -108,27 +128,25 @@ def build_trainer(*, model_path: str, dataset, settings: TrainSettings, loss_fn:
     dtype = torch.bfloat16 if settings.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    # No modules_to_save and attention projections only: the adapter stays loadable by vLLM.
     lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
                       lora_dropout=settings.lora_dropout,
                       target_modules=list(settings.target_modules), bias="none",
                       task_type="CAUSAL_LM")
-    args = DPOConfig(
-        output_dir=str(out_dir), max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum, learning_rate=settings.learning_rate,
-        lr_scheduler_type=settings.lr_scheduler, warmup_steps=settings.warmup_ratio,
-        beta=settings.beta, max_length=settings.max_length, seed=settings.seed,
-        use_cpu=settings.use_cpu, bf16=settings.bf16,
-        gradient_checkpointing=settings.gradient_checkpointing,
-        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
-    )
-    trainer = RuntimeLossDPOTrainer(
-        model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora,
-        loss_fn=loss_fn, ref_cache=RefCache(Path(ref_cache_dir)) if ref_cache_dir else None,
-        model_identity=model_identity(path), max_prompt_length=settings.max_prompt_length,
-    )
-    trainer.remove_callback(PrinterCallback)  # RunLog writes the log; no dicts on stdout
-    return trainer
+    args = DPOConfig(**{
+        "output_dir": str(out_dir), "max_steps": settings.max_steps,
+        "per_device_train_batch_size": settings.batch_size,
+        "gradient_accumulation_steps": settings.grad_accum,
+        "learning_rate": settings.learning_rate, "lr_scheduler_type": settings.lr_scheduler,
+        "warmup_steps": settings.warmup_ratio, "beta": settings.beta,
+        "max_length": settings.max_length, "seed": settings.seed,
+        "use_cpu": settings.use_cpu, "bf16": settings.bf16,
+        "gradient_checkpointing": settings.gradient_checkpointing,
+        "logging_steps": 1, "save_strategy": "no", "report_to": [], "disable_tqdm": True,
+        **config_overrides,
+    })
+    return {"model": model, "tokenizer": tokenizer, "peft_config": lora, "args": args,
+            "path": path}
 
 
 def _as_dataset(data: Any):

@@ -23,7 +23,7 @@ from textual.worker import get_current_worker
 
 from selfdisco import control
 from selfdisco.tui.feed import EventFeed
-from selfdisco.tui.rundir import config_value, read_config
+from selfdisco.tui.rundir import header_fields, read_config, run_beta
 from selfdisco.tui.shapes import DEFAULT_BETA, LossShape, ShapeUnavailable, loss_shape
 from selfdisco.tui.state import CandidateRow, RunState
 from selfdisco.tui.widgets import (
@@ -129,9 +129,8 @@ class DiscoApp(App[str]):
         self.shapes_pending: set[str] = set()
         self._notified = False
         config = read_config(self.run_dir)
-        self.beta = float(config_value(config, "beta") or DEFAULT_BETA)
-        self.state.task = config_value(config, "task")
-        self.state.preset = config_value(config, "preset")
+        self.beta = run_beta(config, DEFAULT_BETA)
+        self.state.task, self.state.preset = header_fields(config)
 
     # ---- layout --------------------------------------------------------------------------------
 
@@ -226,13 +225,13 @@ class DiscoApp(App[str]):
             return "loss shape shown once the candidate passes screening"
         if row.id not in self.shapes_pending:
             self.shapes_pending.add(row.id)
-            self.compute_shape(row.id, row.code)
+            self.compute_shape(row.id, row.name, row.code)
         return "computing the loss shape..."
 
     @work(thread=True, group="shapes")
-    def compute_shape(self, key: str, code: str) -> None:
+    def compute_shape(self, key: str, name: str, code: str) -> None:
         try:
-            shape: LossShape | str = loss_shape(code, self.beta)
+            shape: LossShape | str = loss_shape(name, code, self.beta)
         except ShapeUnavailable as err:
             shape = str(err)
         self.post_message(ShapeReady(key, shape))

@@ -47,3 +47,28 @@ def config_value(config: dict[str, Any], key: str) -> Any:
             if found is not None:
                 return found
     return None
+
+
+def run_beta(config: dict[str, Any], default: float) -> float:
+    """The beta the run trains with: an explicit override, else its training preset's."""
+    value = config_value(config, "beta")
+    if isinstance(value, int | float):
+        return float(value)
+    train = config.get("train")
+    preset = train.get("preset") if isinstance(train, dict) else None
+    if isinstance(preset, str):
+        try:
+            from selfdisco.train.settings import TrainSettings
+
+            return float(TrainSettings.for_preset(preset).beta)
+        except (ImportError, UserError, AttributeError):
+            pass
+    return default
+
+
+def header_fields(config: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(task, preset) from a config, for the header before the run's first event."""
+    task = config.get("task")
+    task = task.get("name") if isinstance(task, dict) else task
+    preset = config.get("preset")
+    return (task if isinstance(task, str) else None, preset if isinstance(preset, str) else None)

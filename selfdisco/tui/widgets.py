@@ -6,7 +6,8 @@ from rich.console import Group
 from rich.syntax import Syntax
 from rich.text import Text
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Vertical, VerticalScroll
+from textual.events import Resize
 from textual.widgets import DataTable, RichLog, Static
 from textual_plotext import PlotextPlot
 
@@ -152,13 +153,13 @@ class FitnessPlot(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title("fitness by generation")
+        plt.title("fitness by generation: • each candidate, line: best so far")
         scored = [row for row in state.candidates.values() if row.fitness is not None]
         if scored:
-            plt.scatter(_spread(scored), [row.fitness for row in scored], marker="dot",
-                        label="candidates")
             best = state.best_so_far()
-            plt.plot(list(best), list(best.values()), marker="braille", label="best so far")
+            plt.plot(list(best), list(best.values()), marker="braille", color="green")
+            plt.scatter(_spread(scored), [row.fitness for row in scored], marker="dot",
+                        color="cyan")
             generations = sorted({row.generation for row in state.candidates.values()})
             plt.xticks(generations, [generation_label(g) for g in generations])
         plt.xlabel("generation")
@@ -184,21 +185,23 @@ class LossPlot(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title(f"loss vs rho (beta {shape.beta:g})")
-        plt.plot(shape.rho, shape.dpo, marker="braille", label="dpo")
+        plt.title("dpo's loss (blue)" if name == "dpo" else f"{name} (orange) vs dpo (blue)")
+        plt.xlabel(f"rho, beta {shape.beta:g}")
+        plt.plot(shape.rho, shape.dpo, marker="braille", color="blue+")
         if name != "dpo":
-            plt.plot(shape.rho, shape.loss, marker="braille", label=name)
+            plt.plot(shape.rho, shape.loss, marker="braille", color="orange")
         self.refresh()
 
 
-class CandidateView(VerticalScroll):
-    """One candidate: thought, code, outcome and loss shape."""
+class CandidateView(Vertical):
+    """One candidate: thought, code and outcome (scrollable), and its loss shape below."""
 
     def compose(self):
-        yield Static(id="title")
-        yield Static(id="outcome")
-        yield Static(id="thought")
-        yield Static(id="code")
+        with VerticalScroll(id="text"):
+            yield Static(id="title")
+            yield Static(id="outcome")
+            yield Static(id="thought")
+            yield Static(id="code")
         yield Static(id="shape-message")
         yield LossPlot(id="shape")
 
@@ -216,15 +219,16 @@ class CandidateView(VerticalScroll):
         self.query_one("#thought", Static).update(Text(row.thought or "(no thought given)",
                                                        style="italic"))
         self.query_one("#code", Static).update(
-            Syntax(row.code or "# (no code)", "python", theme="monokai", line_numbers=True,
-                   word_wrap=True))
+            Syntax(row.code or "# (no code: the untrained policy)", "python", theme="monokai",
+                   line_numbers=True, word_wrap=True))
         plot = self.query_one(LossPlot)
         message = self.query_one("#shape-message", Static)
         if isinstance(shape, LossShape):
-            message.update("")
+            message.display = False
             plot.display = True
             plot.draw(row.name, shape)
         else:
+            message.display = True
             message.update(Text(shape or "", style="dim"))
             plot.display = False
 
@@ -250,18 +254,48 @@ def _outcome(row: CandidateRow) -> Text:
     if row.fitness is None:
         return Text(row.status, style="dim")
     text = Text.assemble("fitness ", (format_fitness(row.fitness, row.stderr), "bold green"))
-    for key, value in row.metrics.items():
-        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        text.append(f"\n  {key}: {shown}")
+    metrics = [f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+               for key, value in row.metrics.items()]
+    if metrics:
+        text.append("\n" + " · ".join(metrics))
     return text
 
 
 class LogPane(RichLog):
     """Errors, warnings, server and run events, with their time since the run started."""
 
-    def add(self, lines: list[LogLine], start: float | None) -> None:
-        for line in lines:
-            self.write(Text.assemble((format_offset(line.t, start), "dim"), " ",
-                                     (f"{line.level:<7}", LEVEL_STYLES.get(line.level, "")),
-                                     " ", line.text))
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self._lines: list[tuple[LogLine, float | None]] = []
+        self._width = 0
 
+    def add(self, lines: list[LogLine], start: float | None) -> None:
+        self._lines.extend((line, start) for line in lines)
+        if self.max_lines:
+            del self._lines[:-self.max_lines]
+        if self._size_known:
+            for line in lines:
+                self._write(line, start)
+
+    def _write(self, line: LogLine, start: float | None) -> None:
+        # Wrap at the pane's width (less a scrollbar), not at the console's.
+        width = self.scrollable_content_region.width - 2
+        self.write(_log_text(line, start), width=width if width > 20 else None)
+
+    def on_resize(self, event: Resize) -> None:
+        # Lines wrap at the width they were written at: write them again at the new one,
+        # once RichLog has taken the new size in.
+        if event.size.width != self._width:
+            self._width = event.size.width
+            self.call_after_refresh(self._rewrite)
+
+    def _rewrite(self) -> None:
+        if self._size_known:
+            self.clear()
+            for line, start in self._lines:
+                self._write(line, start)
+
+
+def _log_text(line: LogLine, start: float | None) -> Text:
+    return Text.assemble((format_offset(line.t, start), "dim"), " ",
+                         (f"{line.level:<7}", LEVEL_STYLES.get(line.level, "")), " ", line.text)
