@@ -73,8 +73,8 @@ def main() -> None:
     every = [t for values in times.values() for t in values]
     print(f"{len(items)} candidates x {args.rounds} rounds, warm sandbox, text -> verdict:")
     for kind, values in [("all", every), *sorted(times.items())]:
-        print(f"  {kind:18} n={len(values):4}  median {statistics.median(values):.3f} s  "
-              f"p90 {percentile(values, 0.9):.3f} s  max {max(values):.3f} s")
+        print(f"  {kind:18} n={len(values):4}  median {1000 * statistics.median(values):7.1f} ms"
+              f"  p90 {1000 * percentile(values, 0.9):7.1f} ms  max {1000 * max(values):7.1f} ms")
 
 
 if __name__ == "__main__":
