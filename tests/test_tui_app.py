@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -13,7 +14,7 @@ from selfdisco.tui.app import CloseRunScreen, DetailScreen, DiscoApp
 from selfdisco.tui.widgets import CandidatesTable, CandidateView
 
 SIZE = (160, 48)
-WAIT_S = 30.0  # generous: only reached when something is broken
+WAIT_S = 180.0  # generous (the machine may be busy): only reached when something is broken
 
 
 async def wait_for(pilot, condition, what: str) -> None:
@@ -27,13 +28,14 @@ async def wait_for(pilot, condition, what: str) -> None:
 
 def make_app(run_dir, lines: list[str], **options) -> DiscoApp:
     (run_dir / "events.jsonl").write_text("".join(lines))
-    last_t = float(__import__("json").loads(lines[-1])["t"]) if lines else 0.0
+    last_t = float(json.loads(lines[-1])["t"]) if lines else 0.0
     options.setdefault("clock", lambda: last_t + 5)
-    return DiscoApp(run_dir, poll_interval=0.01, loss_shapes=False, **options)
+    options.setdefault("loss_shapes", False)
+    return DiscoApp(run_dir, poll_interval=0.01, **options)
 
 
 async def loaded(pilot, lines: list[str]) -> None:
-    seq = __import__("json").loads(lines[-1])["seq"]
+    seq = json.loads(lines[-1])["seq"]
     await wait_for(pilot, lambda: pilot.app.state.seq == seq, f"event {seq}")
     await pilot.pause()
 
@@ -44,8 +46,6 @@ def table_rows(app: DiscoApp) -> list[tuple[str, str]]:
 
 
 def upto(predicate) -> list[str]:
-    import json
-
     lines = []
     for line in recorded_lines():
         lines.append(line)
@@ -140,7 +140,7 @@ def test_selection_shows_the_code_and_enter_opens_the_detail(tmp_path):
 
     assert first == ADAPTIVE.replace("0.7 *", "0.8 *").replace("0.3 *", "0.2 *")  # g2-c3
     assert third_key == "g1-c1a1" and third == BLEND
-    assert outcome.startswith("fitness 0.2411 ± 0.0295") and "kl: 0.463" in outcome
+    assert outcome.startswith("fitness 0.2411 ± 0.0295") and "kl 0.463" in outcome
     assert (detail_key, detail_code) == ("g1-c1a1", BLEND)
 
 
@@ -267,3 +267,25 @@ def test_closing_an_owned_run_asks_whether_to_stop_it(tmp_path, keys, expected):
 
     assert asyncio.run(scenario()) == expected
     assert not (tmp_path / "control.jsonl").exists()
+
+
+def test_loss_shape_is_computed_off_the_ui_thread_and_shown(tmp_path):
+    lines = recorded_lines()
+
+    async def scenario():
+        app = make_app(tmp_path, lines, loss_shapes=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, lines)
+            await wait_for(pilot, lambda: "g2-c3" in app.shapes, "the shape of g2-c3")
+            await pilot.pause()
+            view = app.query_one("#selected", CandidateView)
+            plot_shown = view.query_one("#shape").display
+            await pilot.press("slash", *"rejected", "enter")
+            await pilot.pause()
+            message = view.query_one("#shape-message").content.plain
+            return plot_shown, view.query_one("#shape").display, message, app.shapes["g2-c3"]
+
+    plot_shown, plot_after, message, shape = asyncio.run(scenario())
+    assert plot_shown and not plot_after
+    assert message == "no loss shape: rejected at screening"
+    assert len(shape.loss) == len(shape.dpo) == len(shape.rho)
