@@ -1,0 +1,114 @@
+"""Pieces for driving the discovery loop in tests without a model server.
+
+ScriptedProposer is a real BaseClient (so its exchanges are recorded and replayable) whose
+answers come from a list. CurveEvaluator scores a loss by a cheap, deterministic property of
+its curve (computed by running the candidate's code), so the loop's decisions can be checked.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from selfdisco.archive import Archive
+from selfdisco.config import load_config
+from selfdisco.events import EventWriter
+from selfdisco.llm.cache import Recorder
+from selfdisco.llm.client import BaseClient
+from selfdisco.llm.protocol import Completion
+from selfdisco.loop import Discovery, Services
+from selfdisco.losses import screen
+
+DPO_LIKE = ("def loss_fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
+            "reference_rejected_logps, beta):\n"
+            "    rho = (policy_chosen_logps - policy_rejected_logps) - "
+            "(reference_chosen_logps - reference_rejected_logps)\n"
+            "    x = beta * rho\n"
+            "    return {expr}\n")
+
+
+def answer(name: str, expr: str, thought: str = "a mix of shapes") -> str:
+    return json.dumps({"thought": thought, "name": name, "code": DPO_LIKE.format(expr=expr)})
+
+
+class ScriptedProposer(BaseClient):
+    def __init__(self, answers: list[str], recorder: Recorder | None = None):
+        self.answers = list(answers)
+        self.recorder = recorder
+        self.model = "scripted"
+        self.requests: list[dict] = []
+        self.adapters: dict[str, str] = {}
+
+    def _answer(self, request: dict) -> list[Completion]:
+        self.requests.append(request)
+        n = request.get("n", 1)
+        out = []
+        for _ in range(n):
+            text = self.answers.pop(0) if self.answers else ""
+            out.append(Completion(text=text, finish_reason="stop"))
+        return out
+
+    def load_adapter(self, name: str, path: str) -> None:
+        self.adapters[name] = path
+
+    def unload_adapter(self, name: str) -> None:
+        self.adapters.pop(name, None)
+
+
+class CurveEvaluator:
+    """fitness = loss(rho=-5) - loss(rho=+5) at beta 1: how strongly a loss prefers winners."""
+
+    def __init__(self):
+        self.evaluated: list[str] = []
+
+    def evaluate(self, rows, on_progress, on_done) -> None:
+        import torch
+
+        from selfdisco.losses import compile_loss
+
+        for row in rows:
+            self.evaluated.append(row.id)
+            if row.code is None:
+                on_done(row, {"status": "scored", "fitness": 0.0, "stderr": 0.01,
+                              "metrics": {"kl": 0.0}})
+                continue
+            on_progress(row, {"step": 1, "total": 2, "loss": 0.5})
+            fn = compile_loss(row.code)
+            rho = torch.tensor([-5.0, 5.0])
+            zero = torch.zeros(2)
+            losses = fn(rho, zero, zero, zero, 1.0)
+            if not torch.isfinite(losses).all():
+                on_done(row, {"status": "diverged", "reason": "diverged at step 1", "step": 1})
+                continue
+            on_progress(row, {"step": 2, "total": 2, "loss": 0.4})
+            fitness = float(losses[0] - losses[1])
+            on_done(row, {"status": "scored", "fitness": fitness, "stderr": 0.01,
+                          "metrics": {"kl": 0.1}, "adapter": f"/adapters/{row.id}"})
+
+
+def catalog_entry(name: str) -> dict:
+    from selfdisco.losses import catalog
+
+    entry = catalog.get(name)
+    return {"name": entry.name, "full_name": entry.full_name, "code": entry.candidate.code}
+
+
+def parse(text: str):
+    from selfdisco.losses import ParseError, parse_candidate
+
+    try:
+        return parse_candidate(text)
+    except ParseError as err:
+        raise ValueError(str(err)) from None
+
+
+def make_loop(run_dir: Path, proposer, evaluator, **discovery) -> Discovery:
+    overrides = {"discovery": {"generations": 2, "candidates_per_generation": 2,
+                               "burn_in": ["dpo", "hinge"], "max_resamples": 2, **discovery}}
+    config = load_config("smoke", overrides=overrides)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(config.to_toml())
+    services = Services(proposer=proposer, evaluator=evaluator, screen=screen, parse=parse,
+                        catalog=catalog_entry, adapters=proposer,
+                        task_description="a test fitness", beta=0.05)
+    return Discovery(config, run_dir, Archive(run_dir), EventWriter(run_dir), services)

@@ -1,0 +1,51 @@
+import tomllib
+
+import pytest
+
+from selfdisco.config import load_config, parse_assignment, read_run_config
+from selfdisco.errors import UserError
+
+
+def test_precedence_preset_then_file_then_flags(tmp_path):
+    file = tmp_path / "run.toml"
+    file.write_text('[discovery]\ngenerations = 7\ntemperature = 0.5\n[task.options]\nmargin = 0.3\n')
+    config = load_config("smoke", file, {"discovery": {"generations": 9}})
+    assert config.discovery.generations == 9  # flag beats file
+    assert config.discovery.temperature == 0.5  # file beats preset
+    assert config.discovery.burn_in == ["dpo", "hinge"]  # preset beats defaults
+    assert config.task.options == {"preset": "smoke", "margin": 0.3}  # tables merge
+
+
+def test_unknown_keys_and_bad_types_are_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown key 'generation' in discovery"):
+        load_config("smoke", overrides={"discovery": {"generation": 3}})
+    with pytest.raises(UserError, match="unknown key 'nonsense'"):
+        load_config("smoke", overrides={"nonsense": 1})
+    with pytest.raises(UserError, match="whole number"):
+        load_config("smoke", overrides={"discovery": {"generations": "many"}})
+    with pytest.raises(UserError, match="unknown preset"):
+        load_config("tiny")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[discovery\n")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_config(None, bad)
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(None, tmp_path / "missing.toml")
+    with pytest.raises(UserError, match="--proposer"):
+        load_config("smoke", overrides={"server": {"proposer": "gpt-4"}})
+
+
+def test_resolved_config_round_trips_through_toml(tmp_path):
+    config = load_config("cpu", overrides={"seed": 3, "train": {"overrides": {"max_steps": 5}}})
+    (tmp_path / "config.toml").write_text(config.to_toml())
+    tomllib.loads(config.to_toml())
+    assert read_run_config(tmp_path) == config
+
+
+def test_set_assignments_parse_toml_values():
+    assert parse_assignment("discovery.generations=5") == (["discovery", "generations"], 5)
+    assert parse_assignment("discovery.self_improve=false") == (["discovery", "self_improve"],
+                                                                False)
+    assert parse_assignment("models.policy=my/model") == (["models", "policy"], "my/model")
+    with pytest.raises(UserError):
+        parse_assignment("generations")
