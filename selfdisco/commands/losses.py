@@ -117,7 +117,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from selfdisco.losses.sandbox import SandboxError
-    from selfdisco.losses.screen import ScreenResult, screen
+    from selfdisco.losses.screening import ScreenResult, screen
 
     if not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds; got {args.timeout}")

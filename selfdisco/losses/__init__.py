@@ -11,7 +11,7 @@ from selfdisco.losses.compiler import CompiledLoss, LossFn, compile_loss
 from selfdisco.losses.fingerprint import Fingerprint
 from selfdisco.losses.load import load_loss
 from selfdisco.losses.parse import ParseError, parse_candidate
-from selfdisco.losses.screen import ScreenResult, prewarm, screen, screen_text
+from selfdisco.losses.screening import ScreenResult, prewarm, screen, screen_text
 from selfdisco.losses.static import CodeRejected, check_code
 
 __all__ = [
