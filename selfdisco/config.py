@@ -84,7 +84,7 @@ class DiscoveryConfig:
     """History entries kept for their fitness when the context is trimmed."""
     keep_recent: int = 4
     """History entries kept for being the latest when the context is trimmed."""
-    duplicate_tolerance: float = 1e-3
+    duplicate_tolerance: float = 0.01
     """Fingerprint distance under which a candidate counts as a duplicate."""
     candidate_timeout_min: float = 30.0
     """A candidate's evaluation (train + score) is killed after this many minutes."""
