@@ -54,7 +54,7 @@ def upto(predicate) -> list[str]:
     raise AssertionError("no such event")
 
 
-MID_RUN = upto(lambda e: e["type"] == "training_progress" and e["id"] == "g1-c3"
+MID_RUN = upto(lambda e: e["type"] == "training_progress" and e["id"] == "g01-c3"
                and e["step"] == 6)
 
 
@@ -73,8 +73,8 @@ def test_rows_appear_and_update_in_order(tmp_path):
                 await loaded(pilot, [line])
                 rows = dict(table_rows(app))
                 first_seen.extend(key for key in rows if key not in first_seen)
-                if "g1-c3" in rows:
-                    status = rows["g1-c3"].split()[0]
+                if "g01-c3" in rows:
+                    status = rows["g01-c3"].split()[0]
                     if not seen_status or seen_status[-1] != status:
                         seen_status.append(status)
                 # The table always shows exactly what the state holds.
@@ -85,10 +85,10 @@ def test_rows_appear_and_update_in_order(tmp_path):
 
     seen_status, first_seen, final = asyncio.run(scenario())
     assert seen_status == ["proposed", "training", "scoring", "scored"]
-    assert first_seen == ["g0-base", "g0-dpo", "g0-hinge", "g0-ipo", "g1-c1", "g1-c1a1",
-                          "g1-c2", "g1-c2a1", "g1-c3", "g2-c1", "g2-c2", "g2-c3"]
-    assert final == ["g2-c3", "g1-c3", "g1-c1a1", "g2-c1", "g0-dpo", "g0-hinge", "g0-ipo",
-                     "g0-base", "g1-c1", "g1-c2", "g1-c2a1", "g2-c2"]
+    assert first_seen == ["base", "burn-dpo", "burn-hinge", "burn-ipo", "g01-c1", "g01-c1-r1",
+                          "g01-c2", "g01-c2-r1", "g01-c3", "g02-c1", "g02-c2", "g02-c3"]
+    assert final == ["g02-c3", "g01-c3", "g01-c1-r1", "g02-c1", "burn-dpo", "burn-hinge",
+                     "burn-ipo", "base", "g01-c1", "g01-c2", "g01-c2-r1", "g02-c2"]
 
 
 def test_training_progress_updates_in_place(tmp_path):
@@ -96,18 +96,18 @@ def test_training_progress_updates_in_place(tmp_path):
         app = make_app(tmp_path, MID_RUN)
         async with app.run_test(size=SIZE) as pilot:
             await loaded(pilot, MID_RUN)
-            before = dict(table_rows(app))["g1-c3"]
+            before = dict(table_rows(app))["g01-c3"]
             seen_before = app.state.events_seen
-            extra = upto(lambda e: e["type"] == "training_progress" and e["id"] == "g1-c3"
+            extra = upto(lambda e: e["type"] == "training_progress" and e["id"] == "g01-c3"
                          and e["step"] == 9)[len(MID_RUN):]
             with open(tmp_path / "events.jsonl", "a") as handle:
                 handle.writelines(extra)
             await loaded(pilot, extra)
-            return before, dict(table_rows(app))["g1-c3"], app.state.events_seen - seen_before
+            return before, dict(table_rows(app))["g01-c3"], app.state.events_seen - seen_before
 
     before, after, events_seen = asyncio.run(scenario())
     assert (before, after) == ("training 6/12", "training 9/12")
-    # Appended in one go, the three progress events of g1-c3 reach the state as one.
+    # Appended in one go, the three progress events of g01-c3 reach the state as one.
     assert events_seen == 1
 
 
@@ -138,10 +138,10 @@ def test_selection_shows_the_code_and_enter_opens_the_detail(tmp_path):
     first, third_key, third, outcome, detail_key, detail_code = asyncio.run(scenario())
     from test_tui_data import ADAPTIVE, BLEND
 
-    assert first == ADAPTIVE.replace("0.7 *", "0.8 *").replace("0.3 *", "0.2 *")  # g2-c3
-    assert third_key == "g1-c1a1" and third == BLEND
-    assert outcome.startswith("fitness 0.2411 ± 0.0295") and "kl 0.463" in outcome
-    assert (detail_key, detail_code) == ("g1-c1a1", BLEND)
+    assert first == ADAPTIVE.replace("0.7 *", "0.8 *").replace("0.3 *", "0.2 *")  # g02-c3
+    assert third_key == "g01-c1-r1" and third == BLEND
+    assert outcome.startswith("fitness 0.2411 ± 0.0304") and " kl 0.463 · " in outcome
+    assert (detail_key, detail_code) == ("g01-c1-r1", BLEND)
 
 
 def test_rejected_candidate_shows_its_reason(tmp_path):
@@ -158,8 +158,8 @@ def test_rejected_candidate_shows_its_reason(tmp_path):
                     view.query_one("#outcome").content.plain)
 
     key, outcome = asyncio.run(scenario())
-    assert key == "g1-c1"
-    assert outcome == "rejected at static: line 2: 'import' is not allowed; use torch, F and " \
+    assert key == "g01-c1"
+    assert outcome == "rejected at screen: line 2: 'import' is not allowed; use torch, F and " \
                       "math only"
 
 
@@ -179,7 +179,7 @@ def test_filter_by_name_and_clear(tmp_path):
             return filtered, typed_q_kept_app, [key for key, _ in table_rows(app)]
 
     filtered, running, cleared = asyncio.run(scenario())
-    assert filtered == ["g2-c3", "g1-c3", "g0-hinge"]
+    assert filtered == ["g02-c3", "g01-c3", "burn-hinge"]
     assert running
     assert len(cleared) == 12
 
@@ -276,14 +276,14 @@ def test_loss_shape_is_computed_off_the_ui_thread_and_shown(tmp_path):
         app = make_app(tmp_path, lines, loss_shapes=True)
         async with app.run_test(size=SIZE) as pilot:
             await loaded(pilot, lines)
-            await wait_for(pilot, lambda: "g2-c3" in app.shapes, "the shape of g2-c3")
+            await wait_for(pilot, lambda: "g02-c3" in app.shapes, "the shape of g02-c3")
             await pilot.pause()
             view = app.query_one("#selected", CandidateView)
             plot_shown = view.query_one("#shape").display
             await pilot.press("slash", *"rejected", "enter")
             await pilot.pause()
             message = view.query_one("#shape-message").content.plain
-            return plot_shown, view.query_one("#shape").display, message, app.shapes["g2-c3"]
+            return plot_shown, view.query_one("#shape").display, message, app.shapes["g02-c3"]
 
     plot_shown, plot_after, message, shape = asyncio.run(scenario())
     assert plot_shown and not plot_after

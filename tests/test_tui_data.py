@@ -1,9 +1,10 @@
 """The recorded event log the TUI tests replay, how it is made, and that it fits the schema.
 
 tests/data/events_run.jsonl is written by `write_recorded_run` through EventWriter with a
-simulated clock: a cpu-preset-like sentiment run (burn-in, two generations of three) with
-rejections, a duplicate, a divergence, a failure, a server restart, a pause and a proposer
-change. Regenerate it with `python tests/test_tui_data.py` after changing the schema.
+simulated clock, in the order and with the ids selfdisco.loop uses: a cpu-preset-like sentiment
+run (burn-in, two generations of three) with rejections, a duplicate, a divergence, a killed
+worker, a server restart, a pause and a proposer change. Regenerate it with
+`python tests/test_tui_data.py` after changing the schema.
 """
 
 from __future__ import annotations
@@ -102,149 +103,177 @@ class Clock:
         self.now += seconds
 
 
-def _train(emit, clock: Clock, key: str, steps: int, start_loss: float, *,
-           diverge_at: int | None = None) -> None:
-    emit("candidate_status", id=key, status="training")
-    for step in range(1, steps + 1):
-        clock.advance(3.3)
-        if diverge_at is not None and step == diverge_at:
-            emit("candidate_diverged", id=key, step=step,
-                 reason=f"loss became inf at step {step}")
-            return
-        loss = start_loss * (0.97 ** step) if diverge_at is None else start_loss * 1.6 ** step
-        emit("training_progress", id=key, step=step, total=steps, loss=round(loss, 5))
+class Recorder:
+    """Emits events in the order selfdisco.loop does, with simulated durations."""
 
+    def __init__(self, writer: EventWriter, clock: Clock):
+        self.writer, self.clock = writer, clock
 
-def _score(emit, clock: Clock, key: str, reward: float, stderr: float, kl: float) -> None:
-    emit("candidate_status", id=key, status="scoring")
-    clock.advance(21.0)
-    emit("candidate_scored", id=key, fitness=reward, stderr=stderr,
-         metrics={"reward": reward, "reward_std": round(stderr * 8, 4), "kl": kl,
-                  "mean_length": 38.2, "n": 64})
+    def emit(self, kind: str, **fields) -> None:
+        self.writer.emit(kind, **fields)
+        self.clock.advance(0.2)
+
+    def propose(self, key: str, generation: int, name: str, thought: str, code: str,
+                proposer: str, attempt: int = 0, think_s: float = 11.0) -> None:
+        self.clock.advance(think_s)
+        self.emit("candidate_proposed", id=key, generation=generation, name=name,
+                  thought=thought, code=code, proposer=proposer, attempt=attempt)
+
+    def evaluate(self, plans: list[tuple]) -> None:
+        """plans: (id, outcome, args); every row is marked first, then evaluated in turn."""
+        for key, outcome, _ in plans:
+            self.emit("candidate_status", id=key, status="scoring" if outcome == "base"
+                      else "training")
+        for key, outcome, args in plans:
+            getattr(self, f"_{outcome}")(key, *args)
+
+    def _train(self, key: str, steps: int, start_loss: float, diverge_at: int | None = None,
+               die_at: int | None = None) -> bool:
+        for step in range(1, steps + 1):
+            self.clock.advance(3.3)
+            if step == diverge_at:
+                self.emit("candidate_diverged", id=key, step=step,
+                          reason=f"diverged at step {step}: loss is inf")
+                return False
+            if step == die_at:
+                self.emit("candidate_failed", id=key,
+                          reason="the evaluation process died (killed by signal 9) without a "
+                                 "result; see worker.log")
+                return False
+            if step == steps:
+                self.emit("candidate_status", id=key, status="scoring")
+            growth = 1.6 if diverge_at else 0.97
+            self.emit("training_progress", id=key, step=step, total=steps,
+                      loss=round(start_loss * growth ** step, 5))
+        return True
+
+    def _score(self, key: str, reward: float, stderr: float, kl: float, train: dict) -> None:
+        self.clock.advance(21.0)
+        metrics = {"scorer": "vader", "prompts": 16, "samples_per_prompt": 4,
+                   "mean_tokens": 38.2, "sampling_seconds": 14.1, "seconds": 20.6,
+                   "kl": kl, "kl_stderr": round(kl / 9, 4), "kl_samples": 64, "n": 16}
+        if train:
+            metrics["policy"] = f"candidates/{key}/adapter"
+            metrics["train"] = train
+            metrics["adapter"] = f"candidates/{key}/adapter"
+        else:
+            metrics["policy"] = "base model (the reference)"
+        self.emit("candidate_scored", id=key, fitness=reward, stderr=stderr, metrics=metrics)
+
+    def _base(self, key: str, reward: float) -> None:
+        self._score(key, reward, 0.0301, 0.0, {})
+
+    def _scored(self, key: str, start_loss: float, reward: float, kl: float) -> None:
+        self._train(key, 12, start_loss)
+        train = {"train_loss": round(start_loss * 0.97 ** 12, 4), "seconds_per_step": 3.3,
+                 "peak_rss_mb": 2011.5, "steps": 12}
+        self._score(key, reward, round(0.028 + reward / 100, 4), kl, train)
+
+    def _diverged(self, key: str, at: int) -> None:
+        self._train(key, 12, 1.0, diverge_at=at)
+
+    def _died(self, key: str, at: int) -> None:
+        self._train(key, 12, 0.7, die_at=at)
 
 
 def write_recorded_run(run_dir: Path) -> None:
     """Write the recorded run's events.jsonl into run_dir."""
     clock = Clock(T0)
     with mock.patch.object(events, "time", types.SimpleNamespace(time=clock.time)):
-        writer = EventWriter(run_dir)
-
-        def emit(kind: str, **fields) -> None:
-            writer.emit(kind, **fields)
-            clock.advance(0.2)
-
-        emit("server", state="starting", detail="vLLM on port 8011: smollm2-135m-instruct")
-        clock.advance(31.0)
-        emit("server", state="ready", detail="started in 31 s")
+        run = Recorder(EventWriter(run_dir), clock)
+        emit = run.emit
         emit("run_started", run_id="demo-sentiment-cpu", task="sentiment", preset="cpu",
-             proposer="base", generations=2, candidates_per_generation=3)
+             proposer="local", generations=2, candidates_per_generation=3)
+        emit("server", state="starting", detail="vLLM for smollm2-135m-instruct")
+        clock.advance(31.0)
+        emit("server", state="started", detail="http://127.0.0.1:8011/v1 in 31 s")
+        emit("stage", generation=0, stage="data", state="start", detail="preference pairs")
+        clock.advance(48.0)
+        emit("stage", generation=0, stage="data", state="end", detail="64 pairs")
 
-        # Burn-in: the base policy and the catalog's baselines, measured on this task.
-        emit("generation_started", generation=0)
-        emit("stage", generation=0, stage="burn-in", state="started", detail="3 losses + base")
-        emit("candidate_proposed", id="g0-base", generation=0, name="base",
-             thought="The reference policy before any training.", code="", proposer="catalog",
-             attempt=0)
-        _score(emit, clock, "g0-base", 0.1412, 0.0301, 0.0)
-        for key, name, code, thought, reward, kl in (
-            ("g0-dpo", "dpo", DPO, "Direct Preference Optimization: f(z) = -log sigmoid(z).",
-             0.2265, 0.412),
-            ("g0-hinge", "hinge", HINGE, "SLiC: a hinge on the scaled log-ratio difference.",
-             0.2190, 0.388),
-            ("g0-ipo", "ipo", IPO, "IPO: squared distance of rho from 1/(2 beta).",
-             0.1874, 0.254),
+        # Burn-in: the untrained policy and the catalog's baselines, measured on this task.
+        emit("candidate_proposed", id="base", generation=0, name="base (untrained policy)",
+             thought="", code="", proposer="catalog", attempt=0)
+        for key, name, code, thought in (
+            ("burn-dpo", "dpo", DPO, "Direct Preference Optimization"),
+            ("burn-hinge", "hinge", HINGE, "SLiC: hinge on the scaled log-ratio difference"),
+            ("burn-ipo", "ipo", IPO, "Identity Preference Optimization"),
         ):
             emit("candidate_proposed", id=key, generation=0, name=name, thought=thought,
                  code=code, proposer="catalog", attempt=0)
-            _train(emit, clock, key, 12, 0.6931)
-            _score(emit, clock, key, reward, 0.0287, kl)
-        emit("stage", generation=0, stage="burn-in", state="finished", detail="4 scored")
-        emit("generation_finished", generation=0, best_id="g0-dpo", best_fitness=0.2265)
+        emit("stage", generation=0, stage="burn_in", state="start", detail="4 to evaluate")
+        run.evaluate([("base", "base", (0.1412,)),
+                      ("burn-dpo", "scored", (0.6931, 0.2265, 0.412)),
+                      ("burn-hinge", "scored", (1.0, 0.2190, 0.388)),
+                      ("burn-ipo", "scored", (100.0, 0.1874, 0.254))])
+        emit("stage", generation=0, stage="burn_in", state="end", detail="")
 
         # Generation 1: a rejection and its resample, a duplicate, a divergence.
         emit("generation_started", generation=1)
-        emit("stage", generation=1, stage="propose", state="started", detail="3 candidates")
-        clock.advance(14.0)
-        emit("candidate_proposed", id="g1-c1", generation=1, name="entropy_margin",
-             thought="Add a constant entropy bonus so the policy keeps exploring.",
-             code=IMPORTING, proposer="base", attempt=0)
-        emit("candidate_rejected", id="g1-c1", stage="static",
+        emit("stage", generation=1, stage="propose", state="start", detail="proposer: base")
+        run.propose("g01-c1", 1, "entropy_margin",
+                    "Add a constant entropy bonus so the policy keeps exploring.", IMPORTING,
+                    "base", think_s=14.0)
+        emit("candidate_rejected", id="g01-c1", stage="screen",
              reason="line 2: 'import' is not allowed; use torch, F and math only")
-        clock.advance(9.0)
-        emit("candidate_proposed", id="g1-c1a1", generation=1, name="blended_logistic_exp",
-             thought="Blend the logistic loss with an exponential one, gated by a sharp "
-                     "sigmoid of the margin: logistic for losing pairs, exponential for "
-                     "winning ones.",
-             code=BLEND, proposer="base", attempt=1)
-        clock.advance(8.5)
-        emit("candidate_proposed", id="g1-c2", generation=1, name="scaled_sigmoid",
-             thought="A softplus of the negative margin should be smoother than DPO.",
-             code=SCALED_DPO, proposer="base", attempt=0)
-        emit("candidate_rejected", id="g1-c2", stage="duplicate",
-             reason="behaves like g0-dpo (fingerprint distance 0.0000); propose something "
-                    "different")
-        clock.advance(10.0)
-        emit("candidate_proposed", id="g1-c2a1", generation=1, name="exponential_ratio",
-             thought="Push hard on the ratio with an exponential of a scaled margin.",
-             code=EXP_RATIO, proposer="base", attempt=1)
-        clock.advance(11.0)
-        emit("candidate_proposed", id="g1-c3", generation=1, name="adaptive_margin_hinge",
-             thought="Mix a smooth logistic term with a hinge whose margin adapts to the "
-                     "batch's mean log-ratio, so easy batches ask for more.",
-             code=ADAPTIVE, proposer="base", attempt=0)
+        run.propose("g01-c1-r1", 1, "blended_logistic_exp",
+                    "Blend the logistic loss with an exponential one, gated by a sharp sigmoid "
+                    "of the margin: logistic for losing pairs, exponential for winning ones.",
+                    BLEND, "base", attempt=1, think_s=9.0)
+        run.propose("g01-c2", 1, "scaled_sigmoid",
+                    "A softplus of the negative margin should be smoother than DPO.",
+                    SCALED_DPO, "base", think_s=8.5)
+        emit("candidate_rejected", id="g01-c2", stage="duplicate",
+             reason="it behaves the same as dpo (burn-dpo), which was already evaluated; "
+                    "propose a loss with a different shape")
+        run.propose("g01-c2-r1", 1, "exponential_ratio",
+                    "Push hard on the ratio with an exponential of a scaled margin.",
+                    EXP_RATIO, "base", attempt=1, think_s=10.0)
+        run.propose("g01-c3", 1, "adaptive_margin_hinge",
+                    "Mix a smooth logistic term with a hinge whose margin adapts to the batch's "
+                    "mean log-ratio, so easy batches ask for more.", ADAPTIVE, "base")
         emit("log", level="warning",
-             message="proposer answer for slot 3 was cut at max_tokens; it still parsed")
-        emit("stage", generation=1, stage="propose", state="finished", detail="3 valid")
-        emit("stage", generation=1, stage="evaluate", state="started", detail="3 candidates")
-        _train(emit, clock, "g1-c1a1", 12, 0.8466)
-        _score(emit, clock, "g1-c1a1", 0.2411, 0.0295, 0.463)
-        _train(emit, clock, "g1-c2a1", 12, 1.0, diverge_at=5)
-        emit("server", state="restarting", detail="health check failed: connection refused")
+             message="proposer answer for g01-c3 was cut at max_tokens; it still parsed")
+        emit("stage", generation=1, stage="propose", state="end", detail="")
+        emit("stage", generation=1, stage="evaluate", state="start", detail="3 candidates")
+        run.evaluate([("g01-c1-r1", "scored", (0.8466, 0.2411, 0.463)),
+                      ("g01-c2-r1", "diverged", (5,))])
+        emit("log", level="warning", message="the model server failed during g01-c3 and was "
+             "restarted; evaluating again")
+        emit("server", state="restarted", detail="after a crash")
         clock.advance(29.0)
-        emit("server", state="ready", detail="restarted in 29 s")
-        _train(emit, clock, "g1-c3", 12, 0.9125)
-        _score(emit, clock, "g1-c3", 0.2528, 0.0281, 0.497)
-        emit("stage", generation=1, stage="evaluate", state="finished",
-             detail="2 scored, 1 diverged")
-        emit("generation_finished", generation=1, best_id="g1-c3", best_fitness=0.2528)
-        emit("proposer_changed", proposer="g1-c3", adapter="candidates/g1-c3/adapter",
+        run.evaluate([("g01-c3", "scored", (0.9125, 0.2528, 0.497))])
+        emit("stage", generation=1, stage="evaluate", state="end", detail="")
+        emit("proposer_changed", proposer="g01-c3", adapter="candidates/g01-c3/adapter",
              fitness=0.2528)
+        emit("generation_finished", generation=1, best_id="g01-c3", best_fitness=0.2528)
 
-        # Generation 2: proposed by g1-c3's policy; a pause, a failure.
+        # Generation 2: proposed by g01-c3's policy; a pause, a worker killed.
         emit("generation_started", generation=2)
-        emit("stage", generation=2, stage="propose", state="started", detail="3 candidates")
-        clock.advance(16.0)
-        emit("candidate_proposed", id="g2-c1", generation=2, name="focal_preference",
-             thought="Focal weighting: down-weight pairs the policy already ranks correctly.",
-             code=FOCAL, proposer="g1-c3", attempt=0)
-        clock.advance(12.0)
-        emit("candidate_proposed", id="g2-c2", generation=2, name="asymmetric_dpo",
-             thought="Halve the weight on pairs with negative margin, like PADLL.",
-             code=PADDED, proposer="g1-c3", attempt=0)
-        clock.advance(12.0)
-        emit("candidate_proposed", id="g2-c3", generation=2, name="adaptive_margin_hinge_v2",
-             thought="Same adaptive hinge with a larger logistic share.",
-             code=ADAPTIVE.replace("0.7 *", "0.8 *").replace("0.3 *", "0.2 *"),
-             proposer="g1-c3", attempt=0)
-        emit("stage", generation=2, stage="propose", state="finished", detail="3 valid")
+        emit("stage", generation=2, stage="propose", state="start", detail="proposer: g01-c3")
+        run.propose("g02-c1", 2, "focal_preference",
+                    "Focal weighting: down-weight pairs the policy already ranks correctly.",
+                    FOCAL, "g01-c3", think_s=16.0)
+        run.propose("g02-c2", 2, "asymmetric_dpo",
+                    "Halve the weight on pairs with negative margin, like PADLL.", PADDED,
+                    "g01-c3", think_s=12.0)
+        run.propose("g02-c3", 2, "adaptive_margin_hinge_v2",
+                    "Same adaptive hinge with a larger logistic share.",
+                    ADAPTIVE.replace("0.7 *", "0.8 *").replace("0.3 *", "0.2 *"), "g01-c3",
+                    think_s=12.0)
+        emit("stage", generation=2, stage="propose", state="end", detail="")
         emit("control", command="pause")
         clock.advance(40.0)
         emit("control", command="resume")
-        emit("stage", generation=2, stage="evaluate", state="started", detail="3 candidates")
-        _train(emit, clock, "g2-c1", 12, 0.7012)
-        _score(emit, clock, "g2-c1", 0.2375, 0.0290, 0.441)
-        emit("candidate_status", id="g2-c2", status="training")
-        clock.advance(19.0)
-        emit("candidate_failed", id="g2-c2",
-             reason="worker exited with signal 9 (out of memory?) after 19 s")
-        _train(emit, clock, "g2-c3", 12, 0.8890)
-        _score(emit, clock, "g2-c3", 0.2603, 0.0284, 0.512)
-        emit("stage", generation=2, stage="evaluate", state="finished",
-             detail="2 scored, 1 failed")
-        emit("generation_finished", generation=2, best_id="g2-c3", best_fitness=0.2603)
-        emit("proposer_changed", proposer="g2-c3", adapter="candidates/g2-c3/adapter",
+        emit("stage", generation=2, stage="evaluate", state="start", detail="3 candidates")
+        run.evaluate([("g02-c1", "scored", (0.7012, 0.2375, 0.441)),
+                      ("g02-c2", "died", (6,)),
+                      ("g02-c3", "scored", (0.8890, 0.2603, 0.512))])
+        emit("stage", generation=2, stage="evaluate", state="end", detail="")
+        emit("proposer_changed", proposer="g02-c3", adapter="candidates/g02-c3/adapter",
              fitness=0.2603)
-        emit("run_finished", reason="generation limit reached", best_id="g2-c3",
+        emit("generation_finished", generation=2, best_id="g02-c3", best_fitness=0.2603)
+        emit("run_finished", reason="generation limit reached", best_id="g02-c3",
              best_fitness=0.2603)
         emit("server", state="stopped", detail="")
 

@@ -34,22 +34,23 @@ def test_finished_run_state():
     state = RunState.from_events(recorded_events())
     assert (state.run_id, state.task, state.preset) == ("demo-sentiment-cpu", "sentiment", "cpu")
     assert state.finished and state.finish_reason == "generation limit reached"
-    assert state.proposer == "g2-c3" and state.best_id == "g2-c3"
+    assert state.proposer == "g02-c3" and state.best_id == "g02-c3"
+    assert state.candidates["base"].kl == 0.0
     statuses = {key: row.status for key, row in state.candidates.items()}
     assert statuses == {
-        "g0-base": "scored", "g0-dpo": "scored", "g0-hinge": "scored", "g0-ipo": "scored",
-        "g1-c1": "rejected", "g1-c1a1": "scored", "g1-c2": "rejected", "g1-c2a1": "diverged",
-        "g1-c3": "scored", "g2-c1": "scored", "g2-c2": "failed", "g2-c3": "scored",
+        "base": "scored", "burn-dpo": "scored", "burn-hinge": "scored", "burn-ipo": "scored",
+        "g01-c1": "rejected", "g01-c1-r1": "scored", "g01-c2": "rejected", "g01-c2-r1": "diverged",
+        "g01-c3": "scored", "g02-c1": "scored", "g02-c2": "failed", "g02-c3": "scored",
     }
-    assert state.candidates["g1-c1"].stage == "static"
-    assert "import" in state.candidates["g1-c1"].reason
-    assert state.candidates["g1-c2a1"].step == 5
-    assert state.candidates["g1-c3"].kl == pytest.approx(0.497)
-    assert state.best().id == "g2-c3"
+    assert state.candidates["g01-c1"].stage == "screen"
+    assert "import" in state.candidates["g01-c1"].reason
+    assert state.candidates["g01-c2-r1"].step == 5
+    assert state.candidates["g01-c3"].kl == pytest.approx(0.497)
+    assert state.best().id == "g02-c3"
     # Best first by fitness; candidates without a fitness follow in the order they arrived.
     assert [row.id for row in state.rows()] == [
-        "g2-c3", "g1-c3", "g1-c1a1", "g2-c1", "g0-dpo", "g0-hinge", "g0-ipo", "g0-base",
-        "g1-c1", "g1-c2", "g1-c2a1", "g2-c2"]
+        "g02-c3", "g01-c3", "g01-c1-r1", "g02-c1", "burn-dpo", "burn-hinge", "burn-ipo", "base",
+        "g01-c1", "g01-c2", "g01-c2-r1", "g02-c2"]
     assert state.best_so_far() == {0: 0.2265, 1: 0.2528, 2: 0.2603}
     assert state.eta(now=state.last_t + 100) is None
     # A finished run's elapsed time stops at its end, whatever the clock says.
@@ -61,30 +62,32 @@ def test_finished_run_state():
 def test_log_lines_keep_errors_and_server_events():
     state = RunState.from_events(recorded_events())
     texts = [(line.level, line.text) for line in state.log]
-    assert ("error", "g2-c2 asymmetric_dpo failed: worker exited with signal 9 (out of "
-            "memory?) after 19 s") in texts
-    assert ("info", "server restarting: health check failed: connection refused") in texts
-    assert any(level == "warning" and "diverged at step 5" in text for level, text in texts)
+    assert ("error", "g02-c2 asymmetric_dpo failed: the evaluation process died (killed by "
+            "signal 9) without a result; see worker.log") in texts
+    assert ("info", "server restarted: after a crash") in texts
+    assert ("warning", "g01-c2-r1 exponential_ratio diverged: diverged at step 5: loss is "
+            "inf") in texts
     assert any(level == "warning" and "max_tokens" in text for level, text in texts)
+    assert ("info", "proposer is now g01-c3 (fitness 0.2528)") in texts
 
 
 def test_filter_matches_name_or_status():
     state = RunState.from_events(recorded_events())
-    assert {row.id for row in state.rows("HINGE")} == {"g0-hinge", "g1-c3", "g2-c3"}
-    assert {row.id for row in state.rows("rejected")} == {"g1-c1", "g1-c2"}
+    assert {row.id for row in state.rows("HINGE")} == {"burn-hinge", "g01-c3", "g02-c3"}
+    assert {row.id for row in state.rows("rejected")} == {"g01-c1", "g01-c2"}
     assert len(state.rows("")) == len(state.candidates)
 
 
 def test_mid_run_state_shows_progress_pause_and_estimate():
-    events = prefix_until(lambda e: e["type"] == "training_progress" and e["id"] == "g1-c3"
+    events = prefix_until(lambda e: e["type"] == "training_progress" and e["id"] == "g01-c3"
                           and e["step"] == 6)
     state = RunState.from_events(events)
-    row = state.candidates["g1-c3"]
+    row = state.candidates["g01-c3"]
     assert row.status == "training" and row.status_text == "training 6/12"
     assert row.loss == pytest.approx(0.9125 * 0.97 ** 6, abs=1e-5)
     assert state.stage["stage"] == "evaluate"
     assert state.generation == 1 and not state.finished
-    assert state.server_state == "ready"
+    assert state.server_state == "restarted"
     # No discovery generation has finished: the pace of the two candidates evaluated in
     # generation 1 gives the estimate (one left here, then a generation of three).
     start = next(e["t"] for e in events if e["type"] == "generation_started"
@@ -113,14 +116,14 @@ def test_pause_and_stop_follow_control_events():
 
 
 def test_resume_requeues_candidates_in_flight():
-    events = prefix_until(lambda e: e["type"] == "training_progress" and e["id"] == "g2-c3")
+    events = prefix_until(lambda e: e["type"] == "training_progress" and e["id"] == "g02-c3")
     state = RunState.from_events(events)
-    assert state.candidates["g2-c3"].status == "training"
+    assert state.candidates["g02-c3"].status == "training"
     state.apply({"v": 1, "seq": 999, "t": events[-1]["t"] + 60, "type": "run_resumed",
-                 "run_id": "demo-sentiment-cpu", "requeued": ["g2-c3"]})
-    row = state.candidates["g2-c3"]
+                 "run_id": "demo-sentiment-cpu", "requeued": ["g02-c3"]})
+    row = state.candidates["g02-c3"]
     assert row.status == "proposed" and row.step is None
-    assert "g2-c3" in state.take_changes()[0]
+    assert "g02-c3" in state.take_changes()[0]
 
 
 def test_events_about_unknown_candidates_make_a_placeholder_row():
@@ -137,7 +140,7 @@ def test_take_changes_reports_each_change_once():
     for event in events[:8]:
         state.apply(event)
     changed, lines = state.take_changes()
-    assert "g0-base" in changed and lines
+    assert "base" in changed and lines
     assert state.take_changes() == (set(), [])
 
 
@@ -251,3 +254,14 @@ def test_loss_shape_beside_dpo():
         loss_shape("entropy_margin", IMPORTING)
     with pytest.raises(ShapeUnavailable, match="untrained policy"):
         loss_shape("base", "")
+
+
+def test_proposer_starts_as_base_and_nan_kl_is_not_shown():
+    state = RunState()
+    state.apply({"type": "run_started", "run_id": "r", "task": "sentiment", "preset": "smoke",
+                 "proposer": "local", "generations": 1, "candidates_per_generation": 1,
+                 "t": 1.0})
+    assert state.proposer == "base"
+    state.apply({"type": "candidate_scored", "id": "x", "fitness": 0.1, "stderr": 0.01,
+                 "metrics": {"kl": float("nan")}, "t": 2.0})
+    assert state.candidates["x"].kl is None

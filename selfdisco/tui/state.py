@@ -7,6 +7,7 @@ Generation 0 holds the burn-in (the task's baseline losses); discovery generatio
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -49,10 +50,9 @@ class CandidateRow:
     @property
     def kl(self) -> float | None:
         """KL(policy || reference) from the metrics, when the task measured it."""
-        for key in ("kl", "kl_mean", "kl_divergence"):
-            value = self.metrics.get(key)
-            if isinstance(value, int | float):
-                return float(value)
+        value = self.metrics.get("kl")
+        if isinstance(value, int | float) and math.isfinite(value):
+            return float(value)
         return None
 
     @property
@@ -229,7 +229,9 @@ class RunState:
         self.run_id = event.get("run_id") or self.run_id
         self.task = event.get("task") or self.task
         self.preset = event.get("preset") or self.preset
-        self.proposer = event.get("proposer") or self.proposer
+        # "local" (a server selfdisco starts) proposes with the base model until a promotion.
+        proposer = event.get("proposer")
+        self.proposer = "base" if proposer in (None, "", "local") else str(proposer)
         self.generations = event.get("generations")
         self.candidates_per_generation = event.get("candidates_per_generation")
         self.started_t = float(event.get("t") or self.started_t or 0.0)
@@ -282,6 +284,9 @@ class RunState:
         self.stage = {key: event.get(key) for key in ("generation", "stage", "state", "detail")}
         if event.get("generation") is not None:
             self.generation = int(event["generation"])
+        label = "burn-in" if not self.generation else f"generation {self.generation}"
+        detail = f": {event['detail']}" if event.get("detail") else ""
+        self._log(event, "info", f"{label} {event.get('stage')} {event.get('state')}{detail}")
 
     def _on_candidate_proposed(self, event: dict) -> None:
         key = str(event.get("id"))
@@ -327,8 +332,7 @@ class RunState:
         row = self._row(event)
         row.status, row.reason, row.finished_t = "diverged", event.get("reason"), event.get("t")
         row.step = event.get("step", row.step)
-        self._log(event, "warning", f"{row.id} {row.name} diverged at step {row.step}: "
-                  f"{row.reason}")
+        self._log(event, "warning", f"{row.id} {row.name} diverged: {row.reason}")
 
     def _on_candidate_failed(self, event: dict) -> None:
         row = self._row(event)

@@ -30,6 +30,9 @@ STATUS_STYLES = {
     "diverged": "magenta",
     "failed": "bold red",
 }
+STAGE_STATES = {"start": "running", "end": "done"}
+# Server states worth a flag in the header (the others are in the log).
+SERVER_TROUBLE = ("starting", "restarting", "crashed", "failed", "error", "down")
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red"}
 COLUMNS = (("id", "id"), ("gen", "generation"), ("name", "name"), ("status", "status"),
            ("fitness ± stderr", "fitness"), ("KL", "kl"))
@@ -44,7 +47,8 @@ class RunHeader(Static):
 
     def show(self, state: RunState, now: float, requested: str | None = None) -> None:
         line1 = Text.assemble(
-            ("selfdisco ", "bold"), (state.run_id or "(run starting)", "bold cyan"),
+            ("selfdisco ", "bold"), (state.run_id or "(waiting for the run's first event)",
+                                     "bold cyan"),
             "   task ", (state.task or "?", "bold"),
             "   preset ", (state.preset or "?", "bold"),
             "   proposer ", (state.proposer, "bold magenta"),
@@ -73,7 +77,9 @@ def _stage_text(state: RunState) -> Text:
     if not state.stage:
         return Text("starting", style="dim")
     stage = state.stage
-    text = f"{stage.get('stage')} {stage.get('state') or ''}".strip()
+    name = str(stage.get("stage") or "").replace("_", "-")
+    done = STAGE_STATES.get(str(stage.get("state")), stage.get("state") or "")
+    text = f"{name} {done}".strip()
     if stage.get("detail"):
         text += f" ({stage['detail']})"
     return Text(text)
@@ -94,7 +100,7 @@ def _flags(state: RunState, requested: str | None) -> str:
         flags.append("pause requested")
     if state.stop_requested or requested == "stop":
         flags.append("stopping after this generation")
-    if state.server_state and state.server_state not in ("ready", "started", "stopped"):
+    if state.server_state in SERVER_TROUBLE:
         flags.append(f"server {state.server_state}")
     return "   ".join(flags)
 
@@ -253,12 +259,31 @@ def _outcome(row: CandidateRow) -> Text:
         return Text(f"training step {row.step}/{row.total}, loss {row.loss:.4f}")
     if row.fitness is None:
         return Text(row.status, style="dim")
-    text = Text.assemble("fitness ", (format_fitness(row.fitness, row.stderr), "bold green"))
-    metrics = [f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
-               for key, value in row.metrics.items()]
-    if metrics:
-        text.append("\n" + " · ".join(metrics))
+    text = Text.assemble("fitness ", (format_fitness(row.fitness, row.stderr), "bold green"),
+                         "\n")
+    # Plain values share one wrapped paragraph; each table gets a line of its own.
+    for index, (key, value) in enumerate(row.metrics.items()):
+        if isinstance(value, dict):
+            text.append(f"\n{key}: ", style="dim")
+            text.append(_metric(value) + "\n")
+        else:
+            text.append(" · " if index and not text.plain.endswith("\n") else "")
+            text.append(f"{key} ", style="dim")
+            text.append(_metric(value))
+    text.rstrip()
     return text
+
+
+def _metric(value: object) -> str:
+    """A metric on one line: numbers rounded, tables flattened one level, long lists counted."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return " · ".join(f"{key} {_metric(item)}" for key, item in value.items()
+                          if not isinstance(item, dict | list))
+    if isinstance(value, list):
+        return f"[{len(value)} items]"
+    return str(value)
 
 
 class LogPane(RichLog):
