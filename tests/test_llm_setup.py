@@ -74,6 +74,12 @@ def test_missing_model_directory_is_a_clear_error(tmp_path):
         VLLMServer(tmp_path / "no-model", log_path=tmp_path / "server.log")
 
 
+def test_hub_ids_pass_through(tmp_path):
+    server = VLLMServer("HuggingFaceTB/SmolLM2-135M-Instruct", log_path=tmp_path / "log")
+    assert server.model_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert server.model_name == "SmolLM2-135M-Instruct"
+
+
 def make_server(tmp_path, **options) -> VLLMServer:
     (tmp_path / "model").mkdir(exist_ok=True)
     adapter = tmp_path / "my adapter,1"
