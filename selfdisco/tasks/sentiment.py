@@ -6,7 +6,7 @@ continuations per training prompt through vLLM, score them with the sentiment sc
 the best and the worst as (chosen, rejected) when their scores differ by more than a margin.
 Fitness is the mean reward of the policy's own samples on held-out prompts (each prompt's
 samples averaged first, so the standard error is over prompts); KL(policy || reference) per
-sequence and the mean completion length are reported beside it.
+sequence (see kl.py) and the mean completion length are reported beside it.
 """
 
 from __future__ import annotations
@@ -23,11 +23,7 @@ from typing import Any
 from selfdisco.errors import UserError
 from selfdisco.tasks.base import Fitness, TaskContext, apply_options, mean_and_stderr
 from selfdisco.tasks.openings import Split, dataset_openings, split_openings, template_openings
-from selfdisco.tasks.sampling import (
-    adapter_name,
-    sample_completions,
-    sequence_kl,
-)
+from selfdisco.tasks.sampling import adapter_name, sample_completions
 from selfdisco.tasks.scorers import make_scorer, scorer_label
 
 
@@ -160,20 +156,15 @@ class SentimentTask:
             model = adapter_name(adapter_path)
             client.load_adapter(model, str(adapter_path))
         try:
-            measure_kl = settings.measure_kl and model is not None
             samples = sample_completions(client, prompts, n=settings.eval_samples,
                                          max_tokens=settings.max_tokens, seed=ctx.seed + 7919,
-                                         model=model, logprobs=measure_kl,
-                                         concurrency=settings.concurrency)
-            sampled = time.perf_counter()
-            kls, kl_skipped = [], 0
-            if measure_kl:
-                kls, kl_skipped = sequence_kl(samples, prompts, client, settings.concurrency)
+                                         model=model, concurrency=settings.concurrency)
         finally:
             if model is not None:
                 client.unload_adapter(model)
+        sampled = time.perf_counter()
         rewards = scorer.score([s.text for s in samples])
-        per_prompt = [[] for _ in prompts]
+        per_prompt: list[list[float]] = [[] for _ in prompts]
         for sample, reward in zip(samples, rewards, strict=True):
             per_prompt[sample.prompt_index].append(reward)
         value, stderr = mean_and_stderr([sum(r) / len(r) for r in per_prompt if r])
@@ -183,16 +174,18 @@ class SentimentTask:
             "prompts": len(prompts), "samples_per_prompt": settings.eval_samples,
             "mean_tokens": sum(len(s.token_ids) for s in samples) / max(len(samples), 1),
             "sampling_seconds": round(sampled - started, 2),
-            "seconds": round(time.perf_counter() - started, 2),
         }
-        if measure_kl:
-            kl, kl_stderr = mean_and_stderr(kls)
-            metrics.update(kl=kl, kl_stderr=kl_stderr, kl_samples=len(kls),
-                           kl_skipped_retokenized=kl_skipped)
-        elif model is None:
+        if model is None:
             metrics.update(kl=0.0, kl_stderr=0.0)  # the base model is the reference
+        elif settings.measure_kl:
+            from selfdisco.tasks.kl import sequence_kls
+
+            kl, kl_stderr = mean_and_stderr(sequence_kls(ctx.model_path, str(adapter_path),
+                                                         samples))
+            metrics.update(kl=kl, kl_stderr=kl_stderr)
         else:
             metrics.update(kl=math.nan, kl_stderr=math.nan)
+        metrics["seconds"] = round(time.perf_counter() - started, 2)
         return Fitness(value=value, stderr=stderr, metrics=metrics, n=len(per_prompt))
 
 

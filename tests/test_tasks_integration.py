@@ -1,0 +1,88 @@
+"""Tasks against a real vLLM server on CPU with the smoke model (integration: -m integration)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from selfdisco.models import resolve_model
+from selfdisco.tasks import TaskContext, get_task
+from selfdisco.tasks.sampling import sample_completions
+from selfdisco.tasks.sentiment import PRESET_SETTINGS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def smoke_ctx(vllm_smoke, tmp_path):
+    return TaskContext(client=vllm_smoke.client(), model_path=resolve_model("smoke-llama"),
+                       cache_dir=tmp_path, preset="smoke")
+
+
+def test_sentiment_fitness_of_an_adapter_reports_kl_and_length(smoke_ctx, smoke_lora_adapter):
+    client = smoke_ctx.client
+    fitness = get_task("sentiment").evaluate(smoke_ctx, adapter_path=str(smoke_lora_adapter))
+    metrics = fitness.metrics
+    settings = PRESET_SETTINGS["smoke"]
+    assert fitness.n == settings.eval_prompts and math.isfinite(fitness.value)
+    assert metrics["kl"] > 0.05 and math.isfinite(metrics["kl_stderr"])
+    assert metrics["scorer"].startswith("vader")
+    assert 0 < metrics["mean_tokens"] <= settings.max_tokens
+    assert not any(name.startswith("adapter-") for name in client.list_models())
+
+
+def test_sampled_token_ids_come_back_with_their_prompt_ids(smoke_ctx):
+    samples = sample_completions(smoke_ctx.client, ["This film is", "The acting was"], n=2,
+                                 max_tokens=8, seed=3)
+    assert [s.prompt_index for s in samples] == [0, 0, 1, 1]
+    assert all(s.prompt_token_ids and 0 < len(s.token_ids) <= 8 for s in samples)
+    again = sample_completions(smoke_ctx.client, ["This film is", "The acting was"], n=2,
+                               max_tokens=8, seed=3)
+    assert [s.token_ids for s in again] == [s.token_ids for s in samples]
+
+
+def test_sentiment_pairs_and_base_fitness_on_the_smoke_model(smoke_ctx):
+    task = get_task("sentiment")
+    pairs = task.preference_data(smoke_ctx)
+    assert len(pairs) == PRESET_SETTINGS["smoke"].train_prompts
+    assert all(p["chosen"] != p["rejected"] for p in pairs)
+    again = task.preference_data(TaskContext(model_path=smoke_ctx.model_path,
+                                             cache_dir=smoke_ctx.cache_dir, preset="smoke"))
+    assert again == pairs
+    base = task.evaluate(smoke_ctx)
+    assert base.n == PRESET_SETTINGS["smoke"].eval_prompts and base.metrics["kl"] == 0.0
+    assert base.stderr >= 0 or math.isnan(base.stderr)
+
+
+def test_mtbench_end_to_end_counts_unparsable_judge_replies(smoke_ctx, smoke_lora_adapter):
+    task = get_task("mtbench")
+    single = task.evaluate(smoke_ctx, adapter_path=str(smoke_lora_adapter))
+    metrics = single.metrics
+    assert metrics["questions"] == 8 and metrics["ratings"] == 16
+    assert metrics["parsed"] + metrics["unparsable"] == 16
+    assert single.n == metrics["parsed"]
+    assert metrics["judge_errors"] == 0, metrics.get("first_judge_error")
+    assert any("own base model" in w for w in metrics["warnings"])
+    assert metrics["mean_answer_chars"] > 0
+
+    pairwise = task.evaluate(TaskContext(client=smoke_ctx.client,
+                                         model_path=smoke_ctx.model_path, preset="smoke",
+                                         options={"mode": "pairwise", "max_questions": "3"}),
+                             adapter_path=str(smoke_lora_adapter))
+    assert pairwise.metrics["games"] == 6
+    assert pairwise.metrics["parsed"] + pairwise.metrics["unparsable"] == 6
+    assert pairwise.metrics["judge_errors"] == 0
+
+
+def test_eval_command_against_a_running_server(vllm_smoke, smoke_lora_adapter):
+    result = subprocess.run(
+        [sys.executable, "-m", "selfdisco", "eval", "--task", "sentiment", "--preset", "smoke",
+         "--server", vllm_smoke.base_url, "--adapter", str(smoke_lora_adapter),
+         "--option", "eval_prompts=4"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "fitness" in result.stdout and "(n=4)" in result.stdout
+    assert "vader" in result.stdout and "kl" in result.stdout
