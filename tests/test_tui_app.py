@@ -111,6 +111,28 @@ def test_training_progress_updates_in_place(tmp_path):
     assert events_seen == 1
 
 
+def test_cells_updated_in_place_widen_their_column(tmp_path):
+    scored = upto(lambda e: e["type"] == "candidate_scored" and e["id"] == "base")
+    before, line = scored[:-1], scored[-1:]
+
+    async def scenario():
+        app = make_app(tmp_path, before)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, before)
+            table = app.query_one("#candidates", CandidatesTable)
+            order = list(table.rows)
+            with open(tmp_path / "events.jsonl", "a") as handle:
+                handle.writelines(line)
+            await loaded(pilot, line)
+            assert list(table.rows) == order  # the row stayed where it was: updated in place
+            return {str(column.key.value): (column.content_width, max(
+                len(getattr(cell, "plain", str(cell))) for cell in table.get_column(column.key)))
+                for column in table.columns.values()}
+
+    for key, (width, widest) in asyncio.run(scenario()).items():
+        assert width >= widest, key
+
+
 def test_selection_shows_the_code_and_enter_opens_the_detail(tmp_path):
     lines = recorded_lines()
 

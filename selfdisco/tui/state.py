@@ -284,9 +284,10 @@ class RunState:
         self.stage = {key: event.get(key) for key in ("generation", "stage", "state", "detail")}
         if event.get("generation") is not None:
             self.generation = int(event["generation"])
-        label = "burn-in" if not self.generation else f"generation {self.generation}"
+        stage = str(event.get("stage") or "").replace("_", "-")
+        where = f"generation {self.generation} " if self.generation else ""
         detail = f": {event['detail']}" if event.get("detail") else ""
-        self._log(event, "info", f"{label} {event.get('stage')} {event.get('state')}{detail}")
+        self._log(event, "info", f"{where}{stage} {event.get('state')}{detail}")
 
     def _on_candidate_proposed(self, event: dict) -> None:
         key = str(event.get("id"))

@@ -130,7 +130,7 @@ class CandidatesTable(DataTable):
             for row in rows:
                 if row.id in changed:
                     for (_, column), value in zip(COLUMNS, _cells(row), strict=True):
-                        self.update_cell(row.id, column, value)
+                        self.update_cell(row.id, column, value, update_width=True)
             return
         selected = self.selected_key
         self.clear()
