@@ -311,3 +311,27 @@ def test_loss_shape_is_computed_off_the_ui_thread_and_shown(tmp_path):
     assert plot_shown and not plot_after
     assert message == "no loss shape: rejected at screening"
     assert len(shape.loss) == len(shape.dpo) == len(shape.rho)
+
+
+def test_a_run_process_that_dies_is_reported_and_closing_does_not_ask(tmp_path):
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    process.wait()
+
+    async def scenario():
+        app = make_app(tmp_path, MID_RUN, owns_run=True, process=process)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, MID_RUN)
+            await wait_for(pilot, lambda: app.process_ended, "the process check")
+            await pilot.pause()
+            log = app.query_one("#log")
+            text = "\n".join(line.text for line in log.lines)
+            await pilot.press("q")
+            await pilot.pause()
+        return text, app.return_value
+
+    text, result = asyncio.run(scenario())
+    assert "the run's process ended (exit code 3) before the run finished" in text
+    assert result == "detach"

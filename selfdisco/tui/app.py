@@ -8,6 +8,7 @@ control.jsonl, so the loop never waits on it.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from selfdisco import control
 from selfdisco.tui.feed import EventFeed
 from selfdisco.tui.rundir import header_fields, read_config, run_beta
 from selfdisco.tui.shapes import DEFAULT_BETA, LossShape, ShapeUnavailable, loss_shape
-from selfdisco.tui.state import CandidateRow, RunState
+from selfdisco.tui.state import CandidateRow, LogLine, RunState
 from selfdisco.tui.widgets import (
     CandidatesTable,
     CandidateView,
@@ -106,11 +107,14 @@ class DiscoApp(App[str]):
     ]
 
     def __init__(self, run_dir: Path, *, owns_run: bool = False,
+                 process: subprocess.Popen | None = None,
                  clock: Callable[[], float] = time.time, poll_interval: float = 0.25,
                  loss_shapes: bool = True) -> None:
         """Args:
             run_dir: the run directory (holds events.jsonl).
             owns_run: this process started the run; closing asks whether to stop it.
+            process: the run's process, when the caller started one: if it ends before the
+                run finishes, the log says so (and closing does not ask).
             clock: the current time (tests freeze it).
             poll_interval: seconds between reads of the event log.
             loss_shapes: compute loss shapes (needs torch and selfdisco.losses).
@@ -118,6 +122,8 @@ class DiscoApp(App[str]):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.owns_run = owns_run
+        self.process = process
+        self.process_ended = False
         self.clock = clock
         self.poll_interval = poll_interval
         self.loss_shapes = loss_shapes
@@ -195,7 +201,22 @@ class DiscoApp(App[str]):
         self.show_selected(only_if_in=changed)
 
     def refresh_header(self) -> None:
+        self.check_process()
         self.query_one("#header", RunHeader).show(self.state, self.clock(), self.requested)
+
+    def check_process(self) -> None:
+        """Say so in the log when the run's process ended without finishing the run."""
+        if self.process is None or self.process_ended or self.process.poll() is None:
+            return
+        self.process_ended = True
+        self.feed.read()  # its last events may still be unread
+        self.on_events_ready(EventsReady())
+        if not self.state.finished:
+            self.query_one("#log", LogPane).add([LogLine(
+                self.clock(), "error", f"the run's process ended (exit code "
+                f"{self.process.returncode}) before the run finished; see "
+                f"{self.run_dir / 'run.log'}, and continue it with `selfdisco resume "
+                f"{self.run_dir}`")], None)
 
     # ---- the selected candidate ----------------------------------------------------------------
 
@@ -293,7 +314,7 @@ class DiscoApp(App[str]):
         self.show_selected()
 
     def action_quit_run(self) -> None:
-        if self.owns_run and not self.state.finished:
+        if self.owns_run and not self.state.finished and not self.process_ended:
             self.push_screen(CloseRunScreen(), callback=self._close_chosen)
         else:
             self.exit("detach")
