@@ -12,8 +12,9 @@ from test_tui_data import RECORDED_RUN, recorded_lines
 from selfdisco.errors import UserError
 from selfdisco.events import EventWriter, read_events
 from selfdisco.tui.feed import EventFeed, coalesce
+from selfdisco.tui.formatting import format_duration, format_offset
 from selfdisco.tui.rundir import config_value, resolve_run_dir
-from selfdisco.tui.state import RunState, format_duration, format_offset
+from selfdisco.tui.state import RunState
 
 
 def recorded_events() -> list[dict]:

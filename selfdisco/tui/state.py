@@ -3,6 +3,7 @@
 Pure Python (no Textual): `RunState.apply(event)` takes events in log order and keeps the
 candidates table, the header fields, the log lines and what changed since the UI last looked.
 Generation 0 holds the burn-in (the task's baseline losses); discovery generations count from 1.
+formatting.py has the matching text helpers.
 """
 
 from __future__ import annotations
@@ -380,35 +381,3 @@ def _key(value: Any) -> str | None:
 
 def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
-
-
-# ---- formatting shared by the TUI and text output ------------------------------------------------
-
-def format_duration(seconds: float | None) -> str:
-    """12s, 4m05s, 1h02m."""
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
-def format_fitness(value: float | None, stderr: float | None = None) -> str:
-    if value is None:
-        return ""
-    if stderr is None:
-        return f"{value:.4f}"
-    return f"{value:.4f} ± {stderr:.4f}"
-
-
-def format_offset(t: float, start: float | None) -> str:
-    """A log time as the offset from the run's start, +HH:MM:SS (stable across time zones)."""
-    offset = max(0, int(t - (start if start is not None else t)))
-    hours, rest = divmod(offset, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"+{hours:02d}:{minutes:02d}:{seconds:02d}"

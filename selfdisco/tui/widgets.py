@@ -11,15 +11,9 @@ from textual.events import Resize
 from textual.widgets import DataTable, RichLog, Static
 from textual_plotext import PlotextPlot
 
+from selfdisco.tui.formatting import format_duration, format_fitness, format_offset
 from selfdisco.tui.shapes import LossShape
-from selfdisco.tui.state import (
-    CandidateRow,
-    LogLine,
-    RunState,
-    format_duration,
-    format_fitness,
-    format_offset,
-)
+from selfdisco.tui.state import CandidateRow, LogLine, RunState
 
 STATUS_STYLES = {
     "proposed": "dim",
