@@ -102,6 +102,17 @@ def test_cpu_command(tmp_path):
     assert "VLLM_SERVER_DEV_MODE" not in env
 
 
+def test_structured_outputs_are_compact_unless_extra_args_choose(tmp_path):
+    cmd = make_server(tmp_path, backend="cpu").command()
+    config = json.loads(cmd[cmd.index("--structured-outputs-config") + 1])
+    assert config == {"backend": "xgrammar", "disable_any_whitespace": True}
+    chosen = ["--structured-outputs-config", '{"backend": "guidance"}']
+    cmd = make_server(tmp_path, backend="cpu", extra_args=chosen).command()
+    assert cmd.count("--structured-outputs-config") == 1 and cmd[-2:] == chosen
+    assert "--structured-outputs-config" not in make_server(
+        tmp_path, backend="cpu", compact_json=False).command()
+
+
 def test_gpu_command_enables_sleep_mode(tmp_path):
     server = make_server(tmp_path, backend="cuda", gpu_memory_utilization=0.5)
     cmd = server.command()

@@ -158,7 +158,8 @@ class VLLMServer:
                 cmd += ["--lora-modules", json.dumps({"name": name, "path": path})]
         if self.max_model_len is not None:
             cmd += ["--max-model-len", str(self.max_model_len)]
-        if self.compact_json:  # only the xgrammar and guidance back-ends support it
+        if self.compact_json and "--structured-outputs-config" not in self.extra_args:
+            # Only the xgrammar and guidance back-ends support it; extra_args may choose.
             cmd += ["--structured-outputs-config",
                     json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
         return cmd + self.extra_args
