@@ -55,3 +55,17 @@ def test_filtered_table(snap_compare, tmp_path):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_closing_the_tui_of_a_run_it_started(snap_compare, tmp_path):
+    from selfdisco.tui.app import CloseRunScreen
+
+    app = make_app(tmp_path, MID_RUN, owns_run=True, loss_shapes=True)
+
+    async def run_before(pilot) -> None:
+        await before(MID_RUN)(pilot)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, CloseRunScreen), "question")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

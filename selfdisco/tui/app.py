@@ -83,9 +83,9 @@ class CloseRunScreen(ModalScreen[str | None]):
             yield Label("This run was started here. Stop it, or leave it running in the "
                         "background?\n(Watch it again later with `selfdisco tui RUN_DIR`.)")
             with Horizontal():
-                yield Button("Stop the run [s]", id="stop", variant="error")
-                yield Button("Leave it running [l]", id="detach", variant="primary")
-                yield Button("Cancel [esc]", id="cancel")
+                yield Button("Stop the run (s)", id="stop", variant="error")
+                yield Button("Leave it running (l)", id="detach", variant="primary")
+                yield Button("Cancel (esc)", id="cancel")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(None if event.button.id == "cancel" else event.button.id)
