@@ -57,6 +57,8 @@ def main() -> int:
                         help="training setting override KEY=VALUE")
     parser.add_argument("--option", action="append", default=[],
                         help="sentiment task option KEY=VALUE")
+    parser.add_argument("--reuse-adapters", action="store_true",
+                        help="evaluate adapters already trained under --out instead of training")
     args = parser.parse_args()
 
     from selfdisco.llm.server import VLLMServer
@@ -90,6 +92,11 @@ def main() -> int:
                   "opposite_dpo": compile_loss(OPPOSITE_DPO)}
         adapters = {}
         for name, loss_fn in losses.items():
+            saved = out / name / "adapter"
+            if args.reuse_adapters and (saved / "adapter_config.json").exists():
+                print(f"train {name}: reusing {saved}")
+                adapters[name] = str(saved)
+                continue
             step = time.perf_counter()
             result = train_adapter(model_path=model_path, data=pairs, settings=settings,
                                    out_dir=out / name, loss_fn=loss_fn,

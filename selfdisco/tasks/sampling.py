@@ -36,11 +36,15 @@ def sample_completions(client: Any, prompts: Sequence[str], *, n: int, max_token
                        seed: int, model: str | None = None, logprobs: bool = False,
                        temperature: float = 1.0, top_p: float = 1.0,
                        concurrency: int = DEFAULT_CONCURRENCY) -> list[Sample]:
-    """n raw completions (no chat template) per prompt; prompt i is sampled with seed + i."""
+    """n raw completions (no chat template) per prompt.
+
+    Prompt i is sampled with seed + i * n (vLLM gives its k-th sample seed + i * n + k), so no
+    two samples share a seed.
+    """
 
     def one(index: int) -> list[Sample]:
         completions = client.complete(prompts[index], n=n, temperature=temperature, top_p=top_p,
-                                      max_tokens=max_tokens, seed=seed + index, model=model,
+                                      max_tokens=max_tokens, seed=seed + index * n, model=model,
                                       logprobs=logprobs)
         return [Sample(index, c.text, list(c.token_ids or []),
                        list(c.token_logprobs) if c.token_logprobs is not None else None,
