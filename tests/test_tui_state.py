@@ -89,13 +89,26 @@ def test_mid_run_state_shows_progress_pause_and_estimate():
     assert state.stage["stage"] == "evaluate"
     assert state.generation == 1 and not state.finished
     assert state.server_state == "restarted"
-    # No discovery generation has finished: the pace of the two candidates evaluated in
-    # generation 1 gives the estimate (one left here, then a generation of three).
-    start = next(e["t"] for e in events if e["type"] == "generation_started"
-                 and e["generation"] == 1)
-    now = state.last_t
-    per_candidate = (now - start) / 2
-    assert state.eta(now) == pytest.approx(per_candidate * 1 + per_candidate * 3)
+    # No discovery generation has finished: the pace of the six candidates evaluated so far
+    # (burn-in included), times what is left: g01-c3 and the three of generation 2.
+    start = next(e["t"] for e in events if e["type"] == "candidate_status")
+    finished = [e["t"] for e in events if e["type"] in ("candidate_scored", "candidate_diverged",
+                                                        "candidate_failed")]
+    pace = (finished[-1] - start) / len(finished)
+    now = state.last_t + 10
+    assert len(finished) == 6
+    assert state.eta(now) == pytest.approx(pace * 4 - (now - finished[-1]))
+
+
+def test_estimate_during_burn_in():
+    before = RunState.from_events(prefix_until(
+        lambda e: e["type"] == "candidate_status" and e["id"] == "base"))
+    assert before.eta(before.last_t) is None  # nothing evaluated yet: no pace to go by
+    events = prefix_until(lambda e: e["type"] == "candidate_scored" and e["id"] == "base")
+    state = RunState.from_events(events)
+    # One of four burn-in rows evaluated; three left, then 2 generations x 3 candidates.
+    pace = events[-1]["t"] - next(e["t"] for e in events if e["type"] == "candidate_status")
+    assert state.eta(events[-1]["t"]) == pytest.approx(pace * (3 + 6))
 
 
 def test_estimate_after_a_generation_is_its_duration():

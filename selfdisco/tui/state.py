@@ -89,6 +89,7 @@ class RunState:
         self.generation: int | None = None  # the current (or last) generation
         self.stage: dict[str, Any] | None = None  # the latest stage event
         self.started_t: float | None = None
+        self.evaluation_started_t: float | None = None  # the first candidate sent to a worker
         self.last_t: float | None = None
         self.finished_t: float | None = None
         self.finish_reason: str | None = None
@@ -189,24 +190,32 @@ class RunState:
         """Estimated seconds left, from the pace of the generations (or candidates) so far."""
         if self.finished or not self.generations or self.generation is None:
             return None
-        current = max(self.generation, 1)
-        after_current = max(0, self.generations - current)
         done = [end - start for gen, (start, end) in self.generation_times.items()
                 if gen >= 1 and start is not None and end is not None]
+        if not done:
+            return self._eta_from_candidates(now)
+        per_generation = sum(done) / len(done)
+        current = max(self.generation, 1)
         start = (self.generation_times.get(current) or [None, None])[0]
-        in_current = now - start if start is not None and self.generation >= 1 else 0.0
-        if done:
-            per_generation = sum(done) / len(done)
-            return max(0.0, per_generation - in_current) + per_generation * after_current
-        # No generation finished yet: use the pace of candidates in the current one.
-        per_generation_k = self.candidates_per_generation
-        evaluated = [row for row in self.candidates.values()
-                     if row.generation == current and row.status in EVALUATED_STATUSES]
-        if start is None or not evaluated or not per_generation_k:
+        in_current = now - start if start is not None else 0.0
+        after_current = max(0, self.generations - current)
+        return max(0.0, per_generation - in_current) + per_generation * after_current
+
+    def _eta_from_candidates(self, now: float) -> float | None:
+        """Before a generation has finished: the pace of the candidates evaluated so far
+        (burn-in included) times the evaluations still to come."""
+        evaluated = [row.finished_t for row in self.candidates.values()
+                     if row.status in EVALUATED_STATUSES and row.finished_t is not None]
+        if self.evaluation_started_t is None or not evaluated or not self.candidates_per_generation:
             return None
-        per_candidate = in_current / len(evaluated)
-        left_here = max(0, per_generation_k - len(evaluated)) * per_candidate
-        return left_here + per_candidate * per_generation_k * after_current
+        last = max(evaluated)
+        pace = (last - self.evaluation_started_t) / len(evaluated)
+        waiting = sum(row.status in ("proposed", "training", "scoring")
+                      for row in self.candidates.values())
+        discovery = sum(row.generation >= 1 and row.status != "rejected"
+                        for row in self.candidates.values())
+        to_come = max(0, self.candidates_per_generation * self.generations - discovery)
+        return max(0.0, pace * (waiting + to_come) - (now - last))
 
     # ---- event handlers ------------------------------------------------------------------------
 
@@ -313,6 +322,8 @@ class RunState:
         row.finished_t = event.get("t")
 
     def _on_candidate_status(self, event: dict) -> None:
+        if self.evaluation_started_t is None and isinstance(event.get("t"), int | float):
+            self.evaluation_started_t = float(event["t"])
         row = self._row(event)
         row.status = str(event.get("status") or row.status)
 
