@@ -94,10 +94,13 @@ def test_mid_run_state_shows_progress_pause_and_estimate():
     start = next(e["t"] for e in events if e["type"] == "candidate_status")
     finished = [e["t"] for e in events if e["type"] in ("candidate_scored", "candidate_diverged",
                                                         "candidate_failed")]
-    pace = (finished[-1] - start) / len(finished)
     now = state.last_t + 10
+    pace = max((finished[-1] - start) / 6, (now - start) / 7)
     assert len(finished) == 6
-    assert state.eta(now) == pytest.approx(pace * 4 - (now - finished[-1]))
+    assert state.eta(now) == pytest.approx(pace * 4 - min(now - finished[-1], pace))
+    # Long after the last candidate finished, the one in hand sets a slower pace.
+    later = finished[-1] + 3600
+    assert state.eta(later) == pytest.approx((later - start) / 7 * 3)
 
 
 def test_estimate_during_burn_in():

@@ -209,13 +209,15 @@ class RunState:
         if self.evaluation_started_t is None or not evaluated or not self.candidates_per_generation:
             return None
         last = max(evaluated)
-        pace = (last - self.evaluation_started_t) / len(evaluated)
+        # The candidate in hand has taken (now - last) so far: the pace is at least that slow.
+        pace = max((last - self.evaluation_started_t) / len(evaluated),
+                   (now - self.evaluation_started_t) / (len(evaluated) + 1))
         waiting = sum(row.status in ("proposed", "training", "scoring")
                       for row in self.candidates.values())
         discovery = sum(row.generation >= 1 and row.status != "rejected"
                         for row in self.candidates.values())
         to_come = max(0, self.candidates_per_generation * self.generations - discovery)
-        return max(0.0, pace * (waiting + to_come) - (now - last))
+        return max(0.0, pace * (waiting + to_come) - min(now - last, pace))
 
     # ---- event handlers ------------------------------------------------------------------------
 
