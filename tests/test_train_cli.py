@@ -28,6 +28,7 @@ def pairs_file(tmp_path):
     (["--loss", "dpo", "--data", "absent.jsonl"], "preference file not found"),
     (["--loss", "dpo", "--data", "BAD"], "missing column(s) rejected"),
     (["--loss", "missing.py", "--data", "DATA"], "file not found"),
+    (["--loss", "dpo", "--data", "DATA", "--model", "./no-such-model"], "does not exist"),
 ])
 def test_bad_inputs_are_clear_errors(tmp_path, pairs_file, args, message):
     bad = tmp_path / "bad.jsonl"

@@ -58,13 +58,15 @@ def test_nan_loss_mid_training_is_a_diverged_result(tmp_path):
         losses = dpo(pc, pr, rc, rr, beta)
         return losses * float("nan") if len(calls) > 3 else losses
 
+    (tmp_path / "adapter").mkdir()  # as if an earlier run had succeeded here
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
     result = train_adapter(model_path="smoke-llama", data=separable_pairs(8),
                            loss_fn=nan_after_three, settings=smoke(max_steps=8),
                            out_dir=tmp_path)
     assert result.status == "diverged"
     assert result.steps_done == 4
     assert result.error == "diverged at step 4: non-finite loss"
-    assert result.adapter_path is None
+    assert result.adapter_path is None and not (tmp_path / "adapter").exists()
     last = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert result.metrics["loss"] == pytest.approx(next(r for r in last if r["step"] == 3)["loss"])
     assert next(r for r in last if r["step"] == 4)["diverged"] == "non-finite loss"

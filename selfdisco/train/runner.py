@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +61,7 @@ def train_adapter(*, model_path: str, data: Any, settings: TrainSettings, out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / LOG_FILE
     log_path.unlink(missing_ok=True)
+    shutil.rmtree(out_dir / ADAPTER_DIR, ignore_errors=True)  # never leave a stale adapter
 
     run_log = None
     try:
@@ -125,6 +127,8 @@ def trainer_parts(model_path: str, settings: TrainSettings, out_dir: Path,
     if not settings.use_cpu and not torch.cuda.is_available():
         raise UserError("these training settings need a CUDA GPU; use the cpu or smoke preset")
     path = resolve_model(model_path)
+    if path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
+        raise UserError(f"model directory {path} does not exist")
     dtype = torch.bfloat16 if settings.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)

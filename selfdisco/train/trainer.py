@@ -161,7 +161,6 @@ class RuntimeLossDPOTrainer(DPOTrainer):
     def _log_rho(self, rho: torch.Tensor) -> None:
         mode = "train" if self.model.training else "eval"
         rho = self.accelerator.gather(rho.detach().float())
-        stats = {"mean": rho.mean(), "std": rho.std(unbiased=False), "min": rho.min(),
-                 "max": rho.max()}
-        for name, value in stats.items():
-            self._metrics[mode][f"rho/{name}"].append(value.item())
+        stats = torch.stack([rho.mean(), rho.std(unbiased=False), rho.min(), rho.max()])
+        for name, value in zip(("mean", "std", "min", "max"), stats.tolist(), strict=True):
+            self._metrics[mode][f"rho/{name}"].append(value)
