@@ -84,10 +84,11 @@ class RuntimeLossDPOTrainer(DPOTrainer):
         self.loss_fn = loss_fn
         self.max_prompt_length = max_prompt_length
         self.guard = DivergenceGuard()
-        self.ref_cache_status = "off"
+        self.ref_cache_status = "off"  # "computed" or "reused" once a cache is attached
+        self.ref_cache_path: Path | None = None
         super().__init__(*args, **kwargs)
-        if self.ld_alpha is not None or self.f_divergence_type != "reverse_kl" or \
-                self.use_weighting or self.args.precompute_ref_log_probs:
+        if (self.ld_alpha is not None or self.f_divergence_type != "reverse_kl"
+                or self.use_weighting or self.args.precompute_ref_log_probs):
             raise ValueError("RuntimeLossDPOTrainer supports plain DPO-style settings only: "
                              "no ld_alpha, f-divergences, weighting or TRL's own precompute")
         self.add_callback(self.guard)
