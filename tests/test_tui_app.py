@@ -335,3 +335,22 @@ def test_a_run_process_that_dies_is_reported_and_closing_does_not_ask(tmp_path):
     text, result = asyncio.run(scenario())
     assert "the run's process ended (exit code 3) before the run finished" in text
     assert result == "detach"
+
+
+def test_long_names_are_cut_in_the_table_and_whole_in_the_detail(tmp_path):
+    name = "blended_logistic_exponential_with_an_adaptive_margin_v12"
+    line = json.dumps({"v": 1, "seq": 1, "t": 1.0, "type": "candidate_proposed", "id": "g01-c1",
+                       "generation": 1, "name": name, "thought": "", "code": "",
+                       "proposer": "base", "attempt": 0}) + "\n"
+
+    async def scenario():
+        app = make_app(tmp_path, [line])
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, [line])
+            cell = app.query_one("#candidates", CandidatesTable).get_row("g01-c1")[2]
+            title = app.query_one("#selected", CandidateView).query_one("#title").content.plain
+        return cell, title
+
+    cell, title = asyncio.run(scenario())
+    assert len(cell) == 30 and cell.endswith("…") and name.startswith(cell[:-1])
+    assert title.startswith(name)

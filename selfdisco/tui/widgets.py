@@ -28,6 +28,7 @@ STAGE_STATES = {"start": "running", "end": "done"}
 # Server states worth a flag in the header (the others are in the log).
 SERVER_TROUBLE = ("starting", "restarting", "crashed", "failed", "error", "down")
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red"}
+NAME_WIDTH = 30  # longer names are cut in the table (the detail shows them whole)
 COLUMNS = (("id", "id"), ("gen", "generation"), ("name", "name"), ("status", "status"),
            ("fitness ± stderr", "fitness"), ("KL", "kl"))
 
@@ -139,7 +140,7 @@ def _cells(row: CandidateRow) -> tuple:
     return (
         row.id,
         generation_label(row.generation),
-        row.name,
+        row.name if len(row.name) <= NAME_WIDTH else row.name[:NAME_WIDTH - 1] + "…",
         Text(row.status_text, style=STATUS_STYLES.get(row.status, "")),
         Text(format_fitness(row.fitness, row.stderr), justify="right"),
         Text("" if kl is None else f"{kl:.4f}", justify="right"),
@@ -160,8 +161,10 @@ class FitnessPlot(PlotextPlot):
             plt.plot(list(best), list(best.values()), marker="braille", color="green")
             plt.scatter(_spread(scored), [row.fitness for row in scored], marker="dot",
                         color="cyan")
-            generations = sorted({row.generation for row in state.candidates.values()})
+            last = max([state.generations or 0, *(row.generation for row in scored)])
+            generations = list(range(last + 1))
             plt.xticks(generations, [generation_label(g) for g in generations])
+            plt.xlim(-0.5, last + 0.5)
         plt.xlabel("generation")
         self.refresh()
 
