@@ -147,6 +147,7 @@ def test_selection_shows_the_code_and_enter_opens_the_detail(tmp_path):
             third_key = app.query_one("#candidates", CandidatesTable).selected_key
             third = view.query_one("#code").content.code
             outcome = view.query_one("#outcome").content.plain
+            outcome += "\n" + view.query_one("#metrics").content.plain
             await pilot.press("enter")
             await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen), "detail")
             await pilot.pause()
@@ -162,7 +163,8 @@ def test_selection_shows_the_code_and_enter_opens_the_detail(tmp_path):
 
     assert first == ADAPTIVE.replace("0.7 *", "0.8 *").replace("0.3 *", "0.2 *")  # g02-c3
     assert third_key == "g01-c1-r1" and third == BLEND
-    assert outcome.startswith("fitness 0.2411 ± 0.0304") and " kl 0.463 · " in outcome
+    assert outcome.startswith("fitness 0.2411 ± 0.0304   KL 0.4630\n")
+    assert " kl 0.463 · " in outcome and "\ntrain: train_loss 0.5874 · " in outcome
     assert (detail_key, detail_code) == ("g01-c1-r1", BLEND)
 
 

@@ -188,7 +188,7 @@ class LossPlot(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title("dpo's loss (blue)" if name == "dpo" else f"{name} (orange) vs dpo (blue)")
+        plt.title("dpo's loss (blue)" if name == "dpo" else "loss: this one (orange), dpo (blue)")
         plt.xlabel(f"rho, beta {shape.beta:g}")
         plt.plot(shape.rho, shape.dpo, marker="braille", color="blue+")
         if name != "dpo":
@@ -197,7 +197,7 @@ class LossPlot(PlotextPlot):
 
 
 class CandidateView(Vertical):
-    """One candidate: thought, code and outcome (scrollable), and its loss shape below."""
+    """One candidate: outcome, thought, code and metrics (scrollable), its loss shape below."""
 
     def compose(self):
         with VerticalScroll(id="text"):
@@ -205,6 +205,7 @@ class CandidateView(Vertical):
             yield Static(id="outcome")
             yield Static(id="thought")
             yield Static(id="code")
+            yield Static(id="metrics")
         yield Static(id="shape-message")
         yield LossPlot(id="shape")
 
@@ -212,13 +213,14 @@ class CandidateView(Vertical):
         """Show `row`; `shape` is its loss shape, or a message saying why there is none."""
         if row is None:
             self.query_one("#title", Static).update(Text("no candidate selected", style="dim"))
-            for part in ("#outcome", "#thought", "#code", "#shape-message"):
+            for part in ("#outcome", "#thought", "#code", "#metrics", "#shape-message"):
                 self.query_one(part, Static).update("")
             self.query_one(LossPlot).display = False
             return
         self.border_title = f"{row.id} {row.name}"
         self.query_one("#title", Static).update(_title(row))
         self.query_one("#outcome", Static).update(_outcome(row))
+        self.query_one("#metrics", Static).update(_metrics(row))
         self.query_one("#thought", Static).update(Text(row.thought or "(no thought given)",
                                                        style="italic"))
         self.query_one("#code", Static).update(
@@ -256,15 +258,21 @@ def _outcome(row: CandidateRow) -> Text:
         return Text(f"training step {row.step}/{row.total}, loss {row.loss:.4f}")
     if row.fitness is None:
         return Text(row.status, style="dim")
-    text = Text.assemble("fitness ", (format_fitness(row.fitness, row.stderr), "bold green"),
-                         "\n")
-    # Plain values share one wrapped paragraph; each table gets a line of its own.
-    for index, (key, value) in enumerate(row.metrics.items()):
+    text = Text.assemble("fitness ", (format_fitness(row.fitness, row.stderr), "bold green"))
+    if row.kl is not None:
+        text.append(f"   KL {row.kl:.4f}")
+    return text
+
+
+def _metrics(row: CandidateRow) -> Text:
+    """Every metric: plain values share one wrapped paragraph, each table gets its own."""
+    text = Text()
+    for key, value in row.metrics.items():
         if isinstance(value, dict):
             text.append(f"\n{key}: ", style="dim")
             text.append(_metric(value) + "\n")
         else:
-            text.append(" · " if index and not text.plain.endswith("\n") else "")
+            text.append(" · " if text.plain and not text.plain.endswith("\n") else "")
             text.append(f"{key} ", style="dim")
             text.append(_metric(value))
     text.rstrip()
