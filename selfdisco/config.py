@@ -191,9 +191,11 @@ def _validate(config: RunConfig) -> None:
     d = config.discovery
     checks = [
         (d.generations >= 1, "discovery.generations must be at least 1"),
-        (d.candidates_per_generation >= 1, "discovery.candidates_per_generation must be at least 1"),
+        (d.candidates_per_generation >= 1,
+         "discovery.candidates_per_generation must be at least 1"),
         (d.max_resamples >= 0, "discovery.max_resamples must be 0 or more"),
-        (d.code_grammar in ("free", "expression"), "discovery.code_grammar must be free or expression"),
+        (d.code_grammar in ("free", "expression"),
+         "discovery.code_grammar must be free or expression"),
         (0 < d.temperature <= 2, "discovery.temperature must be in (0, 2]"),
         (config.executor in ("local", "ray"), "executor must be local or ray"),
         (config.workers >= 1, "workers must be at least 1"),

@@ -20,7 +20,8 @@ EVENTS_FILE = "events.jsonl"
 
 # type -> the fields it carries (beyond v, seq, t, type). Documentation and a check for writers.
 EVENT_TYPES: dict[str, tuple[str, ...]] = {
-    "run_started": ("run_id", "task", "preset", "proposer", "generations", "candidates_per_generation"),
+    "run_started": ("run_id", "task", "preset", "proposer", "generations",
+                    "candidates_per_generation"),
     "run_resumed": ("run_id", "requeued"),
     "run_finished": ("reason", "best_id", "best_fitness"),
     "generation_started": ("generation",),

@@ -157,7 +157,8 @@ def convert_gguf(gguf: Path, out: Path) -> int:
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
     if set(missing) - tied or unexpected:
-        raise RuntimeError(f"GGUF conversion lost weights: missing={missing} unexpected={unexpected}")
+        raise RuntimeError(f"GGUF conversion lost weights: missing={missing} "
+                           f"unexpected={unexpected}")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return sum(p.numel() for p in model.parameters())

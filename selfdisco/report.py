@@ -82,7 +82,8 @@ def write_report(run_dir: Path) -> Path:
         lines += [f"Self-improvement: from generation {proposer['generation'] + 1} the proposer "
                   f"was the policy trained under {proposer['id']} (fitness "
                   f"{_fmt(proposer['fitness'])}).", ""]
-    lines += ["## Ranking", "", "| rank | id | name | generation | fitness | stderr | KL | proposer |",
+    lines += ["## Ranking", "",
+              "| rank | id | name | generation | fitness | stderr | KL | proposer |",
               "|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(scored, 1):
         kl = r.metrics.get("kl")

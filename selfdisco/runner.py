@@ -236,5 +236,6 @@ def _settings_dict(settings) -> dict:
 
 def run_finished(run_dir: Path) -> bool:
     """True when the run ended on its own (not stopped by the user or killed)."""
-    ends = [e for e in read_events(Path(run_dir) / "events.jsonl") if e.get("type") == "run_finished"]
+    events = read_events(Path(run_dir) / "events.jsonl")
+    ends = [e for e in events if e.get("type") == "run_finished"]
     return bool(ends) and ends[-1].get("reason") != "stopped on request"

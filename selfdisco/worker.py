@@ -28,8 +28,9 @@ def _one_line(err: BaseException) -> str:
 def _task_context(job: dict, client: Any) -> Any:
     from selfdisco.tasks import TaskContext
 
-    return TaskContext(client=client, model_path=job["model_path"], cache_dir=Path(job["cache_dir"]),
-                       seed=job["task_seed"], preset=job["task_preset"],
+    return TaskContext(client=client, model_path=job["model_path"],
+                       cache_dir=Path(job["cache_dir"]), seed=job["task_seed"],
+                       preset=job["task_preset"],
                        options=dict(job.get("task_options") or {}))
 
 
@@ -59,7 +60,8 @@ def evaluate(job: dict) -> dict:
     timings: dict[str, float] = {}
     task = get_task(job["task"])
     client = LLMClient(job["server_url"], job["served_model"],
-                       recorder=Recorder(out_dir / "llm"), timeout_s=job.get("request_timeout_s", 600))
+                       recorder=Recorder(out_dir / "llm"),
+                       timeout_s=job.get("request_timeout_s", 600))
     ctx = _task_context(job, client)
     adapter = None
     train_metrics: dict = {}

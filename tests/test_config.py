@@ -8,7 +8,8 @@ from selfdisco.errors import UserError
 
 def test_precedence_preset_then_file_then_flags(tmp_path):
     file = tmp_path / "run.toml"
-    file.write_text('[discovery]\ngenerations = 7\ntemperature = 0.5\n[task.options]\nmargin = 0.3\n')
+    file.write_text("[discovery]\ngenerations = 7\ntemperature = 0.5\n"
+                    "[task.options]\nmargin = 0.3\n")
     config = load_config("smoke", file, {"discovery": {"generations": 9}})
     assert config.discovery.generations == 9  # flag beats file
     assert config.discovery.temperature == 0.5  # file beats preset

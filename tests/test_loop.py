@@ -20,8 +20,8 @@ HOSTILE = [
     "x" * 200_000,
     answer("escape", "().__class__.__bases__[0].__subclasses__()"),
     json.dumps({"thought": "t", "name": "imports",
-                "code": "import os\ndef loss_fn(a, b, c, d, beta):\n    os.system('touch /tmp/pwned')\n"
-                        "    return a"}),
+                "code": "import os\ndef loss_fn(a, b, c, d, beta):\n"
+                        "    os.system('touch /tmp/pwned')\n    return a"}),
     answer("nan_loss", "x * float('nan')"),
 ]
 

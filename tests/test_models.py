@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from selfdisco.models import BUNDLED, SMOKE, SMOLLM2, resolve_model, sha256_file
 from selfdisco.errors import UserError
+from selfdisco.models import BUNDLED, SMOKE, SMOLLM2, resolve_model, sha256_file
 
 
 def test_manifests_match_the_weights():
@@ -31,7 +31,8 @@ def test_resolve_model_names_a_missing_bundled_model(tmp_path, monkeypatch):
     monkeypatch.setenv("SELFDISCO_HOME", str(tmp_path))
     with pytest.raises(UserError, match="setup.sh"):
         resolve_model(SMOLLM2)
-    assert resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    hub_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert resolve_model(hub_id) == hub_id
 
 
 @pytest.mark.integration

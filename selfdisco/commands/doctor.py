@@ -42,8 +42,6 @@ def collect() -> dict:
 
     problems: list[str] = []
     report: dict = {"python": platform.python_version(), "executable": sys.executable}
-    if sys.version_info < (3, 11):
-        problems.append("Python 3.11 or newer is needed.")
 
     torch_version = _version("torch")
     report["torch"] = {"version": torch_version}
