@@ -356,3 +356,22 @@ def test_long_names_are_cut_in_the_table_and_whole_in_the_detail(tmp_path):
     cell, title = asyncio.run(scenario())
     assert len(cell) == 30 and cell.endswith("…") and name.startswith(cell[:-1])
     assert title.startswith(name)
+
+
+def test_header_says_when_a_run_stopped_or_went_quiet(tmp_path):
+    quiet_for = 3600
+
+    async def scenario(lines, now):
+        app = make_app(tmp_path, lines, clock=lambda: now)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, lines)
+            return app.query_one("#header").content.renderables[1].plain
+
+    last_t = json.loads(MID_RUN[-1])["t"]
+    quiet = asyncio.run(scenario(MID_RUN, last_t + quiet_for))
+    assert "no news for 1h00m" in quiet
+    stopped = MID_RUN + [json.dumps({"v": 1, "seq": 999, "t": last_t + 1, "type": "server",
+                                     "state": "stopped", "detail": ""}) + "\n"]
+    text = asyncio.run(scenario(stopped, last_t + 2))
+    assert f"the run stopped before finishing; continue it with `selfdisco resume {tmp_path}`" \
+        in text

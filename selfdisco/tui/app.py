@@ -141,7 +141,7 @@ class DiscoApp(App[str]):
     # ---- layout --------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield RunHeader(id="header")
+        yield RunHeader(str(self.run_dir), id="header")
         with Horizontal(id="body"):
             with Vertical(id="left"):
                 yield CandidatesTable(id="candidates")

@@ -27,6 +27,7 @@ STATUS_STYLES = {
 STAGE_STATES = {"start": "running", "end": "done"}
 # Server states worth a flag in the header (the others are in the log).
 SERVER_TROUBLE = ("starting", "restarting", "crashed", "failed", "error", "down")
+QUIET_S = 600  # past this long without an event, the header says so
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red"}
 NAME_WIDTH = 30  # longer names are cut in the table (the detail shows them whole)
 COLUMNS = (("id", "id"), ("gen", "generation"), ("name", "name"), ("status", "status"),
@@ -39,6 +40,10 @@ def generation_label(generation: int) -> str:
 
 class RunHeader(Static):
     """Run, task, preset, proposer, generation, elapsed time and the estimate of time left."""
+
+    def __init__(self, run_dir: str, **options) -> None:
+        super().__init__(**options)
+        self.run_dir = run_dir
 
     def show(self, state: RunState, now: float, requested: str | None = None) -> None:
         line1 = Text.assemble(
@@ -59,7 +64,7 @@ class RunHeader(Static):
             "   elapsed ", (format_duration(state.elapsed(now)), "bold"),
             "   left ", (_left_text(state, now), "bold"),
         )
-        flags = _flags(state, requested)
+        flags = _flags(state, requested, now, self.run_dir)
         if flags:
             line2.append("   ")
             line2.append(flags, style="bold yellow")
@@ -87,8 +92,11 @@ def _left_text(state: RunState, now: float) -> str:
     return "estimating" if eta is None else f"~{format_duration(eta)}"
 
 
-def _flags(state: RunState, requested: str | None) -> str:
+def _flags(state: RunState, requested: str | None, now: float, run_dir: str) -> str:
     flags = []
+    if not state.finished and state.server_state == "stopped":
+        # The run shuts its server down on the way out: it ended without finishing.
+        return f"the run stopped before finishing; continue it with `selfdisco resume {run_dir}`"
     if state.paused:
         flags.append("PAUSED" + (" (resume requested)" if requested == "resume" else ""))
     elif requested == "pause":
@@ -97,6 +105,9 @@ def _flags(state: RunState, requested: str | None) -> str:
         flags.append("stopping after this generation")
     if state.server_state in SERVER_TROUBLE:
         flags.append(f"server {state.server_state}")
+    quiet = now - state.last_t if state.last_t is not None and not state.finished else 0.0
+    if quiet > QUIET_S:
+        flags.append(f"no news for {format_duration(quiet)}")
     return "   ".join(flags)
 
 
