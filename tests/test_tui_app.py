@@ -373,5 +373,5 @@ def test_header_says_when_a_run_stopped_or_went_quiet(tmp_path):
     stopped = MID_RUN + [json.dumps({"v": 1, "seq": 999, "t": last_t + 1, "type": "server",
                                      "state": "stopped", "detail": ""}) + "\n"]
     text = asyncio.run(scenario(stopped, last_t + 2))
-    assert f"the run stopped before finishing; continue it with `selfdisco resume {tmp_path}`" \
-        in text
+    assert "stopped before finishing" in text and "left -" in text
+    assert f"continue it with: selfdisco resume {tmp_path}" in text

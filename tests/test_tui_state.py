@@ -282,3 +282,16 @@ def test_proposer_starts_as_base_and_nan_kl_is_not_shown():
     state.apply({"type": "candidate_scored", "id": "x", "fitness": 0.1, "stderr": 0.01,
                  "metrics": {"kl": float("nan")}, "t": 2.0})
     assert state.candidates["x"].kl is None
+
+
+def test_a_run_that_stopped_its_server_without_finishing_is_interrupted():
+    events = prefix_until(lambda e: e["type"] == "training_progress" and e["id"] == "g01-c3")
+    state = RunState.from_events(events)
+    last = events[-1]["t"]
+    state.apply({"type": "server", "state": "stopped", "detail": "", "t": last + 1})
+    assert state.interrupted and not state.finished
+    assert state.eta(last + 100) is None
+    assert state.elapsed(last + 1e6) == pytest.approx(last + 1 - state.started_t)
+    state.apply({"type": "run_resumed", "run_id": "demo-sentiment-cpu", "requeued": ["g01-c3"],
+                 "t": last + 500})
+    assert not state.interrupted

@@ -147,6 +147,11 @@ class RunState:
     def finished(self) -> bool:
         return self.finished_t is not None
 
+    @property
+    def interrupted(self) -> bool:
+        """The run shut its model server down without finishing: its process has ended."""
+        return not self.finished and self.server_state == "stopped"
+
     def rows(self, text: str = "") -> list[CandidateRow]:
         """Candidates matching `text`, best fitness first; those without a fitness follow in
         arrival order."""
@@ -183,12 +188,17 @@ class RunState:
         """Seconds since the run started (until it finished, for a finished run)."""
         if self.started_t is None:
             return None
-        end = self.finished_t if self.finished_t is not None else max(now, self.last_t or now)
+        if self.finished_t is not None:
+            end = self.finished_t
+        elif self.interrupted:
+            end = self.last_t or now
+        else:
+            end = max(now, self.last_t or now)
         return max(0.0, end - self.started_t)
 
     def eta(self, now: float) -> float | None:
         """Estimated seconds left, from the pace of the generations (or candidates) so far."""
-        if self.finished or not self.generations or self.generation is None:
+        if self.finished or self.interrupted or not self.generations or self.generation is None:
             return None
         done = [end - start for gen, (start, end) in self.generation_times.items()
                 if gen >= 1 and start is not None and end is not None]
@@ -255,6 +265,7 @@ class RunState:
         self.run_id = event.get("run_id") or self.run_id
         self.finished_t = None
         self.finish_reason = None
+        self.server_state = None
         self.paused = False
         self.stop_requested = False
         requeued = [str(key) for key in event.get("requeued") or ()]

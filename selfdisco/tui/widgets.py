@@ -74,6 +74,8 @@ class RunHeader(Static):
 def _stage_text(state: RunState) -> Text:
     if state.finished:
         return Text(f"finished: {state.finish_reason}", style="green")
+    if state.interrupted:
+        return Text("stopped before finishing", style="bold red")
     if not state.stage:
         return Text("starting", style="dim")
     stage = state.stage
@@ -88,15 +90,16 @@ def _stage_text(state: RunState) -> Text:
 def _left_text(state: RunState, now: float) -> str:
     if state.finished:
         return "0s"
+    if state.interrupted:
+        return "-"
     eta = state.eta(now)
     return "estimating" if eta is None else f"~{format_duration(eta)}"
 
 
 def _flags(state: RunState, requested: str | None, now: float, run_dir: str) -> str:
     flags = []
-    if not state.finished and state.server_state == "stopped":
-        # The run shuts its server down on the way out: it ended without finishing.
-        return f"the run stopped before finishing; continue it with `selfdisco resume {run_dir}`"
+    if state.interrupted:
+        return f"continue it with: selfdisco resume {run_dir}"
     if state.paused:
         flags.append("PAUSED" + (" (resume requested)" if requested == "resume" else ""))
     elif requested == "pause":
