@@ -216,7 +216,7 @@ class DiscoApp(App[str]):
                 self.clock(), "error", f"the run's process ended (exit code "
                 f"{self.process.returncode}) before the run finished; see "
                 f"{self.run_dir / 'run.log'}, and continue it with `selfdisco resume "
-                f"{self.run_dir}`")], None)
+                f"{self.run_dir}`")], self.state.started_t)
 
     # ---- the selected candidate ----------------------------------------------------------------
 

@@ -34,11 +34,13 @@ class EventFeed:
         self.path = Path(run_dir) / EVENTS_FILE
         self._tail = EventTail(self.path)
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self._pending: list[dict] = []
 
     def read(self) -> int:
         """Read what was appended since the last call; returns how many events arrived."""
-        events = self._tail.poll()
+        with self._read_lock:
+            events = self._tail.poll()
         if events:
             with self._lock:
                 self._pending.extend(events)
