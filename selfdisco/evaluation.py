@@ -18,6 +18,7 @@ from selfdisco.executors import JOB_FILE, LocalExecutor
 
 Progress = Callable[[Row, dict], None]
 Done = Callable[[Row, dict], None]
+Start = Callable[[Row], None]
 
 
 def code_sha(code: str | None) -> str | None:
@@ -54,7 +55,8 @@ class WorkerEvaluator:
         self.executor = executor
         self.timeout_s = timeout_s
 
-    def evaluate(self, rows: list[Row], on_progress: Progress, on_done: Done) -> None:
+    def evaluate(self, rows: list[Row], on_progress: Progress, on_done: Done,
+                 on_start: Start | None = None) -> None:
         by_dir = {}
         for row in rows:
             job_dir = self.run_dir / "candidates" / row.id
@@ -63,7 +65,8 @@ class WorkerEvaluator:
             by_dir[job_dir] = row
         self.executor.map(list(by_dir), self.timeout_s,
                           on_progress=lambda d, p: on_progress(by_dir[d], p),
-                          on_done=lambda d, r: on_done(by_dir[d], r))
+                          on_done=lambda d, r: on_done(by_dir[d], r),
+                          on_start=(lambda d: on_start(by_dir[d])) if on_start else None)
 
 
 class RecordedEvaluator:
@@ -82,8 +85,11 @@ class RecordedEvaluator:
                 "adapter": (row.metrics or {}).get("adapter"), "replayed_from": row.id})
         archive.close()
 
-    def evaluate(self, rows: list[Row], on_progress: Progress, on_done: Done) -> None:
+    def evaluate(self, rows: list[Row], on_progress: Progress, on_done: Done,
+                 on_start: Start | None = None) -> None:
         for row in rows:
+            if on_start:
+                on_start(row)
             result = self.results.get((row.kind, code_sha(row.code)))
             if result is None:
                 result = {"status": "failed", "reason": "not evaluated in the recorded run"}

@@ -102,8 +102,11 @@ class LocalExecutor:
 
     def map(self, job_dirs: list[Path], timeout_s: float,
             on_progress: Callable[[Path, dict], None] | None = None,
-            on_done: Callable[[Path, dict], None] | None = None) -> None:
+            on_done: Callable[[Path, dict], None] | None = None,
+            on_start: Callable[[Path], None] | None = None) -> None:
         def one(job_dir: Path) -> None:
+            if on_start:
+                on_start(job_dir)
             progress = (lambda p: on_progress(job_dir, p)) if on_progress else None
             result = run_job_process(job_dir, timeout_s, progress)
             if on_done:
@@ -134,8 +137,12 @@ class RayExecutor(LocalExecutor):
         self._remote = ray.remote(num_gpus=gpus_per_job)(run_job_process)
         self._ray = ray
 
-    def map(self, job_dirs, timeout_s, on_progress=None, on_done=None):
-        pending = {self._remote.remote(d, timeout_s): d for d in job_dirs}
+    def map(self, job_dirs, timeout_s, on_progress=None, on_done=None, on_start=None):
+        pending = {}
+        for job_dir in job_dirs:
+            if on_start:
+                on_start(job_dir)
+            pending[self._remote.remote(job_dir, timeout_s)] = job_dir
         while pending:
             done, _ = self._ray.wait(list(pending), num_returns=1)
             for ref in done:

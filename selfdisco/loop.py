@@ -342,11 +342,12 @@ class Discovery:
             if cache and self.s.burn_in_cache and result.get("status") == "scored":
                 self.s.burn_in_cache.put(row.id, result)
 
-        for row in rows:
+        def on_start(row: Row) -> None:
             status = "scoring" if row.code is None else "training"
             self.archive.update(row.id, status=status)
             self.events.emit("candidate_status", id=row.id, status=status)
-        self.s.evaluator.evaluate(rows, on_progress, on_done)
+
+        self.s.evaluator.evaluate(rows, on_progress, on_done, on_start)
         if hit_by_crash:
             restarted = self._check_server()
             self.events.emit("log", level="warning", message=(

@@ -61,12 +61,14 @@ class CurveEvaluator:
     def __init__(self):
         self.evaluated: list[str] = []
 
-    def evaluate(self, rows, on_progress, on_done) -> None:
+    def evaluate(self, rows, on_progress, on_done, on_start=None) -> None:
         import torch
 
         from selfdisco.losses import compile_loss
 
         for row in rows:
+            if on_start:
+                on_start(row)
             self.evaluated.append(row.id)
             if row.code is None:
                 on_done(row, {"status": "scored", "fitness": 0.0, "stderr": 0.01,

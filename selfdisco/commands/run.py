@@ -86,7 +86,7 @@ def follow(run_dir: Path, resume: bool) -> int:
     from selfdisco.tui import run_app
 
     proc = launch(run_dir, resume=resume)
-    choice = run_app(run_dir, owns_run=True)
+    choice = run_app(run_dir, owns_run=True, process=proc)
     if choice == "stop" and proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
