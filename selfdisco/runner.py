@@ -19,10 +19,6 @@ from selfdisco.events import EventWriter, read_events
 from selfdisco.paths import checkpoints_dir
 from selfdisco.seeds import derive
 
-# Compact JSON answers: the guidance backend honours string patterns and drops free whitespace.
-STRUCTURED_OUTPUTS = ["--structured-outputs-config",
-                      json.dumps({"backend": "guidance", "disable_any_whitespace": True})]
-
 
 def new_run_id(config: RunConfig) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{config.preset}"
@@ -150,7 +146,7 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
     policy_path = resolve_model(config.models.policy)
     server_options = dict(
         max_model_len=config.server.max_model_len, max_lora_rank=config.server.max_lora_rank,
-        startup_timeout_s=config.server.start_timeout_s, extra_args=STRUCTURED_OUTPUTS)
+        startup_timeout_s=config.server.start_timeout_s)
     if config.server.kv_cache_gib:
         server_options["kv_cache_bytes"] = int(config.server.kv_cache_gib * 2**30)
     if config.server.url:

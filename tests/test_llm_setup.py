@@ -105,7 +105,7 @@ def test_cpu_command(tmp_path):
 def test_structured_outputs_are_compact_unless_extra_args_choose(tmp_path):
     cmd = make_server(tmp_path, backend="cpu").command()
     config = json.loads(cmd[cmd.index("--structured-outputs-config") + 1])
-    assert config == {"backend": "xgrammar", "disable_any_whitespace": True}
+    assert config == {"backend": "guidance", "disable_any_whitespace": True}
     chosen = ["--structured-outputs-config", '{"backend": "guidance"}']
     cmd = make_server(tmp_path, backend="cpu", extra_args=chosen).command()
     assert cmd.count("--structured-outputs-config") == 1 and cmd[-2:] == chosen

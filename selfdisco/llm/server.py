@@ -159,9 +159,10 @@ class VLLMServer:
         if self.max_model_len is not None:
             cmd += ["--max-model-len", str(self.max_model_len)]
         if self.compact_json and "--structured-outputs-config" not in self.extra_args:
-            # Only the xgrammar and guidance back-ends support it; extra_args may choose.
+            # guidance honours string patterns in JSON schemas (the proposer's code grammar);
+            # xgrammar refuses them. extra_args may choose another back-end.
             cmd += ["--structured-outputs-config",
-                    json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
+                    json.dumps({"backend": "guidance", "disable_any_whitespace": True})]
         return cmd + self.extra_args
 
     def environment(self) -> dict[str, str]:
