@@ -57,6 +57,9 @@ def main() -> int:
                         help="training setting override KEY=VALUE")
     parser.add_argument("--option", action="append", default=[],
                         help="sentiment task option KEY=VALUE")
+    parser.add_argument("--cache", default=None,
+                        help="cache directory for pairs and reference log-probs "
+                             "(default: checkpoints/cache)")
     parser.add_argument("--reuse-adapters", action="store_true",
                         help="evaluate adapters already trained under --out instead of training")
     args = parser.parse_args()
@@ -74,6 +77,7 @@ def main() -> int:
     settings = task.train_settings(args.preset).with_overrides(**parse_overrides(args.overrides))
     options = dict(item.partition("=")[::2] for item in args.option)
     out = Path(args.out)
+    cache = Path(args.cache) if args.cache else checkpoints_dir() / "cache"
     timings: dict[str, float] = {}
     print(f"model {model_path}\ntraining settings {settings.to_dict()}")
 
@@ -81,7 +85,7 @@ def main() -> int:
     with VLLMServer(model_path, log_path=out / "server.log", max_lora_rank=16) as server:
         timings["server start"] = time.perf_counter() - started
         ctx = TaskContext(client=server.client(), model_path=model_path,
-                          cache_dir=checkpoints_dir() / "cache", preset=args.preset,
+                          cache_dir=cache, preset=args.preset,
                           options=options)
         step = time.perf_counter()
         pairs = task.preference_data(ctx)
@@ -100,7 +104,7 @@ def main() -> int:
             step = time.perf_counter()
             result = train_adapter(model_path=model_path, data=pairs, settings=settings,
                                    out_dir=out / name, loss_fn=loss_fn,
-                                   ref_cache_dir=checkpoints_dir() / "cache" / "ref")
+                                   ref_cache_dir=cache / "ref")
             timings[f"train {name}"] = time.perf_counter() - step
             print(f"train {name}: {result.status}, {result.steps_done} steps, "
                   f"{result.seconds_per_step or 0:.2f} s/step, peak RSS "
@@ -118,7 +122,8 @@ def main() -> int:
             metrics = fitness[name].metrics
             print(f"{name:13s} reward {fitness[name].summary()}  KL {metrics['kl']:.3f} ± "
                   f"{metrics['kl_stderr']:.3f}  mean tokens {metrics['mean_tokens']:.1f}  "
-                  f"[{metrics['scorer']}]")
+                  f"[{metrics['scorer']}]  (sampling {metrics['sampling_seconds']:.1f} s, KL "
+                  f"{metrics.get('kl_seconds', 0.0):.1f} s)")
 
     dpo, opposite, base = fitness["dpo"], fitness["opposite_dpo"], fitness["base"]
     z_opposite, z_base = separation(dpo, opposite), separation(dpo, base)

@@ -12,7 +12,7 @@ from selfdisco.tasks import TaskContext, get_task
 from selfdisco.tasks.openings import dataset_openings, split_openings, template_openings
 from selfdisco.tasks.sampling import Sample
 from selfdisco.tasks.scorers import make_scorer, positive_label_index, scorer_label
-from selfdisco.tasks.sentiment import PRESET_SETTINGS, make_pairs
+from selfdisco.tasks.sentiment import PRESET_SETTINGS, kl_subset, make_pairs
 
 
 def test_openings_are_many_distinct_short_and_split_the_same_way_every_time():
@@ -167,3 +167,9 @@ def test_evaluate_needs_a_client_and_an_existing_adapter(tmp_path):
     ctx = TaskContext(client=ScriptedLLM(["x"]), model_path="m", cache_dir=tmp_path)
     with pytest.raises(UserError, match="adapter directory not found"):
         task.evaluate(ctx, adapter_path=str(tmp_path / "nope"))
+
+
+def test_kl_is_estimated_from_one_sample_per_opening_first():
+    samples = [Sample(p, f"{p}-{k}", [1], None, "stop") for p in range(3) for k in range(2)]
+    assert [s.text for s in kl_subset(samples, 4)] == ["0-0", "1-0", "2-0", "0-1"]
+    assert kl_subset(samples, 0) == samples and kl_subset(samples, 99) == samples

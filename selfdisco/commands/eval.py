@@ -14,7 +14,7 @@ from selfdisco.errors import UserError
 HELP = "measure a task's fitness for the base model, a LoRA adapter, or a classification loss"
 
 # Metrics too long for the plain-text report (they are in --json).
-HIDDEN_METRICS = ("judge_replies", "warnings")
+HIDDEN_METRICS = ("judge_replies", "warnings", "examples")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +148,8 @@ def _report(args: argparse.Namespace, fitness: Any, header: dict[str, Any]) -> i
     for key, value in fitness.metrics.items():
         if key not in HIDDEN_METRICS:
             print(f"  {key:28s} {_format(value)}")
+    for example in fitness.metrics.get("examples", []):
+        print(f"  example: {' '.join(example.split())}")
     for warning in fitness.metrics.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     return 0 if fitness.ok else 1

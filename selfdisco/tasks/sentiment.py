@@ -56,7 +56,9 @@ class SentimentSettings:
     max_tokens: int = 24
     """Length of every sampled continuation, in tokens."""
     measure_kl: bool = True
-    """Estimate KL(policy || reference) for adapters (costs one scoring pass per sample)."""
+    """Estimate KL(policy || reference) for adapters (two forward passes per scored sample)."""
+    kl_samples: int = 64
+    """Samples the KL is estimated from, one per opening first (0: all of them)."""
     concurrency: int = 8
     """Requests in flight to the server."""
 
@@ -183,15 +185,19 @@ class SentimentTask:
             "prompts": len(prompts), "samples_per_prompt": settings.eval_samples,
             "mean_tokens": sum(len(s.token_ids) for s in samples) / max(len(samples), 1),
             "sampling_seconds": round(sampled - started, 2),
+            "examples": [prompts[s.prompt_index] + s.text for s in samples[:3]],
         }
         if model is None:
             metrics.update(kl=0.0, kl_stderr=0.0)  # the base model is the reference
         elif settings.measure_kl:
             from selfdisco.tasks.kl import sequence_kls
 
+            kl_started = time.perf_counter()
+            scored = kl_subset(samples, settings.kl_samples)
             kl, kl_stderr = mean_and_stderr(sequence_kls(ctx.model_path, str(adapter_path),
-                                                         samples))
-            metrics.update(kl=kl, kl_stderr=kl_stderr)
+                                                         scored))
+            metrics.update(kl=kl, kl_stderr=kl_stderr,
+                           kl_n=len(scored), kl_seconds=round(time.perf_counter() - kl_started, 2))
         else:
             metrics.update(kl=math.nan, kl_stderr=math.nan)
         metrics["seconds"] = round(time.perf_counter() - started, 2)
@@ -216,6 +222,18 @@ def make_pairs(prompts: list[str], samples: list, rewards: list[float],
             pairs.append({"prompt": prompts[index], "chosen": best[1], "rejected": worst[1],
                           "score_chosen": best[0], "score_rejected": worst[0]})
     return pairs
+
+
+def kl_subset(samples: list, limit: int) -> list:
+    """Up to `limit` samples (0: all), the first of every prompt before any second one."""
+    if limit <= 0 or limit >= len(samples):
+        return list(samples)
+    rank: dict[int, int] = {}
+    order = []
+    for index, sample in enumerate(samples):
+        rank[sample.prompt_index] = rank.get(sample.prompt_index, -1) + 1
+        order.append((rank[sample.prompt_index], index))
+    return [samples[index] for _, index in sorted(order)[:limit]]
 
 
 def model_identity(model_path: str) -> str:
