@@ -69,6 +69,20 @@ class Discovery:
     # ---- the run ---------------------------------------------------------------------------
     def run(self) -> str:
         """Run until done; returns why it ended."""
+        try:
+            return self._run()
+        finally:
+            self._release_proposer()
+
+    def _release_proposer(self) -> None:
+        """Unload the proposer's adapter (a shared server keeps no adapters of a finished run)."""
+        if self.state.proposer_model and self.s.adapters is not None:
+            try:
+                self.s.adapters.unload_adapter(self.state.proposer_model)
+            except Exception:  # noqa: BLE001 - the server may already be gone
+                pass
+
+    def _run(self) -> str:
         self._restore()
         self.burn_in()
         reason = "generation limit reached"

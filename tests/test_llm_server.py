@@ -141,3 +141,23 @@ def test_a_crash_is_noticed_and_recovered(vllm_smoke, smoke_lora_adapter):
     alive = [p for p in old_processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"processes of the crashed server still running: {alive}"
     client.unload_adapter("crash-lora")
+
+
+def test_loading_a_name_again_serves_the_new_files(vllm_smoke, smoke_lora_adapter, tmp_path):
+    """A candidate re-trained after a resume reuses its adapter's name."""
+    from conftest import make_random_lora_adapter
+    from selfdisco.models import resolve_model
+
+    other = make_random_lora_adapter(resolve_model("smoke-llama"), tmp_path / "other", seed=7)
+    client = vllm_smoke.client()
+    client.load_adapter("again-lora", smoke_lora_adapter)
+    try:
+        first = client.chat(MESSAGES, seed=3, max_tokens=16, temperature=0.2,
+                            model="again-lora")[0]
+        client.load_adapter("again-lora", other)
+        second = client.chat(MESSAGES, seed=3, max_tokens=16, temperature=0.2,
+                             model="again-lora")[0]
+        assert second.token_ids != first.token_ids
+        assert client.list_models().count("again-lora") == 1
+    finally:
+        client.unload_adapter("again-lora")

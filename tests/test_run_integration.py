@@ -117,7 +117,7 @@ def test_sigkill_during_training_then_resume_loses_nothing(vllm_smoke, tmp_path)
     psutil.wait_procs(workers, timeout=30)
     assert not [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     before = {r.id: r for r in Archive(run_dir).rows()}
-    assert before["g01-c1"].status == "training"
+    assert before["g01-c1"].status in ("training", "scoring")  # in flight when killed
     result = selfdisco("resume", str(run_dir), "--no-tui")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "re-queued g01-c1" in result.stdout

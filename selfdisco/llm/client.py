@@ -135,7 +135,14 @@ class LLMClient(BaseClient):
         path = str(Path(path).resolve())
         if not (Path(path) / "adapter_config.json").exists():
             raise LLMError(f"{path} is not a LoRA adapter directory (no adapter_config.json)")
-        self._send("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": path})
+        try:
+            self._send("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": path})
+        except LLMError as err:
+            if "already" not in str(err).lower():
+                raise
+            # Same name again (a candidate re-trained after a resume): serve the new files.
+            self._send("POST", "/unload_lora_adapter", {"lora_name": name})
+            self._send("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": path})
         if self.server is not None:
             self.server.adapters[name] = path
         if self.recorder is not None:
