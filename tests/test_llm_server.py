@@ -146,6 +146,7 @@ def test_a_crash_is_noticed_and_recovered(vllm_smoke, smoke_lora_adapter):
 def test_loading_a_name_again_serves_the_new_files(vllm_smoke, smoke_lora_adapter, tmp_path):
     """A candidate re-trained after a resume reuses its adapter's name."""
     from conftest import make_random_lora_adapter
+
     from selfdisco.models import resolve_model
 
     other = make_random_lora_adapter(resolve_model("smoke-llama"), tmp_path / "other", seed=7)
