@@ -38,19 +38,17 @@ def _samples() -> list[Sample]:
             for i, (prompt, completion) in enumerate(SEQUENCES)]
 
 
-def test_an_untrained_adapter_has_zero_kl_and_a_random_one_positive(smoke_path, tmp_path):
+def test_an_untrained_adapter_has_zero_kl_and_a_random_one_positive(smoke_path, tmp_path,
+                                                                    smoke_lora_adapter):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from tests.conftest import make_random_lora_adapter
 
     fresh = get_peft_model(AutoModelForCausalLM.from_pretrained(smoke_path),
                            LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     fresh.save_pretrained(tmp_path / "fresh")  # PEFT starts B at zero: the policy is the base
     assert sequence_kls(smoke_path, str(tmp_path / "fresh"), _samples()) == [0.0] * 4
 
-    random = make_random_lora_adapter(smoke_path, tmp_path / "random", seed=2, scale=1.0)
-    kls = sequence_kls(smoke_path, str(random), _samples())
+    kls = sequence_kls(smoke_path, str(smoke_lora_adapter), _samples())
     assert kls[3] == 0.0 and any(abs(kl) > 1e-3 for kl in kls[:3])
 
 
