@@ -41,6 +41,8 @@ class JobTemplate:
     server_url: str
     served_model: str
     sleep_url: str = ""  # the server's root URL when it must sleep while a worker trains
+    judge_url: str = ""  # a judged task's judge server; empty: the policy's server
+    judge_model: str = ""
 
     def job(self, row: Row, out_dir: Path) -> dict:
         return {**self.__dict__, "id": row.id, "name": row.name or row.id, "code": row.code,

@@ -187,11 +187,17 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
     elif config.proposer_model == config.models.policy:
         proposer = policy_client
     else:
-        proposer_server = VLLMServer(resolve_model(config.proposer_model),
-                                     log_path=run_dir / "proposer-server.log", **server_options)
-        stack.callback(proposer_server.stop)
-        proposer_server.start()
-        proposer = proposer_server.client(recorder=Recorder(run_dir / "llm"))
+        proposer = _managed_server(config.proposer_model, run_dir / "proposer-server.log",
+                                   server_options, stack, events).client(
+                                       recorder=Recorder(run_dir / "llm"))
+    judge_url = judge_model = ""
+    if config.task.name == "mtbench" and config.judge_model != config.models.policy:
+        if config.judge_model == config.proposer_model and isinstance(proposer, LLMClient):
+            judge_url, judge_model = proposer.base_url, proposer.model
+        else:
+            judge = _managed_server(config.judge_model, run_dir / "judge-server.log",
+                                    server_options, stack, events)
+            judge_url, judge_model = judge.base_url, judge.model_name
     cache_dir = checkpoints_dir() / "cache"
     task_seed = derive(config.seed, "task")
     ctx = TaskContext(client=data_client,
@@ -207,7 +213,7 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         task_seed=task_seed, model_path=policy_path, cache_dir=str(cache_dir),
         ref_cache_dir=str(cache_dir / "refcache"), train_settings=_settings_dict(settings),
         train_seed=train_seed, server_url=base_url, served_model=served_model,
-        sleep_url=sleep_url)
+        sleep_url=sleep_url, judge_url=judge_url, judge_model=judge_model)
     evaluator = WorkerEvaluator(run_dir, template,
                                 make_executor(config.executor, config.workers),
                                 timeout_s=config.discovery.candidate_timeout_min * 60)
@@ -221,6 +227,19 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
                     burn_in_cache=BurnInCache(cache_dir, burn_key),
                     task_description=description, beta=settings.beta,
                     health=health)
+
+
+def _managed_server(model: str, log_path: Path, options: dict, stack, events):
+    """Start a vLLM server for another model (proposer or judge), stopped when the run ends."""
+    from selfdisco.llm.server import VLLMServer
+    from selfdisco.models import resolve_model
+
+    events.emit("server", state="starting", detail=f"vLLM for {model}")
+    server = VLLMServer(resolve_model(model), log_path=log_path, **options)
+    stack.callback(server.stop)
+    server.start()
+    events.emit("server", state="started", detail=f"{model} at {server.base_url}")
+    return server
 
 
 def _settings_dict(settings) -> dict:

@@ -63,6 +63,10 @@ def evaluate(job: dict) -> dict:
                        recorder=Recorder(out_dir / "llm"),
                        timeout_s=job.get("request_timeout_s", 600))
     ctx = _task_context(job, client)
+    if job.get("judge_url"):
+        ctx.judge_client = LLMClient(job["judge_url"], job["judge_model"],
+                                     recorder=Recorder(out_dir / "llm"),
+                                     timeout_s=job.get("request_timeout_s", 600))
     adapter = None
     train_metrics: dict = {}
     if job.get("code") is not None:
