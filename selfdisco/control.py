@@ -10,6 +10,8 @@ import json
 import time
 from pathlib import Path
 
+from selfdisco.events import read_appended
+
 CONTROL_FILE = "control.jsonl"
 COMMANDS = ("pause", "resume", "stop")  # stop = finish the current generation, then end
 
@@ -30,16 +32,9 @@ class ControlReader:
         self._offset = self.path.stat().st_size if self.path.exists() else 0
 
     def poll(self) -> list[str]:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self._offset)
-                data = handle.read()
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n") + 1
-        self._offset += end
+        lines, self._offset = read_appended(self.path, self._offset)
         commands = []
-        for line in data[:end].splitlines():
+        for line in lines:
             try:
                 command = json.loads(line).get("command")
             except (ValueError, AttributeError):

@@ -95,18 +95,26 @@ class EventTail:
         self._offset = 0
 
     def poll(self) -> list[dict]:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self._offset)
-                data = handle.read()
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n") + 1  # a torn last line waits for the next poll
-        self._offset += end
+        lines, self._offset = read_appended(self.path, self._offset)
         events = []
-        for line in data[:end].splitlines():
+        for line in lines:
             try:
                 events.append(json.loads(line))
             except ValueError:
                 continue
         return events
+
+
+def read_appended(path: Path, offset: int) -> tuple[list[bytes], int]:
+    """Whole lines written to a file since byte `offset`, and the new offset.
+
+    A torn last line (a writer mid-write) is left for the next call.
+    """
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    return data[:end].splitlines(), offset + end

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from selfdisco.errors import UserError
+from selfdisco.events import read_appended
 from selfdisco.worker import PROGRESS_FILE, RESULT_FILE
 
 JOB_FILE = "job.json"
@@ -78,18 +79,15 @@ def run_job_process(job_dir: Path, timeout_s: float, on_progress: Progress | Non
 
 
 def _read_progress(path: Path, offset: int, on_progress: Progress | None) -> int:
-    if on_progress is None or not path.exists():
+    if on_progress is None:
         return offset
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        data = handle.read()
-    end = data.rfind(b"\n") + 1
-    for line in data[:end].splitlines():
+    lines, offset = read_appended(path, offset)
+    for line in lines:
         try:
             on_progress(json.loads(line))
         except ValueError:
             continue
-    return offset + end
+    return offset
 
 
 class LocalExecutor:

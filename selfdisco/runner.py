@@ -60,7 +60,8 @@ class BurnInCache:
         tmp.replace(self.path)
 
 
-def _catalog_entry(name: str) -> dict:
+def catalog_entry(name: str) -> dict:
+    """A catalog loss as the loop's burn-in needs it: name, full name, code."""
     from selfdisco.losses import catalog
 
     try:
@@ -71,7 +72,8 @@ def _catalog_entry(name: str) -> dict:
     return {"name": entry.name, "full_name": entry.full_name, "code": entry.candidate.code}
 
 
-def _parse(text: str):
+def parse_answer(text: str):
+    """A proposer's answer as a Candidate; ValueError with the reason otherwise."""
     from selfdisco.losses import ParseError, parse_candidate
 
     try:
@@ -122,7 +124,7 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
 
             proposer = ReplayClient(spec.run_dir, recorder=Recorder(run_dir / "llm"))
             services = Services(proposer=proposer, evaluator=RecordedEvaluator(spec.run_dir),
-                                screen=screen, parse=_parse, catalog=_catalog_entry,
+                                screen=screen, parse=parse_answer, catalog=catalog_entry,
                                 adapters=proposer, task_description=description,
                                 beta=settings.beta)
         else:
@@ -222,8 +224,8 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
                 "seeds": [task_seed, train_seed], "version": 1}
     from selfdisco.runner import BurnInCache
 
-    return Services(proposer=proposer, evaluator=evaluator, screen=screen, parse=_parse,
-                    catalog=_catalog_entry, adapters=policy_client,
+    return Services(proposer=proposer, evaluator=evaluator, screen=screen, parse=parse_answer,
+                    catalog=catalog_entry, adapters=policy_client,
                     burn_in_cache=BurnInCache(cache_dir, burn_key),
                     task_description=description, beta=settings.beta,
                     health=health)

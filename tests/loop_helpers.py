@@ -18,6 +18,7 @@ from selfdisco.llm.client import BaseClient
 from selfdisco.llm.protocol import Completion
 from selfdisco.loop import Discovery, Services
 from selfdisco.losses import screen
+from selfdisco.runner import catalog_entry, parse_answer
 
 DPO_LIKE = ("def loss_fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
             "reference_rejected_logps, beta):\n"
@@ -88,29 +89,13 @@ class CurveEvaluator:
                           "metrics": {"kl": 0.1}, "adapter": f"/adapters/{row.id}"})
 
 
-def catalog_entry(name: str) -> dict:
-    from selfdisco.losses import catalog
-
-    entry = catalog.get(name)
-    return {"name": entry.name, "full_name": entry.full_name, "code": entry.candidate.code}
-
-
-def parse(text: str):
-    from selfdisco.losses import ParseError, parse_candidate
-
-    try:
-        return parse_candidate(text)
-    except ParseError as err:
-        raise ValueError(str(err)) from None
-
-
 def make_loop(run_dir: Path, proposer, evaluator, **discovery) -> Discovery:
     overrides = {"discovery": {"generations": 2, "candidates_per_generation": 2,
                                "burn_in": ["dpo", "hinge"], "max_resamples": 2, **discovery}}
     config = load_config("smoke", overrides=overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(config.to_toml())
-    services = Services(proposer=proposer, evaluator=evaluator, screen=screen, parse=parse,
+    services = Services(proposer=proposer, evaluator=evaluator, screen=screen, parse=parse_answer,
                         catalog=catalog_entry, adapters=proposer,
                         task_description="a test fitness", beta=0.05)
     return Discovery(config, run_dir, Archive(run_dir), EventWriter(run_dir), services)
