@@ -94,6 +94,7 @@ def test_cpu_command(tmp_path):
     assert "--enforce-eager" in cmd and "--enable-sleep-mode" not in cmd
     assert cmd[cmd.index("--kv-cache-memory-bytes") + 1] == str(1 << 28)
     assert cmd[cmd.index("--generation-config") + 1] == "vllm"
+    assert int(cmd[cmd.index("--max-num-batched-tokens") + 1]) >= 16384  # no chunked prefill
     assert cmd[cmd.index("--max-lora-rank") + 1] == "16"
     lora = json.loads(cmd[cmd.index("--lora-modules") + 1])
     assert lora == {"name": "gen1", "path": str(tmp_path / "my adapter,1")}

