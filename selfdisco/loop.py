@@ -17,11 +17,16 @@ from selfdisco import propose
 from selfdisco.archive import Archive, Row
 from selfdisco.config import RunConfig
 from selfdisco.control import ControlReader
+from selfdisco.errors import UserError
 from selfdisco.evaluation import code_sha
 from selfdisco.events import EventWriter
 from selfdisco.seeds import derive
 
 EVALUATED = ("scored", "diverged", "failed")
+
+
+class ProposerUnavailable(UserError):
+    """The proposer's server is gone for good; the run stops and can be resumed."""
 
 
 @dataclass
@@ -240,13 +245,23 @@ class Discovery:
                                       keep_recent=self.d.keep_recent)
 
     def _ask(self, messages: list[dict], n: int, seed: int) -> list[str]:
+        """The proposer's n answers. A refused request counts as empty answers; a proposer
+        that cannot answer at all (server down after its restarts) ends the run, to resume."""
+        from selfdisco.llm.client import LLMUnavailable
+        from selfdisco.llm.server import ServerError
+
         try:
             answers = self.s.proposer.chat(
                 messages, n=n, temperature=self.d.temperature, top_p=self.d.top_p,
                 max_tokens=self.d.max_tokens, seed=seed,
                 json_schema=propose.candidate_schema(self.d.code_grammar),
                 model=self.state.proposer_model)
-        except Exception as err:  # noqa: BLE001 - a failed request is a rejected proposal
+        except (LLMUnavailable, ServerError) as err:
+            self.events.emit("log", level="error", message=f"the proposer is unavailable: {err}")
+            raise ProposerUnavailable(
+                f"the proposer could not answer ({str(err).splitlines()[0]}); nothing recorded "
+                f"is lost: fix the server, then run `selfdisco resume {self.run_dir}`") from None
+        except Exception as err:  # noqa: BLE001 - a refused request is a rejected proposal
             self.events.emit("log", level="error", message=f"proposer request failed: {err}")
             return [""] * n
         texts = [a.text for a in answers]

@@ -33,14 +33,20 @@ def answer(name: str, expr: str, thought: str = "a mix of shapes") -> str:
 
 
 class ScriptedProposer(BaseClient):
-    def __init__(self, answers: list[str], recorder: Recorder | None = None):
+    def __init__(self, answers: list[str], recorder: Recorder | None = None,
+                 down_after: int | None = None):
         self.answers = list(answers)
+        self.down_after = down_after  # requests answered before the server "goes down"
         self.recorder = recorder
         self.model = "scripted"
         self.requests: list[dict] = []
         self.adapters: dict[str, str] = {}
 
     def _answer(self, request: dict) -> list[Completion]:
+        from selfdisco.llm.client import LLMUnavailable
+
+        if self.down_after is not None and len(self.requests) >= self.down_after:
+            raise LLMUnavailable("no answer from the LLM server after 4 tries")
         self.requests.append(request)
         n = request.get("n", 1)
         out = []

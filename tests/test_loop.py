@@ -118,3 +118,25 @@ def test_resume_requeues_what_was_in_flight(tmp_path):
     assert evaluator.evaluated == ["g01-c1", "g01-c2"]  # nothing scored before is redone
     assert after["g01-c1"].status == "scored" and after["g01-c2"].status == "scored"
     assert after["burn-dpo"].fitness == before["burn-dpo"].fitness
+
+
+def test_a_proposer_outage_stops_the_run_and_resume_finishes_it(tmp_path):
+    import pytest
+
+    from selfdisco.loop import ProposerUnavailable
+
+    run = tmp_path / "run"
+    good = [answer("a", "0.5 * F.softplus(-2.0 * x) + 0.5 * torch.exp(-1.0 * x)"),
+            answer("b", "1.0 * torch.relu(1 - 2.0 * x)")]
+    with pytest.raises(ProposerUnavailable, match="selfdisco resume"):
+        make_loop(run, ScriptedProposer(good, down_after=1), CurveEvaluator()).run()
+    rows = {r.id: r for r in Archive(run).rows()}
+    assert rows["g01-c1"].status == "scored" and "g02-c1" not in rows
+    assert not any(r.reason and "empty" in r.reason for r in rows.values())
+    later = [answer("c", "1.0 * torch.sigmoid(-1.5 * x)"),
+             answer("d", "0.3 * torch.exp(-2.0 * x) + 0.7 * F.softplus(-1.0 * x)")]
+    assert make_loop(run, ScriptedProposer(later), CurveEvaluator()).run() == (
+        "generation limit reached")
+    done = {r.id: r for r in Archive(run).rows()}
+    assert done["g01-c1"].fitness == rows["g01-c1"].fitness
+    assert {"g02-c1", "g02-c2"} <= set(done)

@@ -32,6 +32,10 @@ class LLMError(UserError):
     """A request that the server refused or that could not reach it."""
 
 
+class LLMUnavailable(LLMError):
+    """No answer at all after the retries: the server is down or unreachable."""
+
+
 class BaseClient:
     """chat() and complete() for any client: build the logical request, answer, record."""
 
@@ -187,7 +191,7 @@ class LLMClient(BaseClient):
                 return response.json()
             except ValueError:
                 return response.text
-        raise LLMError(f"no answer from the LLM server at {self.base_url} after "
+        raise LLMUnavailable(f"no answer from the LLM server at {self.base_url} after "
                        f"{self.retries + 1} tries ({method} {path}): {last_error}. "
                        "Check that the server is running and the URL is right.")
 
