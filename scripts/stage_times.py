@@ -45,11 +45,11 @@ def main() -> int:
     if len(sys.argv) != 2 or not (Path(sys.argv[1]) / "events.jsonl").exists():
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    print(f"{'gen':>4} {'total s':>8} {'propose s':>10} {'evaluate s':>11} {'train s':>8} "
+    print(f"{'gen':>7} {'total s':>8} {'propose s':>10} {'evaluate s':>11} {'train s':>8} "
           f"{'score s':>8} {'valid':>6} {'rejected':>9}")
     for row in stage_times(Path(sys.argv[1])):
-        label = "data" if row["generation"] == 0 and "data" in row else row["generation"]
-        print(f"{label!s:>4} {row.get('total', row.get('burn_in', 0) + row.get('data', 0)):8.1f} "
+        label = "burn-in" if row["generation"] == 0 else row["generation"]
+        print(f"{label!s:>7} {row.get('total', row.get('burn_in', 0) + row.get('data', 0)):8.1f} "
               f"{row.get('propose', 0):10.1f} {row.get('evaluate', row.get('burn_in', 0)):11.1f} "
               f"{row['train_s']:8.1f} {row['score_s']:8.1f} {row['valid']:6d} {row['rejected']:9d}")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,14 +290,20 @@ class Discovery:
             todo = open_slots()
             if not todo:
                 return
+            asks = []
             for slot in todo:
                 last = slots[slot][-1]
                 attempt = len(slots[slot])
                 messages = base_messages + [
                     {"role": "assistant", "content": last.raw_text or ""},
                     {"role": "user", "content": propose.feedback("rejected", reason=last.reason)}]
-                seed = derive(self.config.seed, "propose", g, slot, attempt)
-                text = self._ask(messages, 1, seed)[0]
+                asks.append((slot, attempt, messages,
+                             derive(self.config.seed, "propose", g, slot, attempt)))
+            # The slots' resamples go out together (the server batches them); their answers
+            # are screened in slot order, so decisions do not depend on which returns first.
+            with ThreadPoolExecutor(len(asks)) as pool:
+                texts = list(pool.map(lambda a: self._ask(a[2], 1, a[3])[0], asks))
+            for (slot, attempt, _, _), text in zip(asks, texts, strict=True):
                 slots[slot].append(self._screen_answer(g, slot, attempt, text))
 
     def _screen_answer(self, g: int, slot: int, attempt: int, text: str) -> Row:

@@ -8,6 +8,7 @@ its curve (computed by running the candidate's code), so the loop's decisions ca
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 from selfdisco.archive import Archive
@@ -41,19 +42,18 @@ class ScriptedProposer(BaseClient):
         self.model = "scripted"
         self.requests: list[dict] = []
         self.adapters: dict[str, str] = {}
+        self.lock = threading.Lock()
 
     def _answer(self, request: dict) -> list[Completion]:
         from selfdisco.llm.client import LLMUnavailable
 
-        if self.down_after is not None and len(self.requests) >= self.down_after:
-            raise LLMUnavailable("no answer from the LLM server after 4 tries")
-        self.requests.append(request)
-        n = request.get("n", 1)
-        out = []
-        for _ in range(n):
-            text = self.answers.pop(0) if self.answers else ""
-            out.append(Completion(text=text, finish_reason="stop"))
-        return out
+        with self.lock:  # the loop sends a round of resamples from several threads
+            if self.down_after is not None and len(self.requests) >= self.down_after:
+                raise LLMUnavailable("no answer from the LLM server after 4 tries")
+            self.requests.append(request)
+            texts = [self.answers.pop(0) if self.answers else ""
+                     for _ in range(request.get("n", 1))]
+        return [Completion(text=text, finish_reason="stop") for text in texts]
 
     def load_adapter(self, name: str, path: str) -> None:
         self.adapters[name] = path
