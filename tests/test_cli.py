@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+from console import SELFDISCO
+
 HEAVY = ("torch", "transformers", "trl", "vllm", "textual", "peft")
 
 PROBE = """
@@ -43,14 +45,14 @@ def test_every_command_help_imports_no_heavy_library():
 
 
 def test_console_script_lists_commands():
-    result = subprocess.run(["selfdisco", "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([SELFDISCO, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     for name in ("doctor", "models"):
         assert name in result.stdout
 
 
 def test_unknown_command_is_a_clear_error():
-    result = subprocess.run(["selfdisco", "no-such-command"], capture_output=True, text=True,
+    result = subprocess.run([SELFDISCO, "no-such-command"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2
     assert "invalid choice" in result.stderr

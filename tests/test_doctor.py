@@ -2,9 +2,11 @@ import json
 import os
 import subprocess
 
+from console import SELFDISCO
+
 
 def doctor(env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["selfdisco", "doctor", "--json"], capture_output=True, text=True,
+    return subprocess.run([SELFDISCO, "doctor", "--json"], capture_output=True, text=True,
                           timeout=120, env={**os.environ, **(env or {})})
 
 
@@ -26,7 +28,7 @@ def test_doctor_fails_with_an_explanation_when_the_model_is_missing(tmp_path):
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert any("smollm2-135m-instruct is not prepared" in p for p in report["problems"])
-    plain = subprocess.run(["selfdisco", "doctor"], capture_output=True, text=True, timeout=120,
+    plain = subprocess.run([SELFDISCO, "doctor"], capture_output=True, text=True, timeout=120,
                            env={**os.environ, "SELFDISCO_HOME": str(tmp_path)})
     assert plain.returncode == 1
     assert "./scripts/setup.sh" in plain.stdout

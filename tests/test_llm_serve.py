@@ -11,6 +11,7 @@ import time
 
 import psutil
 import pytest
+from console import SELFDISCO
 
 from selfdisco.llm.cache import Recorder
 from selfdisco.llm.client import LLMClient, LLMError
@@ -26,7 +27,7 @@ class Serve:
 
     def __init__(self, tmp_path, *args: str) -> None:
         self.proc = subprocess.Popen(
-            ["selfdisco", "serve", "--model", "smoke-llama", "--log", str(tmp_path / "serve.log"),
+            [SELFDISCO, "serve", "--model", "smoke-llama", "--log", str(tmp_path / "serve.log"),
              *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []

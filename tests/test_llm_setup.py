@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from console import SELFDISCO
 
 from selfdisco.commands.serve import parse_adapters
 from selfdisco.errors import UserError
@@ -147,7 +148,7 @@ def test_parse_adapters(tmp_path):
 
 
 def test_serve_with_a_bad_adapter_exits_with_a_clear_error(tmp_path):
-    result = subprocess.run(["selfdisco", "serve", "--model", "smoke-llama", "--adapter",
+    result = subprocess.run([SELFDISCO, "serve", "--model", "smoke-llama", "--adapter",
                              f"x={tmp_path}"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "not a LoRA adapter directory" in result.stderr and "Traceback" not in result.stderr

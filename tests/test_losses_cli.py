@@ -6,12 +6,13 @@ import json
 import subprocess
 
 import pytest
+from console import SELFDISCO
 
 from selfdisco.losses import catalog
 
 
 def losses(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(["selfdisco", "losses", *args], capture_output=True, text=True,
+    return subprocess.run([SELFDISCO, "losses", *args], capture_output=True, text=True,
                           timeout=300, cwd=cwd)
 
 

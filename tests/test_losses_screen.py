@@ -204,3 +204,13 @@ def test_screening_keeps_torch_out_of_the_calling_process():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert proc.stdout.split() == ["True", "False"], proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("std::bad_alloc"),
+                                   RuntimeError("[enforce fail at alloc_cpu.cpp:118] "
+                                                "DefaultCPUAllocator: can't allocate memory")])
+def test_allocation_failures_read_as_out_of_memory(error):
+    from selfdisco.losses.checks import describe
+
+    assert describe(error) == "out of memory: the sandbox's memory limit was reached"
+    assert describe(RuntimeError("shape mismatch")) == "RuntimeError: shape mismatch"

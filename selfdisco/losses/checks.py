@@ -164,10 +164,13 @@ def _check_shape_only(out, batch: int, what: str) -> None:
         raise Rejected(f"the output{what} does not depend differentiably on the inputs")
 
 
+OUT_OF_MEMORY_SIGNS = ("can't allocate memory", "std::bad_alloc", "DefaultCPUAllocator")
+
+
 def describe(err: BaseException) -> str:
     """`Type: message (line N)` on one line, the line taken from the candidate's own code."""
     message = " ".join(str(err).split())
-    if "can't allocate memory" in message or isinstance(err, MemoryError):
+    if isinstance(err, MemoryError) or any(sign in message for sign in OUT_OF_MEMORY_SIGNS):
         return "out of memory: the sandbox's memory limit was reached"
     if len(message) > MAX_MESSAGE:
         message = message[:MAX_MESSAGE] + "..."
