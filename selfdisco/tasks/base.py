@@ -101,6 +101,16 @@ def pearson(xs: list[float], ys: list[float]) -> float:
     return sxy / math.sqrt(sxx * syy)
 
 
+def preset_settings(task: str, presets: dict[str, Any], ctx: TaskContext) -> Any:
+    """The settings of the context's preset (or a `preset` option), with the other options on."""
+    options = dict(ctx.options)
+    preset = options.pop("preset", ctx.preset)
+    if preset not in presets:
+        raise UserError(f"unknown preset {preset!r} for the {task} task; choose one of "
+                        f"{', '.join(presets)}")
+    return apply_options(presets[preset], options)
+
+
 def apply_options(settings: Any, options: dict[str, Any]) -> Any:
     """A copy of a settings dataclass with `options` applied; unknown keys are a UserError."""
     import dataclasses

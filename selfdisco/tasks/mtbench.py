@@ -17,8 +17,8 @@ from typing import Any
 
 from selfdisco.errors import UserError
 from selfdisco.judge import Judge, PairGame, Rating, pairwise_statistics, rating_statistics
-from selfdisco.tasks.base import Fitness, TaskContext, apply_options, mean_and_stderr
-from selfdisco.tasks.sampling import adapter_name, parallel_map
+from selfdisco.tasks.base import Fitness, TaskContext, mean_and_stderr, preset_settings
+from selfdisco.tasks.sampling import parallel_map, served_adapter
 
 SHIPPED_QUESTIONS = Path(__file__).resolve().parent.parent / "data" / "mtbench_mini.jsonl"
 SHIPPED_PREFERENCES = Path(__file__).resolve().parent.parent / "data" / "preferences_mini.jsonl"
@@ -127,12 +127,7 @@ class MTBenchTask:
     description = "mean 1-10 rating (or win rate against the base) from an open LLM judge"
 
     def settings(self, ctx: TaskContext) -> MTBenchSettings:
-        options = dict(ctx.options)
-        preset = options.pop("preset", ctx.preset)
-        if preset not in PRESET_SETTINGS:
-            raise UserError(f"unknown preset {preset!r} for the mtbench task; choose one of "
-                            f"{', '.join(PRESET_SETTINGS)}")
-        settings = apply_options(PRESET_SETTINGS[preset], options)
+        settings = preset_settings(self.name, PRESET_SETTINGS, ctx)
         if settings.mode not in ("single", "pairwise"):
             raise UserError(f"mtbench mode must be 'single' or 'pairwise', not {settings.mode!r}")
         return settings
@@ -157,17 +152,8 @@ class MTBenchTask:
             raise UserError("pairwise mode compares an adapter with the base model: give an "
                             "adapter")
         started = time.perf_counter()
-        model = None
-        if adapter_path is not None:
-            if not Path(adapter_path).is_dir():
-                raise UserError(f"adapter directory not found: {adapter_path}")
-            model = adapter_name(adapter_path)
-            client.load_adapter(model, str(adapter_path))
-        try:
+        with served_adapter(client, adapter_path) as model:
             answers = answer_questions(client, questions, model, settings, ctx.seed)
-        finally:
-            if model is not None:
-                client.unload_adapter(model)
         answered = time.perf_counter()
         judge = Judge(ctx.judge_client or client, max_tokens=settings.judge_tokens,
                       model=settings.judge_model or None)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from selfdisco.errors import UserError
 
 # Concurrent requests: vLLM batches them (about 7x the throughput of one stream on 2 cores).
 DEFAULT_CONCURRENCY = 8
@@ -58,3 +61,19 @@ def adapter_name(adapter_path: str | Path) -> str:
     """A stable served name for an adapter directory."""
     resolved = str(Path(adapter_path).expanduser().resolve())
     return "adapter-" + hashlib.sha1(resolved.encode()).hexdigest()[:12]
+
+
+@contextmanager
+def served_adapter(client: Any, adapter_path: str | Path | None) -> Iterator[str | None]:
+    """The served model name of `adapter_path` (loaded for the block), or None for the base."""
+    if adapter_path is None:
+        yield None
+        return
+    if not Path(adapter_path).is_dir():
+        raise UserError(f"adapter directory not found: {adapter_path}")
+    model = adapter_name(adapter_path)
+    client.load_adapter(model, str(adapter_path))
+    try:
+        yield model
+    finally:
+        client.unload_adapter(model)

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from selfdisco.errors import UserError
-from selfdisco.tasks.base import Fitness, TaskContext, apply_options, mean_and_stderr
+from selfdisco.tasks.base import Fitness, TaskContext, mean_and_stderr, preset_settings
 from selfdisco.tasks.openings import Split, dataset_openings, split_openings, template_openings
-from selfdisco.tasks.sampling import adapter_name, sample_completions
+from selfdisco.tasks.sampling import sample_completions, served_adapter
 from selfdisco.tasks.scorers import make_scorer, scorer_label
 
 # Part of the pairs' cache key: bump it when the way pairs are sampled or chosen changes.
@@ -82,12 +82,7 @@ class SentimentTask:
     description = "mean sentiment reward of policy samples on held-out review openings"
 
     def settings(self, ctx: TaskContext) -> SentimentSettings:
-        options = dict(ctx.options)
-        preset = options.pop("preset", ctx.preset)
-        if preset not in PRESET_SETTINGS:
-            raise UserError(f"unknown preset {preset!r} for the sentiment task; choose one of "
-                            f"{', '.join(PRESET_SETTINGS)}")
-        return apply_options(PRESET_SETTINGS[preset], options)
+        return preset_settings(self.name, PRESET_SETTINGS, ctx)
 
     def train_settings(self, preset: str) -> Any:
         """The preset's training recipe, with lengths cut to these short texts.
@@ -160,19 +155,10 @@ class SentimentTask:
         prompts = self.openings(settings).held_out[:settings.eval_prompts]
         scorer = make_scorer(settings.scorer)
         started = time.perf_counter()
-        model = None
-        if adapter_path is not None:
-            if not Path(adapter_path).is_dir():
-                raise UserError(f"adapter directory not found: {adapter_path}")
-            model = adapter_name(adapter_path)
-            client.load_adapter(model, str(adapter_path))
-        try:
+        with served_adapter(client, adapter_path) as model:
             samples = sample_completions(client, prompts, n=settings.eval_samples,
                                          max_tokens=settings.max_tokens, seed=ctx.seed + 7919,
                                          model=model, concurrency=settings.concurrency)
-        finally:
-            if model is not None:
-                client.unload_adapter(model)
         sampled = time.perf_counter()
         rewards = scorer.score([s.text for s in samples])
         per_prompt: list[list[float]] = [[] for _ in prompts]
