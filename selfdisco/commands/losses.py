@@ -143,17 +143,13 @@ def _candidate_for_check(spec: str):
     """(candidate, None), or (None, the parse error) when a JSON file holds no candidate."""
     from selfdisco.losses import catalog
     from selfdisco.losses.candidate import Candidate
+    from selfdisco.losses.load import read_loss_file
     from selfdisco.losses.parse import ParseError, parse_candidate
 
     path = Path(spec)
     if spec in catalog.CATALOG and not path.exists():
         return catalog.get(spec).candidate, None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read {path}: {err}") from None
+    text = read_loss_file(path)
     if path.suffix == ".py":
         return Candidate(thought="", name=path.stem, code=text), None
     try:

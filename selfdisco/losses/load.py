@@ -21,12 +21,7 @@ def load_loss(spec: str) -> Candidate:
     if path.suffix not in (".py", ".json"):
         raise UserError(f"unknown loss '{spec}': give a catalog name ({', '.join(catalog.names())})"
                         ", a .py file with one loss function, or a .json candidate file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read {path}: {err}") from None
+    text = read_loss_file(path)
     if path.suffix == ".py":
         return Candidate(thought="", name=path.stem, code=text)
     try:
@@ -34,3 +29,13 @@ def load_loss(spec: str) -> Candidate:
     except ParseError as err:
         raise UserError(f"{path} is not a JSON candidate: {err}") from None
     return candidate
+
+
+def read_loss_file(path: Path) -> str:
+    """The text of a loss or candidate file; a UserError when it is missing or unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {path}: {err}") from None
