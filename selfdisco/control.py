@@ -24,6 +24,18 @@ def send(run_dir: Path, command: str) -> None:
         handle.write(json.dumps({"command": command, "t": round(time.time(), 3)}) + "\n")
 
 
+def apply_command(command: str, paused: bool, stop_requested: bool) -> tuple[bool, bool]:
+    """(paused, stop_requested) after `command`; a stop also ends a pause, to finish the
+    generation."""
+    if command == "pause":
+        return True, stop_requested
+    if command == "resume":
+        return False, stop_requested
+    if command == "stop":
+        return False, True
+    return paused, stop_requested
+
+
 class ControlReader:
     """Reads commands appended since the last call."""
 

@@ -17,7 +17,7 @@ from typing import Any
 from selfdisco import propose
 from selfdisco.archive import Archive, Row
 from selfdisco.config import RunConfig
-from selfdisco.control import ControlReader
+from selfdisco.control import ControlReader, apply_command
 from selfdisco.errors import UserError
 from selfdisco.evaluation import code_sha
 from selfdisco.events import EventWriter
@@ -132,13 +132,8 @@ class Discovery:
         while True:
             for command in self.control.poll():
                 self.events.emit("control", command=command)
-                if command == "pause":
-                    self.paused = True
-                elif command == "resume":
-                    self.paused = False
-                elif command == "stop":
-                    self.stop_requested = True
-                    self.paused = False
+                self.paused, self.stop_requested = apply_command(command, self.paused,
+                                                                 self.stop_requested)
             if not self.paused:
                 return self.stop_requested
             time.sleep(0.5)

@@ -130,6 +130,8 @@ def test_pause_and_stop_follow_control_events():
     assert not resumed.paused
     resumed.apply({"type": "control", "command": "stop", "t": resumed.last_t + 1})
     assert resumed.stop_requested
+    paused.apply({"type": "control", "command": "stop", "t": paused.last_t + 1})
+    assert paused.stop_requested and not paused.paused  # as the loop: a stop ends the pause
 
 
 def test_resume_requeues_candidates_in_flight():

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfdisco.control import apply_command
 from selfdisco.events import EVENTS_FILE, read_events
 
 # Statuses a candidate never leaves.
@@ -374,12 +375,8 @@ class RunState:
 
     def _on_control(self, event: dict) -> None:
         command = event.get("command")
-        if command == "pause":
-            self.paused = True
-        elif command == "resume":
-            self.paused = False
-        elif command == "stop":
-            self.stop_requested = True
+        self.paused, self.stop_requested = apply_command(command, self.paused,
+                                                         self.stop_requested)
         self._log(event, "info", f"control: {command}")
 
     def _on_server(self, event: dict) -> None:
