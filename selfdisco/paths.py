@@ -31,3 +31,11 @@ def prompts_dir() -> Path:
     if checkout.is_dir():
         return checkout
     return Path(__file__).resolve().parent / "prompts"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file beside `path` and a rename, so readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -16,7 +16,7 @@ from selfdisco.archive import Archive
 from selfdisco.config import RunConfig, read_run_config
 from selfdisco.errors import UserError
 from selfdisco.events import EventWriter, read_events
-from selfdisco.paths import checkpoints_dir
+from selfdisco.paths import checkpoints_dir, write_text_atomic
 from selfdisco.seeds import derive
 
 
@@ -54,10 +54,7 @@ class BurnInCache:
     def put(self, id: str, result: dict) -> None:
         data = self._load()
         data[id] = {k: v for k, v in result.items() if k != "adapter"}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str))
-        tmp.replace(self.path)
+        write_text_atomic(self.path, json.dumps(data, indent=2, default=str))
 
 
 def catalog_entry(name: str) -> dict:

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from selfdisco.paths import write_text_atomic
+
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.jsonl"
 
@@ -137,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - any failure of a candidate is a result
         result = {"status": "failed", "reason": _one_line(err),
                   "traceback": traceback.format_exc()[-4000:]}
-    tmp = job_path.parent / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    tmp.replace(job_path.parent / RESULT_FILE)
+    write_text_atomic(job_path.parent / RESULT_FILE, json.dumps(result, indent=2, default=str))
     return 0
 
 

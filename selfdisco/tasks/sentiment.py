@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from selfdisco.errors import UserError
+from selfdisco.paths import write_text_atomic
 from selfdisco.tasks.base import Fitness, TaskContext, mean_and_stderr, preset_settings
 from selfdisco.tasks.openings import Split, dataset_openings, split_openings, template_openings
 from selfdisco.tasks.sampling import sample_completions, served_adapter
@@ -127,10 +128,7 @@ class SentimentTask:
             raise UserError(f"no preference pairs: no two continuations of the same opening "
                             f"differed by more than the margin {settings.margin}; lower the "
                             "task option margin or raise pair_samples")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-        tmp.replace(path)
+        write_text_atomic(path, "".join(json.dumps(p) + "\n" for p in pairs))
         meta = {"pairs": len(pairs), "prompts": len(prompts), "scorer": label,
                 "seconds": round(time.perf_counter() - started, 1),
                 "settings": dataclasses.asdict(settings), "model": ctx.model_path}
