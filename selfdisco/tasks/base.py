@@ -59,6 +59,8 @@ class TaskContext:
         preset: smoke, cpu or gpu-zephyr; picks the task's default sizes.
         judge_client: the LLMClient of the judge (mtbench); None means `client` is the judge.
         options: task-specific overrides (see each task's Settings dataclass).
+        dtype: what the served policy computes in (float32, bfloat16, float16); log-probs for
+            KL are computed in the same dtype, so samples and KL share their numerics.
     """
 
     client: Any = None
@@ -68,6 +70,7 @@ class TaskContext:
     preset: str = "cpu"
     judge_client: Any = None
     options: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"
 
     def require_client(self, task: str) -> Any:
         if self.client is None:

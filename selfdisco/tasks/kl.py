@@ -21,8 +21,11 @@ from selfdisco.tasks.sampling import Sample
 
 
 def sequence_kls(model_path: str, adapter_path: str, samples: Sequence[Sample],
-                 batch_size: int = 16) -> list[float]:
-    """Per-sample estimates sum_t (log pi - log ref) over each sample's tokens."""
+                 batch_size: int = 16, dtype: str = "float32") -> list[float]:
+    """Per-sample estimates sum_t (log pi - log ref) over each sample's tokens.
+
+    dtype is the one the samples were drawn in (the server's), so both sides share numerics.
+    """
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -31,8 +34,7 @@ def sequence_kls(model_path: str, adapter_path: str, samples: Sequence[Sample],
         if not sample.prompt_token_ids:
             raise RuntimeError("samples carry no prompt token ids; the server must return them")
     cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if cuda else torch.float32
-    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
     model = PeftModel.from_pretrained(base, adapter_path)
     model.eval()
     if cuda:

@@ -179,8 +179,8 @@ class SentimentTask:
             kl_started = time.perf_counter()
             scored = kl_subset(samples, settings.kl_samples)
             kl, kl_stderr = mean_and_stderr(sequence_kls(ctx.model_path, str(adapter_path),
-                                                         scored))
-            metrics.update(kl=kl, kl_stderr=kl_stderr,
+                                                         scored, dtype=ctx.dtype))
+            metrics.update(kl=kl, kl_stderr=kl_stderr, kl_dtype=ctx.dtype,
                            kl_n=len(scored), kl_seconds=round(time.perf_counter() - kl_started, 2))
         else:
             metrics.update(kl=math.nan, kl_stderr=math.nan)
