@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfdisco import tomlw
 from selfdisco.errors import UserError
 from selfdisco.presets import DEFAULT_PRESET, PRESETS
 
@@ -127,7 +126,10 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def to_toml(self) -> str:
-        return tomlw.dumps(self.to_dict())
+        """The config as TOML; None values are left out (TOML has no null)."""
+        import tomli_w
+
+        return tomli_w.dumps(_without_none(self.to_dict()))
 
     @property
     def proposer_model(self) -> str:
@@ -136,6 +138,14 @@ class RunConfig:
     @property
     def judge_model(self) -> str:
         return self.models.judge or self.proposer_model
+
+
+def _without_none(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _without_none(v) for k, v in data.items() if v is not None}
+    if isinstance(data, (list, tuple)):
+        return [_without_none(v) for v in data]
+    return data
 
 
 def _merge(base: dict, update: dict) -> dict:
