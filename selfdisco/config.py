@@ -233,6 +233,59 @@ def _validate(config: RunConfig) -> None:
                         "or replay:RUN_DIR")
 
 
+def run_train_settings(config: RunConfig) -> Any:
+    """The training settings a run trains with: its task's recipe for the training preset with
+    the config's overrides on (UserError when an override is unknown, mistyped or out of range)."""
+    from selfdisco.tasks import get_task
+
+    recipe = get_task(config.task.name).train_settings(config.train.preset)
+    try:
+        return recipe.with_overrides(**config.train.overrides)
+    except UserError as err:
+        raise UserError(f"train.overrides: {err}; change it in the config file or with --set "
+                        "train.overrides.NAME=VALUE") from None
+
+
+def check_run(config: RunConfig) -> Any:
+    """Check what the task and the training recipe own, before anything is written or started:
+    a preference task, its options, the burn-in losses, the training overrides, and a LoRA rank
+    the server can load.
+
+    Returns:
+        The run's training settings.
+
+    Raises:
+        UserError: saying which setting is wrong and how to change it.
+    """
+    from selfdisco.tasks import get_task
+
+    name = config.task.name
+    task = get_task(name)
+    if getattr(task, "kind", "preference") != "preference":
+        raise UserError(f"the {name} task scores classification losses; discovery runs on "
+                        "preference tasks (sentiment, mtbench): set task.name to one of them")
+    try:
+        task.check_options(config.preset, config.task.options)
+    except UserError as err:
+        raise UserError(f"task.options of the {name} task: {err}; change it in the config file "
+                        "or with --set task.options.KEY=VALUE") from None
+    from selfdisco.losses import catalog
+
+    for loss in config.discovery.burn_in:
+        if loss not in catalog.CATALOG:
+            raise UserError(f"discovery.burn_in names {loss!r}, which is not in the loss catalog;"
+                            f" choose from {', '.join(catalog.CATALOG)}")
+    settings = run_train_settings(config)
+    rank, most = settings.lora_r, config.server.max_lora_rank
+    if rank > most:
+        where = ("train.overrides.lora_r" if "lora_r" in config.train.overrides
+                 else f"the {config.train.preset} training preset")
+        raise UserError(f"LoRA rank {rank} (from {where}) is above the server's largest LoRA "
+                        f"rank, server.max_lora_rank = {most}: lower it with --set "
+                        f"train.overrides.lora_r={most}, or raise server.max_lora_rank to {rank}")
+    return settings
+
+
 def parse_assignment(text: str) -> tuple[list[str], Any]:
     """'discovery.generations=5' -> (['discovery', 'generations'], 5); values parsed as TOML."""
     if "=" not in text:

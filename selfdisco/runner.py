@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from selfdisco.archive import Archive
-from selfdisco.config import RunConfig, read_run_config
+from selfdisco.config import RunConfig, check_run, read_run_config
 from selfdisco.errors import UserError
 from selfdisco.events import EventWriter, read_events
 from selfdisco.paths import checkpoints_dir, write_text_atomic
@@ -97,11 +97,8 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     spec = parse_proposer_spec(config.server.proposer)
+    settings = check_run(config)  # before any server starts
     task = get_task(config.task.name)
-    if getattr(task, "kind", "preference") != "preference":
-        raise UserError(f"the {config.task.name} task scores classification losses; discovery "
-                        "runs on preference tasks (sentiment, mtbench)")
-    settings = task.train_settings(config.train.preset).with_overrides(**config.train.overrides)
     events = EventWriter(run_dir, listeners=listeners)
     archive = Archive(run_dir)
     if resume:

@@ -17,11 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from selfdisco.background import run_locked
     from selfdisco.commands.run import follow, wants_tui
-    from selfdisco.config import read_run_config
+    from selfdisco.config import check_run, read_run_config
     from selfdisco.printer import Printer
     from selfdisco.runner import run_finished
 
-    read_run_config(args.run_dir)  # a clear error when it is not a run directory
+    check_run(read_run_config(args.run_dir))  # not a run directory, or a bad setting: say so
     if run_finished(args.run_dir):
         print(f"{args.run_dir} has already finished; see `selfdisco report {args.run_dir}`")
         return 0

@@ -99,10 +99,12 @@ def follow(run_dir: Path, resume: bool) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from selfdisco.background import run_locked
+    from selfdisco.config import check_run
     from selfdisco.printer import Printer
     from selfdisco.runner import prepare_run_dir
 
     config = resolve(args)
+    check_run(config)  # a typo costs a second here, not a server start-up
     run_dir = prepare_run_dir(config, args.run_dir)
     if wants_tui(args):
         return follow(run_dir, resume=False)

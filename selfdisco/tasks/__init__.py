@@ -4,9 +4,12 @@ Tasks are registered by name with lazy "module:attr" targets, so importing this 
 imports no task module (and no heavy library); `get_task(name)` resolves the target on first use.
 
 A preference task (sentiment, mtbench) has `kind == "preference"`, `preference_data(ctx)`,
-`train_settings(preset)` and `evaluate(ctx, adapter_path=None) -> Fitness`. A classification
-task (digits) has `kind == "classification"` and `evaluate_loss(ctx, loss) -> Fitness`, where the
-loss is a function of (logits, targets); its `evaluate` measures cross-entropy.
+`pairs_version` (bumped when the way its pairs are made changes), `train_settings(preset)` and
+`evaluate(ctx, adapter_path=None) -> Fitness`. A classification task (digits) has
+`kind == "classification"` and `evaluate_loss(ctx, loss) -> Fitness`, where the loss is a
+function of (logits, targets); its `evaluate` measures cross-entropy. Every task has
+`check_options(preset, options)`: a cheap check that raises UserError for an unknown or
+mistyped option.
 """
 
 from __future__ import annotations

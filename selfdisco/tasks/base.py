@@ -121,7 +121,8 @@ def apply_options(settings: Any, options: dict[str, Any]) -> Any:
     known = {f.name: f for f in dataclasses.fields(settings)}
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise UserError(f"unknown task option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        raise UserError(f"unknown task option(s) {', '.join(unknown)}; known: {', '.join(known)}"
+                        ", preset")
     changes = {}
     for key, raw in options.items():
         current = getattr(settings, key)
@@ -130,8 +131,20 @@ def apply_options(settings: Any, options: dict[str, Any]) -> Any:
 
 
 def _coerce(raw: Any, current: Any, key: str) -> Any:
-    """Turn a command-line string into the type of the field's current value."""
-    if not isinstance(raw, str) or isinstance(current, str) or current is None:
+    """Turn a command-line string into the type of the field's current value; a value of
+    another type is a UserError naming the option and the type it needs."""
+    if current is None:
+        return raw
+    if not isinstance(raw, str):
+        wanted = type(current)
+        fits = isinstance(raw, wanted) and not (isinstance(raw, bool) and wanted is not bool)
+        if wanted is float and isinstance(raw, int) and not isinstance(raw, bool):
+            return float(raw)
+        if not fits:
+            hint = f" (quote it: --set 'task.options.{key}=\"{raw}\"')" if wanted is str else ""
+            raise UserError(f"task option {key}={raw!r}: expected a {wanted.__name__}{hint}")
+        return raw
+    if isinstance(current, str):
         return raw
     try:
         if isinstance(current, bool):

@@ -200,6 +200,10 @@ class DigitsTask:
         options = {k: v for k, v in ctx.options.items() if k != "preset"}
         return apply_options(DigitsSettings(), options)
 
+    def check_options(self, preset: str, options: dict[str, Any]) -> None:
+        """UserError for an unknown or mistyped option."""
+        self.settings(TaskContext(preset=preset, options=dict(options)))
+
     def evaluate_loss(self, ctx: TaskContext, loss: Callable | str) -> Fitness:
         """Fitness of a classification loss: a callable, or candidate code defining one."""
         loss_fn = compile_classification_loss(loss) if isinstance(loss, str) else loss

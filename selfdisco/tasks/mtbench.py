@@ -125,12 +125,17 @@ class MTBenchTask:
     name = "mtbench"
     kind = "preference"
     description = "mean 1-10 rating (or win rate against the base) from an open LLM judge"
+    pairs_version = 1  # pairs are read from the data option as they are
 
     def settings(self, ctx: TaskContext) -> MTBenchSettings:
         settings = preset_settings(self.name, PRESET_SETTINGS, ctx)
         if settings.mode not in ("single", "pairwise"):
             raise UserError(f"mtbench mode must be 'single' or 'pairwise', not {settings.mode!r}")
         return settings
+
+    def check_options(self, preset: str, options: dict[str, Any]) -> None:
+        """UserError for an unknown or mistyped option; reads nothing."""
+        self.settings(TaskContext(preset=preset, options=dict(options)))
 
     def train_settings(self, preset: str) -> Any:
         from selfdisco.train.settings import TrainSettings

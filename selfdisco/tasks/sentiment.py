@@ -27,7 +27,8 @@ from selfdisco.tasks.openings import Split, dataset_openings, split_openings, te
 from selfdisco.tasks.sampling import sample_completions, served_adapter
 from selfdisco.tasks.scorers import make_scorer, scorer_label
 
-# Part of the pairs' cache key: bump it when the way pairs are sampled or chosen changes.
+# Part of the pairs' cache key (and the burn-in cache's): bump it when the way pairs are
+# sampled or chosen changes.
 PAIRS_VERSION = 1
 
 
@@ -81,9 +82,15 @@ class SentimentTask:
     name = "sentiment"
     kind = "preference"
     description = "mean sentiment reward of policy samples on held-out review openings"
+    pairs_version = PAIRS_VERSION
 
     def settings(self, ctx: TaskContext) -> SentimentSettings:
         return preset_settings(self.name, PRESET_SETTINGS, ctx)
+
+    def check_options(self, preset: str, options: dict[str, Any]) -> None:
+        """UserError for an unknown or mistyped option or an unknown scorer; reads nothing."""
+        settings = self.settings(TaskContext(preset=preset, options=dict(options)))
+        scorer_label(settings.scorer)
 
     def train_settings(self, preset: str) -> Any:
         """The preset's training recipe, with lengths cut to these short texts.

@@ -7,6 +7,7 @@ Light module: no torch. Adapters must load in vLLM, so ranks stay within its --m
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from selfdisco.errors import UserError
 
@@ -73,16 +74,54 @@ class TrainSettings:
         return replace(PRESETS[name])
 
     def with_overrides(self, **changes) -> TrainSettings:
-        """A copy with some fields changed; unknown names are a UserError."""
-        unknown = set(changes) - set(asdict(self))
+        """A copy with some fields changed; an unknown name, a wrong type or a value out of
+        range is a UserError that names the setting."""
+        known = asdict(self)
+        unknown = sorted(set(changes) - set(known))
         if unknown:
-            raise UserError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-        return replace(self, **changes)
+            raise UserError(f"unknown training setting(s): {', '.join(unknown)}; known: "
+                            f"{', '.join(known)}")
+        checked = {name: _checked(name, value) for name, value in changes.items()}
+        return replace(self, **checked)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["target_modules"] = list(self.target_modules)
         return data
+
+
+# Beyond its type (the default's): what a setting accepts, as a test and in words.
+_POSITIVE = (lambda v: v >= 1, "at least 1")
+_RANGES = {
+    "lora_r": _POSITIVE, "lora_alpha": _POSITIVE, "max_steps": _POSITIVE,
+    "batch_size": _POSITIVE, "grad_accum": _POSITIVE, "max_length": _POSITIVE,
+    "max_prompt_length": _POSITIVE,
+    "learning_rate": (lambda v: v > 0, "above 0"), "beta": (lambda v: v > 0, "above 0"),
+    "lora_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "warmup_ratio": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "target_modules": (lambda v: len(v) > 0, "a non-empty list of module names"),
+}
+_KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false",
+               str: "a string", tuple: "a list of module names"}
+
+
+def _checked(name: str, value: Any) -> Any:
+    """The value for a setting, or a UserError saying what the setting needs."""
+    kind = type(getattr(TrainSettings(), name))  # the default's type (max_prompt_length: int)
+    if name == "max_prompt_length" and value is None:
+        return None
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is float and is_number:
+        value = float(value)
+    elif kind is tuple and isinstance(value, list | tuple) and all(
+            isinstance(v, str) for v in value):
+        value = tuple(value)
+    elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise UserError(f"training setting {name} must be {_KIND_WORDS[kind]}, not {value!r}")
+    test, words = _RANGES.get(name, (lambda v: True, ""))
+    if not test(value):
+        raise UserError(f"training setting {name} must be {words}, not {value!r}")
+    return value
 
 
 PRESETS: dict[str, TrainSettings] = {
