@@ -1,4 +1,4 @@
-# expect: timed out
+# expect: timed out | of CPU time
 # ruff: noqa
 def loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
          reference_rejected_logps, beta):
