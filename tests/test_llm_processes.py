@@ -7,14 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 
 from selfdisco.llm.procs import end_group, group_members
 
-# A command whose process leaves a grandchild behind in its group.
-SPAWNS_GRANDCHILD = ("import subprocess, time; subprocess.Popen(['sleep', '300']); "
-                     "time.sleep({linger})")
+# A command whose process leaves a grandchild behind in its group, then waits until the test
+# creates its release file (never, unless the test wants the command to exit).
+SPAWNS_GRANDCHILD = ("import os, subprocess, time\nsubprocess.Popen(['sleep', '300'])\n"
+                     "while not os.path.exists({release!r}):\n    time.sleep(0.05)\n")
 
 # A parent that starts the guard the way VLLMServer does, prints the guard's pid and waits.
 PARENT = """
@@ -35,8 +37,8 @@ def wait_until(condition, timeout_s: float = 30.0) -> bool:
     return condition()
 
 
-def start_parent(linger: float) -> tuple[subprocess.Popen, int]:
-    command = SPAWNS_GRANDCHILD.format(linger=linger)
+def start_parent(release: Path) -> tuple[subprocess.Popen, int]:
+    command = SPAWNS_GRANDCHILD.format(release=str(release))
     parent = subprocess.Popen([sys.executable, "-c", PARENT.format(command=command)],
                               stdout=subprocess.PIPE, text=True)
     guard_pid = int(parent.stdout.readline())
@@ -44,20 +46,30 @@ def start_parent(linger: float) -> tuple[subprocess.Popen, int]:
     return parent, guard_pid
 
 
-def test_guard_ends_the_group_when_its_parent_is_killed():
-    parent, guard_pid = start_parent(linger=300)
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_guard_ends_the_group_when_its_parent_is_killed(tmp_path):
+    parent, guard_pid = start_parent(tmp_path / "never")
     members = group_members(guard_pid)
     assert {p.name() for p in members} >= {"sleep"}
     parent.kill()  # SIGKILL: no handler in the parent runs
     parent.wait()
     assert wait_until(lambda: not group_members(guard_pid)), group_members(guard_pid)
-    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in members)
+    assert not [p for p in members if alive(p)]
 
 
-def test_guard_ends_the_group_when_its_command_exits():
-    parent, guard_pid = start_parent(linger=2)
+def test_guard_ends_the_group_when_its_command_exits(tmp_path):
+    parent, guard_pid = start_parent(tmp_path / "release")
     try:
+        members = group_members(guard_pid)  # guard, command and the command's sleep
+        (tmp_path / "release").touch()  # the command exits; its sleep would live on
         assert wait_until(lambda: not group_members(guard_pid)), group_members(guard_pid)
+        assert not [p for p in members if alive(p)]
     finally:
         parent.kill()
         parent.wait()
@@ -74,5 +86,20 @@ def test_end_group_kills_what_ignores_sigterm():
     assert not group_members(stubborn.pid)
 
 
-def test_group_members_excludes_other_groups():
-    assert all(os.getpgid(p.pid) == os.getpgid(0) for p in group_members(os.getpgid(0)))
+def test_group_members_excludes_other_groups_and_zombies():
+    own_group = os.getpgid(0)
+    same = subprocess.Popen(["sleep", "300"])  # stays in this process's group
+    other = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    exited = subprocess.Popen(["true"])  # left unreaped: a zombie in this group
+    try:
+        assert wait_until(lambda: psutil.Process(exited.pid).status() == psutil.STATUS_ZOMBIE)
+        members = {p.pid for p in group_members(own_group)}
+        assert same.pid in members
+        assert other.pid not in members and exited.pid not in members
+        assert os.getpid() not in members
+        assert os.getpid() in {p.pid for p in group_members(own_group, exclude_self=False)}
+        assert {p.pid for p in group_members(other.pid)} == {other.pid}
+    finally:
+        for child in (same, other, exited):
+            child.kill()
+            child.wait()
