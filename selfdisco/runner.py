@@ -15,6 +15,7 @@ from pathlib import Path
 from selfdisco.archive import Archive
 from selfdisco.config import RunConfig, check_run, read_run_config
 from selfdisco.errors import UserError
+from selfdisco.evaluation import code_sha
 from selfdisco.events import EventWriter, read_events
 from selfdisco.paths import checkpoints_dir, write_text_atomic
 from selfdisco.seeds import derive
@@ -35,12 +36,41 @@ def prepare_run_dir(config: RunConfig, run_dir: Path | None) -> Path:
     return run_dir
 
 
-class BurnInCache:
-    """Burn-in results shared by runs with the same task, model, training recipe and seeds."""
+# Part of the burn-in cache's key: bump it when what a baseline's result depends on changes.
+BURN_IN_VERSION = 2
 
-    def __init__(self, cache_dir: Path, key: dict):
+
+def burn_in_key(config: RunConfig, *, model: str, dtype: str, train: dict, seeds: list[int],
+                pairs_version: int, pairs_sha: str) -> dict:
+    """Everything a baseline's result depends on, but its loss code (BurnInCache keys each
+    entry by its code too): task and options, preset, model, served dtype, training recipe,
+    seeds, the preference pairs (version and content) and, for a judged task, the judge."""
+    return {"task": config.task.name, "options": config.task.options, "preset": config.preset,
+            "model": model, "dtype": dtype, "train": train, "seeds": list(seeds),
+            "pairs_version": pairs_version, "pairs": pairs_sha,
+            "judge": config.judge_model if config.task.name == "mtbench" else "",
+            "version": BURN_IN_VERSION}
+
+
+def pairs_digest(pairs) -> str:
+    """A checksum of preference pairs: a list of dicts or a datasets.Dataset."""
+    rows = pairs.to_list() if hasattr(pairs, "to_list") else list(pairs)
+    text = json.dumps(rows, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class BurnInCache:
+    """Burn-in results shared by runs with the same recipe (see burn_in_key); each entry is
+    keyed by its row id and its loss code, and remembers the run that measured it."""
+
+    def __init__(self, cache_dir: Path, key: dict, run_id: str = ""):
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
         self.path = Path(cache_dir) / "burnin" / f"{digest.hexdigest()[:16]}.json"
+        self.run_id = run_id
+
+    @staticmethod
+    def _entry(id: str, code: str | None) -> str:
+        return f"{id}@{code_sha(code) or 'no-code'}"
 
     def _load(self) -> dict:
         try:
@@ -48,12 +78,14 @@ class BurnInCache:
         except (OSError, ValueError):
             return {}
 
-    def get(self, id: str) -> dict | None:
-        return self._load().get(id)
+    def get(self, id: str, code: str | None) -> dict | None:
+        """The cached result of row `id` with this loss code (None for the base policy)."""
+        return self._load().get(self._entry(id, code))
 
-    def put(self, id: str, result: dict) -> None:
+    def put(self, id: str, code: str | None, result: dict) -> None:
         data = self._load()
-        data[id] = {k: v for k, v in result.items() if k != "adapter"}
+        entry = {k: v for k, v in result.items() if k != "adapter"}
+        data[self._entry(id, code)] = {**entry, "run": self.run_id}
         write_text_atomic(self.path, json.dumps(data, indent=2, default=str))
 
 
@@ -143,7 +175,8 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
     dtype = resolve_dtype(config.server.dtype, detect_backend(), settings.bf16)
     server_options = dict(
         max_model_len=config.server.max_model_len, max_lora_rank=config.server.max_lora_rank,
-        startup_timeout_s=config.server.start_timeout_s, dtype=dtype)
+        startup_timeout_s=config.server.start_timeout_s, dtype=dtype,
+        check_numerics=config.server.check_numerics)
     if config.server.kv_cache_gib:
         server_options["kv_cache_bytes"] = int(config.server.kv_cache_gib * 2**30)
     if config.server.url:
@@ -157,6 +190,8 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
             raise UserError(f"the server at {url} serves no model")
         base_url, served_model = url, served[0]
         events.emit("server", state="attached", detail=f"{url} ({served_model})")
+        if config.server.check_numerics:
+            _check_attached(url, served_model, policy_path, dtype, events)
         policy_client = LLMClient(url, served_model, recorder=Recorder(run_dir / "llm"))
         data_client = LLMClient(url, served_model, recorder=Recorder(run_dir / "data" / "llm"))
         health = None
@@ -170,6 +205,7 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         policy_server.start()
         events.emit("server", state="started",
                     detail=f"{policy_server.base_url} in {time.perf_counter() - started:.0f} s")
+        _note_numerics(policy_server, events)
         stack.callback(lambda: events.emit("server", state="stopped", detail=""))
         base_url, served_model = policy_server.base_url, policy_server.model_name
         policy_client = policy_server.client(recorder=Recorder(run_dir / "llm"))
@@ -214,14 +250,13 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
     evaluator = WorkerEvaluator(run_dir, template,
                                 make_executor(config.executor, config.workers),
                                 timeout_s=config.discovery.candidate_timeout_min * 60)
-    burn_key = {"task": config.task.name, "options": config.task.options, "preset": config.preset,
-                "model": _model_identity(policy_path), "train": _settings_dict(settings),
-                "seeds": [task_seed, train_seed], "version": 1}
-    from selfdisco.runner import BurnInCache
+    burn_key = burn_in_key(config, model=_model_identity(policy_path), dtype=dtype,
+                           train=_settings_dict(settings), seeds=[task_seed, train_seed],
+                           pairs_version=task.pairs_version, pairs_sha=pairs_digest(pairs))
 
     return Services(proposer=proposer, evaluator=evaluator, screen=screen, parse=parse_answer,
                     catalog=catalog_entry, adapters=policy_client,
-                    burn_in_cache=BurnInCache(cache_dir, burn_key),
+                    burn_in_cache=BurnInCache(cache_dir, burn_key, run_id=run_dir.name),
                     task_description=description, beta=settings.beta,
                     health=health)
 
@@ -236,7 +271,31 @@ def _managed_server(model: str, log_path: Path, options: dict, stack, events):
     stack.callback(server.stop)
     server.start()
     events.emit("server", state="started", detail=f"{model} at {server.base_url}")
+    _note_numerics(server, events)
     return server
+
+
+def _note_numerics(server, events) -> None:
+    """Record a managed server's self-check figures (a failed check has already stopped it)."""
+    report = server.numerics
+    if report is not None:
+        level = "warning" if report.skipped else "info"
+        events.emit("log", level=level, message=f"{server.model_name}: {report.summary()}")
+
+
+def _check_attached(url: str, model: str, policy_path: str, dtype: str, events) -> None:
+    """The numerics self-check for a server selfdisco did not start: refuse a disagreeing one,
+    warn when it cannot be compared."""
+    from selfdisco.llm.client import LLMClient
+    from selfdisco.llm.numerics import check
+    from selfdisco.llm.server import NumericsError
+
+    with LLMClient(url, model) as client:
+        report = check(client, policy_path, dtype)
+    level = "warning" if report.skipped else "info"
+    events.emit("log", level=level, message=f"{model} at {url}: {report.summary()}")
+    if not report.skipped and not report.ok:
+        raise NumericsError(report.refusal(model), report.to_dict())
 
 
 def _settings_dict(settings) -> dict:

@@ -8,12 +8,57 @@ import shutil
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 HELP = "check this machine: Python, torch, vLLM, GPUs, models, disk and memory"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--quick", action="store_true",
+                        help="skip the numerics self-check (it starts a vLLM server, about 1 min)")
+    parser.add_argument("--model", default=None,
+                        help="model for the numerics self-check (default: the cpu preset's)")
+    parser.add_argument("--dtype", default="auto",
+                        help="dtype to serve it in for the check: auto (float32 on CPU), "
+                             "float32, bfloat16 or float16")
+
+
+def _cpu_model() -> dict:
+    """The CPU's name and the instruction sets that change vLLM's CPU kernels."""
+    info = {"model": platform.processor() or platform.machine(), "flags": []}
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and info["model"] in ("", platform.machine(), "x86_64"):
+            info["model"] = value.strip()
+        if key.strip() == "flags":
+            flags = set(value.split())
+            info["flags"] = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16",
+                                            "amx_tile"})
+            break
+    return info
+
+
+def numerics(model: str, dtype: str) -> dict:
+    """Serve the model and compare it with transformers (selfdisco.llm.numerics)."""
+    import tempfile
+
+    from selfdisco.llm.server import ServerError, VLLMServer
+    from selfdisco.models import resolve_model
+
+    log = Path(tempfile.mkdtemp(prefix="selfdisco-doctor-")) / "server.log"
+    try:
+        server = VLLMServer(resolve_model(model), log_path=log, dtype=dtype, enable_lora=False,
+                            check_numerics=True, startup_timeout_s=600)
+        with server:
+            report = server.numerics.to_dict()
+    except ServerError as err:
+        report = {**(getattr(err, "report", None) or {}), "ok": False, "error": str(err)}
+    return {"model": model, "log": str(log), **report}
 
 
 def _version(dist: str) -> str | None:
@@ -33,8 +78,11 @@ def _gpus() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
-def collect() -> dict:
-    """Everything doctor reports, plus a list of problems that block the default preset."""
+def collect(numerics_model: str | None = None, dtype: str = "auto") -> dict:
+    """Everything doctor reports, plus a list of problems that block the default preset.
+
+    numerics_model: serve this model and run the numerics self-check on it; None skips it.
+    """
     import psutil
 
     from selfdisco.models import BUNDLED, SMOLLM2
@@ -97,9 +145,16 @@ def collect() -> dict:
     report["memory_gib"] = {"total": round(memory.total / 2**30, 1),
                             "available": round(memory.available / 2**30, 1)}
     report["cpus"] = psutil.cpu_count()
+    report["cpu"] = _cpu_model()
     if report["disk_free_gib"] < 5:
         problems.append(f"only {report['disk_free_gib']} GiB free under {probe}; a run needs "
                         "about 5 GiB (adapters, caches, logs).")
+    if numerics_model and not problems:
+        report["numerics"] = numerics(numerics_model, dtype)
+        check = report["numerics"]
+        if not check.get("ok"):
+            problems.append(check.get("error") or check.get("skipped")
+                            or "the numerics self-check failed")
     report["problems"] = problems
     return report
 
@@ -128,6 +183,18 @@ def _print(report: dict) -> None:
     mem = report["memory_gib"]
     print(f"memory        {mem['available']} of {mem['total']} GiB available, "
           f"{report['cpus']} CPUs")
+    cpu = report["cpu"]
+    print(f"CPU           {cpu['model']} ({', '.join(cpu['flags']) or 'no AVX2'})")
+    check = report.get("numerics")
+    if check and "tokens" in check:
+        print(f"numerics      {check['model']} served in {check['dtype']} vs transformers: max "
+              f"|log-prob error| {check['max_abs_error']:.2e} nats, mean "
+              f"{check['mean_abs_error']:.2e} over {check['tokens']} tokens (tolerance "
+              f"{check['tolerance']}); greedy {check['greedy_agree']}/{check['tokens']} agree: "
+              f"{'ok' if check['ok'] else 'FAILED'}")
+    elif check:
+        why = check.get("skipped") or check.get("error", "").splitlines()[0]
+        print(f"numerics      {check['model']}: could not be checked ({why})")
     for note in report.get("notes", []):
         print(f"note: {note}")
     if report["problems"]:
@@ -139,7 +206,14 @@ def _print(report: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = collect()
+    from selfdisco.llm.server import DTYPES
+    from selfdisco.models import SMOLLM2
+
+    if args.dtype not in DTYPES:
+        from selfdisco.errors import UserError
+
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, not {args.dtype!r}")
+    report = collect(None if args.quick else (args.model or SMOLLM2), args.dtype)
     if args.json:
         import json
 

@@ -47,6 +47,14 @@ class ServerError(UserError):
     """The vLLM server could not be started or kept running."""
 
 
+class NumericsError(ServerError):
+    """The server's outputs disagree with transformers on the same weights."""
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report
+
+
 def detect_backend() -> str:
     """"cpu" or "cuda": $SELFDISCO_VLLM_BACKEND, else which vLLM build is installed."""
     forced = os.environ.get("SELFDISCO_VLLM_BACKEND")
@@ -100,6 +108,9 @@ class VLLMServer:
         compact_json: JSON-schema answers have no whitespace between tokens (small models can
             otherwise emit whitespace until max_tokens runs out).
         max_restarts: how many crashes ensure_healthy() recovers from before giving up.
+        check_numerics: on the first start, compare the server with transformers on the same
+            weights (selfdisco.llm.numerics) and refuse to go on when they disagree; the
+            figures are kept in `numerics`.
         extra_args: more vLLM command-line arguments.
     """
 
@@ -111,7 +122,7 @@ class VLLMServer:
                  gpu_memory_utilization: float | None = None,
                  enable_sleep_mode: bool | None = None, max_model_len: int | None = None,
                  compact_json: bool = True, startup_timeout_s: float = 300.0,
-                 max_restarts: int = 3,
+                 max_restarts: int = 3, check_numerics: bool = False,
                  extra_args: Sequence[str] = ()) -> None:
         model_path = str(model_path)
         if Path(model_path).expanduser().is_dir():
@@ -143,6 +154,8 @@ class VLLMServer:
         self.max_restarts = max_restarts
         self.extra_args = list(extra_args)
         self.restarts = 0
+        self.check_numerics = check_numerics
+        self.numerics = None  # the NumericsReport of the first start, when checked
         self._proc: subprocess.Popen | None = None
         self._pgids: list[int] = []
         self._children: list[psutil.Process] = []
@@ -213,7 +226,11 @@ class VLLMServer:
                 self._launch()
                 try:
                     self._wait_healthy()
+                    self._check_numerics()
                     return self
+                except NumericsError:
+                    self._terminate()
+                    raise
                 except ServerError:
                     port_taken = "address already in use" in self.log_tail().lower()
                     self._terminate()
@@ -325,6 +342,20 @@ class VLLMServer:
         raise ServerError(f"vLLM did not become healthy within {self.startup_timeout_s:.0f} s "
                           f"for {self.model_path}. Last lines of {self.log_path}:\n"
                           f"{self.log_tail()}")
+
+    def _check_numerics(self) -> None:
+        if not self.check_numerics or self.numerics is not None:
+            return
+        from selfdisco.llm.numerics import check
+
+        client = self.client()
+        try:
+            self.numerics = check(client, self.model_path, self.dtype)
+        finally:
+            client.close()
+        self._note(self.numerics.summary())
+        if not self.numerics.skipped and not self.numerics.ok:
+            raise NumericsError(self.numerics.refusal(self.model_name), self.numerics.to_dict())
 
     def _terminate(self) -> None:
         if self._proc is None:
