@@ -41,7 +41,7 @@ class Services:
     parse: Callable  # parse(text) -> Candidate, raising ValueError with a reason
     catalog: Callable  # catalog(name) -> dict(name, full_name, code)
     adapters: Any = None
-    burn_in_cache: Any = None  # get(name) -> result | None, put(name, result)
+    burn_in_cache: Any = None  # get(id, code) -> result | None, put(id, code, result)
     task_description: str = ""
     beta: float = 0.05
     health: Callable | None = None  # restarts a crashed model server; True if it did
@@ -178,9 +178,12 @@ class Discovery:
                 self._fingerprint_catalog(row)
             if row.status in EVALUATED:
                 continue
-            cached = self.s.burn_in_cache.get(id) if self.s.burn_in_cache else None
+            cached = self.s.burn_in_cache.get(id, row.code) if self.s.burn_in_cache else None
             if cached:
-                self._record_result(row, {**cached, "cached": True})
+                source = cached.get("run") or "an earlier run"
+                self.events.emit("log", level="info",
+                                 message=f"{id} reused from the burn-in cache (run {source})")
+                self._record_result(row, {**cached, "cached_from": source})
             else:
                 todo.append(row)
         if todo:
@@ -371,7 +374,7 @@ class Discovery:
                 return
             self._record_result(row, result)
             if cache and self.s.burn_in_cache and result.get("status") == "scored":
-                self.s.burn_in_cache.put(row.id, result)
+                self.s.burn_in_cache.put(row.id, row.code, result)
 
         def on_start(row: Row) -> None:
             status = "scoring" if row.code is None else "training"
@@ -399,7 +402,7 @@ class Discovery:
         if status not in EVALUATED:
             status = "failed"
         metrics = dict(result.get("metrics") or {})
-        for key in ("adapter", "cached", "replayed_from"):
+        for key in ("adapter", "cached_from", "replayed_from"):
             if result.get(key) is not None:
                 metrics[key] = result[key]
         fields = {"status": status, "metrics": metrics, "timings": result.get("timings") or {},

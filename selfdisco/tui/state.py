@@ -58,10 +58,18 @@ class CandidateRow:
         return None
 
     @property
+    def cached_from(self) -> str | None:
+        """The run whose burn-in cache this baseline's result was reused from, if it was."""
+        value = self.metrics.get("cached_from")
+        return str(value) if value else None
+
+    @property
     def status_text(self) -> str:
-        """The status, with training progress while it trains."""
+        """The status, with training progress while it trains; a reused baseline says so."""
         if self.status == "training" and self.step is not None and self.total:
             return f"training {self.step}/{self.total}"
+        if self.status == "scored" and self.cached_from:
+            return "scored (cached)"
         return self.status
 
     def matches(self, text: str) -> bool:

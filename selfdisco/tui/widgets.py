@@ -275,6 +275,8 @@ def _outcome(row: CandidateRow) -> Text:
     text = Text.assemble("fitness ", (format_fitness(row.fitness, row.stderr), "bold green"))
     if row.kl is not None:
         text.append(f"   KL {row.kl:.4f}")
+    if row.cached_from:
+        text.append(f"\nreused from the burn-in cache of run {row.cached_from}", style="dim")
     return text
 
 
