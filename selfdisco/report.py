@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from selfdisco.archive import Archive, Row
-from selfdisco.config import read_run_config
+from selfdisco.config import read_run_config, run_train_settings
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -78,6 +78,12 @@ def write_report(run_dir: Path) -> Path:
              f"Generations finished: {sum(g['state'] == 'done' for g in generations)} of "
              f"{config.discovery.generations}. Proposals: "
              + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ".", ""]
+    reused = [r for r in rows if r.metrics.get("cached_from")]
+    if reused:
+        lines += ["Baselines reused from an earlier run's burn-in cache (same task, model, "
+                  "training recipe, seeds and loss code): "
+                  + ", ".join(f"{r.id} (from run {r.metrics['cached_from']})" for r in reused)
+                  + ".", ""]
     if proposer:
         lines += [f"Self-improvement: from generation {proposer['generation'] + 1} the proposer "
                   f"was the policy trained under {proposer['id']} (fitness "
@@ -87,18 +93,18 @@ def write_report(run_dir: Path) -> Path:
               "|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(scored, 1):
         kl = r.metrics.get("kl")
-        lines.append(f"| {i} | {r.id} | {r.name} | {r.generation} | {_fmt(r.fitness)} | "
+        mark = " (cached)" if r.metrics.get("cached_from") else ""
+        lines.append(f"| {i} | {r.id}{mark} | {r.name} | {r.generation} | {_fmt(r.fitness)} | "
                      f"{_fmt(r.stderr)} | {_fmt(kl if isinstance(kl, float) else None, 3)} | "
                      f"{r.proposer or '-'} |")
     plot_fitness(rows, run_dir / "report_fitness.png")
     lines += ["", "## Fitness", "", "![fitness](report_fitness.png)", ""]
     top = [r for r in scored if r.kind == "proposal"][:3]
-    from selfdisco.train.settings import TrainSettings  # light: no torch
-
-    beta = TrainSettings.for_preset(config.train.preset).beta
-    beta = config.train.overrides.get("beta", beta)
+    beta = run_train_settings(config).beta  # the beta the run trained with
     if top and plot_shapes(top, beta, run_dir / "report_shapes.png"):
-        lines += ["## Top losses beside dpo", "", "![shapes](report_shapes.png)", ""]
+        lines += ["## Top losses beside dpo", "",
+                  f"Drawn at beta = {beta:g}, the beta the run trained with.", "",
+                  "![shapes](report_shapes.png)", ""]
     for r in top:
         lines += [f"### {r.id} {r.name} (fitness {_fmt(r.fitness)})", "", r.thought or "", "",
                   "```python", (r.code or "").strip(), "```", ""]

@@ -135,7 +135,7 @@ class DiscoApp(App[str]):
         self.shapes_pending: set[str] = set()
         self._notified = False
         config = read_config(self.run_dir)
-        self.beta = run_beta(config, DEFAULT_BETA)
+        self.beta = run_beta(self.run_dir, DEFAULT_BETA)
         self.state.task, self.state.preset = header_fields(config)
 
     # ---- layout --------------------------------------------------------------------------------

@@ -49,21 +49,15 @@ def config_value(config: dict[str, Any], key: str) -> Any:
     return None
 
 
-def run_beta(config: dict[str, Any], default: float) -> float:
-    """The beta the run trains with: an explicit override, else its training preset's."""
-    value = config_value(config, "beta")
-    if isinstance(value, int | float):
-        return float(value)
-    train = config.get("train")
-    preset = train.get("preset") if isinstance(train, dict) else None
-    if isinstance(preset, str):
-        try:
-            from selfdisco.train.settings import TrainSettings
+def run_beta(run_dir: Path, default: float) -> float:
+    """The beta the run trains with (its task's training recipe with the config's overrides);
+    `default` when its config cannot be read."""
+    from selfdisco.config import read_run_config, run_train_settings
 
-            return float(TrainSettings.for_preset(preset).beta)
-        except (ImportError, UserError, AttributeError):
-            pass
-    return default
+    try:
+        return float(run_train_settings(read_run_config(run_dir)).beta)
+    except (UserError, OSError, ValueError, AttributeError):
+        return default
 
 
 def header_fields(config: dict[str, Any]) -> tuple[str | None, str | None]:
