@@ -6,8 +6,8 @@ from console import SELFDISCO
 
 
 def doctor(env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([SELFDISCO, "doctor", "--json"], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
+    return subprocess.run([SELFDISCO, "doctor", "--json", "--quick"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
 
 
 def test_doctor_reports_the_cpu_stack_and_bundled_model():
@@ -28,8 +28,8 @@ def test_doctor_fails_with_an_explanation_when_the_model_is_missing(tmp_path):
     assert result.returncode == 1
     report = json.loads(result.stdout)
     assert any("smollm2-135m-instruct is not prepared" in p for p in report["problems"])
-    plain = subprocess.run([SELFDISCO, "doctor"], capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "SELFDISCO_HOME": str(tmp_path)})
+    plain = subprocess.run([SELFDISCO, "doctor", "--quick"], capture_output=True, text=True,
+                           timeout=120, env={**os.environ, "SELFDISCO_HOME": str(tmp_path)})
     assert plain.returncode == 1
     assert "./scripts/setup.sh" in plain.stdout
     assert "Traceback" not in plain.stdout + plain.stderr
