@@ -66,15 +66,20 @@ def loss_and_grads(trainer, rows=range(4)):
 
 
 def assert_same(a, b):
+    """Equal up to float32 rounding: the two sides may order their sums differently (another
+    formula, another batch grouping for the reference), which moves log-probs of about -90 by
+    a few units in the last place (1e-5) and a gradient element by about 1e-6 of its tensor's
+    largest element, however much its own terms cancel. Any real difference is far larger."""
     loss_a, grads_a, metrics_a = a
     loss_b, grads_b, metrics_b = b
-    torch.testing.assert_close(loss_a, loss_b, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-7)
     assert grads_a.keys() == grads_b.keys() and grads_a
     for name in grads_a:
-        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-8)
+        scale = float(grads_b[name].abs().max())
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-5 * scale)
     for name in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
                  "logps/chosen", "logps/rejected"):
-        assert metrics_a[name] == pytest.approx(metrics_b[name], rel=1e-6, abs=1e-7), name
+        assert metrics_a[name] == pytest.approx(metrics_b[name], rel=1e-5, abs=1e-5), name
 
 
 @pytest.mark.parametrize(("name", "trl_loss_type"), [
@@ -88,11 +93,14 @@ def test_runtime_loss_reproduces_trl_loss_and_gradients(model_path, tmp_path, na
 
 
 def test_different_losses_give_different_gradients(model_path, tmp_path):
-    """The comparison above can fail: dpo and lrml differ on the same batch."""
+    """The comparison above can fail: dpo and lrml differ on the same batch, in their
+    gradients alone too."""
     a = loss_and_grads(make_trainer(model_path, tmp_path, loss_fn=catalog_loss("dpo")))
     b = loss_and_grads(make_trainer(model_path, tmp_path, loss_fn=catalog_loss("lrml")))
     with pytest.raises(AssertionError):
         assert_same(a, b)
+    with pytest.raises(AssertionError, match="Tensor-likes are not close"):
+        assert_same((b[0], a[1], b[2]), b)  # lrml's loss and metrics, dpo's gradients
 
 
 def test_rho_statistics_are_logged(model_path, tmp_path):
