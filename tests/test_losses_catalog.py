@@ -164,9 +164,13 @@ def test_catalog_equals_trl(smoke_model_and_data, loss_type, name, beta, tmp_pat
             smoke_model_and_data, loss_type, name, beta, tmp_path):
         batches += 1
         assert float(rho.std()) > 5  # the batch really spreads over rho
-        assert ours.item() == pytest.approx(trl_loss.item(), rel=1e-6, abs=1e-7)
+        # Equal up to float32 rounding, which the two formulas may do in different orders:
+        # a few units in the last place, and for a gradient element about 1e-6 of its
+        # tensor's largest element, however much its own terms cancel.
+        assert ours.item() == pytest.approx(trl_loss.item(), rel=1e-5, abs=1e-7)
         for trl_grad, our_grad in zip(trl_grads, our_grads, strict=True):
-            assert torch.allclose(trl_grad, our_grad, rtol=1e-5, atol=1e-8)
+            scale = float(trl_grad.abs().max())
+            torch.testing.assert_close(our_grad, trl_grad, rtol=1e-5, atol=1e-5 * scale)
     assert batches == 3
 
 
