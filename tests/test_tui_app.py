@@ -11,7 +11,7 @@ from test_tui_data import recorded_lines
 
 from selfdisco.control import ControlReader
 from selfdisco.tui.app import CloseRunScreen, DetailScreen, DiscoApp
-from selfdisco.tui.widgets import CandidatesTable, CandidateView
+from selfdisco.tui.widgets import COLUMNS, CandidatesTable, CandidateView
 
 SIZE = (160, 48)
 WAIT_S = 180.0  # generous (the machine may be busy): only reached when something is broken
@@ -129,7 +129,10 @@ def test_cells_updated_in_place_widen_their_column(tmp_path):
                 len(getattr(cell, "plain", str(cell))) for cell in table.get_column(column.key)))
                 for column in table.columns.values()}
 
-    for key, (width, widest) in asyncio.run(scenario()).items():
+    widths = asyncio.run(scenario())
+    assert set(widths) == {key for _, key in COLUMNS}
+    assert widths["fitness"][1] >= len("0.1412 ± 0.0301")  # base's score, written in place
+    for key, (width, widest) in widths.items():
         assert width >= widest, key
 
 
