@@ -168,7 +168,11 @@ def test_coalescing_keeps_the_final_state():
     kept = coalesce(events)
     assert len(kept) < len(events)
     progress = [e for e in kept if e["type"] == "training_progress"]
-    assert len({e["id"] for e in progress}) == len(progress)  # one per candidate
+    trained = {e["id"] for e in events if e["type"] == "training_progress"}
+    assert len(trained) >= 3
+    assert sorted(e["id"] for e in progress) == sorted(trained)  # one per candidate: its last
+    assert all(e == max((f for f in events if f["type"] == "training_progress"
+                         and f["id"] == e["id"]), key=lambda f: f["seq"]) for e in progress)
     full, short = RunState.from_events(events), RunState.from_events(kept)
     assert [(r.id, r.status, r.step, r.fitness) for r in full.rows()] == \
         [(r.id, r.status, r.step, r.fitness) for r in short.rows()]
