@@ -6,6 +6,9 @@ JSON schema enforced (as a run asks) and without it (like for like with transfor
 no schema). Tokens are the generated tokens up to and including the end-of-text token.
 
     python scripts/bench_propose.py [--model smollm2-135m-instruct] [--n 8] [--max-tokens 384]
+                                    [--dtype auto]
+
+vLLM serves in --dtype (auto: float32 on CPU, as a run does); transformers runs in float32.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ def bench_vllm(model_path: str, messages: list[dict], args, schema: dict) -> lis
     log = Path(tempfile.mkdtemp(prefix="bench-propose-")) / "server.log"
     lines = []
     started = time.monotonic()
-    with VLLMServer(model_path, log_path=log) as server:
-        lines.append(f"vLLM start-up: {time.monotonic() - started:.1f} s (log {log})")
+    with VLLMServer(model_path, log_path=log, dtype=args.dtype) as server:
+        lines.append(f"vLLM ({server.dtype}) start-up: {time.monotonic() - started:.1f} s "
+                     f"(log {log})")
         client = server.client()
         client.chat(messages, n=1, max_tokens=8, seed=0)  # warm-up
         for label, options in (("JSON schema", {"json_schema": schema}), ("free text", {})):
@@ -57,7 +61,7 @@ def bench_vllm(model_path: str, messages: list[dict], args, schema: dict) -> lis
                     except ValueError:
                         pass
                 note = f", {parsed}/{args.n} answers parse as JSON"
-            lines.append(f"vLLM, {label}: {tokens} tokens in {seconds:.1f} s = "
+            lines.append(f"vLLM {server.dtype}, {label}: {tokens} tokens in {seconds:.1f} s = "
                          f"{tokens / seconds:.1f} tokens/s{note}")
     return lines
 
@@ -81,8 +85,8 @@ def bench_transformers(model_path: str, messages: list[dict], args) -> list[str]
         seconds = time.monotonic() - started
     new = output[:, prompt["input_ids"].shape[1]:].tolist()
     tokens = sum(row.index(eos) + 1 if eos in row else len(row) for row in new)
-    return [f"transformers generate (batch of {args.n}, {torch.get_num_threads()} threads): "
-            f"{tokens} tokens in {seconds:.1f} s = {tokens / seconds:.1f} tokens/s"]
+    return [f"transformers float32 generate (batch of {args.n}, {torch.get_num_threads()} "
+            f"threads): {tokens} tokens in {seconds:.1f} s = {tokens / seconds:.1f} tokens/s"]
 
 
 def main() -> int:
@@ -95,6 +99,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grammar", choices=["free", "expression"], default="free",
                         help="the candidate schema's code grammar (the cpu preset uses expression)")
+    parser.add_argument("--dtype", default="auto",
+                        help="what vLLM serves in: auto (float32 on CPU), float32, bfloat16")
     parser.add_argument("--skip-vllm", action="store_true")
     parser.add_argument("--skip-transformers", action="store_true")
     args = parser.parse_args()

@@ -113,7 +113,7 @@ def _evaluate_with_server(args: argparse.Namespace, task: Any, options: dict[str
 
     model_name, server_config = preset_model(args.preset)
     model_path = resolve_model(args.model or model_name)
-    server_options = {}
+    server_options = {"check_numerics": True}
     if server_config.get("max_model_len"):
         server_options["max_model_len"] = int(server_config["max_model_len"])
     if args.server:

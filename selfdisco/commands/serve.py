@@ -22,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve a PEFT LoRA adapter under NAME (repeatable)")
     parser.add_argument("--max-lora-rank", type=int, default=16,
                         help="largest LoRA rank that can be loaded (default 16)")
+    parser.add_argument("--dtype", default="auto",
+                        help="what the model computes in: auto (float32 on CPU, bfloat16 on a "
+                             "GPU), float32, bfloat16 or float16")
+    parser.add_argument("--no-check-numerics", action="store_true",
+                        help="skip comparing the server with transformers before serving")
     parser.add_argument("--log", type=Path, default=None,
                         help="server log file (default: checkpoints/serve/server-PORT.log)")
 
@@ -57,11 +62,14 @@ def run(args: argparse.Namespace) -> int:
     port = args.port or free_port()
     log_path = args.log or checkpoints_dir() / "serve" / f"server-{port}.log"
     server = VLLMServer(resolve_model(args.model), log_path=log_path, port=port, host=args.host,
-                        adapters=adapters, max_lora_rank=args.max_lora_rank)
+                        adapters=adapters, max_lora_rank=args.max_lora_rank,
+                        dtype=args.dtype, check_numerics=not args.no_check_numerics)
     with sigterm_as_interrupt():
         try:
             print(f"starting vLLM for {server.model_path} (log: {log_path})", flush=True)
             with server:
+                if server.numerics is not None:
+                    print(server.numerics.summary(), flush=True)
                 names = ", ".join([server.model_name, *adapters])
                 print(f"serving {names} at {server.base_url}", flush=True)
                 print(f"use it with --proposer {server.base_url}; Ctrl-C stops it", flush=True)
