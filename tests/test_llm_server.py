@@ -46,6 +46,7 @@ def test_n_seeded_samples(vllm_smoke):
 def test_json_schema_answers_parse(vllm_smoke):
     client = vllm_smoke.client()
     answers = client.chat(MESSAGES, n=3, seed=0, max_tokens=1000, json_schema=PROPOSAL_SCHEMA)
+    assert len(answers) == 3
     for answer in answers:
         assert answer.finish_reason == "stop", answer.text
         assert answer.text.startswith('{"thought":"')  # compact: no whitespace between tokens
@@ -56,6 +57,7 @@ def test_json_schema_answers_parse(vllm_smoke):
 
 def test_choice_constraint(vllm_smoke):
     answers = vllm_smoke.client().chat(MESSAGES, n=6, seed=2, choices=["A", "B", "tie"])
+    assert len(answers) == 6
     assert {a.text for a in answers} <= {"A", "B", "tie"}
 
 
@@ -63,6 +65,7 @@ def test_stop_string_ends_the_answer(vllm_smoke):
     client = vllm_smoke.client()
     (free,) = client.complete(PROMPT, temperature=0, max_tokens=12)
     stop = free.text.strip()[:2]
+    assert len(stop) == 2, free.text  # an empty stop string would be found in any text
     (stopped,) = client.complete(PROMPT, temperature=0, max_tokens=12, stop=stop)
     assert stopped.finish_reason == "stop" and stop not in stopped.text
     assert free.text.startswith(stopped.text)
@@ -127,18 +130,26 @@ def test_recorded_answers_replay_in_order(vllm_smoke, tmp_path):
     assert [ask(replay) for ask in asked] == recorded
 
 
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # it ended between the two questions
+        return False
+
+
 def test_a_crash_is_noticed_and_recovered(vllm_smoke, smoke_lora_adapter):
     """Kill the vLLM API server mid-run: the next request restarts it, adapters included."""
     client = vllm_smoke.client()
     client.load_adapter("crash-lora", smoke_lora_adapter)
     before = client.complete(PROMPT, temperature=0, max_tokens=8, model="crash-lora")
     old_processes = vllm_smoke.processes()
+    assert old_processes  # else "none of them still runs" below would hold trivially
     restarts = vllm_smoke.restarts
     vllm_smoke.api_process().kill()
     after = client.complete(PROMPT, temperature=0, max_tokens=8, model="crash-lora")
     assert vllm_smoke.restarts == restarts + 1
     assert [c.token_ids for c in after] == [c.token_ids for c in before]
-    alive = [p for p in old_processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    alive = [p for p in old_processes if _alive(p)]
     assert not alive, f"processes of the crashed server still running: {alive}"
     client.unload_adapter("crash-lora")
 
