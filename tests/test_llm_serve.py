@@ -22,6 +22,13 @@ pytestmark = pytest.mark.integration
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
 
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # it ended between the two questions
+        return False
+
+
 class Serve:
     """A `selfdisco serve` process and the lines it prints."""
 
@@ -31,7 +38,8 @@ class Serve:
              *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
         self.base_url = self._wait_for(r"serving .* at (http://\S+/v1)", timeout_s=400).group(1)
         self.descendants = psutil.Process(self.proc.pid).children(recursive=True)
 
@@ -45,7 +53,8 @@ class Serve:
             try:
                 line = self.lines.get(timeout=1)
             except queue.Empty:
-                if self.proc.poll() is not None:
+                # Give up early only once the process has ended and all it printed is read.
+                if self.proc.poll() is not None and not self.reader.is_alive():
                     break
                 continue
             self.output.append(line)
@@ -57,8 +66,7 @@ class Serve:
     def left_behind(self, timeout_s: float = 30.0) -> list[psutil.Process]:
         deadline = time.monotonic() + timeout_s
         while True:
-            alive = [p for p in self.descendants
-                     if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+            alive = [p for p in self.descendants if _alive(p)]
             if not alive or time.monotonic() > deadline:
                 return alive
             time.sleep(0.5)
@@ -99,7 +107,7 @@ def test_serve_then_sigterm_then_replay_without_a_server(tmp_path, start_serve,
 
     serve.proc.send_signal(signal.SIGTERM)
     assert serve.proc.wait(timeout=120) == 0
-    assert serve._wait_for("stopped", timeout_s=5)
+    assert serve._wait_for("stopped", timeout_s=60)
     assert not serve.left_behind(), "processes left after SIGTERM"
     with pytest.raises(LLMError):
         LLMClient(serve.base_url, "smoke-llama", retries=0).list_models()
@@ -110,6 +118,7 @@ def test_serve_then_sigterm_then_replay_without_a_server(tmp_path, start_serve,
 
 def test_serve_killed_outright_leaves_no_process(start_serve):
     serve = start_serve()
+    assert len(serve.descendants) >= 3  # else "none left behind" would hold trivially
     serve.proc.kill()  # SIGKILL: only the guard can clean up
     serve.proc.wait(timeout=10)
     assert not serve.left_behind(timeout_s=60), "processes left after SIGKILL of serve"
