@@ -54,7 +54,7 @@ def test_sentiment_pairs_and_base_fitness_on_the_smoke_model(smoke_ctx):
     assert again == pairs
     base = task.evaluate(smoke_ctx)
     assert base.n == PRESET_SETTINGS["smoke"].eval_prompts and base.metrics["kl"] == 0.0
-    assert base.stderr >= 0 or math.isnan(base.stderr)
+    assert math.isfinite(base.value) and math.isfinite(base.stderr) and base.stderr >= 0
 
 
 def test_mtbench_end_to_end_counts_unparsable_judge_replies(smoke_ctx, smoke_lora_adapter):
