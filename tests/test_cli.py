@@ -38,6 +38,7 @@ def test_help_imports_no_heavy_library():
 def test_every_command_help_imports_no_heavy_library():
     from selfdisco.cli import COMMANDS
 
+    assert {"run", "resume", "serve", "train", "losses", "tui"} <= set(COMMANDS)
     for name in COMMANDS:
         result = run_probe(name, "--help")
         assert f"selfdisco {name}" in result.stdout, result.stderr
