@@ -63,6 +63,10 @@ def test_smoke_run_records_two_generations(smoke_run):
     assert proposed == set(rows)
     assert (run_dir / "config.toml").exists()
     assert (run_dir / "llm" / "requests.jsonl").exists()
+    # The attached server was compared with transformers before the run used it.
+    checks = [e["message"] for e in events
+              if e["type"] == "log" and "greedy tokens" in e["message"]]
+    assert len(checks) == 1 and "float32" in checks[0] and "agree 32/32" in checks[0], checks
 
 
 def test_report_is_written(smoke_run):
