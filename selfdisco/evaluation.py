@@ -1,4 +1,4 @@
-"""Turning archive rows into fitness: live evaluation in worker processes, or a recorded run's.
+"""Turning archive rows into Results: live evaluation in worker processes, or a recorded run's.
 
 WorkerEvaluator writes candidates/<id>/job.json and runs the worker through an executor.
 RecordedEvaluator answers from another run's archive, matched by code, so a recorded run can be
@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from selfdisco.archive import Archive, Row
 from selfdisco.executors import JOB_FILE, LocalExecutor
+from selfdisco.records import Job, Result
 
 Progress = Callable[[Row, dict], None]
-Done = Callable[[Row, dict], None]
+Done = Callable[[Row, Result], None]
 Start = Callable[[Row], None]
 
 
@@ -25,33 +26,10 @@ def code_sha(code: str | None) -> str | None:
     return hashlib.sha256(code.encode()).hexdigest()[:16] if code is not None else None
 
 
-@dataclass
-class JobTemplate:
-    """What every job of a run shares; each candidate adds its id, name and code."""
-
-    task: str
-    task_options: dict
-    task_preset: str
-    task_seed: int
-    model_path: str
-    cache_dir: str
-    ref_cache_dir: str
-    train_settings: dict
-    train_seed: int
-    server_url: str
-    served_model: str
-    sleep_url: str = ""  # the server's root URL when it must sleep while a worker trains
-    judge_url: str = ""  # a judged task's judge server; empty: the policy's server
-    judge_model: str = ""
-    dtype: str = "float32"  # what the server samples in; KL is computed in it too
-
-    def job(self, row: Row, out_dir: Path) -> dict:
-        return {**self.__dict__, "id": row.id, "name": row.name or row.id, "code": row.code,
-                "out_dir": str(out_dir)}
-
-
 class WorkerEvaluator:
-    def __init__(self, run_dir: Path, template: JobTemplate, executor: LocalExecutor,
+    """Each row becomes `template` filled in for its candidate, run by the executor."""
+
+    def __init__(self, run_dir: Path, template: Job, executor: LocalExecutor,
                  timeout_s: float):
         self.run_dir = Path(run_dir)
         self.template = template
@@ -64,7 +42,8 @@ class WorkerEvaluator:
         for row in rows:
             job_dir = self.run_dir / "candidates" / row.id
             job_dir.mkdir(parents=True, exist_ok=True)
-            (job_dir / JOB_FILE).write_text(json.dumps(self.template.job(row, job_dir), indent=2))
+            job = self.template.for_candidate(row.id, row.name or row.id, row.code, str(job_dir))
+            (job_dir / JOB_FILE).write_text(json.dumps(job.to_dict(), indent=2))
             by_dir[job_dir] = row
         self.executor.map(list(by_dir), self.timeout_s,
                           on_progress=lambda d, p: on_progress(by_dir[d], p),
@@ -77,15 +56,11 @@ class RecordedEvaluator:
 
     def __init__(self, source_run: Path):
         archive = Archive(source_run)
-        self.results: dict[tuple, dict] = {}
+        self.results: dict[tuple, Result] = {}
         for row in archive.rows():
-            if not row.evaluated:
-                continue
-            key = (row.kind, code_sha(row.code))
-            self.results.setdefault(key, {
-                "status": row.status, "fitness": row.fitness, "stderr": row.stderr,
-                "metrics": row.metrics, "reason": row.reason, "timings": row.timings,
-                "adapter": (row.metrics or {}).get("adapter"), "replayed_from": row.id})
+            if row.evaluated:
+                self.results.setdefault((row.kind, code_sha(row.code)),
+                                        replace(Result.from_row(row), replayed_from=row.id))
         archive.close()
 
     def evaluate(self, rows: list[Row], on_progress: Progress, on_done: Done,
@@ -95,5 +70,5 @@ class RecordedEvaluator:
                 on_start(row)
             result = self.results.get((row.kind, code_sha(row.code)))
             if result is None:
-                result = {"status": "failed", "reason": "not evaluated in the recorded run"}
-            on_done(row, dict(result))
+                result = Result.failed("not_recorded", "not evaluated in the recorded run")
+            on_done(row, result)

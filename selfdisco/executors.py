@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from selfdisco.errors import UserError
 from selfdisco.events import read_appended
+from selfdisco.records import Result
 from selfdisco.registry import Registry
 from selfdisco.worker import PROGRESS_FILE, RESULT_FILE
 
@@ -88,7 +89,7 @@ class Cancelled(Exception):
 
 def run_job_process(job_dir: Path, timeout_s: float, on_progress: Progress | None = None,
                     poll_s: float = 0.5, cancel: threading.Event | None = None,
-                    command: Sequence[str] | None = None) -> dict:
+                    command: Sequence[str] | None = None) -> Result:
     """Run the worker on job_dir/job.json and wait for it; kill its process group on timeout.
 
     Args:
@@ -120,8 +121,8 @@ def run_job_process(job_dir: Path, timeout_s: float, on_progress: Progress | Non
                 raise Cancelled(str(job_dir))
             if time.monotonic() > deadline:
                 _kill_group(proc)
-                return {"status": "failed", "reason": f"evaluation took longer than "
-                        f"{timeout_s / 60:.1f} minutes and was stopped"}
+                return Result.failed("timeout", f"evaluation took longer than "
+                                     f"{timeout_s / 60:.1f} minutes and was stopped")
     except BaseException:
         _kill_group(proc)
         raise
@@ -136,9 +137,12 @@ def run_job_process(job_dir: Path, timeout_s: float, on_progress: Progress | Non
     if not result_path.exists():
         how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
                else f"exit code {proc.returncode}")
-        return {"status": "failed", "reason": f"the evaluation process died ({how}) without a "
-                "result; see worker.log"}
-    return json.loads(result_path.read_text())
+        return Result.failed("killed", f"the evaluation process died ({how}) without a "
+                             "result; see worker.log")
+    try:
+        return Result.from_dict(json.loads(result_path.read_text()))
+    except ValueError as err:
+        return Result.failed("error", f"unreadable {result_path}: {err}")
 
 
 def read_progress(path: Path, offset: int, on_progress: Progress | None) -> int:

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from selfdisco import propose
@@ -21,6 +21,7 @@ from selfdisco.control import ControlReader, apply_command
 from selfdisco.errors import UserError
 from selfdisco.evaluation import code_sha
 from selfdisco.events import EventWriter
+from selfdisco.records import Result
 from selfdisco.seeds import derive
 
 EVALUATED = ("scored", "diverged", "failed")
@@ -41,7 +42,7 @@ class Services:
     parse: Callable  # parse(text) -> Candidate, raising ValueError with a reason
     catalog: Callable  # catalog(name) -> dict(name, full_name, code)
     adapters: Any = None
-    burn_in_cache: Any = None  # get(id, code) -> result | None, put(id, code, result)
+    burn_in_cache: Any = None  # get(id, code) -> Result | None, put(id, code, result)
     task_description: str = ""
     beta: float = 0.05
     health: Callable | None = None  # restarts a crashed model server; True if it did
@@ -180,10 +181,10 @@ class Discovery:
                 continue
             cached = self.s.burn_in_cache.get(id, row.code) if self.s.burn_in_cache else None
             if cached:
-                source = cached.get("run") or "an earlier run"
+                source = cached.cached_from or "an earlier run"
                 self.events.emit("log", level="info",
                                  message=f"{id} reused from the burn-in cache (run {source})")
-                self._record_result(row, {**cached, "cached_from": source})
+                self._record_result(row, replace(cached, cached_from=source))
             else:
                 todo.append(row)
         if todo:
@@ -350,7 +351,8 @@ class Discovery:
 
     # ---- evaluate and record --------------------------------------------------------------------
     def _evaluate(self, rows: list[Row], cache: bool = False, retry: bool = True) -> None:
-        """Train and score rows; a candidate hit by a model-server crash is tried once more."""
+        """Train and score rows; one that failed because of the model server (cause "server")
+        is evaluated once more, after a health check of the server."""
         last_emit: dict[str, float] = {}
         scoring: set[str] = set()
         hit_by_crash: list[Row] = []
@@ -367,13 +369,12 @@ class Discovery:
                 self.events.emit("training_progress", id=row.id, step=step, total=total,
                                  loss=progress.get("loss"))
 
-        def on_done(row: Row, result: dict) -> None:
-            server_trouble = "LLM server" in str(result.get("reason") or "")
-            if retry and result.get("status") == "failed" and server_trouble:
+        def on_done(row: Row, result: Result) -> None:
+            if retry and result.cause == "server":
                 hit_by_crash.append(row)
                 return
             self._record_result(row, result)
-            if cache and self.s.burn_in_cache and result.get("status") == "scored":
+            if cache and self.s.burn_in_cache and result.status == "scored":
                 self.s.burn_in_cache.put(row.id, row.code, result)
 
         def on_start(row: Row) -> None:
@@ -397,27 +398,17 @@ class Discovery:
             self.events.emit("server", state="restarted", detail="after a crash")
         return restarted
 
-    def _record_result(self, row: Row, result: dict) -> None:
-        status = result.get("status", "failed")
-        if status not in EVALUATED:
-            status = "failed"
-        metrics = dict(result.get("metrics") or {})
-        for key in ("adapter", "cached_from", "replayed_from"):
-            if result.get(key) is not None:
-                metrics[key] = result[key]
-        fields = {"status": status, "metrics": metrics, "timings": result.get("timings") or {},
-                  "reason": result.get("reason")}
-        if status == "scored":
-            fields.update(fitness=float(result["fitness"]), stderr=result.get("stderr"))
+    def _record_result(self, row: Row, result: Result) -> None:
+        fields = result.archive_fields()
         self.archive.update(row.id, **fields)
-        if status == "scored":
+        if result.status == "scored":
             self.events.emit("candidate_scored", id=row.id, fitness=fields["fitness"],
-                             stderr=fields["stderr"], metrics=metrics)
-        elif status == "diverged":
-            self.events.emit("candidate_diverged", id=row.id, step=result.get("step"),
-                             reason=result.get("reason"))
+                             stderr=result.stderr, metrics=fields["metrics"])
+        elif result.status == "diverged":
+            self.events.emit("candidate_diverged", id=row.id, step=result.step,
+                             reason=result.reason)
         else:
-            self.events.emit("candidate_failed", id=row.id, reason=result.get("reason"))
+            self.events.emit("candidate_failed", id=row.id, reason=result.reason)
 
     # ---- self-improvement ---------------------------------------------------------------------
     def _promote(self, g: int) -> None:

@@ -92,6 +92,39 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+PROBE_BYTES = 1 << 22  # model_identity hashes the first 4 MiB of each weight file
+
+
+def model_identity(model_path: str) -> dict:
+    """What identifies a model's weights in cache keys, without reading all of them.
+
+    A Hugging Face id stands for itself. A local directory: its config's sha256, plus the sha256
+    of its weights from its manifest (a bundled model, wherever it sits), or else its resolved
+    path and the name, size and first 4 MiB of each weight file.
+    """
+    path = Path(model_path).expanduser()
+    if not path.is_dir():
+        return {"id": model_path}
+    identity: dict = {}
+    if (path / "config.json").exists():
+        identity["config_sha256"] = sha256_file(path / "config.json")
+    try:
+        identity["weights_sha256"] = json.loads((path / MANIFEST).read_text())["weights_sha256"]
+        return identity
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    identity["path"] = str(path.resolve())
+    files = {}
+    for weights in sorted(path.iterdir()):
+        if weights.suffix in WEIGHT_SUFFIXES and weights.is_file():
+            with open(weights, "rb") as handle:
+                probe = hashlib.sha256(handle.read(PROBE_BYTES)).hexdigest()
+            files[weights.name] = [weights.stat().st_size, probe]
+    identity["weights"] = files
+    return identity
+
+
 def _write_manifest(directory: Path, **fields) -> None:
     fields["weights_sha256"] = sha256_file(directory / WEIGHTS)
     (directory / MANIFEST).write_text(json.dumps(fields, indent=2) + "\n")

@@ -10,6 +10,7 @@ import hashlib
 import json
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from selfdisco.archive import Archive
@@ -18,6 +19,7 @@ from selfdisco.errors import UserError
 from selfdisco.evaluation import code_sha
 from selfdisco.events import EventWriter, read_events
 from selfdisco.paths import checkpoints_dir, write_text_atomic
+from selfdisco.records import Result
 from selfdisco.seeds import derive
 
 
@@ -36,11 +38,12 @@ def prepare_run_dir(config: RunConfig, run_dir: Path | None) -> Path:
     return run_dir
 
 
-# Part of the burn-in cache's key: bump it when what a baseline's result depends on changes.
-BURN_IN_VERSION = 2
+# Part of the burn-in cache's key: bump it when what a baseline's result depends on changes,
+# or the entries' shape (3: entries are records.Result, the model a models.model_identity).
+BURN_IN_VERSION = 3
 
 
-def burn_in_key(config: RunConfig, *, model: str, dtype: str, train: dict, seeds: list[int],
+def burn_in_key(config: RunConfig, *, model: dict, dtype: str, train: dict, seeds: list[int],
                 pairs_version: int, pairs_sha: str) -> dict:
     """Everything a baseline's result depends on, but its loss code (BurnInCache keys each
     entry by its code too): task and options, preset, model, served dtype, training recipe,
@@ -60,8 +63,8 @@ def pairs_digest(pairs) -> str:
 
 
 class BurnInCache:
-    """Burn-in results shared by runs with the same recipe (see burn_in_key); each entry is
-    keyed by its row id and its loss code, and remembers the run that measured it."""
+    """Burn-in results shared by runs with the same recipe (see burn_in_key); each entry is a
+    Result keyed by its row id and its loss code, its cached_from the run that measured it."""
 
     def __init__(self, cache_dir: Path, key: dict, run_id: str = ""):
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
@@ -78,14 +81,20 @@ class BurnInCache:
         except (OSError, ValueError):
             return {}
 
-    def get(self, id: str, code: str | None) -> dict | None:
-        """The cached result of row `id` with this loss code (None for the base policy)."""
-        return self._load().get(self._entry(id, code))
+    def get(self, id: str, code: str | None) -> Result | None:
+        """The cached result of row `id` with this loss code (None for the base policy); an
+        entry that does not read as a Result is a miss, measured again."""
+        entry = self._load().get(self._entry(id, code))
+        try:
+            return Result.from_dict(entry) if entry is not None else None
+        except ValueError:
+            return None
 
-    def put(self, id: str, code: str | None, result: dict) -> None:
+    def put(self, id: str, code: str | None, result: Result) -> None:
+        """Keep `result` without its adapter (adapters belong to their run's directory)."""
         data = self._load()
-        entry = {k: v for k, v in result.items() if k != "adapter"}
-        data[self._entry(id, code)] = {**entry, "run": self.run_id}
+        data[self._entry(id, code)] = replace(result, adapter=None,
+                                              cached_from=self.run_id).to_dict()
         write_text_atomic(self.path, json.dumps(data, indent=2, default=str))
 
 
@@ -109,13 +118,6 @@ def parse_answer(text: str):
         return parse_candidate(text)
     except ParseError as err:
         raise ValueError(str(err)) from None
-
-
-def _model_identity(path: str) -> str:
-    manifest = Path(path) / "selfdisco-model.json"
-    if manifest.exists():
-        return json.loads(manifest.read_text()).get("weights_sha256", path)
-    return path
 
 
 def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> str:
@@ -161,14 +163,15 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
 
 
 def _live_services(config, run_dir, task, settings, events, stack, description):
-    from selfdisco.evaluation import JobTemplate, WorkerEvaluator
+    from selfdisco.evaluation import WorkerEvaluator
     from selfdisco.executors import make_executor
     from selfdisco.llm.cache import Recorder
     from selfdisco.llm.client import LLMClient
     from selfdisco.llm.server import VLLMServer, detect_backend, resolve_dtype
     from selfdisco.loop import Services
     from selfdisco.losses import screen
-    from selfdisco.models import resolve_model
+    from selfdisco.models import model_identity, resolve_model
+    from selfdisco.records import Job
     from selfdisco.tasks import TaskContext
 
     policy_path = resolve_model(config.models.policy)
@@ -241,17 +244,17 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
     pairs = task.preference_data(ctx)
     events.emit("stage", generation=0, stage="data", state="end", detail=f"{len(pairs)} pairs")
     train_seed = derive(config.seed, "train")
-    template = JobTemplate(
+    template = Job(
         task=config.task.name, task_options=dict(config.task.options), task_preset=config.preset,
         task_seed=task_seed, model_path=policy_path, cache_dir=str(cache_dir),
-        ref_cache_dir=str(cache_dir / "refcache"), train_settings=_settings_dict(settings),
+        ref_cache_dir=str(cache_dir / "refcache"), train_settings=settings,
         train_seed=train_seed, server_url=base_url, served_model=served_model,
         sleep_url=sleep_url, judge_url=judge_url, judge_model=judge_model, dtype=dtype)
     evaluator = WorkerEvaluator(run_dir, template,
                                 make_executor(config.executor, config.workers),
                                 timeout_s=config.discovery.candidate_timeout_min * 60)
-    burn_key = burn_in_key(config, model=_model_identity(policy_path), dtype=dtype,
-                           train=_settings_dict(settings), seeds=[task_seed, train_seed],
+    burn_key = burn_in_key(config, model=model_identity(policy_path), dtype=dtype,
+                           train=settings.to_dict(), seeds=[task_seed, train_seed],
                            pairs_version=task.pairs_version, pairs_sha=pairs_digest(pairs))
 
     return Services(proposer=proposer, evaluator=evaluator, screen=screen, parse=parse_answer,
@@ -296,13 +299,6 @@ def _check_attached(url: str, model: str, policy_path: str, dtype: str, events) 
     events.emit("log", level=level, message=f"{model} at {url}: {report.summary()}")
     if not report.skipped and not report.ok:
         raise NumericsError(report.refusal(model), report.to_dict())
-
-
-def _settings_dict(settings) -> dict:
-    import dataclasses
-
-    data = dataclasses.asdict(settings)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
 
 
 def run_finished(run_dir: Path) -> bool:

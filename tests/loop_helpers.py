@@ -19,6 +19,7 @@ from selfdisco.llm.client import BaseClient
 from selfdisco.llm.protocol import Completion
 from selfdisco.loop import Discovery, Services
 from selfdisco.losses import screen
+from selfdisco.records import Result
 from selfdisco.runner import catalog_entry, parse_answer
 
 DPO_LIKE = ("def loss_fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
@@ -78,8 +79,8 @@ class CurveEvaluator:
                 on_start(row)
             self.evaluated.append(row.id)
             if row.code is None:
-                on_done(row, {"status": "scored", "fitness": 0.0, "stderr": 0.01,
-                              "metrics": {"kl": 0.0}})
+                on_done(row, Result(status="scored", fitness=0.0, stderr=0.01,
+                                    metrics={"kl": 0.0}))
                 continue
             on_progress(row, {"step": 1, "total": 2, "loss": 0.5})
             fn = compile_loss(row.code)
@@ -87,12 +88,12 @@ class CurveEvaluator:
             zero = torch.zeros(2)
             losses = fn(rho, zero, zero, zero, 1.0)
             if not torch.isfinite(losses).all():
-                on_done(row, {"status": "diverged", "reason": "diverged at step 1", "step": 1})
+                on_done(row, Result.failed("diverged", "diverged at step 1", step=1))
                 continue
             on_progress(row, {"step": 2, "total": 2, "loss": 0.4})
             fitness = float(losses[0] - losses[1])
-            on_done(row, {"status": "scored", "fitness": fitness, "stderr": 0.01,
-                          "metrics": {"kl": 0.1}, "adapter": f"/adapters/{row.id}"})
+            on_done(row, Result(status="scored", fitness=fitness, stderr=0.01,
+                                metrics={"kl": 0.1}, adapter=f"/adapters/{row.id}"))
 
 
 def make_loop(run_dir: Path, proposer, evaluator, **discovery) -> Discovery:

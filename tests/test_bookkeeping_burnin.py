@@ -8,6 +8,7 @@ from loop_helpers import CurveEvaluator, ScriptedProposer, answer, make_loop
 from selfdisco.archive import Archive
 from selfdisco.config import load_config
 from selfdisco.events import read_events
+from selfdisco.records import Result
 from selfdisco.runner import BurnInCache, burn_in_key, catalog_entry, pairs_digest
 from selfdisco.tui.state import RunState
 
@@ -61,13 +62,24 @@ def test_pairs_digest_reads_a_dataset_like_a_list():
 
 def test_an_entry_is_keyed_by_its_loss_code(tmp_path):
     cache = BurnInCache(tmp_path, key_of(), run_id="first")
-    cache.put("burn-dpo", "def old(): ...", {"status": "scored", "fitness": 1.0,
-                                            "adapter": "/a"})
+    cache.put("burn-dpo", "def old(): ...", Result(status="scored", fitness=1.0, stderr=0.1,
+                                                   metrics={"kl": 0.2}, adapter="/a"))
     assert cache.get("burn-dpo", "def new(): ...") is None
     got = cache.get("burn-dpo", "def old(): ...")
-    assert got["fitness"] == 1.0 and got["run"] == "first" and "adapter" not in got
-    cache.put("base", None, {"status": "scored", "fitness": 0.5})
-    assert cache.get("base", None)["fitness"] == 0.5
+    assert got == Result(status="scored", fitness=1.0, stderr=0.1, metrics={"kl": 0.2},
+                         cached_from="first")
+    cache.put("base", None, Result(status="scored", fitness=0.5))
+    assert cache.get("base", None).fitness == 0.5
+
+
+def test_an_entry_of_an_older_shape_is_a_miss(tmp_path):
+    import json
+
+    cache = BurnInCache(tmp_path, key_of(), run_id="new")
+    cache.path.parent.mkdir(parents=True)
+    entry = cache._entry("burn-dpo", "def f(): ...")
+    cache.path.write_text(json.dumps({entry: {"status": "scored", "fitness": 1.0, "run": "old"}}))
+    assert cache.get("burn-dpo", "def f(): ...") is None
 
 
 ANSWERS = [answer("cell_like", "0.5 * F.softplus(-1.0 * x) + 0.5 * torch.exp(-1.0 * x)"),
@@ -124,8 +136,8 @@ def test_a_changed_loss_code_is_evaluated_again(tmp_path):
     cache_dir = tmp_path / "cache"
     cache = BurnInCache(cache_dir, key_of(), run_id="old")
     code = catalog_entry("dpo")["code"]
-    cache.put("burn-dpo", code + "\n# an older formula", {"status": "scored", "fitness": 9.0,
-                                                         "stderr": 0.0})
+    cache.put("burn-dpo", code + "\n# an older formula",
+              Result(status="scored", fitness=9.0, stderr=0.0))
     evaluator = run_with_cache(tmp_path / "run", cache_dir, "run")
     assert "burn-dpo" in evaluator.evaluated
     row = Archive(tmp_path / "run").get("burn-dpo")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 from datasets import Dataset
 
-from selfdisco.train.refcache import RefCache, cache_key, model_identity
+from selfdisco.models import model_identity
+from selfdisco.train.refcache import RefCache, cache_key
 
 TOKENS = Dataset.from_list([{"prompt_ids": [1, 2, 3], "chosen_ids": [4, 5], "rejected_ids": [6]},
                             {"prompt_ids": [7], "chosen_ids": [8], "rejected_ids": [9, 10]}])
@@ -72,3 +74,9 @@ def test_model_identity(tmp_path):
     assert model_identity(str(tmp_path)) != first
     (tmp_path / "selfdisco-model.json").write_text(json.dumps({"weights_sha256": "f00"}))
     assert model_identity(str(tmp_path))["weights_sha256"] == "f00"
+    # Weights with a manifest are the same wherever they sit; another config is another model.
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path, moved, ignore=shutil.ignore_patterns("moved"))
+    assert model_identity(str(moved)) == model_identity(str(tmp_path))
+    (moved / "config.json").write_text(json.dumps({"hidden_size": 16}))
+    assert model_identity(str(moved)) != model_identity(str(tmp_path))

@@ -9,8 +9,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
 from selfdisco.losses import catalog, compile_loss
-from selfdisco.models import resolve_model
-from selfdisco.train.refcache import RefCache, model_identity
+from selfdisco.models import model_identity, resolve_model
+from selfdisco.train.refcache import RefCache
 from selfdisco.train.trainer import RuntimeLossDPOTrainer
 
 BETA = 0.05  # the paper's beta; at beta = tau = 0.05 lrml_original equals TRL's discopop too

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from selfdisco.errors import UserError
+from selfdisco.models import model_identity
 from selfdisco.paths import write_text_atomic
 from selfdisco.tasks.base import Fitness, TaskContext, mean_and_stderr, preset_settings
 from selfdisco.tasks.openings import Split, dataset_openings, split_openings, template_openings
@@ -81,6 +82,7 @@ class SentimentTask:
 
     name = "sentiment"
     kind = "preference"
+    needs_judge = False
     description = "mean sentiment reward of policy samples on held-out review openings"
     pairs_version = PAIRS_VERSION
 
@@ -225,12 +227,3 @@ def kl_subset(samples: list, limit: int) -> list:
         rank[sample.prompt_index] = rank.get(sample.prompt_index, -1) + 1
         order.append((rank[sample.prompt_index], index))
     return [samples[index] for _, index in sorted(order)[:limit]]
-
-
-def model_identity(model_path: str) -> str:
-    """The model's weights checksum when its manifest has one, else its path or id."""
-    manifest = Path(model_path) / "selfdisco-model.json"
-    try:
-        return json.loads(manifest.read_text())["weights_sha256"]
-    except (OSError, ValueError, KeyError):
-        return str(model_path)

@@ -2,10 +2,10 @@
 
 The reference policy is fixed for a whole run, so log pi_ref(chosen | prompt) and
 log pi_ref(rejected | prompt) of every pair are computed once and stored on disk, one
-safetensors file per key. The key covers everything the numbers depend on: the model (its path,
-config and weight files, and the dtype it runs in), the tokenized pairs (which stand for the
-data, the tokenizer and its chat template, and the prompt cut) and the collator's length
-settings. Every candidate of a run, and every later run, reads the same file.
+safetensors file per key. The key covers everything the numbers depend on: the model (its
+identity, selfdisco.models.model_identity, and the dtype it runs in), the tokenized pairs
+(which stand for the data, the tokenizer and its chat template, and the prompt cut) and the
+collator's length settings. Every candidate of a run, and every later run, reads the same file.
 """
 
 from __future__ import annotations
@@ -18,46 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KEY_VERSION = 1  # bump when the way reference log-probs are computed changes
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
-PROBE_BYTES = 1 << 22  # hash the first 4 MiB of each weight file, plus its size
-
-
-def model_identity(model_path: str) -> dict:
-    """What identifies a model's weights without reading all of them.
-
-    A bundled model's manifest already carries the sha256 of its weights; other local models
-    are identified by their config and the name, size and first 4 MiB of each weight file. A
-    Hugging Face id stands for itself.
-    """
-    path = Path(model_path).expanduser()
-    if not path.is_dir():
-        return {"id": model_path}
-    identity: dict = {"path": str(path.resolve())}
-    config = path / "config.json"
-    if config.exists():
-        identity["config_sha256"] = hashlib.sha256(config.read_bytes()).hexdigest()
-    manifest = path / "selfdisco-model.json"
-    if manifest.exists():
-        try:
-            identity["weights_sha256"] = json.loads(manifest.read_text())["weights_sha256"]
-            return identity
-        except (ValueError, KeyError):
-            pass
-    files = {}
-    for weights in sorted(path.iterdir()):
-        if weights.suffix in WEIGHT_SUFFIXES and weights.is_file():
-            with open(weights, "rb") as handle:
-                probe = hashlib.sha256(handle.read(PROBE_BYTES)).hexdigest()
-            files[weights.name] = [weights.stat().st_size, probe]
-    identity["weights"] = files
-    return identity
 
 
 def cache_key(*, model: dict, dtype: str, tokenized, length_settings: dict) -> str:
     """The cache key: a sha256 over the model identity, dtype, tokenized pairs and lengths.
 
     Args:
-        model: `model_identity(...)` of the reference model.
+        model: `selfdisco.models.model_identity(...)` of the reference model.
         dtype: the dtype the reference runs in (float32 and bf16 give different numbers).
         tokenized: the tokenized dataset (prompt_ids, chosen_ids, rejected_ids), in order.
         length_settings: max_length, truncation_mode and the like.

@@ -20,7 +20,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from selfdisco.errors import UserError
+from selfdisco.errors import UserError, one_line
 from selfdisco.train.result import TrainResult
 from selfdisco.train.settings import TrainSettings
 
@@ -96,7 +96,8 @@ def build_trainer(*, model_path: str, dataset, settings: TrainSettings, loss_fn:
     """A RuntimeLossDPOTrainer for this recipe, with the reference cache attached."""
     from transformers.trainer_callback import PrinterCallback
 
-    from selfdisco.train.refcache import RefCache, model_identity
+    from selfdisco.models import model_identity
+    from selfdisco.train.refcache import RefCache
     from selfdisco.train.trainer import RuntimeLossDPOTrainer
 
     parts = trainer_parts(model_path, settings, out_dir)
@@ -171,12 +172,6 @@ def _result(trainer, run_log: RunLog) -> TrainResult:
                            error=f"diverged at step {step}: {guard.reason}")
     return TrainResult(status="ok", steps_done=trainer.state.global_step, metrics=metrics,
                        seconds_per_step=run_log.seconds_per_step())
-
-
-def one_line(err: BaseException, limit: int = 300) -> str:
-    text = str(err).strip().splitlines()
-    line = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-    return line[:limit]
 
 
 def peak_rss_mb() -> float:
