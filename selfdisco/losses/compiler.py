@@ -7,12 +7,19 @@ import builtins
 import importlib
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selfdisco.losses import allowlist as allow
 from selfdisco.losses.static import CheckedCode, CodeRejected, check_code
 
-LossFn = Callable[..., Any]  # (pc, pr, rc, rr, beta) -> Tensor of shape (B,)
+if TYPE_CHECKING:
+    import torch
+
+# fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+#    reference_rejected_logps, beta) -> per-example losses, shape (B,); their mean is the
+# training loss. Candidate code and catalog losses compile to this.
+LossFn = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor", float],
+                  "torch.Tensor"]
 
 
 class _LossContext:

@@ -13,7 +13,6 @@ is given, else computed per batch with the adapter disabled, exactly as TRL's pr
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,11 +20,8 @@ from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 from trl import DPOTrainer
 
+from selfdisco.losses.compiler import LossFn
 from selfdisco.train.refcache import RefCache, cache_key
-
-# fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-#    reference_rejected_logps, beta) -> per-example losses; their mean is the training loss.
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
 class DivergenceGuard(TrainerCallback):
@@ -74,7 +70,8 @@ class RuntimeLossDPOTrainer(DPOTrainer):
     Args (beyond DPOTrainer's):
         loss_fn: the per-pair loss (see LossFn).
         ref_cache: where cached reference log-probs live; None computes them per batch.
-        model_identity: `refcache.model_identity(path)` of the policy's base model; keys the cache.
+        model_identity: `selfdisco.models.model_identity(path)` of the policy's base model;
+            keys the cache.
         max_prompt_length: keep only the last this many prompt tokens (None keeps all).
     """
 
