@@ -1,8 +1,10 @@
 """The run's event log: an append-only JSONL file that the TUI and the headless printer read.
 
 Every line is one JSON object with the schema version `v`, a sequence number `seq`, a Unix time
-`t`, a `type` from EVENT_TYPES, and that type's fields. Writers append whole lines and flush;
-readers tolerate a partial last line (a writer may be mid-write) and pick it up on the next read.
+`t`, a `type` from EVENT_TYPES, and exactly that type's fields (`emit` refuses others). This
+module is the one declaration of the event vocabulary and of the candidate statuses. Writers
+append whole lines and flush; readers tolerate a partial last line (a writer may be mid-write)
+and pick it up on the next read.
 """
 
 from __future__ import annotations
@@ -18,30 +20,89 @@ from typing import Any
 SCHEMA_VERSION = 1
 EVENTS_FILE = "events.jsonl"
 
-# type -> the fields it carries (beyond v, seq, t, type). Documentation and a check for writers.
-EVENT_TYPES: dict[str, tuple[str, ...]] = {
-    "run_started": ("run_id", "task", "preset", "proposer", "generations",
-                    "candidates_per_generation"),
-    "run_resumed": ("run_id", "requeued"),
-    "run_finished": ("reason", "best_id", "best_fitness"),
-    "generation_started": ("generation",),
-    "generation_finished": ("generation", "best_id", "best_fitness"),
-    "stage": ("generation", "stage", "state", "detail"),
-    "candidate_proposed": ("id", "generation", "name", "thought", "code", "proposer", "attempt"),
-    "candidate_rejected": ("id", "stage", "reason"),
-    "candidate_status": ("id", "status"),
-    "training_progress": ("id", "step", "total", "loss"),
-    "candidate_scored": ("id", "fitness", "stderr", "metrics"),
-    "candidate_diverged": ("id", "step", "reason"),
-    "candidate_failed": ("id", "reason"),
-    "proposer_changed": ("proposer", "adapter", "fitness"),
-    "control": ("command",),
-    "server": ("state", "detail"),
-    "log": ("level", "message"),
-}
-
-# Candidate statuses, in the order a candidate moves through them.
+# Candidate statuses, in the order a candidate moves through them, and the groups the code asks
+# about. Every status list in the package is one of these.
 STATUSES = ("proposed", "rejected", "training", "scoring", "scored", "diverged", "failed")
+IN_EVALUATION = ("training", "scoring")  # a worker has it; a resumed run re-queues it
+EVALUATED = ("scored", "diverged", "failed")  # evaluation ended: a worker's Result's status
+FAILED = ("diverged", "failed")  # evaluated without a fitness
+FINAL = ("rejected", *EVALUATED)  # a candidate never leaves these
+UNSCORED = ("rejected", *FAILED)  # final without a fitness
+
+LOG_LEVELS = ("info", "warning", "error")
+Number = int | float
+
+# type -> its fields (beyond v, seq, t, type) and the types their values may have. Every field
+# is present in every event of its type (emit refuses one missing or unknown); a field that may
+# have no value says so with `| None`.
+EVENT_TYPES: dict[str, dict[str, Any]] = {
+    "run_started": {"run_id": str, "task": str, "preset": str, "proposer": str,
+                    "generations": int, "candidates_per_generation": int},
+    "run_resumed": {"run_id": str, "requeued": list},
+    "run_finished": {"reason": str, "best_id": str | None, "best_fitness": Number | None},
+    "generation_started": {"generation": int},
+    "generation_finished": {"generation": int, "best_id": str | None,
+                            "best_fitness": Number | None},
+    "stage": {"generation": int, "stage": str, "state": str, "detail": str},
+    "candidate_proposed": {"id": str, "generation": int, "name": str, "thought": str,
+                           "code": str, "proposer": str, "attempt": int},
+    "candidate_rejected": {"id": str, "stage": str, "reason": str},
+    "candidate_status": {"id": str, "status": str},
+    "training_progress": {"id": str, "step": int, "total": int, "loss": Number | None},
+    "candidate_scored": {"id": str, "fitness": Number, "stderr": Number | None, "metrics": dict},
+    "candidate_diverged": {"id": str, "step": int | None, "reason": str | None},
+    "candidate_failed": {"id": str, "reason": str | None},
+    "proposer_changed": {"proposer": str, "adapter": str, "fitness": Number},
+    "control": {"command": str},
+    "server": {"state": str, "detail": str},
+    "log": {"level": str, "message": str},
+}
+# (type, field) -> the values it takes. candidate_status carries only the statuses that have no
+# event of their own.
+FIELD_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("candidate_status", "status"): IN_EVALUATION,
+    ("log", "level"): LOG_LEVELS,
+}
+ENVELOPE: dict[str, Any] = {"v": int, "seq": int, "t": Number, "type": str}
+
+
+def check_fields(type: str, fields: dict[str, Any]) -> None:
+    """Raise ValueError, naming what is wrong, unless `fields` are exactly `type`'s declared
+    fields with values of the declared types."""
+    declared = EVENT_TYPES.get(type)
+    if declared is None:
+        raise ValueError(f"unknown event type {type!r}; known: {', '.join(EVENT_TYPES)}")
+    missing = [name for name in declared if name not in fields]
+    unknown = [name for name in fields if name not in declared]
+    if missing or unknown:
+        wrong = ([f"missing field(s) {', '.join(missing)}"] if missing else []) + (
+            [f"unknown field(s) {', '.join(unknown)}"] if unknown else [])
+        raise ValueError(f"event {type!r} has the wrong fields ({'; '.join(wrong)}); "
+                         f"it carries exactly: {', '.join(declared)} (selfdisco/events.py)")
+    for name, kind in declared.items():
+        value = fields[name]
+        if not isinstance(value, kind):
+            raise ValueError(f"event {type!r}: field {name!r} is {value!r}, not {_name(kind)}")
+        allowed = FIELD_VALUES.get((type, name))
+        if allowed is not None and value not in allowed:
+            raise ValueError(f"event {type!r}: field {name!r} is {value!r}, not one of "
+                             f"{', '.join(allowed)}")
+
+
+def check_event(event: dict[str, Any]) -> None:
+    """Raise ValueError unless a logged event (envelope and fields) matches the schema."""
+    for name, kind in ENVELOPE.items():
+        if not isinstance(event.get(name), kind):
+            raise ValueError(f"event {event.get('seq')}: {name!r} is {event.get(name)!r}, "
+                             f"not {_name(kind)}")
+    if event["v"] != SCHEMA_VERSION:
+        raise ValueError(f"event {event['seq']}: schema version {event['v']}, this selfdisco "
+                         f"reads version {SCHEMA_VERSION}")
+    check_fields(event["type"], {k: v for k, v in event.items() if k not in ENVELOPE})
+
+
+def _name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind)
 
 
 class EventWriter:
@@ -55,8 +116,9 @@ class EventWriter:
         self.listeners = list(listeners or [])
 
     def emit(self, type: str, **fields: Any) -> dict:
-        if type not in EVENT_TYPES:
-            raise ValueError(f"unknown event type {type!r}")
+        """Append one event; ValueError (before anything is written) if its fields do not
+        match its type's declaration in EVENT_TYPES."""
+        check_fields(type, fields)
         with self._lock:
             self._seq += 1
             event = {"v": SCHEMA_VERSION, "seq": self._seq, "t": round(time.time(), 3),

@@ -6,16 +6,12 @@ import sys
 import time
 from typing import TextIO
 
+from selfdisco.formatting import format_fitness
+
 
 def bar(done: int, total: int, width: int = 20) -> str:
     filled = int(width * done / total) if total else 0
     return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
-
-
-def _fitness(value, stderr) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4f}" + (f" ± {stderr:.4f}" if isinstance(stderr, (int, float)) else "")
 
 
 class Printer:
@@ -90,7 +86,7 @@ class Printer:
         kl = (e.get("metrics") or {}).get("kl")
         kl_text = f", KL {kl:.3f}" if isinstance(kl, (int, float)) else ""
         self._line(f"  {e['id']} {self.names.get(e['id'], '')} fitness "
-                   f"{_fitness(e['fitness'], e.get('stderr'))}{kl_text}")
+                   f"{format_fitness(e['fitness'], e.get('stderr'), missing='-')}{kl_text}")
 
     def _on_candidate_diverged(self, e: dict) -> None:
         self._line(f"  {e['id']} diverged: {e.get('reason')}")
@@ -99,11 +95,11 @@ class Printer:
         self._line(f"  {e['id']} failed: {e.get('reason')}")
 
     def _on_proposer_changed(self, e: dict) -> None:
-        self._line(f"proposer is now {e['proposer']} (fitness {e['fitness']:.4f})")
+        self._line(f"proposer is now {e['proposer']} (fitness {format_fitness(e['fitness'])})")
 
     def _on_generation_finished(self, e: dict) -> None:
         self._line(f"[g{e['generation']}] done; best so far {e.get('best_id')} "
-                   f"{_fitness(e.get('best_fitness'), None)}")
+                   f"{format_fitness(e.get('best_fitness'), missing='-')}")
 
     def _on_control(self, e: dict) -> None:
         self._line(f"control: {e['command']}")
@@ -113,4 +109,4 @@ class Printer:
 
     def _on_run_finished(self, e: dict) -> None:
         self._line(f"finished ({e['reason']}); best {e.get('best_id')} "
-                   f"{_fitness(e.get('best_fitness'), None)}")
+                   f"{format_fitness(e.get('best_fitness'), missing='-')}")

@@ -12,7 +12,10 @@ import re
 import string
 from dataclasses import dataclass
 
+from selfdisco.formatting import format_fitness
 from selfdisco.paths import prompts_dir
+
+NOT_MEASURED = "not measured"  # the fitness the proposer sees for a baseline that did not score
 
 SIGNATURE = ("def loss_fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
              "reference_rejected_logps, beta):")
@@ -112,19 +115,17 @@ def burn_in_message(rows: list[dict]) -> str:
     """rows: name, full_name, fitness (float or None), code."""
     entry = load_prompt("propose_burn_in_entry")
     parts = [entry.substitute(name=r["name"], full_name=r.get("full_name") or r["name"],
-                              fitness=format_fitness(r.get("fitness")), code=r["code"].strip())
+                              fitness=format_fitness(r.get("fitness"), missing=NOT_MEASURED),
+                              code=r["code"].strip())
              for r in rows]
     return load_prompt("propose_burn_in").substitute(entries="\n\n".join(parts))
-
-
-def format_fitness(value: float | None) -> str:
-    return "not measured" if value is None else f"{value:.4f}"
 
 
 def feedback(status: str, fitness: float | None = None, reason: str | None = None) -> str:
     """The paper's message after an attempt: fitness, invalid code, or failed training."""
     if status == "scored":
-        return load_prompt("feedback_fitness").substitute(fitness=format_fitness(fitness))
+        return load_prompt("feedback_fitness").substitute(
+            fitness=format_fitness(fitness, missing=NOT_MEASURED))
     if status == "rejected":
         return load_prompt("feedback_invalid").substitute(reason=reason or "unknown").strip()
     return load_prompt("feedback_failed").substitute(reason=reason or status).strip()

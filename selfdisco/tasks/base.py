@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from selfdisco.errors import UserError
+from selfdisco.formatting import format_fitness
 from selfdisco.paths import checkpoints_dir
 
 PRESETS = ("smoke", "cpu", "gpu-zephyr")
@@ -43,7 +44,7 @@ class Fitness:
         """One line, e.g. "0.412 ± 0.031 (n=64)"."""
         if not self.ok:
             return f"no score (n={self.n})"
-        return f"{self.value:.4f} ± {self.stderr:.4f} (n={self.n})"
+        return f"{format_fitness(self.value, self.stderr)} (n={self.n})"
 
 
 @dataclass

@@ -11,7 +11,7 @@ from textual.events import Resize
 from textual.widgets import DataTable, RichLog, Static
 from textual_plotext import PlotextPlot
 
-from selfdisco.tui.formatting import format_duration, format_fitness, format_offset
+from selfdisco.formatting import format_duration, format_fitness, format_offset
 from selfdisco.tui.shapes import LossShape
 from selfdisco.tui.state import CandidateRow, LogLine, RunState
 

@@ -1,4 +1,5 @@
-"""Numbers and times as the TUI shows them; plain functions, reusable by text output."""
+"""Numbers and times as selfdisco shows them: the TUI, the printer, the report and the
+proposer's prompts all format through here."""
 
 from __future__ import annotations
 
@@ -17,12 +18,19 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def format_fitness(value: float | None, stderr: float | None = None) -> str:
+def format_number(value: float | None, digits: int = 4, missing: str = "-") -> str:
+    """0.4120 (`digits` decimals); `missing` when there is no value."""
+    return missing if value is None else f"{value:.{digits}f}"
+
+
+def format_fitness(value: float | None, stderr: float | None = None, *,
+                   missing: str = "") -> str:
+    """0.4120 ± 0.0310, or 0.4120 without a standard error; `missing` when there is no value."""
     if value is None:
-        return ""
+        return missing
     if stderr is None:
-        return f"{value:.4f}"
-    return f"{value:.4f} ± {stderr:.4f}"
+        return format_number(value)
+    return f"{format_number(value)} ± {format_number(stderr)}"
 
 
 def format_offset(t: float, start: float | None) -> str:
