@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfdisco.events import EVALUATED, IN_EVALUATION
+
 ARCHIVE_FILE = "archive.sqlite"
 
 SCHEMA = """
@@ -47,7 +49,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
 JSON_FIELDS = ("metrics", "fingerprint", "seeds", "timings")
-UNFINISHED = ("training", "scoring")
 
 
 @dataclass
@@ -78,7 +79,7 @@ class Row:
 
     @property
     def evaluated(self) -> bool:
-        return self.status in ("scored", "diverged", "failed")
+        return self.status in EVALUATED
 
 
 class Archive:
@@ -135,9 +136,9 @@ class Archive:
 
     def requeue_unfinished(self) -> list[str]:
         """Candidates caught mid-evaluation go back to 'proposed'; returns their ids."""
-        marks = ", ".join("?" for _ in UNFINISHED)
+        marks = ", ".join("?" for _ in IN_EVALUATION)
         ids = [r[0] for r in self.db.execute(
-            f"SELECT id FROM candidates WHERE status IN ({marks}) ORDER BY seq", UNFINISHED)]
+            f"SELECT id FROM candidates WHERE status IN ({marks}) ORDER BY seq", IN_EVALUATION)]
         for id in ids:
             self.update(id, status="proposed", stage=None, reason=None)
         return ids

@@ -20,11 +20,9 @@ from selfdisco.config import RunConfig
 from selfdisco.control import ControlReader, apply_command
 from selfdisco.errors import UserError
 from selfdisco.evaluation import code_sha
-from selfdisco.events import EventWriter
+from selfdisco.events import EVALUATED, EventWriter
 from selfdisco.records import Result
 from selfdisco.seeds import derive
-
-EVALUATED = ("scored", "diverged", "failed")
 
 
 class ProposerUnavailable(UserError):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from selfdisco.archive import Archive, Row
 from selfdisco.config import read_run_config, run_train_settings
+from selfdisco.events import UNSCORED
 from selfdisco.formatting import format_number
 
 
@@ -106,7 +107,7 @@ def write_report(run_dir: Path) -> Path:
     for r in top:
         lines += [f"### {r.id} {r.name} (fitness {format_number(r.fitness)})", "",
                   r.thought or "", "", "```python", (r.code or "").strip(), "```", ""]
-    failures = [r for r in rows if r.status in ("rejected", "diverged", "failed")]
+    failures = [r for r in rows if r.status in UNSCORED]
     if failures:
         lines += ["## Rejected and failed", "", "| id | status | stage | reason |",
                   "|---|---|---|---|"]
