@@ -29,7 +29,8 @@ class ModelsConfig:
 @dataclass
 class ServerConfig:
     proposer: str = "local"
-    """local (selfdisco starts vLLM), http://HOST:PORT/v1 (an existing server), or replay:RUN."""
+    """The proposer source: local (selfdisco serves the proposer model), http://HOST:PORT/v1 (an
+    existing server), or replay:RUN (a recorded run's answers); see selfdisco.llm.topology."""
     url: str = ""
     """An existing vLLM server (http://HOST:PORT/v1) that serves the policy's base model with
     LoRA enabled; empty means selfdisco starts and owns one."""
@@ -113,7 +114,10 @@ class RunConfig:
     seed: int = 0
     """Root seed: every sampling and training seed derives from it."""
     executor: str = "local"
-    """Where candidates are evaluated: local (child processes) or ray."""
+    """Where candidates are evaluated: local (child processes) or ray (selfdisco.executors)."""
+    executor_options: dict = field(default_factory=dict)
+    """The executor's settings, e.g. for ray: {address = "auto", cpus_per_job = 2,
+    gpus_per_job = 1}; local takes none."""
     workers: int = 1
     """Candidates evaluated at the same time."""
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -214,23 +218,26 @@ def _validate(config: RunConfig) -> None:
         (d.code_grammar in ("free", "expression"),
          "discovery.code_grammar must be free or expression"),
         (0 < d.temperature <= 2, "discovery.temperature must be in (0, 2]"),
-        (config.executor in ("local", "ray"), "executor must be local or ray"),
         (config.workers >= 1, "workers must be at least 1"),
     ]
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    from selfdisco.executors import executor_names
     from selfdisco.llm.server import DTYPES
+    from selfdisco.llm.topology import parse_server_url, parse_source
+    from selfdisco.tasks import task_names
 
+    for key, value, known in (("executor", config.executor, executor_names()),
+                              ("task.name", config.task.name, task_names())):
+        if value not in known:
+            raise UserError(f"{key} {value!r} is not known; choose one of {', '.join(known)}")
     if config.server.dtype not in DTYPES:
         raise UserError(f"server.dtype must be one of {', '.join(DTYPES)}, not "
                         f"{config.server.dtype!r}")
-    if config.server.url and not config.server.url.startswith(("http://", "https://")):
-        raise UserError(f"server.url {config.server.url!r} must start with http:// or https://")
-    spec = config.server.proposer
-    if not (spec == "local" or spec.startswith(("http://", "https://", "replay:"))):
-        raise UserError(f"--proposer {spec!r} is not understood; use local, http://HOST:PORT/v1 "
-                        "or replay:RUN_DIR")
+    if config.server.url:
+        parse_server_url(config.server.url)
+    parse_source(config.server.proposer)
 
 
 def run_train_settings(config: RunConfig) -> Any:
@@ -247,9 +254,9 @@ def run_train_settings(config: RunConfig) -> Any:
 
 
 def check_run(config: RunConfig) -> Any:
-    """Check what the task and the training recipe own, before anything is written or started:
-    a preference task, its options, the burn-in losses, the training overrides, and a LoRA rank
-    the server can load.
+    """Check what the task, the executor and the training recipe own, before anything is
+    written or started: a preference task, its options, the executor's options, the burn-in
+    losses, the training overrides, and a LoRA rank the server can load.
 
     Returns:
         The run's training settings.
@@ -257,13 +264,16 @@ def check_run(config: RunConfig) -> Any:
     Raises:
         UserError: saying which setting is wrong and how to change it.
     """
-    from selfdisco.tasks import get_task
+    from selfdisco.executors import make_executor
+    from selfdisco.tasks import get_task, task_names
 
     name = config.task.name
     task = get_task(name)
-    if getattr(task, "kind", "preference") != "preference":
-        raise UserError(f"the {name} task scores classification losses; discovery runs on "
-                        "preference tasks (sentiment, mtbench): set task.name to one of them")
+    if task.kind != "preference":
+        usable = [n for n in task_names() if get_task(n).kind == "preference"]
+        raise UserError(f"the {name} task scores {task.kind} losses; discovery runs on "
+                        f"preference tasks ({', '.join(usable)}): set task.name to one of them")
+    make_executor(config.executor, config.workers, config.executor_options)
     try:
         task.check_options(config.preset, config.task.options)
     except UserError as err:

@@ -37,7 +37,8 @@ class Registry:
         if name not in self.targets:
             raise UserError(f"unknown {self.what} {name!r}; known {self.what}s: "
                             f"{', '.join(self.targets)}")
-        if name not in self._loaded:
-            module, attr = self.targets[name].split(":", 1)
-            self._loaded[name] = getattr(importlib.import_module(module), attr)
-        return self._loaded[name]
+        target = self.targets[name]
+        if target not in self._loaded:
+            module, attr = target.split(":", 1)
+            self._loaded[target] = getattr(importlib.import_module(module), attr)
+        return self._loaded[target]

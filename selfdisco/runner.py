@@ -48,10 +48,12 @@ def burn_in_key(config: RunConfig, *, model: dict, dtype: str, train: dict, seed
     """Everything a baseline's result depends on, but its loss code (BurnInCache keys each
     entry by its code too): task and options, preset, model, served dtype, training recipe,
     seeds, the preference pairs (version and content) and, for a judged task, the judge."""
+    from selfdisco.tasks import get_task
+
     return {"task": config.task.name, "options": config.task.options, "preset": config.preset,
             "model": model, "dtype": dtype, "train": train, "seeds": list(seeds),
             "pairs_version": pairs_version, "pairs": pairs_sha,
-            "judge": config.judge_model if config.task.name == "mtbench" else "",
+            "judge": config.judge_model if get_task(config.task.name).needs_judge else "",
             "version": BURN_IN_VERSION}
 
 
@@ -123,14 +125,14 @@ def parse_answer(text: str):
 def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> str:
     """Run (or resume) the discovery loop in run_dir until it ends; returns why it ended."""
     from selfdisco.evaluation import RecordedEvaluator
-    from selfdisco.llm import parse_proposer_spec
+    from selfdisco.llm.topology import parse_source
     from selfdisco.loop import Discovery, Services
     from selfdisco.losses import screen
     from selfdisco.tasks import get_task
 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    spec = parse_proposer_spec(config.server.proposer)
+    source = parse_source(config.server.proposer)
     settings = check_run(config)  # before any server starts
     task = get_task(config.task.name)
     events = EventWriter(run_dir, listeners=listeners)
@@ -146,12 +148,12 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
     description = (f"Fitness here is the {task.description}; higher is better.")
     with ExitStack() as stack:
         stack.callback(archive.close)
-        if spec.kind == "replay":
+        if source.kind == "replay":
             from selfdisco.llm.cache import Recorder
             from selfdisco.llm.replay import ReplayClient
 
-            proposer = ReplayClient(spec.run_dir, recorder=Recorder(run_dir / "llm"))
-            services = Services(proposer=proposer, evaluator=RecordedEvaluator(spec.run_dir),
+            proposer = ReplayClient(source.run_dir, recorder=Recorder(run_dir / "llm"))
+            services = Services(proposer=proposer, evaluator=RecordedEvaluator(source.run_dir),
                                 screen=screen, parse=parse_answer, catalog=catalog_entry,
                                 adapters=proposer, task_description=description,
                                 beta=settings.beta)
@@ -165,6 +167,7 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
 def _live_services(config, run_dir, task, settings, events, stack, description):
     from selfdisco.evaluation import WorkerEvaluator
     from selfdisco.executors import make_executor
+    from selfdisco.llm import open_llm, topology
     from selfdisco.llm.cache import Recorder
     from selfdisco.llm.client import LLMClient
     from selfdisco.llm.server import VLLMServer, detect_backend, resolve_dtype
@@ -174,6 +177,7 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
     from selfdisco.records import Job
     from selfdisco.tasks import TaskContext
 
+    plan = topology.plan_servers(config, task.needs_judge)
     policy_path = resolve_model(config.models.policy)
     dtype = resolve_dtype(config.server.dtype, detect_backend(), settings.bf16)
     server_options = dict(
@@ -182,10 +186,8 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         check_numerics=config.server.check_numerics)
     if config.server.kv_cache_gib:
         server_options["kv_cache_bytes"] = int(config.server.kv_cache_gib * 2**30)
-    if config.server.url:
-        policy_server = None
-        url = config.server.url.rstrip("/")
-        url = url if url.endswith("/v1") else url + "/v1"
+    if plan.policy == "attached":
+        url = topology.parse_server_url(config.server.url)
         probe = LLMClient(url, "")
         served = probe.list_models()
         probe.close()
@@ -199,7 +201,7 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         data_client = LLMClient(url, served_model, recorder=Recorder(run_dir / "data" / "llm"))
         health = None
         sleep_url = ""
-    else:
+    else:  # managed
         events.emit("server", state="starting", detail=f"vLLM for {config.models.policy}")
         policy_server = VLLMServer(policy_path, log_path=run_dir / "server.log",
                                    port=config.server.port or None, **server_options)
@@ -214,26 +216,22 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         policy_client = policy_server.client(recorder=Recorder(run_dir / "llm"))
         data_client = policy_server.client(recorder=Recorder(run_dir / "data" / "llm"))
         health = policy_server.ensure_healthy
-        sleep_url = policy_server.root_url if policy_server.sleep_enabled else ""
-    spec = config.server.proposer
-    if spec.startswith(("http://", "https://")):
-        proposer = LLMClient(spec if spec.rstrip("/").endswith("/v1") else spec + "/v1", "",
-                             recorder=Recorder(run_dir / "llm"))
-        proposer.model = proposer.list_models()[0]
-    elif config.proposer_model == config.models.policy:
+        sleep_url = topology.sleep_url(policy_server)
+    if plan.proposer == "attached":
+        proposer = stack.enter_context(open_llm(config.server.proposer, run_dir=run_dir)).client
+    elif plan.proposer == "policy":
         proposer = policy_client
     else:
         proposer = _managed_server(config.proposer_model, run_dir / "proposer-server.log",
                                    server_options, stack, events).client(
                                        recorder=Recorder(run_dir / "llm"))
-    judge_url = judge_model = ""
-    if config.task.name == "mtbench" and config.judge_model != config.models.policy:
-        if config.judge_model == config.proposer_model and isinstance(proposer, LLMClient):
-            judge_url, judge_model = proposer.base_url, proposer.model
-        else:
-            judge = _managed_server(config.judge_model, run_dir / "judge-server.log",
-                                    server_options, stack, events)
-            judge_url, judge_model = judge.base_url, judge.model_name
+    judge_url = judge_model = ""  # the worker's judge: empty is the policy's server
+    if plan.judge == "proposer":
+        judge_url, judge_model = proposer.base_url, proposer.model
+    elif plan.judge == "managed":
+        judge = _managed_server(config.judge_model, run_dir / "judge-server.log",
+                                server_options, stack, events)
+        judge_url, judge_model = judge.base_url, judge.model_name
     cache_dir = checkpoints_dir() / "cache"
     task_seed = derive(config.seed, "task")
     ctx = TaskContext(client=data_client,
@@ -251,7 +249,8 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         train_seed=train_seed, server_url=base_url, served_model=served_model,
         sleep_url=sleep_url, judge_url=judge_url, judge_model=judge_model, dtype=dtype)
     evaluator = WorkerEvaluator(run_dir, template,
-                                make_executor(config.executor, config.workers),
+                                make_executor(config.executor, config.workers,
+                                              config.executor_options),
                                 timeout_s=config.discovery.candidate_timeout_min * 60)
     burn_key = burn_in_key(config, model=model_identity(policy_path), dtype=dtype,
                            train=settings.to_dict(), seeds=[task_seed, train_seed],

@@ -13,7 +13,6 @@ import json
 import sys
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,20 +47,11 @@ def _task_context(job: Job, client: Any) -> Any:
                        options=dict(job.task_options), dtype=job.dtype)
 
 
-@contextmanager
 def _server_asleep(job: Job):
     """On one GPU, the model server sleeps (frees GPU memory) while this worker trains."""
-    root = job.sleep_url
-    if not root:
-        yield
-        return
-    import httpx
+    from selfdisco.llm.topology import asleep
 
-    httpx.post(f"{root}/sleep", params={"level": 1}, timeout=300).raise_for_status()
-    try:
-        yield
-    finally:
-        httpx.post(f"{root}/wake_up", timeout=300).raise_for_status()
+    return asleep(job.sleep_url)
 
 
 def evaluate(job: Job) -> Result:

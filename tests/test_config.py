@@ -50,3 +50,34 @@ def test_set_assignments_parse_toml_values():
     assert parse_assignment("models.policy=my/model") == (["models", "policy"], "my/model")
     with pytest.raises(UserError):
         parse_assignment("generations")
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    ({"executor": "slurm"}, "executor 'slurm' is not known; choose one of local, ray"),
+    ({"task": {"name": "imdb"}}, "task.name 'imdb' is not known; choose one of sentiment, "
+                                 "mtbench, digits"),
+    ({"server": {"url": "localhost:8000"}}, "server.url 'localhost:8000' is not understood"),
+    ({"server": {"url": "replay:old"}}, "server.url 'replay:old' must be a server's URL"),
+    ({"server": {"proposer": "http://host:port"}}, "--proposer 'http://host:port': bad port"),
+])
+def test_names_and_sources_are_checked_against_their_registries(overrides, words):
+    with pytest.raises(UserError) as err:
+        load_config("smoke", overrides=overrides)
+    assert words in str(err.value)
+
+
+def test_executor_options_are_checked_by_the_executor():
+    from selfdisco.config import check_run
+
+    with pytest.raises(UserError, match="executor_options for the local executor.*'gpus'"):
+        check_run(load_config("smoke", overrides={"executor_options": {"gpus": 1}}))
+    with pytest.raises(UserError, match="cpus_per_job must be a number of 0 or more"):
+        check_run(load_config("smoke", overrides={"executor": "ray",
+                                                  "executor_options": {"cpus_per_job": -1}}))
+
+
+def test_executor_options_round_trip(tmp_path):
+    config = load_config("smoke", overrides={"executor": "ray", "executor_options": {
+        "address": "auto", "gpus_per_job": 1}})
+    (tmp_path / "config.toml").write_text(config.to_toml())
+    assert read_run_config(tmp_path).executor_options == {"address": "auto", "gpus_per_job": 1}

@@ -1,8 +1,11 @@
-"""The HTTP client against a small stand-in server: retries, refusals, unreachable servers."""
+"""The HTTP client against a small stand-in server: retries and recovery, refusals, unreachable
+servers, the adapters it keeps track of."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -96,3 +99,32 @@ def test_load_adapter_checks_the_directory(tmp_path):
     client = LLMClient(f"http://127.0.0.1:{free_port()}/v1", "base", retries=0)
     with pytest.raises(LLMError, match="not a LoRA adapter directory"):
         client.load_adapter("a", tmp_path)
+
+
+@pytest.mark.parametrize("stand_in", [[(503, {"error": "down"}), (200, CHAT_ANSWER)]],
+                         indirect=True)
+def test_recover_is_called_before_each_retry(stand_in):
+    calls = []
+    client = LLMClient(stand_in.url, "base", retries=2, backoff_s=0.01,
+                       recover=lambda: calls.append(len(stand_in.bodies)))
+    assert client.chat([{"role": "user", "content": "hi"}])[0].text == "ok"
+    assert calls == [1]  # once, after the first answer failed, before the second try
+
+
+@pytest.mark.parametrize("stand_in", [[(200, {}), (200, {})]], indirect=True)
+def test_loaded_adapters_are_kept_in_the_given_dict(stand_in, tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    served: dict[str, str] = {}
+    client = LLMClient(stand_in.url, "base", adapters=served)
+    client.load_adapter("gen1", tmp_path)
+    assert served == {"gen1": str(tmp_path.resolve())}
+    assert stand_in.bodies[0] == {"lora_name": "gen1", "lora_path": str(tmp_path.resolve())}
+    client.unload_adapter("gen1")
+    assert served == {}
+
+
+def test_the_client_does_not_import_the_server():
+    code = ("import sys, selfdisco.llm.client; "
+            "print('selfdisco.llm.server' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr

@@ -1,4 +1,4 @@
-"""Proposer specs, the server's command line and guards, and `serve` argument errors."""
+"""LLM sources, the server's command line and guards, and `serve` argument errors."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from console import SELFDISCO
 
 from selfdisco.commands.serve import parse_adapters
 from selfdisco.errors import UserError
-from selfdisco.llm import open_proposer, parse_proposer_spec
+from selfdisco.llm import open_llm
 from selfdisco.llm.cache import Recorder
 from selfdisco.llm.protocol import CHAT, Completion, build_request
 from selfdisco.llm.replay import ReplayClient
 from selfdisco.llm.server import VLLMServer, free_port
+from selfdisco.llm.topology import parse_server_url, parse_source
 
 
 @pytest.mark.parametrize("spec, kind, url", [
@@ -25,13 +26,13 @@ from selfdisco.llm.server import VLLMServer, free_port
     ("http://10.0.0.2:8000", "http", "http://10.0.0.2:8000/v1"),
     ("https://llm.example/v1/", "http", "https://llm.example/v1"),
 ])
-def test_proposer_specs(spec, kind, url):
-    parsed = parse_proposer_spec(spec)
+def test_sources(spec, kind, url):
+    parsed = parse_source(spec)
     assert parsed.kind == kind and parsed.url == url
 
 
-def test_replay_spec_keeps_the_run_dir():
-    assert parse_proposer_spec("replay:checkpoints/run-1").run_dir == Path("checkpoints/run-1")
+def test_replay_source_keeps_the_run_dir():
+    assert parse_source("replay:checkpoints/run-1").run_dir == Path("checkpoints/run-1")
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -42,32 +43,41 @@ def test_replay_spec_keeps_the_run_dir():
     ("http://", "has no host"),
     ("http://host:notaport/v1", "bad port"),
 ])
-def test_bad_proposer_specs_are_clear_errors(spec, message):
+def test_bad_sources_are_clear_errors(spec, message):
     with pytest.raises(UserError, match=message) as info:
-        parse_proposer_spec(spec)
+        parse_source(spec)
     assert "local" in str(info.value) or message in ("has no host", "bad port")
+    assert str(info.value).startswith("--proposer")
+
+
+def test_errors_name_the_option_the_value_came_from():
+    with pytest.raises(UserError, match="^--judge 'judge:7' is not understood"):
+        parse_source("judge:7", "--judge")
+    assert parse_server_url("http://10.0.0.2:8000") == "http://10.0.0.2:8000/v1"
+    with pytest.raises(UserError, match="^server.url 'local' must be a server's URL"):
+        parse_server_url("local")
 
 
 def test_open_replay_proposer_answers_and_records_the_new_run(tmp_path):
     request = build_request(CHAT, messages=[{"role": "user", "content": "hi"}], seed=1)
     recorded = [Completion("hello", "stop")]
     Recorder(tmp_path / "old" / "llm").record(request, recorded, elapsed_s=0.0)
-    with open_proposer(f"replay:{tmp_path / 'old'}", run_dir=tmp_path / "new") as endpoint:
+    with open_llm(f"replay:{tmp_path / 'old'}", run_dir=tmp_path / "new") as endpoint:
         assert endpoint.kind == "replay" and endpoint.server is None
         assert endpoint.client.chat([{"role": "user", "content": "hi"}], seed=1) == recorded
     assert ReplayClient(tmp_path / "new").chat([{"role": "user", "content": "hi"}],
                                                seed=1) == recorded
 
 
-def test_open_http_proposer_with_no_server_is_a_clear_error():
+def test_open_http_source_with_no_server_is_a_clear_error():
     with pytest.raises(UserError, match="no answer from the LLM server"):
-        open_proposer(f"http://127.0.0.1:{free_port()}/v1",
-                      client_options={"retries": 0})
+        open_llm(f"http://127.0.0.1:{free_port()}/v1",
+                 client_options={"retries": 0})
 
 
-def test_open_local_proposer_needs_a_model():
-    with pytest.raises(UserError, match="needs a model"):
-        open_proposer("local")
+def test_open_local_llm_needs_a_model():
+    with pytest.raises(UserError, match="--server local needs a model"):
+        open_llm("local", option="--server")
 
 
 def test_missing_model_directory_is_a_clear_error(tmp_path):

@@ -1,4 +1,4 @@
-"""The task registry: names, lazy resolution, clear errors."""
+"""The task registry: names, lazy resolution, the protocols tasks declare, clear errors."""
 
 from __future__ import annotations
 
@@ -10,17 +10,52 @@ import pytest
 
 from selfdisco import tasks
 from selfdisco.errors import UserError
+from selfdisco.registry import Registry
+from selfdisco.tasks.base import KINDS
 
 
-def test_known_tasks_resolve_to_tasks_with_their_interface():
+def test_known_tasks_follow_the_protocol_of_their_kind():
     assert tasks.task_names()[:3] == ["sentiment", "mtbench", "digits"]
     assert tasks.DEFAULT_TASK == "sentiment"
     for name in tasks.task_names():
         task = tasks.get_task(name)
         assert task.name == name
-        assert task.kind in ("preference", "classification")
-        assert callable(task.evaluate) and callable(task.train_settings)
+        assert isinstance(task, KINDS[task.kind])
+        assert isinstance(task.needs_judge, bool)
+    assert [tasks.get_task(n).kind for n in ("sentiment", "mtbench", "digits")] == [
+        "preference", "preference", "classification"]
+    assert tasks.get_task("mtbench").needs_judge and not tasks.get_task("sentiment").needs_judge
     assert tasks.get_task("sentiment") is tasks.get_task("sentiment")
+
+
+class NoKind:
+    name = "no-kind"
+
+
+class HalfPreference:
+    """Declares a preference task but has no preference data."""
+
+    name = "half"
+    kind = "preference"
+    description = "half a task"
+    needs_judge = False
+    pairs_version = 1
+
+    def check_options(self, preset, options):
+        pass
+
+    def evaluate(self, ctx, adapter_path=None):
+        pass
+
+    def train_settings(self, preset):
+        pass
+
+
+@pytest.mark.parametrize("attr", ["NoKind", "HalfPreference"])
+def test_a_task_that_does_not_follow_its_protocol_is_refused(monkeypatch, attr):
+    monkeypatch.setitem(tasks.TASKS.targets, "broken", f"test_tasks_registry:{attr}")
+    with pytest.raises(TypeError, match="'broken'.*must declare a kind.*protocol"):
+        tasks.get_task("broken")
 
 
 def test_unknown_task_error_lists_the_known_ones():
@@ -31,9 +66,9 @@ def test_unknown_task_error_lists_the_known_ones():
         assert name in str(err.value)
 
 
-def test_register_checks_the_target_form():
+def test_a_registry_checks_the_target_form():
     with pytest.raises(ValueError, match="module:attr"):
-        tasks.register("broken", "selfdisco.tasks.digits.DigitsTask")
+        Registry("task", {"broken": "selfdisco.tasks.digits.DigitsTask"})
 
 
 def test_importing_the_registry_imports_no_task_and_no_heavy_library():

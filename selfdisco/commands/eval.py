@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_with_server(args: argparse.Namespace, task: Any, options: dict[str, str]) -> int:
-    from selfdisco.llm import open_proposer
+    from selfdisco.llm import open_llm
     from selfdisco.models import resolve_model
     from selfdisco.paths import checkpoints_dir
     from selfdisco.tasks import TaskContext
@@ -117,12 +117,13 @@ def _evaluate_with_server(args: argparse.Namespace, task: Any, options: dict[str
     if server_config.get("max_model_len"):
         server_options["max_model_len"] = int(server_config["max_model_len"])
     if args.server:
-        policy = open_proposer(args.server)
+        policy = open_llm(args.server, option="--server")
     else:
         print(f"starting vLLM for {model_path} (log: {checkpoints_dir() / 'serve'})",
               file=sys.stderr)
-        policy = open_proposer("local", model_path=model_path, server_options=server_options)
-    judge = open_proposer(args.judge, model=args.judge_model) if args.judge else None
+        policy = open_llm("local", model_path=model_path, server_options=server_options)
+    judge = (open_llm(args.judge, option="--judge", model=args.judge_model) if args.judge
+             else None)
     try:
         if args.judge_model and not args.judge:
             options.setdefault("judge_model", args.judge_model)

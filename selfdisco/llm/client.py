@@ -8,8 +8,9 @@ The client is safe to share between threads.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
@@ -23,9 +24,6 @@ from selfdisco.llm.protocol import (
     parse_response,
     vllm_body,
 )
-
-if TYPE_CHECKING:
-    from selfdisco.llm.server import VLLMServer
 
 
 class LLMError(UserError):
@@ -100,25 +98,24 @@ class LLMClient(BaseClient):
         recorder: where exchanges are written (the run's replay cache); None records nothing.
         timeout_s: per-request timeout.
         retries: extra tries after a connection error, a timeout or a 5xx answer.
-        server: the managed server behind base_url, if any: a failed request then asks it to
-            check its health (restarting it after a crash) before trying again, and adapters
-            loaded here are re-loaded after a restart.
+        recover: called before each retry: a managed server's health check, which restarts it
+            after a crash (VLLMServer.client passes it); None for a server that is not ours.
+        adapters: kept up to date with the adapters loaded here (name -> path), so that a
+            restarted server serves them again (VLLMServer.client passes its own).
     """
 
     def __init__(self, base_url: str, model: str, *, recorder: Recorder | None = None,
-                 timeout_s: float = 600.0, retries: int = 3,
-                 server: VLLMServer | None = None, backoff_s: float = 1.0) -> None:
-        self._base_url = base_url.rstrip("/")
+                 timeout_s: float = 600.0, retries: int = 3, backoff_s: float = 1.0,
+                 recover: Callable[[], object] | None = None,
+                 adapters: dict[str, str] | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
         self.model = model
         self.recorder = recorder
         self.retries = retries
         self.backoff_s = backoff_s
-        self.server = server
+        self.recover = recover
+        self.adapters = adapters if adapters is not None else {}
         self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0))
-
-    @property
-    def base_url(self) -> str:
-        return self.server.base_url if self.server is not None else self._base_url
 
     def close(self) -> None:
         self._http.close()
@@ -147,15 +144,13 @@ class LLMClient(BaseClient):
             # Same name again (a candidate re-trained after a resume): serve the new files.
             self._send("POST", "/unload_lora_adapter", {"lora_name": name})
             self._send("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": path})
-        if self.server is not None:
-            self.server.adapters[name] = path
+        self.adapters[name] = path
         if self.recorder is not None:
             self.recorder.record_adapter("load_adapter", name, path)
 
     def unload_adapter(self, name: str) -> None:
         self._send("POST", "/unload_lora_adapter", {"lora_name": name})
-        if self.server is not None:
-            self.server.adapters.pop(name, None)
+        self.adapters.pop(name, None)
         if self.recorder is not None:
             self.recorder.record_adapter("unload_adapter", name)
 
@@ -173,8 +168,8 @@ class LLMClient(BaseClient):
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(min(self.backoff_s * 2 ** (attempt - 1), 30.0))
-                if self.server is not None:
-                    self.server.ensure_healthy()
+                if self.recover is not None:
+                    self.recover()
             url = self.base_url + path
             try:
                 response = self._http.request(method, url, json=body)

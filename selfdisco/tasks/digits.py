@@ -194,7 +194,7 @@ class DigitsTask:
     name = "digits"
     kind = "classification"
     description = "validation accuracy of a small MLP on scikit-learn's digits, per candidate loss"
-    loss_signature = "fn(logits: (B, C) float, targets: (B,) int64) -> (B,) per-example losses"
+    needs_judge = False
 
     def settings(self, ctx: TaskContext) -> DigitsSettings:
         options = {k: v for k, v in ctx.options.items() if k != "preset"}
@@ -215,9 +215,3 @@ class DigitsTask:
             raise UserError("the digits task scores classification losses, not adapters; "
                             "give a loss instead of --adapter")
         return self.evaluate_loss(ctx, CROSS_ENTROPY)
-
-    def preference_data(self, ctx: TaskContext) -> list:
-        raise UserError("the digits task trains a classifier; it has no preference data")
-
-    def train_settings(self, preset: str) -> DigitsSettings:
-        return DigitsSettings()

@@ -124,6 +124,7 @@ class MTBenchTask:
 
     name = "mtbench"
     kind = "preference"
+    needs_judge = True
     description = "mean 1-10 rating (or win rate against the base) from an open LLM judge"
     pairs_version = 1  # pairs are read from the data option as they are
 
