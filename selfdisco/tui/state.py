@@ -16,12 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from selfdisco.control import apply_command
-from selfdisco.events import EVENTS_FILE, read_events
+from selfdisco.events import EVALUATED, EVENTS_FILE, FINAL, read_events
 
-# Statuses a candidate never leaves.
-FINAL_STATUSES = ("rejected", "scored", "diverged", "failed")
-# Statuses that mean "done with evaluation" (it took a worker's time).
-EVALUATED_STATUSES = ("scored", "diverged", "failed")
 LOG_LINES_KEPT = 1000
 
 
@@ -224,15 +220,14 @@ class RunState:
         """Before a generation has finished: the pace of the candidates evaluated so far
         (burn-in included) times the evaluations still to come."""
         evaluated = [row.finished_t for row in self.candidates.values()
-                     if row.status in EVALUATED_STATUSES and row.finished_t is not None]
+                     if row.status in EVALUATED and row.finished_t is not None]
         if self.evaluation_started_t is None or not evaluated or not self.candidates_per_generation:
             return None
         last = max(evaluated)
         # The candidate in hand has taken (now - last) so far: the pace is at least that slow.
         pace = max((last - self.evaluation_started_t) / len(evaluated),
                    (now - self.evaluation_started_t) / (len(evaluated) + 1))
-        waiting = sum(row.status in ("proposed", "training", "scoring")
-                      for row in self.candidates.values())
+        waiting = sum(row.status not in FINAL for row in self.candidates.values())
         discovery = sum(row.generation >= 1 and row.status != "rejected"
                         for row in self.candidates.values())
         to_come = max(0, self.candidates_per_generation * self.generations - discovery)
