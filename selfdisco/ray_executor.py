@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from selfdisco.errors import UserError
+from selfdisco.errors import UserError, one_line
 from selfdisco.executors import read_progress, run_job_process
+from selfdisco.records import Result
 from selfdisco.worker import PROGRESS_FILE, RESULT_FILE
 
 POLL_S = 0.5
@@ -35,14 +36,14 @@ class RayExecutor:
 
     def __init__(self, workers: int = 1, address: str = "", cpus_per_job: float = 1.0,
                  gpus_per_job: float = 0.0):
-        if importlib.util.find_spec("ray") is None:
-            raise UserError("executor = 'ray' needs Ray: pip install 'selfdisco[ray]'")
         for key, value in (("cpus_per_job", cpus_per_job), ("gpus_per_job", gpus_per_job)):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise UserError(f"executor_options.{key} must be a number of 0 or more, not "
                                 f"{value!r}")
         if not isinstance(address, str):
             raise UserError(f"executor_options.address must be a string, not {address!r}")
+        if importlib.util.find_spec("ray") is None:
+            raise UserError("executor = 'ray' needs Ray: pip install 'selfdisco[ray]'")
         self.workers = workers
         self.address = address
         self.cpus_per_job = float(cpus_per_job)
@@ -75,7 +76,7 @@ class RayExecutor:
                     tail.read()
                 for ref in done:
                     tail = running.pop(ref)
-                    result = ray.get(ref)
+                    result = _result(ray, ref)
                     tail.read()
                     if on_done:
                         on_done(tail.job_dir, result)
@@ -84,6 +85,18 @@ class RayExecutor:
                 ray.cancel(ref)
             _wait_ended(ray, list(running))
             raise
+
+
+def _result(ray: Any, ref: Any) -> Result:
+    """A finished task's result; a task that Ray lost (its worker process or node died) is a
+    "killed" failure, while an exception in run_job_process itself propagates, as it would in
+    the local executor."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        raise err.as_instanceof_cause() from None
+    except ray.exceptions.RayError as err:
+        return Result.failed("killed", f"the Ray task ended without a result: {one_line(err)}")
 
 
 class _Tail:
