@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from selfdisco.events import EVALUATED
 from selfdisco.train.settings import TrainSettings
 
 if TYPE_CHECKING:
     from selfdisco.archive import Row
-
-OUTCOMES = ("scored", "diverged", "failed")  # a Result's status: the archive's evaluated ones
 
 # Why an evaluation did not score. The loop decides by these, never by the reason's text.
 CAUSES = {
@@ -126,8 +125,8 @@ class Result:
     cached_from: str | None = None
 
     def __post_init__(self) -> None:
-        if self.status not in OUTCOMES:
-            raise ValueError(f"a result's status is one of {', '.join(OUTCOMES)}, not "
+        if self.status not in EVALUATED:
+            raise ValueError(f"a result's status is one of {', '.join(EVALUATED)}, not "
                              f"{self.status!r}")
         if self.cause is not None and self.cause not in CAUSES:
             raise ValueError(f"unknown cause {self.cause!r}; known: {', '.join(CAUSES)}")
