@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from selfdisco.archive import Archive, Row
-from selfdisco.executors import JOB_FILE, LocalExecutor
+from selfdisco.executors import JOB_FILE, Executor
 from selfdisco.records import Job, Result
 
 Progress = Callable[[Row, dict], None]
@@ -29,7 +29,7 @@ def code_sha(code: str | None) -> str | None:
 class WorkerEvaluator:
     """Each row becomes `template` filled in for its candidate, run by the executor."""
 
-    def __init__(self, run_dir: Path, template: Job, executor: LocalExecutor,
+    def __init__(self, run_dir: Path, template: Job, executor: Executor,
                  timeout_s: float):
         self.run_dir = Path(run_dir)
         self.template = template
