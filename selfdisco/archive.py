@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS candidates (
     fitness REAL, stderr REAL,
     metrics TEXT,                      -- JSON
     fingerprint TEXT,                  -- JSON
+    shape TEXT,                        -- JSON: loss and slope on the rho grid (losses/shape.py)
     proposer TEXT,                     -- base, or the id of the candidate whose adapter proposed
     seeds TEXT,                        -- JSON
     timings TEXT,                      -- JSON, seconds per stage
@@ -48,7 +49,11 @@ CREATE TABLE IF NOT EXISTS generations (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
-JSON_FIELDS = ("metrics", "fingerprint", "seeds", "timings")
+JSON_FIELDS = ("metrics", "fingerprint", "seeds", "timings", "shape")
+NULLABLE_JSON = ("fingerprint", "shape")  # None when absent; the other JSON fields are {}
+# Columns added after archives were first written: an older archive gets them, empty, on open.
+ADDED_COLUMNS = (("shape", "TEXT"),)
+REFERENCE_SHAPE = "reference_shape"  # meta key: dpo's shape at the run's beta
 
 
 @dataclass
@@ -71,6 +76,7 @@ class Row:
     stderr: float | None = None
     metrics: dict = field(default_factory=dict)
     fingerprint: Any = None
+    shape: dict | None = None  # LossShape.to_dict(), recorded at screening
     proposer: str | None = None
     seeds: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
@@ -91,6 +97,13 @@ class Archive:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(candidates)")}
+        for name, kind in ADDED_COLUMNS:
+            if name not in have:
+                self.db.execute(f"ALTER TABLE candidates ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -176,6 +189,29 @@ class Archive:
 def _row(row: sqlite3.Row) -> Row:
     data = dict(row)
     for key in JSON_FIELDS:
-        data[key] = json.loads(data[key]) if data.get(key) else ({} if key != "fingerprint"
-                                                                 else None)
+        data[key] = json.loads(data[key]) if data.get(key) else (
+            None if key in NULLABLE_JSON else {})
     return Row(**data)
+
+
+def read_shapes(run_dir: Path, id: str) -> tuple[dict | None, dict | None]:
+    """A candidate's recorded loss shape and the run's reference (dpo) shape, read without
+    writing, so safe beside the running loop; None for each that is not recorded (also for an
+    archive from before shapes were)."""
+    path = Path(run_dir) / ARCHIVE_FILE
+    if not path.is_file():
+        return None, None
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(candidates)")}
+            shape = db.execute("SELECT shape FROM candidates WHERE id = ?", (id,)).fetchone() \
+                if "shape" in columns else None
+            reference = db.execute("SELECT value FROM meta WHERE key = ?",
+                                   (REFERENCE_SHAPE,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None, None
+    return (json.loads(shape[0]) if shape and shape[0] else None,
+            json.loads(reference[0]) if reference and reference[0] else None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from selfdisco import propose
-from selfdisco.archive import Archive, Row
+from selfdisco.archive import REFERENCE_SHAPE, Archive, Row
 from selfdisco.config import RunConfig
 from selfdisco.control import ControlReader, apply_command
 from selfdisco.errors import UserError
@@ -36,7 +36,7 @@ class Services:
 
     proposer: Any
     evaluator: Any
-    screen: Callable  # screen(candidate, timeout_s=...) -> ScreenResult
+    screen: Callable  # screen(candidate, timeout_s=..., beta=...) -> ScreenResult
     parse: Callable  # parse(text) -> Candidate, raising ValueError with a reason
     catalog: Callable  # catalog(name) -> dict(name, full_name, code)
     adapters: Any = None
@@ -192,15 +192,28 @@ class Discovery:
         base = self.archive.get("base")
         if base and base.status == "scored" and self.state.proposer_id == "base":
             self.state.proposer_fitness = base.fitness
+        if self.archive.get_meta(REFERENCE_SHAPE) is None:
+            self._record_reference_shape()
 
-    def _fingerprint_catalog(self, row: Row) -> None:
+    def _screen(self, name: str, code: str):
+        """Screen code in the sandbox; a passing result carries its shape at the run's beta."""
         from selfdisco.losses import Candidate
 
-        result = self.s.screen(Candidate(thought="", name=row.name, code=row.code),
-                               timeout_s=self.d.screen_timeout_s)
+        return self.s.screen(Candidate(thought="", name=name, code=code),
+                             timeout_s=self.d.screen_timeout_s, beta=self.s.beta)
+
+    def _fingerprint_catalog(self, row: Row) -> None:
+        result = self._screen(row.name, row.code)
         if result.ok:
             self.state.fingerprints[row.id] = result.fingerprint
-            self.archive.update(row.id, fingerprint=result.fingerprint.to_dict())
+            self.archive.update(row.id, fingerprint=result.fingerprint.to_dict(),
+                                shape=result.shape.to_dict())
+
+    def _record_reference_shape(self) -> None:
+        """dpo's shape at the run's beta, which the TUI and the report draw beside the others."""
+        result = self._screen("dpo", self.s.catalog("dpo")["code"])
+        if result.ok:
+            self.archive.set_meta(REFERENCE_SHAPE, result.shape.to_dict())
 
     # ---- one generation ----------------------------------------------------------------------
     def generation(self, g: int) -> None:
@@ -320,7 +333,7 @@ class Discovery:
         self.events.emit("candidate_proposed", id=id, generation=g, name=candidate.name,
                          thought=candidate.thought, code=candidate.code,
                          proposer=self.state.proposer_id, attempt=attempt)
-        result = self.s.screen(candidate, timeout_s=self.d.screen_timeout_s)
+        result = self.s.screen(candidate, timeout_s=self.d.screen_timeout_s, beta=self.s.beta)
         if not result.ok:
             return self._reject(id, g, "screen", result.reason, common, announced=True)
         for other_id, fingerprint in self.state.fingerprints.items():
@@ -329,9 +342,11 @@ class Discovery:
                 reason = (f"it behaves the same as {other.name} ({other_id}), which was already "
                           "evaluated; propose a loss with a different shape")
                 return self._reject(id, g, "duplicate", reason, common, announced=True,
-                                    fingerprint=result.fingerprint.to_dict())
+                                    fingerprint=result.fingerprint.to_dict(),
+                                    shape=result.shape.to_dict())
         row = self.archive.add(id, g, "proposal", "proposed",
-                               fingerprint=result.fingerprint.to_dict(), **common)
+                               fingerprint=result.fingerprint.to_dict(),
+                               shape=result.shape.to_dict(), **common)
         self.state.fingerprints[id] = result.fingerprint
         return row
 

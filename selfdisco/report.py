@@ -1,14 +1,17 @@
 """A Markdown summary of a run, with plots: fitness per candidate and best so far per
-generation, and the top losses' shapes beside dpo."""
+generation, and the top losses' shapes beside dpo, as screening recorded them (no loss code runs
+here)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from selfdisco.archive import Archive, Row
-from selfdisco.config import read_run_config, run_train_settings
-from selfdisco.events import UNSCORED
-from selfdisco.formatting import format_number
+from selfdisco.archive import REFERENCE_SHAPE, Archive, Row
+from selfdisco.config import read_run_config
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def plot_fitness(rows: list[Row], path: Path) -> None:
@@ -40,20 +43,20 @@ def plot_fitness(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_shapes(rows: list[Row], beta: float, path: Path) -> bool:
-    """Loss and gradient against rho for the top candidates and dpo; False if none can be drawn."""
-    from selfdisco.errors import UserError
-    from selfdisco.losses import Candidate, catalog
-    from selfdisco.losses.curves import plot_curves
+def plot_shapes(rows: list[Row], reference: dict | None, path: Path) -> float | None:
+    """Loss and slope against rho for the rows' recorded shapes and dpo's; returns the beta
+    they were recorded at, or None when no row has a shape (a run from before shapes were
+    recorded)."""
+    from selfdisco.losses.curves import plot_shapes as plot
+    from selfdisco.losses.shape import LossShape
 
-    chosen = [catalog.get("dpo").candidate]
-    chosen += [Candidate(thought=r.thought or "", name=f"{r.id} {r.name}", code=r.code)
-               for r in rows if r.code and r.kind == "proposal"]
-    try:
-        plot_curves(chosen, beta, (-60.0, 60.0), path)
-    except UserError:
-        return False
-    return True
+    shapes = [(f"{r.id} {r.name}", LossShape.from_dict(r.shape)) for r in rows if r.shape]
+    if not shapes:
+        return None
+    if reference:
+        shapes.insert(0, ("dpo", LossShape.from_dict(reference)))
+    plot(shapes, path)
+    return shapes[-1][1].beta
 
 
 def write_report(run_dir: Path) -> Path:
@@ -63,6 +66,7 @@ def write_report(run_dir: Path) -> Path:
     rows = archive.rows()
     generations = archive.generations()
     proposer = archive.get_meta("proposer")
+    reference_shape = archive.get_meta(REFERENCE_SHAPE)
     archive.close()
     scored = sorted((r for r in rows if r.status == "scored"), key=lambda r: -r.fitness)
     counts: dict[str, int] = {}
@@ -85,29 +89,31 @@ def write_report(run_dir: Path) -> Path:
     if proposer:
         lines += [f"Self-improvement: from generation {proposer['generation'] + 1} the proposer "
                   f"was the policy trained under {proposer['id']} (fitness "
-                  f"{format_number(proposer['fitness'])}).", ""]
+                  f"{_fmt(proposer['fitness'])}).", ""]
     lines += ["## Ranking", "",
               "| rank | id | name | generation | fitness | stderr | KL | proposer |",
               "|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(scored, 1):
         kl = r.metrics.get("kl")
         mark = " (cached)" if r.metrics.get("cached_from") else ""
-        kl_text = format_number(kl if isinstance(kl, float) else None, 3)
-        lines.append(f"| {i} | {r.id}{mark} | {r.name} | {r.generation} | "
-                     f"{format_number(r.fitness)} | {format_number(r.stderr)} | {kl_text} | "
+        lines.append(f"| {i} | {r.id}{mark} | {r.name} | {r.generation} | {_fmt(r.fitness)} | "
+                     f"{_fmt(r.stderr)} | {_fmt(kl if isinstance(kl, float) else None, 3)} | "
                      f"{r.proposer or '-'} |")
     plot_fitness(rows, run_dir / "report_fitness.png")
     lines += ["", "## Fitness", "", "![fitness](report_fitness.png)", ""]
     top = [r for r in scored if r.kind == "proposal"][:3]
-    beta = run_train_settings(config).beta  # the beta the run trained with
-    if top and plot_shapes(top, beta, run_dir / "report_shapes.png"):
+    beta = plot_shapes(top, reference_shape, run_dir / "report_shapes.png") if top else None
+    if beta is not None:
         lines += ["## Top losses beside dpo", "",
-                  f"Drawn at beta = {beta:g}, the beta the run trained with.", "",
-                  "![shapes](report_shapes.png)", ""]
+                  f"Drawn at beta = {beta:g}, the beta the run trained with (recorded at "
+                  "screening).", "", "![shapes](report_shapes.png)", ""]
+    elif top:
+        lines += ["No loss shapes were recorded in this run (it predates recorded shapes).",
+                  ""]
     for r in top:
-        lines += [f"### {r.id} {r.name} (fitness {format_number(r.fitness)})", "",
-                  r.thought or "", "", "```python", (r.code or "").strip(), "```", ""]
-    failures = [r for r in rows if r.status in UNSCORED]
+        lines += [f"### {r.id} {r.name} (fitness {_fmt(r.fitness)})", "", r.thought or "", "",
+                  "```python", (r.code or "").strip(), "```", ""]
+    failures = [r for r in rows if r.status in ("rejected", "diverged", "failed")]
     if failures:
         lines += ["## Rejected and failed", "", "| id | status | stage | reason |",
                   "|---|---|---|---|"]

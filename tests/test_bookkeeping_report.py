@@ -1,4 +1,4 @@
-"""The report draws loss shapes at the beta the run trained with."""
+"""The report draws the loss shapes recorded at screening, at the beta the run trained with."""
 
 from __future__ import annotations
 
@@ -16,32 +16,31 @@ ANSWERS = [answer("cell_like", "0.5 * F.softplus(-1.0 * x) + 0.5 * torch.exp(-1.
     ("cpu", {"beta": 0.3}, 0.3),
     ("smoke", {}, 0.05),
 ])
-def test_shapes_are_drawn_at_the_trained_beta(tmp_path, monkeypatch, preset, overrides, beta):
+def test_shapes_are_drawn_at_the_trained_beta(tmp_path, preset, overrides, beta):
     from selfdisco import report
+
+    config = load_config(preset, overrides={"train": {"overrides": overrides}})
+    assert run_train_settings(config).beta == beta
+    run = tmp_path / "run"
+    loop = make_loop(run, ScriptedProposer(list(ANSWERS)), CurveEvaluator(), generations=1)
+    loop.s.beta = run_train_settings(config).beta  # as runner.py sets it
+    loop.run()
+    (run / "config.toml").write_text(config.to_toml())
+    text = report.write_report(run).read_text()
+    assert f"Drawn at beta = {beta:g}, the beta the run trained with" in text
+    assert (run / "report_shapes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_without_recorded_shapes_gets_a_report_without_them(tmp_path):
+    from selfdisco import report
+    from selfdisco.archive import REFERENCE_SHAPE, Archive
 
     run = tmp_path / "run"
     make_loop(run, ScriptedProposer(list(ANSWERS)), CurveEvaluator(), generations=1).run()
-    config = load_config(preset, overrides={"train": {"overrides": overrides}})
-    (run / "config.toml").write_text(config.to_toml())
-    assert run_train_settings(config).beta == beta
-    drawn = []
-
-    def plot_shapes(rows, beta, path):
-        drawn.append(beta)
-        return True
-
-    monkeypatch.setattr(report, "plot_shapes", plot_shapes)
+    archive = Archive(run)  # as an archive from before shapes were recorded
+    archive.db.execute("UPDATE candidates SET shape = NULL")
+    archive.db.execute("DELETE FROM meta WHERE key = ?", (REFERENCE_SHAPE,))
+    archive.close()
     text = report.write_report(run).read_text()
-    assert drawn == [beta]
-    assert f"Drawn at beta = {beta:g}, the beta the run trained with." in text
-
-
-def test_the_tui_draws_shapes_at_the_trained_beta(tmp_path):
-    from selfdisco.tui.rundir import run_beta
-
-    run = tmp_path / "run"
-    run.mkdir()
-    assert run_beta(run, 0.05) == 0.05  # no config yet
-    config = load_config("cpu", overrides={"train": {"overrides": {"max_steps": 3}}})
-    (run / "config.toml").write_text(config.to_toml())
-    assert run_beta(run, 0.05) == 0.1
+    assert "No loss shapes were recorded in this run" in text
+    assert not (run / "report_shapes.png").exists()

@@ -61,6 +61,7 @@ def test_eval_accepts_space_separated_negative_values():
     (("plot", "dpo", "-o", "no_such_dir/x.png"), "does not exist"),
     (("plot", "dpo", "-o", "x.pdf"), "must name a .png file"),
     (("plot", "dpo", "--range", "5,1", "-o", "x.png"), "MIN < MAX"),
+    (("plot", "dpo", "--range", "-100,10", "-o", "x.png"), "within the rho grid -60,60"),
     (("check", "missing_candidate.json"), "file not found"),
     (("check", "dpo", "--timeout", "0"), "--timeout must be a positive"),
     (("eval", "dpo", "--beta", "-1", "--rho", "1"), "--beta must be a positive number"),
@@ -84,6 +85,16 @@ def test_plot_writes_a_png(tmp_path):
     assert output.stat().st_size > 10_000
 
 
+def test_plot_of_a_loss_that_fails_screening_says_why(tmp_path):
+    path = tmp_path / "mean_loss.py"
+    path.write_text(catalog.get("dpo").candidate.code.replace(
+        "return -F.logsigmoid(beta * rho)", "return -F.logsigmoid(beta * rho).mean()"))
+    result = losses("plot", str(path), "-o", str(tmp_path / "x.png"))
+    assert_clear_error(result, "cannot plot mean_loss: it does not pass screening: the loss "
+                               "returned a scalar")
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_check_passes_a_catalog_candidate_file(tmp_path):
     path = tmp_path / "cell.json"
     path.write_text(json.dumps(catalog.get("cell").candidate.to_dict()))
@@ -92,6 +103,7 @@ def test_check_passes_a_catalog_candidate_file(tmp_path):
     verdict = json.loads(result.stdout)
     assert verdict["ok"] and verdict["name"] == "cell" and verdict["reason"] is None
     assert verdict["fingerprint"]["blocks"]
+    assert verdict["shape"]["beta"] == 0.05 and len(verdict["shape"]["loss"]) == 121
 
 
 def test_check_rejects_with_the_reason(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from test_tui_data import recorded_lines
 
 from selfdisco.control import ControlReader
+from selfdisco.losses.shape import GRID
 from selfdisco.tui.app import CloseRunScreen, DetailScreen, DiscoApp
 from selfdisco.tui.widgets import COLUMNS, CandidatesTable, CandidateView
 
@@ -26,12 +27,39 @@ async def wait_for(pilot, condition, what: str) -> None:
         await pilot.pause(0.01)
 
 
-def make_app(run_dir, lines: list[str], **options) -> DiscoApp:
+def make_app(run_dir, lines: list[str], shapes: bool = False, **options) -> DiscoApp:
+    """The app on an event log; with `shapes`, beside an archive holding the loss shapes that
+    screening would have recorded for its candidates."""
     (run_dir / "events.jsonl").write_text("".join(lines))
+    if shapes:
+        record_shapes(run_dir, lines)
     last_t = float(json.loads(lines[-1])["t"]) if lines else 0.0
     options.setdefault("clock", lambda: last_t + 5)
-    options.setdefault("loss_shapes", False)
     return DiscoApp(run_dir, poll_interval=0.01, **options)
+
+
+SCREENED: dict[str, dict | None] = {}  # code -> its recorded shape (screened once per session)
+
+
+def record_shapes(run_dir, lines: list[str], beta: float = 0.05) -> None:
+    """Screen each proposed candidate's code in the sandbox and store the shapes, and dpo's as
+    the reference, in the run's archive, as the loop does."""
+    from selfdisco.archive import REFERENCE_SHAPE, Archive
+    from selfdisco.losses import Candidate, catalog, screen
+
+    def shape(code: str) -> dict | None:
+        if code not in SCREENED:
+            result = screen(Candidate("", "candidate", code), beta=beta)
+            SCREENED[code] = result.shape.to_dict() if result.ok else None
+        return SCREENED[code]
+
+    archive = Archive(run_dir)
+    for event in map(json.loads, lines):
+        if event["type"] == "candidate_proposed" and event["code"]:
+            archive.add(event["id"], event["generation"], "proposal", "proposed",
+                        shape=shape(event["code"]))
+    archive.set_meta(REFERENCE_SHAPE, shape(catalog.get("dpo").candidate.code))
+    archive.close()
 
 
 async def loaded(pilot, lines: list[str]) -> None:
@@ -296,11 +324,11 @@ def test_closing_an_owned_run_asks_whether_to_stop_it(tmp_path, keys, expected):
     assert not (tmp_path / "control.jsonl").exists()
 
 
-def test_loss_shape_is_computed_off_the_ui_thread_and_shown(tmp_path):
+def test_the_recorded_loss_shape_is_read_off_the_ui_thread_and_shown(tmp_path):
     lines = recorded_lines()
 
     async def scenario():
-        app = make_app(tmp_path, lines, loss_shapes=True)
+        app = make_app(tmp_path, lines, shapes=True)
         async with app.run_test(size=SIZE) as pilot:
             await loaded(pilot, lines)
             await wait_for(pilot, lambda: "g02-c3" in app.shapes, "the shape of g02-c3")
@@ -312,10 +340,27 @@ def test_loss_shape_is_computed_off_the_ui_thread_and_shown(tmp_path):
             message = view.query_one("#shape-message").content.plain
             return plot_shown, view.query_one("#shape").display, message, app.shapes["g02-c3"]
 
-    plot_shown, plot_after, message, shape = asyncio.run(scenario())
+    plot_shown, plot_after, message, (_, shape) = asyncio.run(scenario())
     assert plot_shown and not plot_after
     assert message == "no loss shape: rejected at screening"
-    assert len(shape.loss) == len(shape.dpo) == len(shape.rho)
+    assert shape.candidate.rho == shape.dpo.rho and len(shape.candidate.loss) == len(GRID)
+
+
+def test_a_run_without_recorded_shapes_says_so(tmp_path):
+    lines = recorded_lines()
+
+    async def scenario():
+        app = make_app(tmp_path, lines)  # no archive: a run from before shapes were recorded
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, lines)
+            await wait_for(pilot, lambda: "g02-c3" in app.shapes, "the read of g02-c3")
+            await pilot.pause()
+            view = app.query_one("#selected", CandidateView)
+            return view.query_one("#shape").display, \
+                view.query_one("#shape-message").content.plain
+
+    assert asyncio.run(scenario()) == (False, "no loss shape recorded (runs before shapes were "
+                                              "recorded at screening have none)")
 
 
 def test_a_run_process_that_dies_is_reported_and_closing_does_not_ask(tmp_path):

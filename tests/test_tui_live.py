@@ -36,7 +36,7 @@ def test_tui_follows_a_live_smoke_run(vllm_smoke, tmp_path):
 
     async def watch() -> list[dict[str, str]]:
         """Snapshots of the table, one per change, until the run's process ends."""
-        app = DiscoApp(run_dir, poll_interval=0.1, loss_shapes=False)
+        app = DiscoApp(run_dir, poll_interval=0.1)
         seen: list[dict[str, str]] = []
         deadline = time.monotonic() + RUN_TIMEOUT_S
         async with app.run_test(size=(160, 48)) as pilot:

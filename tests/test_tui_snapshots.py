@@ -21,18 +21,18 @@ def before(lines):
 
 def test_main_screen_of_a_finished_run(snap_compare, tmp_path):
     lines = recorded_lines()
-    app = make_app(tmp_path, lines, loss_shapes=True)
+    app = make_app(tmp_path, lines, shapes=True)
     assert snap_compare(app, terminal_size=SIZE, run_before=before(lines))
 
 
 def test_main_screen_during_a_run(snap_compare, tmp_path):
-    app = make_app(tmp_path, MID_RUN, loss_shapes=True)
+    app = make_app(tmp_path, MID_RUN, shapes=True)
     assert snap_compare(app, terminal_size=SIZE, run_before=before(MID_RUN))
 
 
 def test_detail_screen(snap_compare, tmp_path):
     lines = recorded_lines()
-    app = make_app(tmp_path, lines, loss_shapes=True)
+    app = make_app(tmp_path, lines, shapes=True)
 
     async def run_before(pilot) -> None:
         await before(lines)(pilot)
@@ -45,7 +45,7 @@ def test_detail_screen(snap_compare, tmp_path):
 
 def test_filtered_table(snap_compare, tmp_path):
     lines = recorded_lines()
-    app = make_app(tmp_path, lines, loss_shapes=True)
+    app = make_app(tmp_path, lines, shapes=True)
 
     async def run_before(pilot) -> None:
         await before(lines)(pilot)
@@ -60,7 +60,7 @@ def test_filtered_table(snap_compare, tmp_path):
 def test_closing_the_tui_of_a_run_it_started(snap_compare, tmp_path):
     from selfdisco.tui.app import CloseRunScreen
 
-    app = make_app(tmp_path, MID_RUN, owns_run=True, loss_shapes=True)
+    app = make_app(tmp_path, MID_RUN, owns_run=True, shapes=True)
 
     async def run_before(pilot) -> None:
         await before(MID_RUN)(pilot)

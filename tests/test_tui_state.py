@@ -11,8 +11,8 @@ from test_tui_data import RECORDED_RUN, recorded_lines
 
 from selfdisco.errors import UserError
 from selfdisco.events import EventWriter, read_events
-from selfdisco.formatting import format_duration, format_offset
 from selfdisco.tui.feed import EventFeed, coalesce
+from selfdisco.tui.formatting import format_duration, format_offset
 from selfdisco.tui.rundir import config_value, resolve_run_dir
 from selfdisco.tui.state import RunState
 
@@ -261,22 +261,6 @@ def test_state_feed_and_package_import_no_textual():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert json.loads(result.stdout) == [], result.stderr
-
-
-def test_loss_shape_beside_dpo():
-    from test_tui_data import BLEND, IMPORTING
-
-    from selfdisco.tui.shapes import ShapeUnavailable, loss_shape
-
-    shape = loss_shape("blended_logistic_exp", BLEND, beta=0.05)
-    middle = shape.rho.index(0.0)
-    assert shape.dpo[middle] == pytest.approx(0.693147, abs=1e-6)  # -log sigmoid(0)
-    assert shape.loss[middle] == pytest.approx(0.846574, abs=1e-6)  # (ln 2 + 1) / 2
-    assert shape.dpo[0] > shape.dpo[-1]  # dpo falls as rho grows
-    with pytest.raises(ShapeUnavailable, match="import"):
-        loss_shape("entropy_margin", IMPORTING)
-    with pytest.raises(ShapeUnavailable, match="untrained policy"):
-        loss_shape("base", "")
 
 
 def test_proposer_starts_as_base_and_nan_kl_is_not_shown():

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from selfdisco.errors import UserError
+from selfdisco.losses.shape import GRID
 
 HELP = "the loss library: list, show, eval and plot losses; check a candidate file"
 
@@ -30,12 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--rho", required=True, nargs="+", metavar="R1,R2,...",
                           help="rho values, comma-separated (e.g. --rho -2,0,1.5)")
     evaluate._negative_number_matcher = NEGATIVE_VALUE
-    plot = actions.add_parser("plot", help="plot loss and gradient against rho to a PNG")
+    plot = actions.add_parser(
+        "plot", help="plot loss and slope against rho to a PNG",
+        description="Screen each loss in the sandbox, which records its shape on the rho grid, "
+                    "and plot the shapes (no loss code runs in this process).")
     plot.add_argument("names", nargs="+", help="catalog names or files, one curve each")
     plot.add_argument("--beta", type=float, default=0.05, help="beta (default 0.05)")
     plot.add_argument("-o", "--output", required=True, help="output .png file")
-    plot.add_argument("--range", default="-10,10", metavar="MIN,MAX",
-                      help="rho range to plot (default -10,10)")
+    plot.add_argument("--range", default=None, metavar="MIN,MAX",
+                      help=f"rho range to plot, within the grid {GRID[0]:g},{GRID[-1]:g} "
+                           "(default: all of it)")
     plot._negative_number_matcher = NEGATIVE_VALUE
     check = actions.add_parser(
         "check", help="screen a candidate file; exit 0 if it passes, 1 with the reason if not")
@@ -97,12 +102,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     from selfdisco.losses import load_loss
-    from selfdisco.losses.curves import plot_curves
+    from selfdisco.losses.curves import plot_shapes
 
-    bounds = _numbers([args.range], "--range")
-    if len(bounds) != 2 or bounds[0] >= bounds[1]:
-        raise UserError(f"--range must be MIN,MAX with MIN < MAX, e.g. --range=-10,10; got "
-                        f"'{args.range}'")
+    low, high = _plot_range(args.range)
     _check_beta(args.beta)
     output = Path(args.output)
     if output.suffix.lower() != ".png":
@@ -110,9 +112,38 @@ def _plot(args: argparse.Namespace) -> int:
     if not output.parent.is_dir():
         raise UserError(f"the folder {output.parent} does not exist; create it first")
     candidates = [load_loss(name) for name in args.names]
-    plot_curves(candidates, args.beta, (bounds[0], bounds[1]), output)
+    plot_shapes([(c.name, _screened_shape(c, args.beta).within(low, high)) for c in candidates],
+                output)
     print(f"wrote {output}")
     return 0
+
+
+def _plot_range(text: str | None) -> tuple[float, float]:
+    if text is None:
+        return GRID[0], GRID[-1]
+    bounds = _numbers([text], "--range")
+    if len(bounds) != 2 or bounds[0] >= bounds[1]:
+        raise UserError(f"--range must be MIN,MAX with MIN < MAX, e.g. --range=-10,10; got "
+                        f"'{text}'")
+    if bounds[0] < GRID[0] or bounds[1] > GRID[-1]:
+        raise UserError(f"--range must lie within the rho grid {GRID[0]:g},{GRID[-1]:g}, where "
+                        f"shapes are recorded; got '{text}'")
+    return bounds[0], bounds[1]
+
+
+def _screened_shape(candidate, beta: float):
+    """The loss's shape at `beta`, as the screening sandbox records it."""
+    from selfdisco.losses.sandbox import SandboxError
+    from selfdisco.losses.screening import screen
+
+    try:
+        result = screen(candidate, beta=beta)
+    except SandboxError as err:
+        raise UserError(f"{err}; `selfdisco doctor` checks the installation") from None
+    if not result.ok:
+        raise UserError(f"cannot plot {candidate.name}: it does not pass screening: "
+                        f"{result.reason}")
+    return result.shape
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@
 On random (B,) inputs with gradients the loss must return a finite floating tensor of shape (B,);
 backward must run; both policy inputs must receive finite, non-zero gradients; the output must
 change when the inputs change and repeat when they repeat. A passing candidate also gets its
-behavioural fingerprint.
+behavioural fingerprint and its loss shape at the run's beta (both on the rho grid of shape.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 
 from selfdisco.losses import fingerprint as fp
 from selfdisco.losses.compiler import CompiledLoss, compile_loss
+from selfdisco.losses.shape import GRID, LossShape, grid_logps
 from selfdisco.losses.static import CodeRejected
 
 INPUT_NAMES = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps",
@@ -27,18 +28,25 @@ class Rejected(Exception):
     """A failed check; str(err) is the one-line reason."""
 
 
-def run_checks(code: str) -> dict:
-    """Screen `code`; returns {"ok", "reason", "fingerprint"} and never raises."""
+def run_checks(code: str, beta: float = SCREEN_BETA) -> dict:
+    """Screen `code`; returns {"ok", "reason", "fingerprint", "shape"} and never raises.
+
+    Args:
+        code: the candidate's code.
+        beta: the beta its loss shape is computed at (the run's).
+    """
     try:
         loss_fn = _compile(code)
         _check_behaviour(loss_fn)
         fingerprint = compute_fingerprint(loss_fn)
+        shape = compute_shape(loss_fn, beta)
     except Rejected as err:
-        return {"ok": False, "reason": str(err), "fingerprint": None}
+        return {"ok": False, "reason": str(err), "fingerprint": None, "shape": None}
     except MemoryError:
         return {"ok": False, "reason": "ran out of memory: the sandbox's memory limit was reached",
-                "fingerprint": None}
-    return {"ok": True, "reason": None, "fingerprint": fingerprint.to_dict()}
+                "fingerprint": None, "shape": None}
+    return {"ok": True, "reason": None, "fingerprint": fingerprint.to_dict(),
+            "shape": shape.to_dict()}
 
 
 def random_inputs(seed: int, batch: int = SCREEN_BATCH) -> list[torch.Tensor]:
@@ -127,11 +135,8 @@ def _check_behaviour(loss_fn: CompiledLoss) -> None:
 def compute_fingerprint(loss_fn: CompiledLoss) -> fp.Fingerprint:
     """Loss and gradients on the rho grid and the fixed batch, at each fingerprint beta."""
     blocks = []
-    rho = torch.tensor(fp.GRID)
     for beta in fp.BETAS:
-        grid = [fp.GRID_BASE + rho / 2, fp.GRID_BASE - rho / 2, torch.full_like(rho, fp.GRID_BASE),
-                torch.full_like(rho, fp.GRID_BASE)]
-        grid_out, grid_grads = _values(loss_fn, grid, beta, " on the rho grid")
+        grid_out, grid_grads = _values(loss_fn, _grid(), beta, " on the rho grid")
         batch_out, batch_grads = _values(loss_fn, random_inputs(fp.BATCH_SEED, fp.BATCH_SIZE),
                                          beta, " on the fingerprint batch")
         blocks += [(f"grid@{beta}/loss", grid_out), (f"grid@{beta}/grad_chosen", grid_grads[0]),
@@ -140,6 +145,18 @@ def compute_fingerprint(loss_fn: CompiledLoss) -> fp.Fingerprint:
         blocks += [(f"batch@{beta}/grad_{name}", grads)
                    for name, grads in zip(INPUT_NAMES, batch_grads, strict=True)]
     return fp.Fingerprint.from_dict({"version": fp.VERSION, "blocks": dict(blocks)})
+
+
+def compute_shape(loss_fn: CompiledLoss, beta: float) -> LossShape:
+    """Loss and d loss / d rho on the rho grid at `beta` (moving along the grid changes the
+    policy's chosen log-prob by +1/2 and its rejected one by -1/2 per unit of rho)."""
+    out, grads = _values(loss_fn, _grid(), beta, f" on the rho grid at beta {beta:g}")
+    slope = [(chosen - rejected) / 2 for chosen, rejected in zip(grads[0], grads[1], strict=True)]
+    return LossShape.from_dict({"beta": beta, "rho": GRID, "loss": out, "slope": slope})
+
+
+def _grid() -> list[torch.Tensor]:
+    return [torch.tensor(values) for values in grid_logps()]
 
 
 def _values(loss_fn: CompiledLoss, inputs: list[torch.Tensor], beta: float,

@@ -1,8 +1,10 @@
-"""Loss and gradient as functions of rho, for `selfdisco losses eval` and `plot` (imports torch).
+"""Loss curves: `loss_curve` evaluates a loss at given rho values in this process, for
+`selfdisco losses eval` on the user's own files (imports torch); `plot_shapes` draws shapes that
+screening recorded (shape.py), for `selfdisco losses plot` and the report, and runs no loss code.
 
-rho is applied as the chosen-minus-rejected log-ratio with zero reference: policy_chosen_logps =
-rho, policy_rejected_logps = 0, both reference log-probs 0. All rho values form one batch, so
-losses with batch statistics see the whole grid as their batch.
+In `loss_curve` rho is applied as the chosen-minus-rejected log-ratio with zero reference:
+policy_chosen_logps = rho, policy_rejected_logps = 0, both reference log-probs 0. All rho values
+form one batch, so losses with batch statistics see the whole grid as their batch.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from selfdisco.errors import UserError
 from selfdisco.losses.candidate import Candidate
 from selfdisco.losses.compiler import compile_loss
+from selfdisco.losses.shape import LossShape
 from selfdisco.losses.static import CodeRejected
 
 
@@ -39,23 +42,23 @@ def loss_curve(candidate: Candidate, rho: list[float], beta: float) -> tuple[lis
     return losses.detach().tolist(), grad.tolist()
 
 
-def plot_curves(candidates: list[Candidate], beta: float, rho_range: tuple[float, float],
-                output: Path, points: int = 401) -> None:
-    """Two panels, loss and gradient against rho, one curve per loss (as the paper's Fig. 6)."""
+def plot_shapes(shapes: list[tuple[str, LossShape]], output: Path) -> None:
+    """Two panels, loss and slope against rho, one curve per named recorded shape (as the
+    paper's Fig. 6)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    low, high = rho_range
-    rho = [low + (high - low) * i / (points - 1) for i in range(points)]
-    figure, (loss_axis, grad_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for candidate in candidates:
-        losses, grads = loss_curve(candidate, rho, beta)
-        loss_axis.plot(rho, losses, label=candidate.name)
-        grad_axis.plot(rho, grads, label=candidate.name)
-    for axis, title in ((loss_axis, "loss f(rho)"), (grad_axis, "gradient df/drho")):
-        axis.set_title(f"{title}, beta = {beta:g}")
+    betas = {shape.beta for _, shape in shapes}
+    figure, (loss_axis, slope_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, shape in shapes:
+        label = name if len(betas) == 1 else f"{name}, beta {shape.beta:g}"
+        loss_axis.plot(shape.rho, _gaps(shape.loss), label=label)
+        slope_axis.plot(shape.rho, _gaps(shape.slope), label=label)
+    at = f", beta = {betas.pop():g}" if len(betas) == 1 else ""
+    for axis, title in ((loss_axis, "loss f(rho)"), (slope_axis, "slope df/drho")):
+        axis.set_title(title + at)
         axis.set_xlabel("rho (chosen minus rejected log-ratio)")
         axis.axhline(0, color="grey", linewidth=0.5)
         axis.axvline(0, color="grey", linewidth=0.5)
@@ -67,3 +70,8 @@ def plot_curves(candidates: list[Candidate], beta: float, rho_range: tuple[float
         raise UserError(f"cannot write {output}: {err}") from None
     finally:
         plt.close(figure)
+
+
+def _gaps(values: tuple[float | None, ...]) -> list[float]:
+    """Values for matplotlib: a missing (non-finite) one leaves a gap."""
+    return [float("nan") if value is None else value for value in values]

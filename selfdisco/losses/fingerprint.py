@@ -1,11 +1,12 @@
 """Behavioural fingerprints: what a loss does, independent of how its code is written.
 
-A fingerprint holds the loss and its gradients on a fixed grid of rho values and on one fixed
-random batch, at two betas. The distance between two fingerprints is the relative L2 difference
-of their worst block; candidates within a small tolerance behave the same and count as
-duplicates. A constant offset in the loss changes no gradient, so loss
-blocks are compared after removing their mean. This module is pure Python: the parent process
-compares fingerprints without importing torch; they are computed in the sandbox (checks.py).
+A fingerprint holds the loss and its gradients on the rho grid of shape.py (the grid the loss
+shapes are drawn on) and on one fixed random batch, at two betas. The distance between two
+fingerprints is the relative L2 difference of their worst block; candidates within a small
+tolerance behave the same and count as duplicates. A constant offset in the loss changes no
+gradient, so loss blocks are compared after removing their mean. This module is pure Python:
+the parent process compares fingerprints without importing torch; they are computed in the
+sandbox (checks.py).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-VERSION = 1
+from selfdisco.losses.shape import finite_or_none
+
+VERSION = 2  # 2: the rho grid of shape.py (1: -40 to 40 in steps of 2)
 BETAS = (0.05, 0.1)
-GRID = tuple(-40.0 + 2.0 * i for i in range(41))  # rho values
-GRID_BASE = -50.0  # log-prob level the grid sits at: pc = base + rho/2, pr = base - rho/2
 BATCH_SEED = 1234
 BATCH_SIZE = 16
 DUPLICATE_TOLERANCE = 1e-2  # 1%: e.g. the same loss scaled by 1.01 is a duplicate
@@ -35,7 +36,7 @@ class Fingerprint:
 
     @classmethod
     def from_dict(cls, data: dict) -> Fingerprint:
-        blocks = tuple((str(name), tuple(_number(x) for x in values))
+        blocks = tuple((str(name), tuple(finite_or_none(x) for x in values))
                        for name, values in data["blocks"].items())
         return cls(blocks=blocks, version=int(data.get("version", VERSION)))
 
@@ -55,13 +56,6 @@ class Fingerprint:
 
     def is_duplicate(self, other: Fingerprint, tolerance: float = DUPLICATE_TOLERANCE) -> bool:
         return self.distance(other) <= tolerance
-
-
-def _number(value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _centred(values: tuple[float | None, ...]) -> tuple[float | None, ...]:

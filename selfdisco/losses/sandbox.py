@@ -85,18 +85,19 @@ class Sandbox:
             raise SandboxError(f"the screening sandbox did not start: {log or 'no output'}")
         self._ready = True
 
-    def run(self, code: str, *, timeout_s: float, memory_mb: int) -> dict:
-        """Screen `code` in a fresh child; returns {"ok", "reason", "fingerprint", "seconds"}."""
+    def run(self, code: str, *, timeout_s: float, memory_mb: int, beta: float) -> dict:
+        """Screen `code` in a fresh child, its loss shape computed at `beta`; returns {"ok",
+        "reason", "fingerprint", "shape", "seconds"}."""
         with self._lock:
             for _attempt in range(2):
                 self.wait_ready()
                 result = self._exchange({"code": code, "timeout_s": timeout_s,
-                                         "memory_mb": memory_mb}, timeout_s + 30.0)
+                                         "memory_mb": memory_mb, "beta": beta}, timeout_s + 30.0)
                 if result is not None:
                     return result
                 self._cleanup()  # the server died or hung: start a new one and try once more
-            return {"ok": False, "reason": "the screening sandbox failed twice on this code",
-                    "fingerprint": None, "seconds": None}
+            return {**_verdict("the screening sandbox failed twice on this code"),
+                    "seconds": None}
 
     def close(self) -> None:
         with self._lock:
@@ -216,13 +217,13 @@ def run_job(job: dict, private_fds: tuple[int, ...] = ()) -> dict:
     try:
         result = json.loads(data)
         return {"ok": bool(result["ok"]), "reason": result.get("reason"),
-                "fingerprint": result.get("fingerprint")}
+                "fingerprint": result.get("fingerprint"), "shape": result.get("shape")}
     except (ValueError, KeyError, TypeError):
         return _verdict(_death(status, timeout_s))
 
 
 def _verdict(reason: str) -> dict:
-    return {"ok": False, "reason": reason, "fingerprint": None}
+    return {"ok": False, "reason": reason, "fingerprint": None, "shape": None}
 
 
 def _collect(fd: int, deadline: float) -> tuple[bytes, str | None]:
@@ -292,7 +293,7 @@ def _child(job: dict, write_fd: int, workdir: str, private_fds: tuple[int, ...])
         sys.setrecursionlimit(500)
         from selfdisco.losses.checks import run_checks
 
-        result = run_checks(str(job["code"]))
+        result = run_checks(str(job["code"]), float(job["beta"]))
     except BaseException as err:  # noqa: BLE001 - report, never fall back into the server loop
         result = _verdict(f"screening failed: {type(err).__name__}: {err}"[:300])
     try:

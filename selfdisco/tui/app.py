@@ -24,8 +24,8 @@ from textual.worker import get_current_worker
 
 from selfdisco import control
 from selfdisco.tui.feed import EventFeed
-from selfdisco.tui.rundir import header_fields, read_config, run_beta
-from selfdisco.tui.shapes import DEFAULT_BETA, LossShape, ShapeUnavailable, loss_shape
+from selfdisco.tui.rundir import header_fields, read_config
+from selfdisco.tui.shapes import RecordedShape, read_shape
 from selfdisco.tui.state import CandidateRow, LogLine, RunState
 from selfdisco.tui.widgets import (
     CandidatesTable,
@@ -35,18 +35,17 @@ from selfdisco.tui.widgets import (
     RunHeader,
 )
 
-# Statuses of candidates whose code passed screening, so that running it here is safe.
-SCREENED_STATUSES = ("training", "scoring", "scored", "diverged", "failed")
-
 
 class EventsReady(Message):
     """New events are waiting in the feed."""
 
 
 class ShapeReady(Message):
-    def __init__(self, key: str, shape: LossShape | str) -> None:
+    """A candidate's shape was read (or a message saying why there is none)."""
+
+    def __init__(self, key: str, status: str, shape: RecordedShape | str) -> None:
         super().__init__()
-        self.key, self.shape = key, shape
+        self.key, self.status, self.shape = key, status, shape
 
 
 class FilterInput(Input):
@@ -108,8 +107,7 @@ class DiscoApp(App[str]):
 
     def __init__(self, run_dir: Path, *, owns_run: bool = False,
                  process: subprocess.Popen | None = None,
-                 clock: Callable[[], float] = time.time, poll_interval: float = 0.25,
-                 loss_shapes: bool = True) -> None:
+                 clock: Callable[[], float] = time.time, poll_interval: float = 0.25) -> None:
         """Args:
             run_dir: the run directory (holds events.jsonl).
             owns_run: this process started the run; closing asks whether to stop it.
@@ -117,7 +115,6 @@ class DiscoApp(App[str]):
                 run finishes, the log says so (and closing does not ask).
             clock: the current time (tests freeze it).
             poll_interval: seconds between reads of the event log.
-            loss_shapes: compute loss shapes (needs torch and selfdisco.losses).
         """
         super().__init__()
         self.run_dir = Path(run_dir)
@@ -126,16 +123,15 @@ class DiscoApp(App[str]):
         self.process_ended = False
         self.clock = clock
         self.poll_interval = poll_interval
-        self.loss_shapes = loss_shapes
         self.state = RunState()
         self.feed = EventFeed(self.run_dir)
         self.filter_text = ""
         self.requested: str | None = None  # a control command sent and not yet obeyed
-        self.shapes: dict[str, LossShape | str] = {}
+        # candidate id -> (its status when read, its recorded shape or why there is none)
+        self.shapes: dict[str, tuple[str, RecordedShape | str]] = {}
         self.shapes_pending: set[str] = set()
         self._notified = False
         config = read_config(self.run_dir)
-        self.beta = run_beta(self.run_dir, DEFAULT_BETA)
         self.state.task, self.state.preset = header_fields(config)
 
     # ---- layout --------------------------------------------------------------------------------
@@ -234,31 +230,34 @@ class DiscoApp(App[str]):
                 continue
             view.show(row, self.shape_for(row) if row else None)
 
-    def shape_for(self, row: CandidateRow) -> LossShape | str:
-        """The row's loss shape, a message saying why there is none, or "computing"."""
-        if not self.loss_shapes:
-            return "loss shapes are off"
-        if row.id in self.shapes:
-            return self.shapes[row.id]
-        if row.status == "rejected":
+    def shape_for(self, row: CandidateRow) -> RecordedShape | str:
+        """The row's recorded loss shape, a message saying why there is none, or "reading".
+        A shape found is kept; a missing one is looked for again once the row's status changes
+        (screening records it)."""
+        if row.status == "rejected" and row.stage != "duplicate":
             return "no loss shape: rejected at screening"
-        if row.generation != 0 and row.status not in SCREENED_STATUSES:
-            return "loss shape shown once the candidate passes screening"
+        if not row.code:
+            return "no loss: this row is the untrained policy"
+        status, shape = self.shapes.get(row.id, (None, None))
+        if isinstance(shape, RecordedShape) or status == row.status:
+            return shape
         if row.id not in self.shapes_pending:
             self.shapes_pending.add(row.id)
-            self.compute_shape(row.id, row.name, row.code)
-        return "computing the loss shape..."
+            self.load_shape(row.id, row.status)
+        return shape or "reading the loss shape..."
 
     @work(thread=True, group="shapes")
-    def compute_shape(self, key: str, name: str, code: str) -> None:
-        try:
-            shape: LossShape | str = loss_shape(name, code, self.beta)
-        except ShapeUnavailable as err:
-            shape = str(err)
-        self.post_message(ShapeReady(key, shape))
+    def load_shape(self, key: str, status: str) -> None:
+        shape = read_shape(self.run_dir, key)
+        if shape is None:
+            shape = ("loss shape shown once the candidate passes screening"
+                     if status == "proposed" else
+                     "no loss shape recorded (runs before shapes were recorded at screening "
+                     "have none)")
+        self.post_message(ShapeReady(key, status, shape))
 
     def on_shape_ready(self, message: ShapeReady) -> None:
-        self.shapes[message.key] = message.shape
+        self.shapes[message.key] = (message.status, message.shape)
         self.shapes_pending.discard(message.key)
         self.show_selected(only_if_in={message.key})
 

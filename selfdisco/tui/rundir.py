@@ -49,17 +49,6 @@ def config_value(config: dict[str, Any], key: str) -> Any:
     return None
 
 
-def run_beta(run_dir: Path, default: float) -> float:
-    """The beta the run trains with (its task's training recipe with the config's overrides);
-    `default` when its config cannot be read."""
-    from selfdisco.config import read_run_config, run_train_settings
-
-    try:
-        return float(run_train_settings(read_run_config(run_dir)).beta)
-    except (UserError, OSError, ValueError, AttributeError):
-        return default
-
-
 def header_fields(config: dict[str, Any]) -> tuple[str | None, str | None]:
     """(task, preset) from a config, for the header before the run's first event."""
     task = config.get("task")

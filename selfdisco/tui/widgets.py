@@ -11,9 +11,9 @@ from textual.events import Resize
 from textual.widgets import DataTable, RichLog, Static
 from textual_plotext import PlotextPlot
 
-from selfdisco.events import FAILED
-from selfdisco.formatting import format_duration, format_fitness, format_offset
-from selfdisco.tui.shapes import LossShape
+from selfdisco.losses.shape import LossShape
+from selfdisco.tui.formatting import format_duration, format_fitness, format_offset
+from selfdisco.tui.shapes import RecordedShape
 from selfdisco.tui.state import CandidateRow, LogLine, RunState
 
 STATUS_STYLES = {
@@ -197,18 +197,28 @@ def _spread(rows: list[CandidateRow]) -> list[float]:
 
 
 class LossPlot(PlotextPlot):
-    """A loss against rho, beside dpo."""
+    """A recorded loss shape against rho, beside dpo's."""
 
-    def draw(self, name: str, shape: LossShape) -> None:
+    def draw(self, name: str, shape: RecordedShape) -> None:
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title("dpo's loss (blue)" if name == "dpo" else "loss: this one (orange), dpo (blue)")
-        plt.xlabel(f"rho, beta {shape.beta:g}")
-        plt.plot(shape.rho, shape.dpo, marker="braille", color="blue+")
-        if name != "dpo":
-            plt.plot(shape.rho, shape.loss, marker="braille", color="orange")
+        own = shape.dpo is None or name != "dpo"
+        plt.title("dpo's loss (blue)" if not own else "loss: this one (orange)" + (
+            ", dpo (blue)" if shape.dpo else ""))
+        plt.xlabel(f"rho, beta {shape.candidate.beta:g}")
+        if shape.dpo:
+            plt.plot(*_finite(shape.dpo), marker="braille", color="blue+")
+        if own:
+            plt.plot(*_finite(shape.candidate), marker="braille", color="orange")
         self.refresh()
+
+
+def _finite(shape: LossShape) -> tuple[list[float], list[float]]:
+    """(rho, loss) where the loss is finite."""
+    points = [(rho, loss) for rho, loss in zip(shape.rho, shape.loss, strict=True)
+              if loss is not None]
+    return [rho for rho, _ in points], [loss for _, loss in points]
 
 
 class CandidateView(Vertical):
@@ -224,7 +234,7 @@ class CandidateView(Vertical):
         yield Static(id="shape-message")
         yield LossPlot(id="shape")
 
-    def show(self, row: CandidateRow | None, shape: LossShape | str | None) -> None:
+    def show(self, row: CandidateRow | None, shape: RecordedShape | str | None) -> None:
         """Show `row`; `shape` is its loss shape, or a message saying why there is none."""
         if row is None:
             self.query_one("#title", Static).update(Text("no candidate selected", style="dim"))
@@ -243,7 +253,7 @@ class CandidateView(Vertical):
                    line_numbers=True, word_wrap=True))
         plot = self.query_one(LossPlot)
         message = self.query_one("#shape-message", Static)
-        if isinstance(shape, LossShape):
+        if isinstance(shape, RecordedShape):
             message.display = False
             plot.display = True
             plot.draw(row.name, shape)
@@ -267,7 +277,7 @@ def _title(row: CandidateRow) -> Text:
 def _outcome(row: CandidateRow) -> Text:
     if row.status == "rejected":
         return Text(f"rejected at {row.stage or 'screening'}: {row.reason}", style="red")
-    if row.status in FAILED:
+    if row.status in ("diverged", "failed"):
         return Text(f"{row.status}: {row.reason}", style=STATUS_STYLES[row.status])
     if row.status == "training" and row.loss is not None:
         return Text(f"training step {row.step}/{row.total}, loss {row.loss:.4f}")
