@@ -8,10 +8,8 @@ from pathlib import Path
 
 from selfdisco.archive import REFERENCE_SHAPE, Archive, Row
 from selfdisco.config import read_run_config
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+from selfdisco.events import UNSCORED
+from selfdisco.formatting import format_number
 
 
 def plot_fitness(rows: list[Row], path: Path) -> None:
@@ -89,15 +87,16 @@ def write_report(run_dir: Path) -> Path:
     if proposer:
         lines += [f"Self-improvement: from generation {proposer['generation'] + 1} the proposer "
                   f"was the policy trained under {proposer['id']} (fitness "
-                  f"{_fmt(proposer['fitness'])}).", ""]
+                  f"{format_number(proposer['fitness'])}).", ""]
     lines += ["## Ranking", "",
               "| rank | id | name | generation | fitness | stderr | KL | proposer |",
               "|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(scored, 1):
         kl = r.metrics.get("kl")
         mark = " (cached)" if r.metrics.get("cached_from") else ""
-        lines.append(f"| {i} | {r.id}{mark} | {r.name} | {r.generation} | {_fmt(r.fitness)} | "
-                     f"{_fmt(r.stderr)} | {_fmt(kl if isinstance(kl, float) else None, 3)} | "
+        kl_text = format_number(kl if isinstance(kl, float) else None, 3)
+        lines.append(f"| {i} | {r.id}{mark} | {r.name} | {r.generation} | "
+                     f"{format_number(r.fitness)} | {format_number(r.stderr)} | {kl_text} | "
                      f"{r.proposer or '-'} |")
     plot_fitness(rows, run_dir / "report_fitness.png")
     lines += ["", "## Fitness", "", "![fitness](report_fitness.png)", ""]
@@ -111,9 +110,9 @@ def write_report(run_dir: Path) -> Path:
         lines += ["No loss shapes were recorded in this run (it predates recorded shapes).",
                   ""]
     for r in top:
-        lines += [f"### {r.id} {r.name} (fitness {_fmt(r.fitness)})", "", r.thought or "", "",
-                  "```python", (r.code or "").strip(), "```", ""]
-    failures = [r for r in rows if r.status in ("rejected", "diverged", "failed")]
+        lines += [f"### {r.id} {r.name} (fitness {format_number(r.fitness)})", "",
+                  r.thought or "", "", "```python", (r.code or "").strip(), "```", ""]
+    failures = [r for r in rows if r.status in UNSCORED]
     if failures:
         lines += ["## Rejected and failed", "", "| id | status | stage | reason |",
                   "|---|---|---|---|"]

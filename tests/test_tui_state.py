@@ -11,8 +11,8 @@ from test_tui_data import RECORDED_RUN, recorded_lines
 
 from selfdisco.errors import UserError
 from selfdisco.events import EventWriter, read_events
+from selfdisco.formatting import format_duration, format_offset
 from selfdisco.tui.feed import EventFeed, coalesce
-from selfdisco.tui.formatting import format_duration, format_offset
 from selfdisco.tui.rundir import config_value, resolve_run_dir
 from selfdisco.tui.state import RunState
 

@@ -11,8 +11,9 @@ from textual.events import Resize
 from textual.widgets import DataTable, RichLog, Static
 from textual_plotext import PlotextPlot
 
+from selfdisco.events import FAILED
+from selfdisco.formatting import format_duration, format_fitness, format_offset
 from selfdisco.losses.shape import LossShape
-from selfdisco.tui.formatting import format_duration, format_fitness, format_offset
 from selfdisco.tui.shapes import RecordedShape
 from selfdisco.tui.state import CandidateRow, LogLine, RunState
 
@@ -277,7 +278,7 @@ def _title(row: CandidateRow) -> Text:
 def _outcome(row: CandidateRow) -> Text:
     if row.status == "rejected":
         return Text(f"rejected at {row.stage or 'screening'}: {row.reason}", style="red")
-    if row.status in ("diverged", "failed"):
+    if row.status in FAILED:
         return Text(f"{row.status}: {row.reason}", style=STATUS_STYLES[row.status])
     if row.status == "training" and row.loss is not None:
         return Text(f"training step {row.step}/{row.total}, loss {row.loss:.4f}")
