@@ -1,4 +1,5 @@
-"""The headless view of a run: one line per stage and per candidate, with progress bars."""
+"""The headless view of a run, drawn from the same fold of the event stream as the TUI: the
+TUI's log lines, a line each time a candidate's status changes, and progress bars."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import sys
 import time
 from typing import TextIO
 
+from selfdisco.events import IN_EVALUATION
 from selfdisco.formatting import format_fitness
+from selfdisco.tui.state import CandidateRow, RunState
 
 
 def bar(done: int, total: int, width: int = 20) -> str:
@@ -14,16 +17,62 @@ def bar(done: int, total: int, width: int = 20) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
 
 
+def status_text(row: CandidateRow) -> str | None:
+    """What a line says when a candidate reaches its status; None where the log says it
+    (diverged, failed) or there is nothing to say yet (proposed)."""
+    if row.status == "rejected":
+        return f"rejected ({row.stage}): {(row.reason or '')[:110]}"
+    if row.status in IN_EVALUATION:
+        return row.status
+    if row.status == "scored":
+        kl = f", KL {row.kl:.3f}" if row.kl is not None else ""
+        return f"fitness {format_fitness(row.fitness, row.stderr, missing='-')}{kl}"
+    return None
+
+
 class Printer:
-    """An event listener that prints a readable log; progress bars redraw in place on a TTY."""
+    """An event listener: folds each event into a RunState (as the TUI does) and prints what
+    changed; progress bars redraw in place on a TTY, and print at each quarter otherwise."""
 
     def __init__(self, out: TextIO | None = None):
         self.out = out or sys.stdout
         self.tty = self.out.isatty()
         self.started = time.monotonic()
-        self.names: dict[str, str] = {}
-        self._quarter: dict[str, int] = {}
+        self.state = RunState()
+        self._printed: dict[str, tuple[str, int | None]] = {}  # id -> (status, step) shown
+        self._quarter: dict[str, int] = {}  # id -> the last quarter of training printed
         self._bar_open = False
+
+    def __call__(self, event: dict) -> None:
+        self.state.apply(event)
+        changed, lines = self.state.take_changes()
+        for line in lines:
+            self._line(line.text if line.level == "info" else f"{line.level}: {line.text}")
+        for key in sorted(changed, key=lambda key: self.state.candidates[key].order):
+            self._candidate(self.state.candidates[key])
+
+    def _candidate(self, row: CandidateRow) -> None:
+        status, step = self._printed.get(row.id, (None, None))
+        self._printed[row.id] = (row.status, row.step)
+        if row.status != status:
+            self._quarter.pop(row.id, None)
+            text = status_text(row)
+            if text:
+                self._line(f"  {row.id} {row.name} {text}")
+        if row.status in IN_EVALUATION and row.step != step and row.total:
+            self._progress(row)
+
+    def _progress(self, row: CandidateRow) -> None:
+        text = f"  {row.id} {bar(row.step or 0, row.total or 0)}"
+        if self.tty:
+            self.out.write("\r" + text)
+            self.out.flush()
+            self._bar_open = True
+            return
+        quarter = int(4 * (row.step or 0) / (row.total or 1))
+        if quarter > self._quarter.get(row.id, 0):
+            self._quarter[row.id] = quarter
+            self._line(text)
 
     def _line(self, text: str) -> None:
         if self._bar_open:
@@ -32,81 +81,3 @@ class Printer:
         elapsed = time.monotonic() - self.started
         self.out.write(f"{int(elapsed // 60):3d}:{int(elapsed % 60):02d}  {text}\n")
         self.out.flush()
-
-    def __call__(self, event: dict) -> None:
-        kind = event.get("type")
-        handler = getattr(self, f"_on_{kind}", None)
-        if handler:
-            handler(event)
-
-    def _on_run_started(self, e: dict) -> None:
-        self._line(f"run {e['run_id']}: task {e['task']}, preset {e['preset']}, "
-                   f"{e['generations']} generations x {e['candidates_per_generation']} "
-                   f"candidates, proposer {e['proposer']}")
-
-    def _on_run_resumed(self, e: dict) -> None:
-        again = f"; re-queued {', '.join(e['requeued'])}" if e.get("requeued") else ""
-        self._line(f"resuming {e['run_id']}{again}")
-
-    def _on_server(self, e: dict) -> None:
-        self._line(f"server {e['state']} {e.get('detail') or ''}".rstrip())
-
-    def _on_stage(self, e: dict) -> None:
-        where = f"g{e['generation']}" if e["generation"] else "burn-in"
-        detail = f": {e['detail']}" if e.get("detail") else ""
-        self._line(f"[{where}] {e['stage']} {e['state']}{detail}")
-
-    def _on_candidate_proposed(self, e: dict) -> None:
-        self.names[e["id"]] = e.get("name") or e["id"]
-
-    def _on_candidate_rejected(self, e: dict) -> None:
-        name = self.names.get(e["id"], "")
-        self._line(f"  {e['id']} {name} rejected ({e['stage']}): {e['reason'][:110]}")
-
-    def _on_candidate_status(self, e: dict) -> None:
-        if e["status"] == "training":
-            self._line(f"  {e['id']} {self.names.get(e['id'], '')} training")
-        elif e["status"] == "scoring":
-            self._line(f"  {e['id']} {self.names.get(e['id'], '')} scoring")
-
-    def _on_training_progress(self, e: dict) -> None:
-        total, step = e.get("total") or 0, e.get("step") or 0
-        text = f"  {e['id']} {bar(step, total)}"
-        if self.tty:
-            self.out.write("\r" + text)
-            self.out.flush()
-            self._bar_open = True
-            return
-        quarter = int(4 * step / total) if total else 0
-        if quarter > self._quarter.get(e["id"], 0):
-            self._quarter[e["id"]] = quarter
-            self._line(text)
-
-    def _on_candidate_scored(self, e: dict) -> None:
-        kl = (e.get("metrics") or {}).get("kl")
-        kl_text = f", KL {kl:.3f}" if isinstance(kl, (int, float)) else ""
-        self._line(f"  {e['id']} {self.names.get(e['id'], '')} fitness "
-                   f"{format_fitness(e['fitness'], e.get('stderr'), missing='-')}{kl_text}")
-
-    def _on_candidate_diverged(self, e: dict) -> None:
-        self._line(f"  {e['id']} diverged: {e.get('reason')}")
-
-    def _on_candidate_failed(self, e: dict) -> None:
-        self._line(f"  {e['id']} failed: {e.get('reason')}")
-
-    def _on_proposer_changed(self, e: dict) -> None:
-        self._line(f"proposer is now {e['proposer']} (fitness {format_fitness(e['fitness'])})")
-
-    def _on_generation_finished(self, e: dict) -> None:
-        self._line(f"[g{e['generation']}] done; best so far {e.get('best_id')} "
-                   f"{format_fitness(e.get('best_fitness'), missing='-')}")
-
-    def _on_control(self, e: dict) -> None:
-        self._line(f"control: {e['command']}")
-
-    def _on_log(self, e: dict) -> None:
-        self._line(f"{e['level']}: {e['message']}")
-
-    def _on_run_finished(self, e: dict) -> None:
-        self._line(f"finished ({e['reason']}); best {e.get('best_id')} "
-                   f"{format_fitness(e.get('best_fitness'), missing='-')}")

@@ -40,7 +40,7 @@ def smoke_run(vllm_smoke, tmp_path_factory):
 
 def test_smoke_run_records_two_generations(smoke_run):
     run_dir, result = smoke_run
-    assert "finished (generation limit reached)" in result.stdout
+    assert "run finished: generation limit reached" in result.stdout
     archive = Archive(run_dir)
     rows = {r.id: r for r in archive.rows()}
     assert {"base", "burn-dpo", "burn-hinge"} <= set(rows)
