@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run_dir, mode = Path(argv[0]), argv[1]
     try:
-        run_locked(run_dir, resume=mode == "resume", listeners=[Printer()])
+        run_locked(run_dir, resume=mode == "resume", listeners=[Printer(run_dir=run_dir)])
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

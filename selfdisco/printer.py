@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
 from selfdisco.events import IN_EVALUATION
@@ -34,12 +35,18 @@ class Printer:
     """An event listener: folds each event into a RunState (as the TUI does) and prints what
     changed; progress bars redraw in place on a TTY, and print at each quarter otherwise."""
 
-    def __init__(self, out: TextIO | None = None):
+    def __init__(self, out: TextIO | None = None, run_dir: Path | None = None):
+        """Args:
+            out: where to print (stdout by default).
+            run_dir: a run being resumed: its events so far are folded first, not printed.
+        """
         self.out = out or sys.stdout
         self.tty = self.out.isatty()
         self.started = time.monotonic()
-        self.state = RunState()
-        self._printed: dict[str, tuple[str, int | None]] = {}  # id -> (status, step) shown
+        self.state = RunState.from_run_dir(run_dir) if run_dir else RunState()
+        self.state.take_changes()
+        # id -> (status, step) as last printed
+        self._printed = {key: (row.status, row.step) for key, row in self.state.candidates.items()}
         self._quarter: dict[str, int] = {}  # id -> the last quarter of training printed
         self._bar_open = False
 

@@ -1,4 +1,7 @@
 import json
+import re
+
+import pytest
 
 from selfdisco.archive import Archive
 from selfdisco.control import ControlReader, send
@@ -34,6 +37,25 @@ def test_event_log_is_append_only_and_tolerates_a_torn_line(tmp_path):
         handle.write('age": "two"}\n')
     assert [e["message"] for e in tail.poll()] == ["two"]
     assert EventWriter(tmp_path).emit("log", level="info", message="three")["seq"] == 3
+
+
+@pytest.mark.parametrize(("kind", "fields", "says"), [
+    ("log", {"level": "info"}, "missing field(s) message"),
+    ("log", {"level": "info", "message": "m", "extra": 1}, "unknown field(s) extra"),
+    ("candidate_scored", {"id": "a", "fitness": "0.5", "stderr": None, "metrics": {}},
+     "field 'fitness' is '0.5', not int | float"),
+    ("candidate_status", {"id": "a", "status": "scored"}, "not one of training, scoring"),
+    ("log", {"level": "loud", "message": "m"}, "not one of info, warning, error"),
+    ("candidate_tickled", {"id": "a"}, "unknown event type 'candidate_tickled'"),
+])
+def test_emit_refuses_an_event_that_does_not_fit_its_type(tmp_path, kind, fields, says):
+    writer = EventWriter(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(says)):
+        writer.emit(kind, **fields)
+    assert list(read_events(tmp_path / "events.jsonl")) == []  # nothing was written
+    # Fields that may have no value are declared so: None is accepted there.
+    writer.emit("candidate_diverged", id="a", step=None, reason=None)
+    assert [e["type"] for e in read_events(tmp_path / "events.jsonl")] == ["candidate_diverged"]
 
 
 def test_control_commands_reach_the_reader(tmp_path):

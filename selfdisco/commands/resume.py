@@ -27,5 +27,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if wants_tui(args):
         return follow(args.run_dir, resume=True)
-    run_locked(args.run_dir, resume=True, listeners=[Printer()])
+    run_locked(args.run_dir, resume=True, listeners=[Printer(run_dir=args.run_dir)])
     return 0
