@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfdisco.events import EVALUATED, IN_EVALUATION
+from selfdisco.events import EVALUATED, IN_EVALUATION, STATUSES
 
 ARCHIVE_FILE = "archive.sqlite"
 
@@ -110,6 +110,7 @@ class Archive:
 
     # candidates
     def add(self, id: str, generation: int, kind: str, status: str, **fields: Any) -> Row:
+        _check_status(status)
         now = time.time()
         seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM candidates").fetchone()[0]
         values = {"id": id, "seq": seq, "generation": generation, "kind": kind,
@@ -124,6 +125,8 @@ class Archive:
         return self.get(id)
 
     def update(self, id: str, **fields: Any) -> Row:
+        if "status" in fields:
+            _check_status(fields["status"])
         fields["updated"] = time.time()
         for key in JSON_FIELDS:
             if key in fields:
@@ -184,6 +187,11 @@ class Archive:
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
+
+
+def _check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"unknown candidate status {status!r}; known: {', '.join(STATUSES)}")
 
 
 def _row(row: sqlite3.Row) -> Row:

@@ -22,6 +22,10 @@ def test_archive_survives_reopening_and_requeues(tmp_path):
     assert again.requeue_unfinished() == ["b"]
     assert again.get("b").status == "proposed"
     assert again.best().id == "a"
+    with pytest.raises(ValueError, match="unknown candidate status 'done'"):
+        again.update("a", status="done")
+    with pytest.raises(ValueError, match="unknown candidate status"):
+        again.add("d", 1, "proposal", "queued")
 
 
 def test_event_log_is_append_only_and_tolerates_a_torn_line(tmp_path):
