@@ -1,9 +1,10 @@
-"""A run's state, folded from its event log: what the TUI, the headless printer and reports show.
+"""A run's state, folded from its event log: the one fold that both the TUI and the headless
+printer (selfdisco/printer.py) render from.
 
 Pure Python (no Textual): `RunState.apply(event)` takes events in log order and keeps the
-candidates table, the header fields, the log lines and what changed since the UI last looked.
-Generation 0 holds the burn-in (the task's baseline losses); discovery generations count from 1.
-formatting.py has the matching text helpers.
+candidates table, the header fields, the log lines and what changed since the view last looked
+(`take_changes`). Generation 0 holds the burn-in (the task's baseline losses); discovery
+generations count from 1. selfdisco/formatting.py has the matching text helpers.
 """
 
 from __future__ import annotations
