@@ -2,7 +2,8 @@
 
 The run directory must be on a filesystem every Ray node shares: a task reads job.json and
 writes result.json and progress.jsonl there, and this process reads the progress as it grows.
-Install Ray with `pip install 'selfdisco[ray]'`.
+Every node needs selfdisco installed as on this machine. Install Ray with
+`pip install 'selfdisco[ray]'`.
 """
 
 from __future__ import annotations
@@ -56,7 +57,11 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=self.address or None)
+            try:
+                ray.init(address=self.address or None)
+            except (ConnectionError, RuntimeError) as err:
+                raise UserError(f"could not join the Ray cluster {self.address or '(default)'}: "
+                                f"{one_line(err)}; check executor_options.address") from None
         remote = ray.remote(num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job,
                             max_retries=0)(run_job_process)
         waiting = [Path(d) for d in job_dirs]
@@ -83,7 +88,8 @@ class RayExecutor:
         except BaseException:
             for ref in running:  # KeyboardInterrupt in the task: run_job_process kills its group
                 ray.cancel(ref)
-            _wait_ended(ray, list(running))
+            if running:  # wait (bounded) for them to end, so their workers are gone
+                ray.wait(list(running), num_returns=len(running), timeout=30.0)
             raise
 
 
@@ -109,10 +115,3 @@ class _Tail:
 
     def read(self) -> None:
         self.offset = read_progress(self.job_dir / PROGRESS_FILE, self.offset, self._report)
-
-
-def _wait_ended(ray: Any, refs: list, timeout_s: float = 30.0) -> None:
-    """Wait (bounded) until cancelled tasks have ended, so their worker processes are gone."""
-    if refs:
-        ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-

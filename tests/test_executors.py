@@ -144,6 +144,15 @@ def test_an_interrupted_map_kills_every_job_in_flight(tmp_path, worker):
     assert not (jobs[2] / "worker.pid").exists()  # never started
 
 
+def test_ray_without_a_cluster_at_the_address_is_a_clear_error(tmp_path):
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("a Ray session of this process would be used instead")
+    executor = make_executor("ray", 1, {"address": "auto"})  # "auto": join, never start one
+    with pytest.raises(UserError, match="could not join the Ray cluster auto.*executor_options"):
+        executor.map(make_jobs(tmp_path, 1), timeout_s=10)
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local two-CPU Ray cluster; after it is shut down, no process of it may be left."""
