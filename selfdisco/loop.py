@@ -24,6 +24,8 @@ from selfdisco.events import EVALUATED, EventWriter
 from selfdisco.records import Result
 from selfdisco.seeds import derive
 
+STOPPED = "stopped on request"  # the reason a run ends with when the user stops it
+
 
 class ProposerUnavailable(UserError):
     """The proposer's server is gone for good; the run stops and can be resumed."""
@@ -97,7 +99,7 @@ class Discovery:
             if self.archive.generation_state(generation) == "done":
                 continue
             if self._checkpoint():
-                reason = "stopped on request"
+                reason = STOPPED
                 break
             if self.d.time_budget_min and self._elapsed_min() >= self.d.time_budget_min:
                 reason = f"time budget of {self.d.time_budget_min} minutes used"
@@ -111,10 +113,11 @@ class Discovery:
                 reason = f"no improvement for {stale} generations"
                 break
             if self.stop_requested:
-                reason = "stopped on request"
+                reason = STOPPED
                 break
         best = self.archive.best()
-        self.events.emit("run_finished", reason=reason, best_id=best.id if best else None,
+        self.events.emit("run_finished", reason=reason, stopped=reason == STOPPED,
+                         best_id=best.id if best else None,
                          best_fitness=best.fitness if best else None)
         return reason
 

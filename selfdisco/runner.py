@@ -304,4 +304,7 @@ def run_finished(run_dir: Path) -> bool:
     """True when the run ended on its own (not stopped by the user or killed)."""
     events = read_events(Path(run_dir) / "events.jsonl")
     ends = [e for e in events if e.get("type") == "run_finished"]
-    return bool(ends) and ends[-1].get("reason") != "stopped on request"
+    if not ends:
+        return False
+    # Logs written before the `stopped` field existed say it in the reason only.
+    return not ends[-1].get("stopped", ends[-1].get("reason") == "stopped on request")

@@ -273,7 +273,7 @@ def write_recorded_run(run_dir: Path) -> None:
         emit("proposer_changed", proposer="g02-c3", adapter="candidates/g02-c3/adapter",
              fitness=0.2603)
         emit("generation_finished", generation=2, best_id="g02-c3", best_fitness=0.2603)
-        emit("run_finished", reason="generation limit reached", best_id="g02-c3",
+        emit("run_finished", reason="generation limit reached", stopped=False, best_id="g02-c3",
              best_fitness=0.2603)
         emit("server", state="stopped", detail="")
 
