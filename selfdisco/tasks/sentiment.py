@@ -4,9 +4,30 @@ Prompts are short movie-review openings (made from templates, or cut from a data
 the user names). Preference pairs come from the reference policy itself: sample several raw
 continuations per training prompt through vLLM, score them with the sentiment scorer, and keep
 the best and the worst as (chosen, rejected) when their scores differ by more than a margin.
-Fitness is the mean reward of the policy's own samples on held-out prompts (each prompt's
-samples averaged first, so the standard error is over prompts); KL(policy || reference) per
-sequence (see kl.py) and the mean completion length are reported beside it.
+
+Fitness is the KL-regularised objective the DPO family is derived from,
+J = mean reward - kl_weight * KL(policy || reference), on held-out prompts: reward is the
+scorer's value per sample (VADER compound, in [-1, 1]) averaged per prompt, KL the sequence KL in
+nats (see kl.py). The raw reward and the KL stay in the metrics beside it. The untrained base has
+KL exactly 0, so J is its reward; a policy scores above it only when its reward gain pays for its
+drift, so a bigger drift cannot win on its own.
+
+kl_weight = 0.02 reward per nat, calibrated on the cpu recipe (24-token continuations, beta 0.1)
+and measured there: dpo and hinge reach reward 0.62-0.63 at KL 11 (J about 0.40), a loss at KL
+5.8 reaches 0.55 (J 0.43), losses at KL 3.5 or less reach at most 0.26 (J at most 0.19). Along
+that curve the first nats buy about 0.06 reward each and the nats past 6 about 0.013: at 0.02
+the drift that buys sentiment pays and the drift that buys little does not, so the same reward
+at less KL wins (the paper's reward-vs-KL reading of LRML against DPO). Why not the training
+beta (0.1): DPO's beta weighs KL against the Bradley-Terry reward of its preference labels, in
+logits; these labels are best-versus-worst picks, nearly deterministic, so that reward spans many
+logits per unit of VADER score. On VADER's scale, 0.1 per nat would put dpo at 0.62 - 1.1 < 0,
+below the untrained base: no loss could beat standing still. Set kl_weight = 0 for the raw reward.
+
+The standard error of J: when every prompt has the same number of KL samples (the presets: one
+sample per prompt), J is computed per prompt, J_i = mean reward_i - kl_weight * mean KL_i, and
+the standard error is over prompts, so reward and KL measured on the same samples share one
+error. Otherwise the two standard errors are added (se_reward + kl_weight * se_KL), a bound that
+holds whatever their correlation. metrics["fitness_stderr"] says which was used.
 """
 
 from __future__ import annotations
@@ -62,6 +83,9 @@ class SentimentSettings:
     """Estimate KL(policy || reference) for adapters (two forward passes per scored sample)."""
     kl_samples: int = 64
     """Samples the KL is estimated from, one per opening first (0: all of them)."""
+    kl_weight: float = 0.02
+    """Reward a nat of KL must buy: fitness = mean reward - kl_weight * KL (module docstring);
+    0: the raw reward."""
     concurrency: int = 8
     """Requests in flight to the server."""
 
@@ -73,7 +97,7 @@ PRESET_SETTINGS = {
                                eval_samples=2, max_tokens=12),
     "cpu": SentimentSettings(),
     "gpu-zephyr": SentimentSettings(train_prompts=1024, eval_prompts=200, eval_samples=4,
-                                    max_tokens=48, concurrency=64),
+                                    max_tokens=48, kl_samples=200, concurrency=64),
 }
 
 
@@ -83,7 +107,9 @@ class SentimentTask:
     name = "sentiment"
     kind = "preference"
     needs_judge = False
-    description = "mean sentiment reward of policy samples on held-out review openings"
+    description = ("KL-regularised sentiment reward on held-out review openings: mean reward of "
+                   "the policy's samples minus a fixed weight times their KL to the reference "
+                   "policy, so drifting further only pays when it buys more positive text")
     pairs_version = PAIRS_VERSION
 
     def settings(self, ctx: TaskContext) -> SentimentSettings:
@@ -93,6 +119,11 @@ class SentimentTask:
         """UserError for an unknown or mistyped option or an unknown scorer; reads nothing."""
         settings = self.settings(TaskContext(preset=preset, options=dict(options)))
         scorer_label(settings.scorer)
+        if settings.kl_weight < 0:
+            raise UserError(f"kl_weight must be 0 or more, not {settings.kl_weight}")
+        if settings.kl_weight and not settings.measure_kl:
+            raise UserError("measure_kl = false leaves the KL term of the fitness unknown: set "
+                            "kl_weight = 0 as well (fitness is then the raw reward)")
 
     def train_settings(self, preset: str) -> Any:
         """The preset's training recipe, with lengths cut to these short texts.
@@ -171,7 +202,7 @@ class SentimentTask:
         per_prompt: list[list[float]] = [[] for _ in prompts]
         for sample, reward in zip(samples, rewards, strict=True):
             per_prompt[sample.prompt_index].append(reward)
-        value, stderr = mean_and_stderr([sum(r) / len(r) for r in per_prompt if r])
+        reward, reward_stderr = mean_and_stderr([sum(r) / len(r) for r in per_prompt if r])
         metrics: dict[str, Any] = {
             "scorer": scorer.label,
             "policy": str(adapter_path) if adapter_path else "base model (the reference)",
@@ -180,21 +211,57 @@ class SentimentTask:
             "sampling_seconds": round(sampled - started, 2),
             "examples": [prompts[s.prompt_index] + s.text for s in samples[:3]],
         }
+        kls: list[list[float]] = [[] for _ in prompts]
         if model is None:
-            metrics.update(kl=0.0, kl_stderr=0.0)  # the base model is the reference
+            kls = [[0.0] for _ in prompts]  # the base model is the reference
         elif settings.measure_kl:
             from selfdisco.tasks.kl import sequence_kls
 
             kl_started = time.perf_counter()
             scored = kl_subset(samples, settings.kl_samples)
-            kl, kl_stderr = mean_and_stderr(sequence_kls(ctx.model_path, str(adapter_path),
-                                                         scored, dtype=ctx.dtype))
-            metrics.update(kl=kl, kl_stderr=kl_stderr, kl_dtype=ctx.dtype,
-                           kl_n=len(scored), kl_seconds=round(time.perf_counter() - kl_started, 2))
-        else:
-            metrics.update(kl=math.nan, kl_stderr=math.nan)
+            values = sequence_kls(ctx.model_path, str(adapter_path), scored, dtype=ctx.dtype)
+            for sample, value in zip(scored, values, strict=True):
+                kls[sample.prompt_index].append(value)
+            metrics.update(kl_dtype=ctx.dtype, kl_n=len(scored),
+                           kl_seconds=round(time.perf_counter() - kl_started, 2))
+        kl, kl_stderr = mean_and_stderr([k for ks in kls for k in ks])
+        if model is None:
+            kl_stderr = 0.0
+        value, stderr, method, prompt_values = kl_regularised(per_prompt, kls,
+                                                              settings.kl_weight)
+        metrics.update(reward=reward, reward_stderr=reward_stderr, kl=kl, kl_stderr=kl_stderr,
+                       kl_weight=settings.kl_weight, fitness_stderr=method,
+                       prompt_fitness=[round(v, 6) for v in prompt_values])
         metrics["seconds"] = round(time.perf_counter() - started, 2)
-        return Fitness(value=value, stderr=stderr, metrics=metrics, n=len(per_prompt))
+        return Fitness(value=value, stderr=stderr, metrics=metrics,
+                       n=len(prompt_values) if math.isfinite(value) else 0)
+
+
+def kl_regularised(rewards: list[list[float]], kls: list[list[float]],
+                   weight: float) -> tuple[float, float, str, list[float]]:
+    """J = mean reward - weight * mean KL over prompts, and its standard error.
+
+    Args:
+        rewards: each prompt's per-sample rewards.
+        kls: each prompt's per-sample KL estimates (may be fewer than its rewards, or none).
+        weight: the KL weight (0: the raw reward).
+
+    Returns:
+        (J, its standard error, how the error was computed, the per-prompt J values: empty
+        unless computed per prompt). "per prompt" when every prompt with rewards has the same
+        number (at least one) of KL samples; otherwise "sum of errors", se_reward + weight *
+        se_KL, a bound whatever the correlation of reward and KL; NaN when a KL is needed but
+        was not measured.
+    """
+    pairs = [(r, k) for r, k in zip(rewards, kls, strict=True) if r]
+    counts = {len(k) for _, k in pairs}
+    if weight == 0 or (len(counts) == 1 and 0 not in counts):
+        values = [sum(r) / len(r) - (weight * sum(k) / len(k) if weight else 0.0)
+                  for r, k in pairs]
+        return (*mean_and_stderr(values), "per prompt", values)
+    reward, reward_stderr = mean_and_stderr([sum(r) / len(r) for r, _ in pairs])
+    kl, kl_stderr = mean_and_stderr([v for _, k in pairs for v in k])
+    return reward - weight * kl, reward_stderr + weight * kl_stderr, "sum of errors", []
 
 
 def make_pairs(prompts: list[str], samples: list, rewards: list[float],
