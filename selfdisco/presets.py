@@ -57,4 +57,26 @@ PRESETS: dict[str, dict] = {
         "train": {"preset": "gpu-zephyr"},
         "server": {"max_model_len": 8192, "kv_cache_gib": 0},
     },
+    # Self-improvement at the paper's scale: an instruct model that writes code is both the policy
+    # and the proposer, so the best adapter becomes the next proposer. The paper's data and beta,
+    # LoRA. The judge is of another family (IBM Granite, not Qwen), so it does not favour its own
+    # family's answers; Apache-2.0 and not gated, it downloads without a Hub token or a licence
+    # to accept. Needs a large GPU and access to the Hugging Face Hub.
+    "gpu-selfimprove": {
+        "models": {
+            "policy": "Qwen/Qwen2.5-7B-Instruct",
+            "judge": "ibm-granite/granite-3.1-8b-instruct",
+        },
+        "task": {"name": "mtbench", "options": {"data": "argilla/dpo-mix-7k"}},
+        "discovery": {
+            "generations": 25,
+            "candidates_per_generation": 4,
+            "code_grammar": "free",
+            "max_tokens": 1024,
+            "self_improve": True,
+            "candidate_timeout_min": 90.0,
+        },
+        "train": {"preset": "gpu-selfimprove"},
+        "server": {"max_model_len": 8192, "kv_cache_gib": 0},
+    },
 }

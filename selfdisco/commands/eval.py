@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sentiment (default), mtbench or digits")
     parser.add_argument("--adapter", help="a LoRA adapter directory (PEFT format) to evaluate; "
                                           "without it the base model is evaluated")
-    parser.add_argument("--preset", default="cpu", help="smoke, cpu (default) or gpu-zephyr")
+    parser.add_argument("--preset", default="cpu", help="smoke, cpu (default), gpu-zephyr or "
+                                                          "gpu-selfimprove")
     parser.add_argument("--model", help="the base model: a bundled name, a directory or a Hub "
                                         "id (default: the preset's policy)")
     parser.add_argument("--server", metavar="URL",

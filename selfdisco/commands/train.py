@@ -8,7 +8,7 @@ from pathlib import Path
 
 HELP = "train a LoRA adapter on preference data under a loss (catalog name or file)"
 
-PRESET_CHOICES = ("smoke", "cpu", "gpu-zephyr")
+PRESET_CHOICES = ("smoke", "cpu", "gpu-zephyr", "gpu-selfimprove")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from selfdisco.errors import UserError
 from selfdisco.formatting import format_fitness
 from selfdisco.paths import checkpoints_dir
 
-PRESETS = ("smoke", "cpu", "gpu-zephyr")
+PRESETS = ("smoke", "cpu", "gpu-zephyr", "gpu-selfimprove")
 
 
 class EvaluationError(Exception):
@@ -59,7 +59,7 @@ class TaskContext:
         model_path: the base model's path (or Hugging Face id); keys the caches.
         cache_dir: where preference pairs and other reusable results are cached.
         seed: root seed for sampling and splits.
-        preset: smoke, cpu or gpu-zephyr; picks the task's default sizes.
+        preset: smoke, cpu, gpu-zephyr or gpu-selfimprove; picks the task's default sizes.
         judge_client: the LLMClient of the judge (mtbench); None means `client` is the judge.
         options: task-specific overrides (see each task's Settings dataclass).
         dtype: what the served policy computes in (float32, bfloat16, float16); log-probs for

@@ -64,6 +64,7 @@ PRESET_SETTINGS = {
     "gpu-zephyr": MTBenchSettings(questions="lighteval/mt-bench", data="argilla/dpo-mix-7k",
                                   answer_tokens=1024, judge_tokens=1024, concurrency=32),
 }
+PRESET_SETTINGS["gpu-selfimprove"] = PRESET_SETTINGS["gpu-zephyr"]
 
 
 def load_questions(source: str) -> list[Question]:

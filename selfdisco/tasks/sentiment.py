@@ -99,6 +99,7 @@ PRESET_SETTINGS = {
     "gpu-zephyr": SentimentSettings(train_prompts=1024, eval_prompts=200, eval_samples=4,
                                     max_tokens=48, kl_samples=200, concurrency=64),
 }
+PRESET_SETTINGS["gpu-selfimprove"] = PRESET_SETTINGS["gpu-zephyr"]
 
 
 class SentimentTask:
@@ -134,7 +135,7 @@ class SentimentTask:
         from selfdisco.train.settings import TrainSettings
 
         base = TrainSettings.for_preset(preset)
-        if preset == "gpu-zephyr":
+        if preset in ("gpu-zephyr", "gpu-selfimprove"):
             return base.with_overrides(max_length=128, max_prompt_length=32)
         if preset == "cpu":
             base = base.with_overrides(learning_rate=1e-3, beta=0.1)

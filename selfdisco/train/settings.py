@@ -18,6 +18,7 @@ PRESET_MODELS = {
     "smoke": "smoke-llama",
     "cpu": "smollm2-135m-instruct",
     "gpu-zephyr": "HuggingFaceH4/zephyr-7b-gemma-sft-v0.1",
+    "gpu-selfimprove": "Qwen/Qwen2.5-7B-Instruct",
 }
 
 
@@ -68,7 +69,7 @@ class TrainSettings:
 
     @classmethod
     def for_preset(cls, name: str) -> TrainSettings:
-        """The settings of a named preset: smoke, cpu or gpu-zephyr."""
+        """The settings of a named preset: smoke, cpu, gpu-zephyr or gpu-selfimprove."""
         if name not in PRESETS:
             raise UserError(f"unknown training preset {name!r}; choose one of {', '.join(PRESETS)}")
         return replace(PRESETS[name])
@@ -140,3 +141,5 @@ PRESETS: dict[str, TrainSettings] = {
                                 bf16=True, gradient_checkpointing=True, lr_scheduler="cosine",
                                 warmup_ratio=0.1),
 }
+# The same recipe for Qwen2.5-7B-Instruct, the self-improving preset's policy and proposer.
+PRESETS["gpu-selfimprove"] = replace(PRESETS["gpu-zephyr"])
