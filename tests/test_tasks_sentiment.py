@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -12,7 +13,7 @@ from selfdisco.tasks import TaskContext, get_task
 from selfdisco.tasks.openings import dataset_openings, split_openings, template_openings
 from selfdisco.tasks.sampling import Sample
 from selfdisco.tasks.scorers import make_scorer, positive_label_index, scorer_label
-from selfdisco.tasks.sentiment import PRESET_SETTINGS, kl_subset, make_pairs
+from selfdisco.tasks.sentiment import PRESET_SETTINGS, kl_regularised, kl_subset, make_pairs
 
 
 def test_openings_are_many_distinct_short_and_split_the_same_way_every_time():
@@ -150,8 +151,9 @@ def test_settings_come_from_the_preset_and_options():
     smoke = task.settings(TaskContext(preset="smoke"))
     assert smoke.eval_prompts < PRESET_SETTINGS["cpu"].eval_prompts
     assert task.settings(TaskContext(options={"preset": "smoke"})) == smoke
-    tuned = task.settings(TaskContext(options={"eval_prompts": "10", "measure_kl": "false"}))
-    assert tuned.eval_prompts == 10 and tuned.measure_kl is False
+    tuned = task.settings(TaskContext(options={"eval_prompts": "10", "measure_kl": "false",
+                                               "kl_weight": "0"}))
+    assert tuned.eval_prompts == 10 and tuned.measure_kl is False and tuned.kl_weight == 0
     with pytest.raises(UserError, match="unknown preset"):
         task.settings(TaskContext(preset="tpu"))
     with pytest.raises(UserError, match="unknown task option"):
@@ -173,3 +175,76 @@ def test_kl_is_estimated_from_one_sample_per_opening_first():
     samples = [Sample(p, f"{p}-{k}", [1], None, "stop") for p in range(3) for k in range(2)]
     assert [s.text for s in kl_subset(samples, 4)] == ["0-0", "1-0", "2-0", "0-1"]
     assert kl_subset(samples, 0) == samples and kl_subset(samples, 99) == samples
+
+
+def test_kl_weight_is_checked_and_needs_the_kl_measured():
+    task = get_task("sentiment")
+    assert task.settings(TaskContext()).kl_weight == 0.02
+    with pytest.raises(UserError, match="kl_weight must be 0 or more"):
+        task.check_options("cpu", {"kl_weight": -0.1})
+    with pytest.raises(UserError, match="set kl_weight = 0"):
+        task.check_options("cpu", {"measure_kl": False})
+    task.check_options("cpu", {"measure_kl": False, "kl_weight": 0})
+
+
+def test_fitness_is_reward_minus_weighted_kl_computed_per_prompt():
+    rewards = [[0.5, 0.7], [0.1, 0.3], [0.9, 0.9]]
+    kls = [[10.0], [2.0], [6.0]]
+    value, stderr, method, per_prompt = kl_regularised(rewards, kls, 0.02)
+    assert method == "per prompt"
+    assert per_prompt == pytest.approx([0.6 - 0.2, 0.2 - 0.04, 0.9 - 0.12])
+    assert value == pytest.approx(sum(per_prompt) / 3)
+    mean = value
+    sd = math.sqrt(sum((v - mean) ** 2 for v in per_prompt) / 2)
+    assert stderr == pytest.approx(sd / math.sqrt(3))
+    # The reference itself: KL exactly 0, so the fitness is the reward.
+    base = kl_regularised(rewards, [[0.0]] * 3, 0.02)
+    assert base[0] == pytest.approx((0.6 + 0.2 + 0.9) / 3) and base[2] == "per prompt"
+    # Weight 0: the raw reward, whatever the KL.
+    assert kl_regularised(rewards, [[], [], []], 0.0)[0] == pytest.approx(base[0])
+
+
+def test_a_bigger_drift_does_not_win_on_its_own():
+    """The cpu run's figures: dpo (0.62 at KL 11) against a loss with 0.55 at KL 5.8 and the
+    untrained base; more drift for a little more reward loses, and a loss that drifts without
+    gaining reward scores below the base."""
+    prompts = 32
+
+    def score(reward, kl):
+        return kl_regularised([[reward, reward]] * prompts, [[kl]] * prompts, 0.02)[0]
+
+    dpo, frugal, base = score(0.62, 11.0), score(0.55, 5.8), score(0.15, 0.0)
+    assert frugal > dpo > base
+    assert score(0.15, 5.0) < base
+    assert score(0.62, 30.0) < dpo
+
+
+def test_uneven_kl_samples_add_the_two_standard_errors():
+    rewards = [[0.5, 0.7], [0.1, 0.3], [0.9, 0.9], [0.2, 0.4]]
+    kls = [[10.0, 12.0], [2.0], [6.0], [4.0]]
+    value, stderr, method, per_prompt = kl_regularised(rewards, kls, 0.02)
+    assert method == "sum of errors" and per_prompt == []
+    reward = [0.6, 0.2, 0.9, 0.3]
+    kl = [10.0, 12.0, 2.0, 6.0, 4.0]
+    assert value == pytest.approx(sum(reward) / 4 - 0.02 * sum(kl) / 5)
+    assert stderr == pytest.approx(_stderr(reward) + 0.02 * _stderr(kl))
+    # No KL measured for a policy that needs one: no value.
+    assert math.isnan(kl_regularised(rewards, [[], [], [], []], 0.02)[0])
+
+
+def _stderr(values):
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+
+
+def test_the_base_models_fitness_is_its_reward_with_reward_and_kl_beside_it(tmp_path):
+    client = ScriptedLLM([" a wonderful, moving story.", " a dull and awful mess."])
+    ctx = TaskContext(client=client, model_path="m", cache_dir=tmp_path,
+                      options={"eval_prompts": "6", "eval_samples": "2", "concurrency": "1"})
+    fitness = get_task("sentiment").evaluate(ctx)
+    metrics = fitness.metrics
+    assert fitness.n == 6 and metrics["kl"] == 0.0 and metrics["kl_stderr"] == 0.0
+    assert fitness.value == pytest.approx(metrics["reward"])
+    assert fitness.stderr == pytest.approx(metrics["reward_stderr"])
+    assert metrics["kl_weight"] == 0.02 and metrics["fitness_stderr"] == "per prompt"
+    assert len(metrics["per_prompt"]) == 6

@@ -114,17 +114,18 @@ class SentimentTask:
     pairs_version = PAIRS_VERSION
 
     def settings(self, ctx: TaskContext) -> SentimentSettings:
-        return preset_settings(self.name, PRESET_SETTINGS, ctx)
-
-    def check_options(self, preset: str, options: dict[str, Any]) -> None:
-        """UserError for an unknown or mistyped option or an unknown scorer; reads nothing."""
-        settings = self.settings(TaskContext(preset=preset, options=dict(options)))
-        scorer_label(settings.scorer)
+        settings = preset_settings(self.name, PRESET_SETTINGS, ctx)
         if settings.kl_weight < 0:
             raise UserError(f"kl_weight must be 0 or more, not {settings.kl_weight}")
         if settings.kl_weight and not settings.measure_kl:
             raise UserError("measure_kl = false leaves the KL term of the fitness unknown: set "
                             "kl_weight = 0 as well (fitness is then the raw reward)")
+        return settings
+
+    def check_options(self, preset: str, options: dict[str, Any]) -> None:
+        """UserError for an unknown or mistyped option or an unknown scorer; reads nothing."""
+        settings = self.settings(TaskContext(preset=preset, options=dict(options)))
+        scorer_label(settings.scorer)
 
     def train_settings(self, preset: str) -> Any:
         """The preset's training recipe, with lengths cut to these short texts.
@@ -226,16 +227,15 @@ class SentimentTask:
             metrics.update(kl_dtype=ctx.dtype, kl_n=len(scored),
                            kl_seconds=round(time.perf_counter() - kl_started, 2))
         kl, kl_stderr = mean_and_stderr([k for ks in kls for k in ks])
-        if model is None:
-            kl_stderr = 0.0
         value, stderr, method, prompt_values = kl_regularised(per_prompt, kls,
                                                               settings.kl_weight)
         metrics.update(reward=reward, reward_stderr=reward_stderr, kl=kl, kl_stderr=kl_stderr,
                        kl_weight=settings.kl_weight, fitness_stderr=method,
-                       prompt_fitness=[round(v, 6) for v in prompt_values])
+                       per_prompt=[round(v, 6) for v in prompt_values])
         metrics["seconds"] = round(time.perf_counter() - started, 2)
+        scored_prompts = sum(1 for r in per_prompt if r)
         return Fitness(value=value, stderr=stderr, metrics=metrics,
-                       n=len(prompt_values) if math.isfinite(value) else 0)
+                       n=scored_prompts if math.isfinite(value) else 0)
 
 
 def kl_regularised(rewards: list[list[float]], kls: list[list[float]],
