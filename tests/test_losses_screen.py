@@ -144,11 +144,15 @@ def test_same_behaviour_in_different_code_is_a_duplicate(sandbox):
         "    return nnf.softplus(-self.beta * margin) + 3.0  # constant offset: same gradient\n"))
     doubled = Candidate("", "doubled", catalog.get("dpo").candidate.code.replace(
         "return -F.logsigmoid(beta * rho)", "return -2 * F.logsigmoid(beta * rho)"))
+    steeper = Candidate("", "steeper", catalog.get("dpo").candidate.code.replace(
+        "return -F.logsigmoid(beta * rho)", "return -F.logsigmoid(2 * beta * rho)"))
     rewritten_fp = screen(rewritten, sandbox=sandbox).fingerprint
-    doubled_fp = screen(doubled, sandbox=sandbox).fingerprint
+    doubled_fp = screen(doubled, sandbox=sandbox).fingerprint  # AdamW trains 2 L like L
+    steeper_fp = screen(steeper, sandbox=sandbox).fingerprint
     assert dpo.is_duplicate(rewritten_fp) and rewritten_fp.is_duplicate(dpo)
-    assert not dpo.is_duplicate(doubled_fp)
-    assert dpo.distance(doubled_fp) == pytest.approx(doubled_fp.distance(dpo))
+    assert dpo.is_duplicate(doubled_fp)
+    assert not dpo.is_duplicate(steeper_fp)
+    assert dpo.distance(steeper_fp) == pytest.approx(steeper_fp.distance(dpo))
 
 
 def test_fingerprint_survives_json(sandbox):

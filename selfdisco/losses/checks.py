@@ -133,18 +133,17 @@ def _check_behaviour(loss_fn: CompiledLoss) -> None:
 
 
 def compute_fingerprint(loss_fn: CompiledLoss) -> fp.Fingerprint:
-    """Loss and gradients on the rho grid and the fixed batch, at each fingerprint beta."""
-    blocks = []
+    """The policy gradients on the rho grid and the fixed batch, at each fingerprint beta (the
+    loss values and the reference gradients play no part in training)."""
+    blocks = {}
     for beta in fp.BETAS:
-        grid_out, grid_grads = _values(loss_fn, _grid(), beta, " on the rho grid")
-        batch_out, batch_grads = _values(loss_fn, random_inputs(fp.BATCH_SEED, fp.BATCH_SIZE),
-                                         beta, " on the fingerprint batch")
-        blocks += [(f"grid@{beta}/loss", grid_out), (f"grid@{beta}/grad_chosen", grid_grads[0]),
-                   (f"grid@{beta}/grad_rejected", grid_grads[1]),
-                   (f"batch@{beta}/loss", batch_out)]
-        blocks += [(f"batch@{beta}/grad_{name}", grads)
-                   for name, grads in zip(INPUT_NAMES, batch_grads, strict=True)]
-    return fp.Fingerprint.from_dict({"version": fp.VERSION, "blocks": dict(blocks)})
+        _, grid = _values(loss_fn, _grid(), beta, " on the rho grid")
+        _, batch = _values(loss_fn, random_inputs(fp.BATCH_SEED, fp.BATCH_SIZE), beta,
+                           " on the fingerprint batch")
+        for where, grads in (("grid", grid), ("batch", batch)):
+            blocks[f"beta={beta}/{where}/chosen"] = grads[0]
+            blocks[f"beta={beta}/{where}/rejected"] = grads[1]
+    return fp.Fingerprint.from_dict({"version": fp.VERSION, "blocks": blocks})
 
 
 def compute_shape(loss_fn: CompiledLoss, beta: float) -> LossShape:
