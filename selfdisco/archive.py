@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS generations (
     started REAL, finished REAL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS replicates (  -- one per (candidate, training seed) evaluated
+    id TEXT NOT NULL,
+    replicate INTEGER NOT NULL,
+    result TEXT NOT NULL,              -- JSON: records.Result
+    PRIMARY KEY (id, replicate)
+);
 """
 
 JSON_FIELDS = ("metrics", "fingerprint", "seeds", "timings", "shape")
@@ -158,6 +164,16 @@ class Archive:
         for id in ids:
             self.update(id, status="proposed", stage=None, reason=None)
         return ids
+
+    # replicates: a candidate's per-seed results, combined into its row when all are in
+    def put_replicate(self, id: str, replicate: int, result: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO replicates (id, replicate, result) VALUES "
+                        "(?, ?, ?)", (id, replicate, json.dumps(result, default=str)))
+
+    def replicates(self, id: str) -> dict[int, dict]:
+        """Replicate index -> the recorded per-seed result (a records.Result dict)."""
+        return {r[0]: json.loads(r[1]) for r in self.db.execute(
+            "SELECT replicate, result FROM replicates WHERE id = ? ORDER BY replicate", (id,))}
 
     # generations
     def set_generation(self, generation: int, state: str, proposer: str | None = None) -> None:

@@ -99,6 +99,10 @@ class DiscoveryConfig:
     """A candidate's evaluation (train + score) is killed after this many minutes."""
     screen_timeout_s: float = 10.0
     """Time limit for running a candidate on random tensors."""
+    replicates: int = 1
+    """Training seeds per candidate and baseline (R): fitness is the mean over the R trained
+    policies, and its standard error includes the variance between seeds (pooled across the
+    run's candidates below 5 seeds; see selfdisco/stats.py). R times the training time."""
 
 
 @dataclass
@@ -217,6 +221,8 @@ def _validate(config: RunConfig) -> None:
         (d.candidates_per_generation >= 1,
          "discovery.candidates_per_generation must be at least 1"),
         (d.max_resamples >= 0, "discovery.max_resamples must be 0 or more"),
+        (d.replicates >= 1, "discovery.replicates must be at least 1 (training seeds per "
+         "candidate)"),
         (d.code_grammar in ("free", "expression"),
          "discovery.code_grammar must be free or expression"),
         (0 < d.temperature <= 2, "discovery.temperature must be in (0, 2]"),

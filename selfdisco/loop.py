@@ -14,12 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from selfdisco import propose
+from selfdisco import propose, stats
 from selfdisco.archive import REFERENCE_SHAPE, Archive, Row
 from selfdisco.config import RunConfig
 from selfdisco.control import ControlReader, apply_command
 from selfdisco.errors import UserError
-from selfdisco.evaluation import code_sha
+from selfdisco.evaluation import code_sha, combine
 from selfdisco.events import EVALUATED, EventWriter
 from selfdisco.records import Result
 from selfdisco.seeds import derive
@@ -180,13 +180,15 @@ class Discovery:
                 self._fingerprint_catalog(row)
             if row.status in EVALUATED:
                 continue
-            cached = self.s.burn_in_cache.get(id, row.code) if self.s.burn_in_cache else None
-            if cached:
-                source = cached.cached_from or "an earlier run"
-                self.events.emit("log", level="info",
-                                 message=f"{id} reused from the burn-in cache (run {source})")
-                self._record_result(row, replace(cached, cached_from=source))
-            else:
+            for k in self._missing_replicates(row) if self.s.burn_in_cache else []:
+                cached = self.s.burn_in_cache.get(_cache_id(id, k), row.code)
+                if cached:
+                    source = cached.cached_from or "an earlier run"
+                    self.events.emit("log", level="info", message=(
+                        f"{id}{self._seed_label(row, k)} reused from the burn-in cache (run "
+                        f"{source})"))
+                    self._store_replicate(row, k, replace(cached, cached_from=source))
+            if self.archive.get(id).status not in EVALUATED:
                 todo.append(row)
         if todo:
             self._stage(0, "burn_in", "start", f"{len(todo)} to evaluate")
@@ -367,11 +369,17 @@ class Discovery:
 
     # ---- evaluate and record --------------------------------------------------------------------
     def _evaluate(self, rows: list[Row], cache: bool = False, retry: bool = True) -> None:
-        """Train and score rows; one that failed because of the model server (cause "server")
-        is evaluated once more, after a health check of the server."""
+        """Train and score rows, each with its training seeds not yet recorded (replicates);
+        one that failed because of the model server (cause "server") is evaluated once more,
+        after a health check of the server."""
         last_emit: dict[str, float] = {}
         scoring: set[str] = set()
         hit_by_crash: list[Row] = []
+        missing = {row.id: self._missing_replicates(row) for row in rows}
+        for row in [r for r in rows if not missing[r.id]]:  # killed after its last seed
+            self._record_if_complete(row)
+        rows = [r for r in rows if missing[r.id]]
+        started: set[str] = set()
 
         def on_progress(row: Row, progress: dict) -> None:
             now = time.monotonic()
@@ -387,18 +395,28 @@ class Discovery:
 
         def on_done(row: Row, result: Result) -> None:
             if retry and result.cause == "server":
-                hit_by_crash.append(row)
+                if row not in hit_by_crash:
+                    hit_by_crash.append(row)
                 return
-            self._record_result(row, result)
+            k = result.replicate or 0
             if cache and self.s.burn_in_cache and result.status == "scored":
-                self.s.burn_in_cache.put(row.id, row.code, result)
+                self.s.burn_in_cache.put(_cache_id(row.id, k), row.code, result)
+            self._store_replicate(row, k, result)
 
         def on_start(row: Row) -> None:
+            if row.id in started:  # another training seed of the same row
+                return
+            started.add(row.id)
             status = "scoring" if row.code is None else "training"
             self.archive.update(row.id, status=status)
             self.events.emit("candidate_status", id=row.id, status=status)
 
-        self.s.evaluator.evaluate(rows, on_progress, on_done, on_start)
+        if not rows:
+            return
+        if self.d.replicates > 1:
+            self.s.evaluator.evaluate(rows, on_progress, on_done, on_start, replicates=missing)
+        else:
+            self.s.evaluator.evaluate(rows, on_progress, on_done, on_start)
         if hit_by_crash:
             restarted = self._check_server()
             self.events.emit("log", level="warning", message=(
@@ -413,6 +431,36 @@ class Discovery:
         if restarted:
             self.events.emit("server", state="restarted", detail="after a crash")
         return restarted
+
+    def _missing_replicates(self, row: Row) -> list[int]:
+        """The row's training seeds without a recorded result; the untrained base policy has
+        one (it is not trained, and every policy is scored with the same sampling seeds)."""
+        wanted = 1 if row.code is None else self.d.replicates
+        have = self.archive.replicates(row.id)
+        return [k for k in range(wanted) if k not in have]
+
+    def _store_replicate(self, row: Row, k: int, result: Result) -> None:
+        """Keep training seed k's result; record the row once all its seeds are in."""
+        self.archive.put_replicate(row.id, k, result.to_dict())
+        if self.d.replicates > 1 and row.code is not None:
+            self.events.emit("log", level="info", message=(
+                f"{row.id}{self._seed_label(row, k)}: {result.status}"
+                + (f" {result.fitness:.4g}" if result.status == "scored" else "")))
+        self._record_if_complete(row)
+
+    def _seed_label(self, row: Row, k: int) -> str:
+        return f" (training seed {k})" if row.code is not None and self.d.replicates > 1 else ""
+
+    def _record_if_complete(self, row: Row) -> None:
+        """Record the combination of the row's per-seed results once all are in (the standard
+        error pools the seed variance over the run's rows, stats.py)."""
+        if self._missing_replicates(row):
+            return
+        results = [Result.from_dict(r) for r in self.archive.replicates(row.id).values()]
+        own = [(float(r.fitness), r.stderr) for r in results if r.status == "scored"]
+        others = [stats.replicates_of(r) for r in self.archive.rows("status = 'scored'")
+                  if r.id != row.id]
+        self._record_result(row, combine(results, stats.pooled_seed_variance([*others, own])))
 
     def _record_result(self, row: Row, result: Result) -> None:
         fields = result.archive_fields()
@@ -459,3 +507,8 @@ class Discovery:
 
     def _stage(self, g: int, stage: str, state: str, detail: str) -> None:
         self.events.emit("stage", generation=g, stage=stage, state=state, detail=detail)
+
+
+def _cache_id(id: str, replicate: int) -> str:
+    """A baseline's burn-in cache entry for one training seed (seed 0: the row's own id)."""
+    return id if replicate == 0 else f"{id}/r{replicate}"

@@ -74,10 +74,13 @@ class Job:
     name: str = ""
     code: str | None = None  # the loss; None scores the untrained base policy
     out_dir: str = ""  # receives the adapter, logs, progress.jsonl and result.json
+    replicate: int = 0  # which of the candidate's training seeds (train_seed is its seed)
 
-    def for_candidate(self, id: str, name: str, code: str | None, out_dir: str) -> Job:
-        """This job template filled in for one candidate."""
-        return replace(self, id=id, name=name, code=code, out_dir=out_dir)
+    def for_candidate(self, id: str, name: str, code: str | None, out_dir: str,
+                      replicate: int = 0, train_seed: int | None = None) -> Job:
+        """This job template filled in for one candidate (and one of its training seeds)."""
+        return replace(self, id=id, name=name, code=code, out_dir=out_dir, replicate=replicate,
+                       train_seed=self.train_seed if train_seed is None else train_seed)
 
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -109,6 +112,8 @@ class Result:
         traceback: the worker's traceback of an unexpected exception.
         replayed_from: in a replay, the recorded run's candidate this result comes from.
         cached_from: the run that measured this result, when the burn-in cache supplied it.
+        replicate, train_seed: which training seed of the candidate this result is (the
+            per-seed results a candidate's row combines; None on the combined result).
     """
 
     status: str
@@ -123,6 +128,8 @@ class Result:
     traceback: str | None = None
     replayed_from: str | None = None
     cached_from: str | None = None
+    replicate: int | None = None
+    train_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.status not in EVALUATED:

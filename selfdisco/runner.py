@@ -39,8 +39,9 @@ def prepare_run_dir(config: RunConfig, run_dir: Path | None) -> Path:
 
 
 # Part of the burn-in cache's key: bump it when what a baseline's result depends on changes,
-# or the entries' shape (3: entries are records.Result, the model a models.model_identity).
-BURN_IN_VERSION = 3
+# or the entries' shape (3: entries are records.Result, the model a models.model_identity;
+# 4: one entry per training seed, results carry per-prompt scores).
+BURN_IN_VERSION = 4
 
 
 def burn_in_key(config: RunConfig, *, model: dict, dtype: str, train: dict, seeds: list[int],
