@@ -56,7 +56,8 @@ class RayExecutor:
             on_start: Callable[[Path], None] | None = None) -> None:
         import ray
 
-        if not ray.is_initialized():
+        started = not ray.is_initialized()  # then this map shuts down what it started
+        if started:
             try:
                 ray.init(address=self.address or None)
             except (ConnectionError, RuntimeError) as err:
@@ -91,6 +92,9 @@ class RayExecutor:
             if running:  # wait (bounded) for them to end, so their workers are gone
                 ray.wait(list(running), num_returns=len(running), timeout=30.0)
             raise
+        finally:
+            if started:  # stops a local cluster it started; only disconnects from a joined one
+                ray.shutdown()
 
 
 def _result(ray: Any, ref: Any) -> Result:
