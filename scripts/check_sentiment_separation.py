@@ -1,13 +1,18 @@
-"""Does the sentiment fitness tell a good loss from a bad one? Prints the numbers and timings.
+"""Does the sentiment fitness tell a good loss from a bad one? Prints a table and timings.
 
-On the cpu preset (SmolLM2-135M served by vLLM on CPU): make preference pairs from the
-reference policy, train one LoRA adapter with dpo and one with the opposite loss (dpo applied to
--rho, which prefers the rejected continuation), and score the base model and both adapters on
-the held-out openings. The check passes when dpo beats the opposite loss by at least three
-standard errors (of the difference) and beats the untrained base.
+Make preference pairs from the reference policy, train LoRA adapters with dpo, with the opposite
+loss (dpo applied to -rho, which prefers the rejected continuation) and with a weakly
+regularised control (dpo at a quarter of the recipe's beta, which drifts further), and score the
+base model and the three adapters on the same held-out openings with the same sampling seeds,
+under the task's KL-regularised fitness (reward - kl_weight * KL). Differences are paired over
+prompts (selfdisco.stats.difference); each adapter is trained once, so they hold sampling
+noise only. The check passes when dpo beats the opposite loss and the untrained base by at
+least 3 standard errors each, and the control does not outrank dpo unless it is better on both
+reward and KL or ahead by more than the tie rule's 2 standard errors.
 
 Run: python scripts/check_sentiment_separation.py [--preset cpu] [--set KEY=VALUE ...]
-(--set overrides training settings, e.g. --set max_steps=64 --set learning_rate=5e-4).
+(--set overrides training settings, e.g. --set max_steps=64 --set learning_rate=5e-4;
+--option overrides task options, e.g. --option kl_weight=0.01).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 OPPOSITE_DPO = '''
 def opposite_dpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
@@ -44,14 +50,53 @@ def _number(raw: str):
     return raw
 
 
-def separation(a, b) -> float:
-    """(a - b) in standard errors of the difference (independent estimates)."""
-    return (a.value - b.value) / math.sqrt(a.stderr ** 2 + b.stderr ** 2)
+def row(name: str, fitness, code: str | None) -> SimpleNamespace:
+    """A fitness in the shape selfdisco.stats reads (fitness, stderr, code, metrics)."""
+    return SimpleNamespace(id=name, fitness=fitness.value, stderr=fitness.stderr, code=code,
+                           metrics=fitness.metrics)
+
+
+def z_score(difference) -> float:
+    return difference.mean / difference.stderr if difference.stderr else math.nan
+
+
+def print_table(rows: dict[str, SimpleNamespace], reference: SimpleNamespace) -> None:
+    from selfdisco.stats import difference
+
+    print(f"\n{'policy':14s} {'fitness':>17s} {'reward':>17s} {'KL (nats)':>15s} "
+          f"{'- dpo (paired)':>18s} {'z':>6s}")
+    for name, r in rows.items():
+        m = r.metrics
+        d = difference(r, reference) if r is not reference else None
+        versus = f"{d.mean:+.4f} ± {d.stderr:.4f}" if d else "-"
+        z = f"{z_score(d):+.1f}" if d else "-"
+        print(f"{name:14s} {r.fitness:8.4f} ± {r.stderr:6.4f} {m['reward']:8.4f} ± "
+              f"{m['reward_stderr']:6.4f} {m['kl']:7.3f} ± {m['kl_stderr']:5.3f} "
+              f"{versus:>18s} {z:>6s}")
+    print(f"fitness = reward - {reference.metrics['kl_weight']} x KL; standard error: "
+          f"{reference.metrics['fitness_stderr']}")
+
+
+def verdicts(rows: dict[str, SimpleNamespace]) -> list[tuple[str, bool]]:
+    """The check's conditions, each with whether it holds."""
+    from selfdisco.stats import TIE_SE, difference
+
+    dpo, control = rows["dpo"], rows["dpo_weak"]
+    z_opposite = z_score(difference(dpo, rows["opposite_dpo"]))
+    z_base = z_score(difference(dpo, rows["base"]))
+    z_control = z_score(difference(control, dpo))
+    dominates = (control.metrics["reward"] >= dpo.metrics["reward"]
+                 and control.metrics["kl"] <= dpo.metrics["kl"])
+    control_ok = control.fitness <= dpo.fitness or dominates or z_control >= TIE_SE
+    return [(f"dpo - opposite_dpo = {z_opposite:+.1f} standard errors (>= 3)", z_opposite >= 3),
+            (f"dpo - base = {z_base:+.1f} standard errors (>= 3)", z_base >= 3),
+            (f"dpo_weak does not outrank dpo (dpo_weak - dpo = {z_control:+.1f} standard "
+             f"errors; better on both reward and KL: {dominates})", control_ok)]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--preset", default="cpu", help="smoke (a quick try), cpu (default)")
     parser.add_argument("--out", default="checkpoints/checks/sentiment-separation")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="training setting override KEY=VALUE")
@@ -86,24 +131,26 @@ def main() -> int:
         timings["server start"] = time.perf_counter() - started
         ctx = TaskContext(client=server.client(), model_path=model_path,
                           cache_dir=cache, preset=args.preset,
-                          options=options)
+                          options=options, dtype=server.dtype)
         step = time.perf_counter()
         pairs = task.preference_data(ctx)
         timings["preference pairs"] = time.perf_counter() - step
         print(f"{len(pairs)} preference pairs, e.g. {json.dumps(pairs[0])}")
 
-        losses = {"dpo": compile_loss(catalog.get("dpo").candidate.code),
-                  "opposite_dpo": compile_loss(OPPOSITE_DPO)}
+        dpo_code = catalog.get("dpo").candidate.code
+        weak = settings.with_overrides(beta=settings.beta / 4)
+        losses = {"dpo": (dpo_code, settings), "opposite_dpo": (OPPOSITE_DPO, settings),
+                  "dpo_weak": (dpo_code, weak)}
         adapters = {}
-        for name, loss_fn in losses.items():
+        for name, (code, recipe) in losses.items():
             saved = out / name / "adapter"
             if args.reuse_adapters and (saved / "adapter_config.json").exists():
                 print(f"train {name}: reusing {saved}")
                 adapters[name] = str(saved)
                 continue
             step = time.perf_counter()
-            result = train_adapter(model_path=model_path, data=pairs, settings=settings,
-                                   out_dir=out / name, loss_fn=loss_fn,
+            result = train_adapter(model_path=model_path, data=pairs, settings=recipe,
+                                   out_dir=out / name, loss_fn=compile_loss(code),
                                    ref_cache_dir=cache / "ref")
             timings[f"train {name}"] = time.perf_counter() - step
             print(f"train {name}: {result.status}, {result.steps_done} steps, "
@@ -114,26 +161,30 @@ def main() -> int:
                 return 1
             adapters[name] = result.adapter_path
 
-        fitness = {}
+        rows = {}
         for name, adapter in (("base", None), *adapters.items()):
             step = time.perf_counter()
-            fitness[name] = task.evaluate(ctx, adapter_path=adapter)
+            fitness = task.evaluate(ctx, adapter_path=adapter)
             timings[f"evaluate {name}"] = time.perf_counter() - step
-            metrics = fitness[name].metrics
-            print(f"{name:13s} reward {fitness[name].summary()}  KL {metrics['kl']:.3f} ± "
-                  f"{metrics['kl_stderr']:.3f}  mean tokens {metrics['mean_tokens']:.1f}  "
-                  f"[{metrics['scorer']}]  (sampling {metrics['sampling_seconds']:.1f} s, KL "
+            if not fitness.ok:
+                print(f"{name}: {fitness.summary()}")
+                return 1
+            rows[name] = row(name, fitness, losses[name][0] if adapter else None)
+            metrics = fitness.metrics
+            print(f"{name:13s} mean tokens {metrics['mean_tokens']:.1f} [{metrics['scorer']}] "
+                  f"(sampling {metrics['sampling_seconds']:.1f} s, KL "
                   f"{metrics.get('kl_seconds', 0.0):.1f} s)")
 
-    dpo, opposite, base = fitness["dpo"], fitness["opposite_dpo"], fitness["base"]
-    z_opposite, z_base = separation(dpo, opposite), separation(dpo, base)
-    print(f"\ndpo - opposite_dpo = {dpo.value - opposite.value:+.4f} ({z_opposite:.1f} standard "
-          f"errors of the difference)")
-    print(f"dpo - base         = {dpo.value - base.value:+.4f} ({z_base:.1f} standard errors)")
+    print_table(rows, rows["dpo"])
+    print(f"dpo_weak: beta {weak.beta:g} against dpo's {settings.beta:g}; one training seed "
+          "each, so the errors hold sampling noise only")
     print("\nseconds per step:")
     for name, seconds in timings.items():
         print(f"  {name:22s} {seconds:7.1f}")
-    passed = z_opposite >= 3 and dpo.value > base.value
+    results = verdicts(rows)
+    for text, held in results:
+        print(f"{'ok  ' if held else 'FAIL'} {text}")
+    passed = all(held for _, held in results)
     print("\nPASS" if passed else "\nFAIL")
     return 0 if passed else 1
 
