@@ -29,6 +29,7 @@ def test_request_key_is_stable_and_order_independent():
     {"seed": 4}, {"n": 7}, {"temperature": 0.5}, {"top_p": 0.9}, {"max_tokens": 10},
     {"stop": ["\n"]}, {"model": "adapter-1"}, {"logprobs": True}, {"choices": ["a", "b"]},
     {"json_schema": {"type": "object"}}, {"messages": [{"role": "user", "content": "other"}]},
+    {"grammar": 'start: "yes"'},
 ])
 def test_request_key_changes_with_every_option(change):
     base = dict(messages=MESSAGES, n=8, seed=3)
@@ -52,7 +53,9 @@ def test_chat_and_complete_keys_differ():
     (CHAT, {"messages": MESSAGES, "top_p": 0}, "top_p"),
     (CHAT, {"messages": MESSAGES, "max_tokens": 0}, "max_tokens"),
     (CHAT, {"messages": MESSAGES, "choices": []}, "choices"),
-    (CHAT, {"messages": MESSAGES, "choices": ["a"], "json_schema": {}}, "not both"),
+    (CHAT, {"messages": MESSAGES, "choices": ["a"], "json_schema": {}}, "at most one"),
+    (CHAT, {"messages": MESSAGES, "grammar": 'start: "a"', "json_schema": {}}, "at most one"),
+    (CHAT, {"messages": MESSAGES, "grammar": " "}, "non-empty Lark grammar"),
     ("embed", {"prompt": "x"}, "unknown endpoint"),
 ])
 def test_bad_options_are_refused(endpoint, kwargs, message):
@@ -75,6 +78,15 @@ def test_chat_body_uses_structured_outputs_and_default_model():
     assert choice_body["structured_outputs"] == {"choice": ["A", "B"]}
     assert choice_body["model"] == "adapter"
     assert "seed" not in choice_body and "logprobs" not in choice_body
+
+
+def test_grammar_goes_to_structured_outputs_and_only_then_into_the_request():
+    grammar = 'start: "yes" | "no"'
+    request = build_request(CHAT, messages=MESSAGES, grammar=grammar)
+    assert vllm_body(request, "base-model")["structured_outputs"] == {"grammar": grammar}
+    plain = build_request(CHAT, messages=MESSAGES)
+    assert "grammar" not in plain  # keys recorded before the option existed still match
+    assert "structured_outputs" not in vllm_body(plain, "base-model")
 
 
 def test_completion_body_asks_for_prompt_logprobs():

@@ -44,19 +44,21 @@ class BaseClient:
              top_p: float = 1.0, max_tokens: int = 256, seed: int | None = None,
              stop: str | list[str] | None = None, json_schema: dict | None = None,
              choices: list[str] | None = None, model: str | None = None,
-             logprobs: bool = False) -> list[Completion]:
+             logprobs: bool = False, grammar: str | None = None) -> list[Completion]:
         """Chat completion (the model's chat template applies); returns n completions.
 
         Args:
             json_schema: the answer must conform to this JSON schema (vLLM structured outputs).
             choices: the answer must be exactly one of these strings.
+            grammar: the answer must be a sentence of this Lark grammar (vLLM's guidance
+                back-end).
             model: a LoRA adapter's name to sample from it; None for the base model.
             logprobs: also return the log-probability of each sampled token.
         """
         request = build_request(
             CHAT, messages=messages, n=n, temperature=temperature, top_p=top_p,
             max_tokens=max_tokens, seed=seed, stop=stop, json_schema=json_schema,
-            choices=choices, model=model, logprobs=logprobs)
+            choices=choices, model=model, logprobs=logprobs, grammar=grammar)
         return self._answer_and_record(request)
 
     def complete(self, prompt: str, *, n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
@@ -64,7 +66,7 @@ class BaseClient:
                  stop: str | list[str] | None = None, json_schema: dict | None = None,
                  choices: list[str] | None = None, model: str | None = None,
                  logprobs: bool = False, prompt_logprobs: bool = False,
-                 echo: bool = False) -> list[Completion]:
+                 echo: bool = False, grammar: str | None = None) -> list[Completion]:
         """Raw text completion (no chat template); options as for chat().
 
         Args:
@@ -75,7 +77,7 @@ class BaseClient:
             COMPLETE, prompt=prompt, n=n, temperature=temperature, top_p=top_p,
             max_tokens=max_tokens, seed=seed, stop=stop, json_schema=json_schema,
             choices=choices, model=model, logprobs=logprobs, prompt_logprobs=prompt_logprobs,
-            echo=echo)
+            echo=echo, grammar=grammar)
         return self._answer_and_record(request)
 
     def _answer_and_record(self, request: dict[str, Any]) -> list[Completion]:

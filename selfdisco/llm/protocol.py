@@ -56,8 +56,12 @@ def build_request(
     logprobs: bool = False,
     prompt_logprobs: bool = False,
     echo: bool = False,
+    grammar: str | None = None,
 ) -> dict[str, Any]:
-    """Check the options and return the logical request (model None means the base model)."""
+    """Check the options and return the logical request (model None means the base model).
+
+    grammar is a Lark grammar for the whole answer; a request without one has no "grammar"
+    key, so the keys of requests recorded before the option existed still match."""
     if endpoint == CHAT:
         if not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
             raise ValueError("chat needs a non-empty list of {'role', 'content'} messages")
@@ -76,8 +80,10 @@ def build_request(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-    if json_schema is not None and choices is not None:
-        raise ValueError("give either json_schema or choices, not both")
+    if sum(option is not None for option in (json_schema, choices, grammar)) > 1:
+        raise ValueError("give at most one of json_schema, choices and grammar")
+    if grammar is not None and (not isinstance(grammar, str) or not grammar.strip()):
+        raise ValueError("grammar must be a non-empty Lark grammar string")
     if choices is not None and (not choices or not all(isinstance(c, str) for c in choices)):
         raise ValueError("choices must be a non-empty list of strings")
     if isinstance(stop, str):
@@ -95,6 +101,8 @@ def build_request(
         "choices": list(choices) if choices is not None else None,
         "logprobs": bool(logprobs),
     }
+    if grammar is not None:
+        request["grammar"] = grammar
     if endpoint == CHAT:
         request["messages"] = [dict(m) for m in messages]
     else:
@@ -146,6 +154,8 @@ def vllm_body(request: dict[str, Any], default_model: str) -> dict[str, Any]:
         body["structured_outputs"] = {"json": request["json_schema"]}
     elif request["choices"] is not None:
         body["structured_outputs"] = {"choice": request["choices"]}
+    elif request.get("grammar") is not None:
+        body["structured_outputs"] = {"grammar": request["grammar"]}
     if request["endpoint"] == CHAT:
         body["messages"] = request["messages"]
         body["max_completion_tokens"] = request["max_tokens"]
