@@ -1,30 +1,37 @@
-"""A Markdown summary of a run, with plots: fitness per candidate and best so far per
-generation, and the top losses' shapes beside dpo, as screening recorded them (no loss code runs
-here)."""
+"""A Markdown summary of a run, with plots: fitness per candidate (with its standard error) and
+best so far per generation, and the top losses' shapes beside dpo, as screening recorded them
+(no loss code runs here). The table shows each candidate's paired difference to dpo and which
+candidates are tied with the best (stats.TIE_RULE) instead of a strict order."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+from selfdisco import stats
 from selfdisco.archive import REFERENCE_SHAPE, Archive, Row
 from selfdisco.config import read_run_config
 from selfdisco.events import UNSCORED
 from selfdisco.formatting import format_number
 
 
-def plot_fitness(rows: list[Row], path: Path) -> None:
+def plot_fitness(rows: list[Row], path: Path, pooled: float | None = None) -> None:
+    """Each scored row at its generation with its standard error, and the best so far."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    baseline = [r for r in rows if r.generation == 0 and r.status == "scored"]
-    proposals = [r for r in rows if r.generation > 0 and r.status == "scored"]
-    ax.scatter([0] * len(baseline), [r.fitness for r in baseline], marker="s", color="grey",
-               label="burn-in and base")
-    ax.scatter([r.generation for r in proposals], [r.fitness for r in proposals],
-               label="candidates")
+    for group, style in (([r for r in rows if r.generation == 0 and r.status == "scored"],
+                          {"fmt": "s", "color": "grey", "label": "burn-in and base"}),
+                         ([r for r in rows if r.generation > 0 and r.status == "scored"],
+                          {"fmt": "o", "label": "candidates"})):
+        if group:
+            errors = [stats.row_stderr(r, pooled) or 0.0 for r in group]
+            ax.errorbar(_spread(group), [r.fitness for r in group], yerr=errors, capsize=3,
+                        linestyle="none", **style)
     generations = sorted({r.generation for r in rows})
     best, curve = None, []
     for g in generations:
@@ -33,12 +40,26 @@ def plot_fitness(rows: list[Row], path: Path) -> None:
                 best = r.fitness if best is None else max(best, r.fitness)
         curve.append(best)
     ax.step(generations, curve, where="post", color="black", label="best so far")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("generation (0 = burn-in)")
-    ax.set_ylabel("fitness")
+    ax.set_ylabel("fitness (bars: 1 standard error)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _spread(rows: list[Row]) -> list[float]:
+    """x positions: the generation, spread a little within it so error bars do not overlap."""
+    counts: dict[int, int] = {}
+    for r in rows:
+        counts[r.generation] = counts.get(r.generation, 0) + 1
+    seen: dict[int, int] = {}
+    x = []
+    for r in rows:
+        index = seen[r.generation] = seen.get(r.generation, -1) + 1
+        x.append(r.generation + 0.3 * ((index + 0.5) / counts[r.generation] - 0.5))
+    return x
 
 
 def plot_shapes(rows: list[Row], reference: dict | None, path: Path) -> float | None:
@@ -88,17 +109,9 @@ def write_report(run_dir: Path) -> Path:
         lines += [f"Self-improvement: from generation {proposer['generation'] + 1} the proposer "
                   f"was the policy trained under {proposer['id']} (fitness "
                   f"{format_number(proposer['fitness'])}).", ""]
-    lines += ["## Ranking", "",
-              "| rank | id | name | generation | fitness | stderr | KL | proposer |",
-              "|---|---|---|---|---|---|---|---|"]
-    for i, r in enumerate(scored, 1):
-        kl = r.metrics.get("kl")
-        mark = " (cached)" if r.metrics.get("cached_from") else ""
-        kl_text = format_number(kl if isinstance(kl, float) else None, 3)
-        lines.append(f"| {i} | {r.id}{mark} | {r.name} | {r.generation} | "
-                     f"{format_number(r.fitness)} | {format_number(r.stderr)} | {kl_text} | "
-                     f"{r.proposer or '-'} |")
-    plot_fitness(rows, run_dir / "report_fitness.png")
+    comparison = stats.compare(scored)
+    lines += _ranking(scored, comparison, config.discovery.replicates)
+    plot_fitness(rows, run_dir / "report_fitness.png", comparison.pooled if comparison else None)
     lines += ["", "## Fitness", "", "![fitness](report_fitness.png)", ""]
     top = [r for r in scored if r.kind == "proposal"][:3]
     beta = plot_shapes(top, reference_shape, run_dir / "report_shapes.png") if top else None
@@ -122,3 +135,40 @@ def write_report(run_dir: Path) -> Path:
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _ranking(scored: list[Row], comparison: stats.Comparison | None,
+             replicates: int) -> list[str]:
+    """The table of scored rows, best fitness first, ties with the best marked, and the
+    statistics it rests on."""
+    lines = ["## Ranking", ""]
+    if comparison is None:
+        return lines + ["No candidate was scored.", ""]
+    lines += [f"Sorted by fitness; **=** marks the candidates {stats.TIE_RULE}, so their order "
+              "among themselves is not established. Differences are paired over the shared "
+              "held-out prompts (sd of per-prompt differences / sqrt(n), plus the seed "
+              "variance); ~ marks an unpaired one (no per-prompt scores). "
+              f"Seed variance: {stats.seed_variance_source(replicates, comparison.pooled)}.", "",
+              "| tie | id | name | generation | fitness | stderr | vs dpo | vs best | KL | "
+              "proposer |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in scored:
+        kl = r.metrics.get("kl")
+        mark = " (cached)" if r.metrics.get("cached_from") else ""
+        kl_text = format_number(kl if isinstance(kl, float) else None, 3)
+        to_dpo = stats.format_difference(comparison.to_reference.get(r.id))
+        to_best = ("best" if r is comparison.best
+                   else stats.format_difference(comparison.to_best.get(r.id)))
+        lines.append(f"| {'=' if r.id in comparison.tied else ''} | {r.id}{mark} | {r.name} | "
+                     f"{r.generation} | {format_number(r.fitness)} | "
+                     f"{format_number(stats.row_stderr(r, comparison.pooled))} | {to_dpo} | "
+                     f"{to_best} | {kl_text} | {r.proposer or '-'} |")
+    lines += ["", f"Tied with the best ({comparison.best.id}): "
+              + ", ".join(sorted(comparison.tied)) + "."]
+    with_kl = [(r.fitness, float(r.metrics["kl"])) for r in scored
+               if isinstance(r.metrics.get("kl"), int | float)
+               and math.isfinite(r.metrics["kl"])]
+    r_kl = stats.correlation(*zip(*with_kl, strict=True)) if len(with_kl) >= 3 else None
+    if r_kl is not None:
+        lines.append(f"Correlation of fitness with KL across the {len(with_kl)} scored rows: "
+                     f"r = {r_kl:.2f}.")
+    return lines + [""]
