@@ -78,7 +78,8 @@ class DiscoveryConfig:
     self_improve: bool = True
     """Serve the best policy so far (base + its adapter) as the next proposer."""
     code_grammar: str = "free"
-    """free: any code (JSON schema only); expression: code constrained to mixes of known shapes."""
+    """free: any code (JSON schema only); primitives: code constrained by the server to a grammar
+    over generic primitives in which every loss trains (selfdisco/losses/grammar.py)."""
     temperature: float = 0.8
     """Proposer sampling temperature."""
     top_p: float = 0.95
@@ -223,8 +224,9 @@ def _validate(config: RunConfig) -> None:
         (d.max_resamples >= 0, "discovery.max_resamples must be 0 or more"),
         (d.replicates >= 1, "discovery.replicates must be at least 1 (training seeds per "
          "candidate)"),
-        (d.code_grammar in ("free", "expression"),
-         "discovery.code_grammar must be free or expression"),
+        (d.code_grammar in ("free", "primitives"),
+         "discovery.code_grammar must be free or primitives (expression was retired: use "
+         "primitives)"),
         (0 < d.temperature <= 2, "discovery.temperature must be in (0, 2]"),
         (config.workers >= 1, "workers must be at least 1"),
     ]
@@ -261,10 +263,23 @@ def run_train_settings(config: RunConfig) -> Any:
                         "train.overrides.NAME=VALUE") from None
 
 
+def judge_note(config: RunConfig) -> str:
+    """For a judged task: a UserError when the judge is the policy's own base model and the
+    task's allow_self_judge option is off; with it on, the note the run records (run_started's
+    notes, shown first by the TUI and the report). Empty otherwise."""
+    from selfdisco.tasks import get_task
+
+    task = get_task(config.task.name)
+    if not task.needs_judge:
+        return ""
+    return task.check_judge(config.preset, config.task.options, config.models.policy,
+                            config.judge_model) or ""
+
+
 def check_run(config: RunConfig) -> Any:
     """Check what the task, the executor and the training recipe own, before anything is
-    written or started: a preference task, its options, the executor's options, the burn-in
-    losses, the training overrides, and a LoRA rank the server can load.
+    written or started: a preference task, its options, its judge (judge_note), the executor's
+    options, the burn-in losses, the training overrides, and a LoRA rank the server can load.
 
     Returns:
         The run's training settings.
@@ -287,6 +302,7 @@ def check_run(config: RunConfig) -> Any:
     except UserError as err:
         raise UserError(f"task.options of the {name} task: {err}; change it in the config file "
                         "or with --set task.options.KEY=VALUE") from None
+    judge_note(config)
     from selfdisco.losses import catalog
 
     for loss in config.discovery.burn_in:

@@ -1,23 +1,40 @@
 """An open LLM as judge: single-answer ratings, pairwise verdicts in both orders, bias statistics.
 
-The protocol follows MT-Bench: the judge rates an answer 1-10 and writes the rating as "[[n]]";
-math, reasoning and coding answers are graded against a reference answer; the second turn is
-judged with the whole conversation in view. Pairwise judging runs both orders, because judges
-favour one position, and a pair whose two verdicts disagree counts as a tie. Templates live in
-prompts/judge/; this module only fills them.
+The protocol follows MT-Bench: the judge rates an answer 1-10; math, reasoning and coding
+answers are graded against a reference answer; the second turn is judged with the whole
+conversation in view. Pairwise judging runs both orders, because judges favour one position,
+and a pair whose two verdicts disagree counts as a tie. The verdict is constrained by the
+server's structured outputs to a JSON object, its reasoning first and then the rating (or the
+verdict), so even a small judge writes one that parses; MT-Bench's "[[n]]" form is still read
+from a server that ignores the schema. Templates live in prompts/judge/; this module only fills
+them. Agreement on answer pairs whose better answer is known (selfdisco/data/judge_pairs.jsonl)
+measures whether the judge can tell good from bad at all.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from selfdisco.errors import UserError
 from selfdisco.paths import prompts_dir
 from selfdisco.tasks.base import pearson
+from selfdisco.tasks.sampling import parallel_map
+
+KNOWN_PAIRS = Path(__file__).resolve().parent / "data" / "judge_pairs.jsonl"
+
+# Below either, a judge's scores are not a fitness. Structured outputs make every reply parse,
+# so a parse rate under 0.9 means the server is not constraining the judge (or its requests
+# fail) and the parsed rest is a biased sample. Agreement is 0.5 for a judge that guesses; on
+# the 24 shipped pairs a guessing judge reaches 0.75 (18 of 24) with probability about 1%.
+MIN_PARSE_RATE = 0.9
+MIN_AGREEMENT = 0.75
 
 # Categories whose answers are graded against a reference answer.
 REFERENCE_CATEGORIES = frozenset({"math", "reasoning", "coding"})
@@ -28,12 +45,44 @@ _SINGLE = re.compile(r"(?<!\[)\[\s*(\d+(?:\.\d+)?)\s*(?:/\s*10\s*)?\](?!\])")
 _VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
 
 
+# The judge's reply: reasoning first (it conditions the verdict), at most this many characters
+# less than the reply's token limit, so that the JSON always closes within it (a token writes at
+# least one character) with room for the field names and the rating.
+SCHEMA_OVERHEAD_TOKENS = 32
+
+
+def verdict_schema(field: str, max_tokens: int) -> dict[str, Any]:
+    """The JSON schema of a reply {"reasoning": str, field: ...} within max_tokens tokens.
+
+    field: "rating" (an integer 1-10) or "verdict" ("A", "B" or "C" for a tie).
+    """
+    value = ({"type": "integer", "minimum": 1, "maximum": 10} if field == "rating"
+             else {"type": "string", "enum": ["A", "B", "C"]})
+    reasoning = {"type": "string", "maxLength": max(max_tokens - SCHEMA_OVERHEAD_TOKENS, 1)}
+    return {"type": "object", "properties": {"reasoning": reasoning, field: value},
+            "required": ["reasoning", field], "additionalProperties": False}
+
+
+def _structured(reply: str, field: str) -> tuple[bool, Any]:
+    """(whether the reply is a JSON object, its `field` or None)."""
+    try:
+        data = json.loads(reply)
+    except ValueError:
+        return False, None
+    return isinstance(data, dict), data.get(field) if isinstance(data, dict) else None
+
+
 def parse_rating(reply: str) -> float | None:
     """The judge's 1-10 rating from its reply, or None when there is none or it is out of range.
 
-    The last "[[n]]" wins (judges sometimes quote the format before giving their verdict); a
-    reply with no double-bracket rating falls back to the last "[n]".
+    A JSON reply gives its "rating" (a whole number). Otherwise MT-Bench's form: the last
+    "[[n]]" wins (judges sometimes quote the format before giving their verdict); a reply with
+    no double-bracket rating falls back to the last "[n]".
     """
+    is_json, rating = _structured(reply, "rating")
+    if is_json:
+        ok = isinstance(rating, int) and not isinstance(rating, bool) and 1 <= rating <= 10
+        return float(rating) if ok else None
     matches = _DOUBLE.findall(reply) or _SINGLE.findall(reply)
     if not matches:
         return None
@@ -42,7 +91,11 @@ def parse_rating(reply: str) -> float | None:
 
 
 def parse_verdict(reply: str) -> str | None:
-    """"A", "B" or "tie" from a pairwise reply's last "[[A]]", "[[B]]" or "[[C]]"; else None."""
+    """"A", "B" or "tie" from a JSON reply's "verdict" ("C": tie) or else from a reply's last
+    "[[A]]", "[[B]]" or "[[C]]"; None when there is none."""
+    is_json, verdict = _structured(reply, "verdict")
+    if is_json:
+        return {"A": "A", "B": "B", "C": "tie"}.get(verdict) if isinstance(verdict, str) else None
     matches = _VERDICT.findall(reply)
     if not matches:
         return None
@@ -159,23 +212,24 @@ class Judge:
         self.max_tokens = max_tokens
         self.model = model
 
-    def _ask(self, messages: list[dict[str, str]]) -> str:
+    def _ask(self, messages: list[dict[str, str]], field: str) -> str:
         completion = self.client.chat(messages, temperature=0.0, max_tokens=self.max_tokens,
-                                      seed=0, model=self.model)[0]
+                                      seed=0, model=self.model,
+                                      json_schema=verdict_schema(field, self.max_tokens))[0]
         return completion.text
 
     def rate(self, question_id: Any, turns: Sequence[str], answers: Sequence[str], turn: int,
              category: str = "", reference: Sequence[str] | None = None) -> Rating:
-        reply = self._ask(rating_messages(turns, answers, turn, category, reference))
+        reply = self._ask(rating_messages(turns, answers, turn, category, reference), "rating")
         return Rating(question_id, turn, parse_rating(reply), len(answers[turn - 1]), reply)
 
     def compare(self, question_id: Any, turns: Sequence[str], policy: Sequence[str],
                 baseline: Sequence[str], turn: int, category: str = "",
                 reference: Sequence[str] | None = None) -> PairGame:
         first = parse_verdict(self._ask(
-            pair_messages(turns, policy, baseline, turn, category, reference)))
+            pair_messages(turns, policy, baseline, turn, category, reference), "verdict"))
         second = parse_verdict(self._ask(
-            pair_messages(turns, baseline, policy, turn, category, reference)))
+            pair_messages(turns, baseline, policy, turn, category, reference), "verdict"))
         return PairGame(question_id, turn, first, second, len(policy[turn - 1]),
                         len(baseline[turn - 1]))
 
@@ -235,3 +289,77 @@ def _consistent(game: PairGame) -> bool:
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
+
+
+@dataclass(frozen=True)
+class KnownPair:
+    """A question with two answers, one clearly better (a judge should prefer it)."""
+
+    question: str
+    better: str
+    worse: str
+    category: str = ""
+    reference: str | None = None
+    kind: str = ""  # what makes `better` better, e.g. "arithmetic", "off-topic", "truncated"
+
+
+def load_known_pairs(path: str | Path = KNOWN_PAIRS) -> list[KnownPair]:
+    """The pairs of a JSONL file {question, better, worse, category?, reference?, kind?}."""
+    pairs = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            pairs.append(KnownPair(**row))
+        except (ValueError, TypeError) as err:
+            raise UserError(f"{path}, line {number}: not a judge pair ({err})") from None
+    return pairs
+
+
+def pair_agreement(judge: Judge, pairs: Sequence[KnownPair], mode: str,
+                   concurrency: int = 8) -> dict[str, Any]:
+    """How often the judge prefers the better answer of each known pair, judged as the task
+    judges: "single" rates both answers (higher wins, equal is half), "pairwise" compares
+    them in both orders (a win, a tie is half). A pair the judge fails on (unparsable or a
+    request error) counts as a miss; 0.5 is what a guessing judge gets.
+
+    Returns:
+        {"judge_agreement": share in [0, 1], "judge_agreement_n": pairs judged,
+         "judge_agreement_failed": pairs without a usable verdict}.
+    """
+
+    def one(index: int) -> float | None:
+        pair = pairs[index]
+        reference = [pair.reference] if pair.reference else None
+        try:
+            if mode == "pairwise":
+                game = judge.compare(f"known-{index}", [pair.question], [pair.better],
+                                     [pair.worse], 1, pair.category, reference)
+                return {"win": 1.0, "tie": 0.5, "loss": 0.0, None: None}[game.outcome]
+            better, worse = (judge.rate(f"known-{index}", [pair.question], [answer], 1,
+                                        pair.category, reference).score
+                             for answer in (pair.better, pair.worse))
+        except Exception:  # noqa: BLE001 - a failed judge request is a miss, not fatal
+            return None
+        if better is None or worse is None:
+            return None
+        return 1.0 if better > worse else 0.5 if better == worse else 0.0
+
+    scores = parallel_map(one, list(range(len(pairs))), concurrency)
+    failed = sum(s is None for s in scores)
+    return {"judge_agreement": sum(s or 0.0 for s in scores) / len(pairs) if pairs else math.nan,
+            "judge_agreement_n": len(pairs), "judge_agreement_failed": failed}
+
+
+def unreliable_reason(parse_rate: float, agreement: float, min_parse_rate: float = MIN_PARSE_RATE,
+                      min_agreement: float = MIN_AGREEMENT) -> str | None:
+    """Why the judge's scores cannot be a fitness (parse rate or agreement below its
+    threshold), or None when they can."""
+    reasons = []
+    if not parse_rate >= min_parse_rate:
+        reasons.append(f"the judge's parse rate {parse_rate:.2f} is below {min_parse_rate:g}")
+    if not agreement >= min_agreement:
+        reasons.append(f"its agreement on answer pairs of known quality {agreement:.2f} is "
+                       f"below {min_agreement:g} (0.5 is guessing)")
+    return "; ".join(reasons) or None

@@ -94,10 +94,10 @@ def test_rating_messages_use_the_reference_for_math_and_the_conversation_for_tur
     second = judge.rating_messages(turns, answers, 2, "reasoning", reference)
     body = second[1]["content"]
     assert "What is 2+2?" in body and "And 3+3?" in body and "Six." in body
-    assert "Reference answer" in body and "[[5]]" in body
+    assert "Reference answer" in body and '{"reasoning": "...", "rating": 5}' in body
     pair = judge.pair_messages(turns, ["A1", "A2"], ["B1", "B2"], 2, "stem")
     body = pair[1]["content"]
-    assert "A2" in body and "B2" in body and "[[C]]" in body
+    assert "A2" in body and "B2" in body and '{"reasoning": "...", "verdict": "C"}' in body
 
 
 class ScriptedJudge:
@@ -109,6 +109,7 @@ class ScriptedJudge:
 
     def chat(self, messages, **options):
         self.requests.append(messages)
+        self.schemas = [*getattr(self, "schemas", []), options.get("json_schema")]
         return [Completion(text=self.replies.pop(0), finish_reason="stop")]
 
 
@@ -119,3 +120,83 @@ def test_compare_judges_both_orders_with_the_answers_swapped():
     first, second = (m[1]["content"] for m in client.requests)
     assert first.index("policy answer") < first.index("base answer")
     assert second.index("base answer") < second.index("policy answer")
+
+
+@pytest.mark.parametrize(("reply", "rating"), [
+    ('{"reasoning": "Correct and complete.", "rating": 9}', 9.0),
+    ('{"reasoning": "Wrong sum.", "rating": 1}', 1.0),
+    ('{"reasoning": "x", "rating": 10}', 10.0),
+    ('{"reasoning": "x", "rating": 0}', None),
+    ('{"reasoning": "x", "rating": 11}', None),
+    ('{"reasoning": "x", "rating": 7.5}', None),
+    ('{"reasoning": "x", "rating": true}', None),
+    ('{"reasoning": "x", "rating": "8"}', None),
+    ('{"reasoning": "I would say Rating: [[8]]"}', None),  # JSON without a rating: no fallback
+    ("Rating: [[8]]", 8.0),  # a server that ignores the schema: MT-Bench's form
+])
+def test_parse_rating_reads_the_structured_verdict(reply, rating):
+    assert parse_rating(reply) == rating
+
+
+def test_parse_verdict_reads_the_structured_verdict():
+    assert parse_verdict('{"reasoning": "A is right", "verdict": "A"}') == "A"
+    assert parse_verdict('{"reasoning": "B is right", "verdict": "B"}') == "B"
+    assert parse_verdict('{"reasoning": "both fine", "verdict": "C"}') == "tie"
+    assert parse_verdict('{"reasoning": "[[A]]", "verdict": "D"}') is None
+    assert parse_verdict('["A"]') is None
+
+
+def test_the_verdict_schema_puts_reasoning_first_and_fits_the_token_limit():
+    schema = judge.verdict_schema("rating", 256)
+    assert list(schema["properties"]) == ["reasoning", "rating"]
+    assert schema["properties"]["rating"] == {"type": "integer", "minimum": 1, "maximum": 10}
+    assert schema["properties"]["reasoning"]["maxLength"] == 256 - judge.SCHEMA_OVERHEAD_TOKENS
+    assert schema["required"] == ["reasoning", "rating"] and not schema["additionalProperties"]
+    verdict = judge.verdict_schema("verdict", 64)
+    assert verdict["properties"]["verdict"]["enum"] == ["A", "B", "C"]
+    client = ScriptedJudge(['{"reasoning": "ok", "rating": 6}'])
+    rating = judge.Judge(client, max_tokens=128).rate(1, ["Q"], ["A"], 1)
+    assert rating.score == 6.0 and client.schemas == [judge.verdict_schema("rating", 128)]
+
+
+def test_the_shipped_known_pairs_have_one_clearly_better_answer():
+    pairs = judge.load_known_pairs()
+    assert len(pairs) == 24
+    assert {p.kind for p in pairs} == {"arithmetic", "off-topic", "truncated"}
+    assert all(p.better.strip() and p.worse.strip() and p.better != p.worse for p in pairs)
+    assert all(p.reference == p.better for p in pairs if p.kind == "arithmetic")
+
+
+def test_a_bad_known_pairs_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"question": "q", "better": "a"}\n')
+    with pytest.raises(judge.UserError, match="line 1: not a judge pair"):
+        judge.load_known_pairs(bad)
+
+
+def test_agreement_counts_ties_half_and_failures_as_misses():
+    pairs = [judge.KnownPair(f"question {i}", f"good {i}", f"bad {i}") for i in range(4)]
+    # Rated in order: (better, worse) per pair; pair 3's second rating does not parse.
+    replies = [9, 2, 5, 5, 3, 8, 7]
+    client = ScriptedJudge([json.dumps({"reasoning": "r", "rating": r}) for r in replies]
+                           + ["no verdict"])
+    result = judge.pair_agreement(judge.Judge(client), pairs, "single", concurrency=1)
+    assert result == {"judge_agreement": (1 + 0.5 + 0 + 0) / 4, "judge_agreement_n": 4,
+                      "judge_agreement_failed": 1}
+    # Pairwise: the better answer is shown first, then second; both orders must agree.
+    client = ScriptedJudge(['{"reasoning": "r", "verdict": "A"}',
+                            '{"reasoning": "r", "verdict": "B"}',
+                            '{"reasoning": "r", "verdict": "A"}',
+                            '{"reasoning": "r", "verdict": "A"}'])
+    result = judge.pair_agreement(judge.Judge(client), pairs[:2], "pairwise", concurrency=1)
+    assert result["judge_agreement"] == (1 + 0.5) / 2 and result["judge_agreement_failed"] == 0
+
+
+def test_scores_below_the_parse_rate_or_agreement_thresholds_are_not_a_fitness():
+    assert judge.unreliable_reason(1.0, 0.75) is None
+    assert judge.unreliable_reason(0.9, 1.0) is None
+    assert "parse rate 0.85 is below 0.9" in judge.unreliable_reason(0.85, 1.0)
+    assert "agreement on answer pairs of known quality 0.50" in judge.unreliable_reason(1.0, 0.5)
+    assert "parse rate" in judge.unreliable_reason(0.0, math.nan)
+    assert "agreement" in judge.unreliable_reason(0.0, math.nan)
+    assert judge.unreliable_reason(0.5, 0.5, min_parse_rate=0.5, min_agreement=0.0) is None

@@ -43,9 +43,10 @@ class Fitness:
         return {"value": self.value, "stderr": self.stderr, "n": self.n, "metrics": self.metrics}
 
     def summary(self) -> str:
-        """One line, e.g. "0.412 ± 0.031 (n=64)"."""
+        """One line, e.g. "0.412 ± 0.031 (n=64)", or why there is no score."""
         if not self.ok:
-            return f"no score (n={self.n})"
+            reason = self.metrics.get("no_score_reason")
+            return f"no score (n={self.n}{': ' + reason if reason else ''})"
         return f"{format_fitness(self.value, self.stderr)} (n={self.n})"
 
 
@@ -91,7 +92,8 @@ class Task(Protocol):
             the task's own training data (a ClassificationTask). Discovery runs preference
             tasks.
         description: what its fitness measures, for the proposer's prompt.
-        needs_judge: its fitness asks an LLM judge, so a run serves the judge model.
+        needs_judge: its fitness asks an LLM judge, so a run serves the judge model; such a
+            task also has check_judge(preset, options, policy, judge) (see mtbench).
     """
 
     name: str

@@ -4,19 +4,41 @@ Questions come in MT-Bench's JSONL form (question_id, category, turns: two user 
 optional reference answers), from a local file or a Hugging Face dataset id. The policy (base +
 adapter) answers both turns through vLLM; the judge rates each answer 1-10 (single mode,
 reference-guided for math, reasoning and coding) or compares it with the base model's answer in
-both orders (pairwise mode). Unparsable judge replies are dropped and counted.
+both orders (pairwise mode), its verdict constrained to JSON by the server (selfdisco.judge).
+
+Every evaluation also measures the judge's agreement on answer pairs whose better answer is
+known (selfdisco/data/judge_pairs.jsonl) and reports it with the parse rate; below
+min_parse_rate or min_agreement the score is not a fitness (n = 0, the reason in the metrics).
+A judge that is the policy's own base model favours its own style: it is refused unless the
+option allow_self_judge is on, and then the metrics say so.
+
+KL: this task reports no divergence from the reference, so its fitness has no KL term (the
+sentiment task's fitness does); a judged score can still reward drift, and a KL term would need
+the policy's log-probs on its answers, not measured here.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from selfdisco.errors import UserError
-from selfdisco.judge import Judge, PairGame, Rating, pairwise_statistics, rating_statistics
+from selfdisco.judge import (
+    MIN_AGREEMENT,
+    MIN_PARSE_RATE,
+    Judge,
+    PairGame,
+    Rating,
+    load_known_pairs,
+    pair_agreement,
+    pairwise_statistics,
+    rating_statistics,
+    unreliable_reason,
+)
 from selfdisco.tasks.base import Fitness, TaskContext, mean_and_stderr, preset_settings
 from selfdisco.tasks.sampling import parallel_map, served_adapter
 
@@ -25,6 +47,8 @@ SHIPPED_PREFERENCES = Path(__file__).resolve().parent.parent / "data" / "prefere
 
 # Answer temperature per category, as MT-Bench samples them (deterministic where an answer is
 # right or wrong, some freedom for writing and role-play).
+SELF_JUDGE_OPT_IN = "task.options.allow_self_judge=true"
+
 CATEGORY_TEMPERATURE = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0,
                         "coding": 0.0, "reasoning": 0.0, "stem": 0.1, "humanities": 0.1}
 
@@ -50,16 +74,23 @@ class MTBenchSettings:
     answer_tokens: int = 256
     """Longest policy answer per turn, in tokens."""
     judge_tokens: int = 256
-    """Longest judge reply, in tokens."""
+    """Longest judge reply, in tokens (its reasoning is cut to fit, see selfdisco.judge)."""
     judge_model: str = ""
     """Model name to ask on the judge's server (empty: the server's base model)."""
+    allow_self_judge: bool = False
+    """Let the policy's own base model judge (it favours its own style; refused otherwise)."""
+    min_parse_rate: float = MIN_PARSE_RATE
+    """Below this share of parsed verdicts the score is not a fitness (selfdisco.judge)."""
+    min_agreement: float = MIN_AGREEMENT
+    """Below this agreement on the known pairs the score is not a fitness (0.5: guessing)."""
     concurrency: int = 8
     """Requests in flight to the servers."""
 
 
 PRESET_SETTINGS = {
-    # The tiny random model answers with noise and cannot judge: this exercises the pipeline.
-    "smoke": MTBenchSettings(answer_tokens=24, judge_tokens=24),
+    # The tiny random model answers with noise and cannot judge: this exercises the pipeline,
+    # so it scores whatever the judge's agreement (the threshold is off).
+    "smoke": MTBenchSettings(answer_tokens=24, judge_tokens=64, min_agreement=0.0),
     "cpu": MTBenchSettings(),
     "gpu-zephyr": MTBenchSettings(questions="lighteval/mt-bench", data="argilla/dpo-mix-7k",
                                   answer_tokens=1024, judge_tokens=1024, concurrency=32),
@@ -133,6 +164,9 @@ class MTBenchTask:
         settings = preset_settings(self.name, PRESET_SETTINGS, ctx)
         if settings.mode not in ("single", "pairwise"):
             raise UserError(f"mtbench mode must be 'single' or 'pairwise', not {settings.mode!r}")
+        for name in ("min_parse_rate", "min_agreement"):
+            if not 0 <= getattr(settings, name) <= 1:
+                raise UserError(f"{name} must be between 0 and 1, not {getattr(settings, name)}")
         return settings
 
     def check_options(self, preset: str, options: dict[str, Any]) -> None:
@@ -158,25 +192,55 @@ class MTBenchTask:
         if settings.mode == "pairwise" and adapter_path is None:
             raise UserError("pairwise mode compares an adapter with the base model: give an "
                             "adapter")
+        judge_client = ctx.judge_client or client
+        self_judged = judge_warning(ctx, settings)
+        if self_judged and not settings.allow_self_judge:
+            raise UserError(f"{self_judged}: give another judge (selfdisco eval: --judge URL "
+                            "--judge-model NAME), or accept this one with --option "
+                            "allow_self_judge=true")
         started = time.perf_counter()
         with served_adapter(client, adapter_path) as model:
             answers = answer_questions(client, questions, model, settings, ctx.seed)
         answered = time.perf_counter()
-        judge = Judge(ctx.judge_client or client, max_tokens=settings.judge_tokens,
+        judge = Judge(judge_client, max_tokens=settings.judge_tokens,
                       model=settings.judge_model or None)
-        warnings = [w for w in (judge_warning(ctx, settings),) if w]
         if settings.mode == "pairwise":
             baseline = answer_questions(client, questions, None, settings, ctx.seed)
             fitness = _pairwise(judge, questions, answers, baseline, settings)
         else:
             fitness = _single(judge, questions, answers, settings)
+        judged = time.perf_counter()
+        agreement = pair_agreement(judge, load_known_pairs(), settings.mode,
+                                   settings.concurrency)
+        parse_rate = fitness.metrics["parse_rate"]
         fitness.metrics.update(
+            agreement, self_judge=bool(self_judged),
             policy=str(adapter_path) if adapter_path else "base model",
-            questions=len(questions), warnings=warnings,
+            questions=len(questions), warnings=[self_judged] if self_judged else [],
             mean_answer_chars=_mean_chars(answers),
             answer_seconds=round(answered - started, 2),
+            agreement_seconds=round(time.perf_counter() - judged, 2),
             seconds=round(time.perf_counter() - started, 2))
+        reason = unreliable_reason(parse_rate, agreement["judge_agreement"],
+                                   settings.min_parse_rate, settings.min_agreement)
+        if reason:
+            return Fitness(value=math.nan, stderr=math.nan, n=0,
+                           metrics={**fitness.metrics, "no_score_reason": reason})
         return fitness
+
+    def check_judge(self, preset: str, options: dict[str, Any], policy: str,
+                    judge: str) -> str | None:
+        """UserError when `judge` is the policy's own base model without the opt-in; with it,
+        a note saying so (for the run's header and report); None for another judge."""
+        if judge != policy:
+            return None
+        settings = self.settings(TaskContext(preset=preset, options=dict(options)))
+        if not settings.allow_self_judge:
+            raise UserError(f"the judge ({judge}) is the policy's own base model, and a judge "
+                            "favours its own family's style: set models.judge to another model"
+                            f", or accept it with --set {SELF_JUDGE_OPT_IN}")
+        return (f"self-judged: the judge ({judge}) is the policy's own base model "
+                "(allow_self_judge); it favours its own family's style")
 
 
 def answer_questions(client: Any, questions: list[Question], model: str | None,
@@ -219,6 +283,7 @@ def _single(judge: Judge, questions: list[Question], answers: list[list[str]],
     scores = [r.score for r in ratings if r.score is not None]
     value, stderr = mean_and_stderr(scores)
     metrics: dict[str, Any] = {"mode": "single", **rating_statistics(ratings),
+                               "parse_rate": len(scores) / len(ratings) if ratings else 0.0,
                                "judge_errors": len(errors)}
     if errors:
         metrics["first_judge_error"] = errors[0]
@@ -254,6 +319,7 @@ def _pairwise(judge: Judge, questions: list[Question], answers: list[list[str]],
     games = parallel_map(compare, jobs, settings.concurrency)
     stats = pairwise_statistics(games)
     metrics = {"mode": "pairwise (both orders; disagreement is a tie)", **stats,
+               "parse_rate": stats["parsed"] / len(games) if games else 0.0,
                "judge_errors": len(errors)}
     if errors:
         metrics["first_judge_error"] = errors[0]
@@ -262,14 +328,15 @@ def _pairwise(judge: Judge, questions: list[Question], answers: list[list[str]],
 
 
 def judge_warning(ctx: TaskContext, settings: MTBenchSettings) -> str | None:
-    """A warning when the judge is the policy's own base model (it favours its own style)."""
+    """What is wrong when the judge is the policy's own base model (it favours its own
+    style), or None for another judge."""
     policy_names = {getattr(ctx.client, "model", None), ctx.model_path, Path(ctx.model_path).name}
     judge_client = ctx.judge_client or ctx.client
     judge_model = settings.judge_model or getattr(judge_client, "model", None)
     same_server = judge_client is ctx.client and not settings.judge_model
     if same_server or judge_model in policy_names - {None, ""}:
-        return (f"the judge ({judge_model or ctx.model_path}) is the policy's own base model; "
-                "a judge favours its own family's style, so prefer a different judge model")
+        return (f"the judge ({judge_model or ctx.model_path}) is the policy's own base model, "
+                "and a judge favours its own family's style")
     return None
 
 
