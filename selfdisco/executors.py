@@ -9,6 +9,7 @@ in EXECUTORS; config.executor names it and config.executor_options are its keywo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 
 from selfdisco.errors import UserError
 from selfdisco.events import read_appended
+from selfdisco.llm.topology import release_leases
 from selfdisco.records import Result
 from selfdisco.registry import Registry
 from selfdisco.worker import PROGRESS_FILE, RESULT_FILE
@@ -91,6 +93,8 @@ def run_job_process(job_dir: Path, timeout_s: float, on_progress: Progress | Non
                     poll_s: float = 0.5, cancel: threading.Event | None = None,
                     command: Sequence[str] | None = None) -> Result:
     """Run the worker on job_dir/job.json and wait for it; kill its process group on timeout.
+    A model server the worker had put to sleep is woken once it has ended (killed or not), if
+    no other worker still trains (selfdisco.llm.topology's sleep leases).
 
     Args:
         cancel: when set, the job is killed and Cancelled raised (within poll_s).
@@ -121,10 +125,13 @@ def run_job_process(job_dir: Path, timeout_s: float, on_progress: Progress | Non
                 raise Cancelled(str(job_dir))
             if time.monotonic() > deadline:
                 _kill_group(proc)
+                release_leases(proc.pid)
                 return Result.failed("timeout", f"evaluation took longer than "
                                      f"{timeout_s / 60:.1f} minutes and was stopped")
     except BaseException:
         _kill_group(proc)
+        with contextlib.suppress(Exception):  # the interruption is what to report
+            release_leases(proc.pid)
         raise
     finally:
         log.close()
@@ -133,6 +140,7 @@ def run_job_process(job_dir: Path, timeout_s: float, on_progress: Progress | Non
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    release_leases(proc.pid)  # a worker that died in training cannot wake the server itself
     result_path = job_dir / RESULT_FILE
     if not result_path.exists():
         how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0

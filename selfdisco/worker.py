@@ -48,10 +48,11 @@ def _task_context(job: Job, client: Any) -> Any:
 
 
 def _server_asleep(job: Job):
-    """On one GPU, the model server sleeps (frees GPU memory) while this worker trains."""
+    """On a GPU it shares, the model server sleeps (frees GPU memory) while this worker trains
+    (and while any other worker does; it wakes after the last one)."""
     from selfdisco.llm.topology import asleep
 
-    return asleep(job.sleep_url)
+    return asleep(job.sleep_url, job.served_model)
 
 
 def evaluate(job: Job) -> Result:

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto",
                         help="what the model computes in: auto (float32 on CPU, bfloat16 on a "
                              "GPU), float32, bfloat16 or float16")
+    parser.add_argument("--sleep-mode", action=argparse.BooleanOptionalAction, default=None,
+                        help="GPU only: enable vLLM's /sleep and /wake_up (development routes, "
+                             "so loopback hosts only; default: on when --host is loopback)")
     parser.add_argument("--no-check-numerics", action="store_true",
                         help="skip comparing the server with transformers before serving")
     parser.add_argument("--log", type=Path, default=None,
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     log_path = args.log or checkpoints_dir() / "serve" / f"server-{port}.log"
     server = VLLMServer(resolve_model(args.model), log_path=log_path, port=port, host=args.host,
                         adapters=adapters, max_lora_rank=args.max_lora_rank,
-                        dtype=args.dtype, check_numerics=not args.no_check_numerics)
+                        dtype=args.dtype, check_numerics=not args.no_check_numerics,
+                        enable_sleep_mode=args.sleep_mode)
     with sigterm_as_interrupt():
         try:
             print(f"starting vLLM for {server.model_path} (log: {log_path})", flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -86,6 +87,17 @@ def resolve_dtype(setting: str, backend: str, train_bf16: bool = False) -> str:
     return "float32"
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost): reachable from this
+    machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -105,7 +117,14 @@ class VLLMServer:
         dtype: what the model computes in (see resolve_dtype); "auto" is float32 on CPU,
             bfloat16 on a GPU.
         kv_cache_bytes: CPU only: memory for the KV cache.
-        enable_sleep_mode: GPU only (default on): sleep() frees the GPU while training runs.
+        gpu_memory_utilization: GPU only: the share of each of its GPUs the server may take
+            (vLLM's default, 0.9, leaves no room for a second server or for training).
+        tensor_parallel_size: GPU only: how many GPUs the model is split over.
+        devices: GPU only: the GPUs it runs on (CUDA_VISIBLE_DEVICES); None: all visible.
+        enable_sleep_mode: GPU only: sleep() frees the GPU while training runs. Default: on
+            when the server listens on a loopback address only, because the /sleep routes
+            live among vLLM's development routes (also reset, collective RPC), which must not
+            be open to the network; asking for it on another address is a UserError.
         compact_json: JSON-schema answers have no whitespace between tokens (small models can
             otherwise emit whitespace until max_tokens runs out).
         max_restarts: how many crashes ensure_healthy() recovers from before giving up.
@@ -120,7 +139,8 @@ class VLLMServer:
                  enable_lora: bool = True, max_lora_rank: int = 16, max_loras: int = 4,
                  adapters: dict[str, str] | None = None, backend: str | None = None,
                  dtype: str = "auto", kv_cache_bytes: int = DEFAULT_KV_CACHE_BYTES,
-                 gpu_memory_utilization: float | None = None,
+                 gpu_memory_utilization: float | None = None, tensor_parallel_size: int = 1,
+                 devices: Sequence[int | str] | None = None,
                  enable_sleep_mode: bool | None = None, max_model_len: int | None = None,
                  compact_json: bool = True, startup_timeout_s: float = 300.0,
                  max_restarts: int = 3, check_numerics: bool = False,
@@ -148,7 +168,15 @@ class VLLMServer:
             raise UserError("adapters need enable_lora=True")
         self.kv_cache_bytes = kv_cache_bytes
         self.gpu_memory_utilization = gpu_memory_utilization
-        self.sleep_enabled = self.backend == "cuda" and enable_sleep_mode is not False
+        self.tensor_parallel_size = tensor_parallel_size
+        self.devices = None if devices is None else [str(d) for d in devices]
+        if enable_sleep_mode and not is_loopback(host):
+            raise UserError(f"sleep mode opens vLLM's development routes (/sleep, /wake_up, "
+                            f"reset) to whoever reaches {host}, so it is allowed on a loopback "
+                            "address only: listen on 127.0.0.1 (serve --host 127.0.0.1) or turn "
+                            "sleep mode off (serve --no-sleep-mode)")
+        self.sleep_enabled = (self.backend == "cuda" and enable_sleep_mode is not False
+                              and is_loopback(host))
         self.max_model_len = max_model_len
         self.compact_json = compact_json
         self.startup_timeout_s = startup_timeout_s
@@ -193,6 +221,8 @@ class VLLMServer:
                 cmd += ["--enable-sleep-mode"]
             if self.gpu_memory_utilization is not None:
                 cmd += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
+            if self.tensor_parallel_size > 1:
+                cmd += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
         if self.enable_lora:
             cmd += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank),
                     "--max-loras", str(self.max_loras)]
@@ -211,8 +241,12 @@ class VLLMServer:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if self.enable_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
-        if self.sleep_enabled:
+        if not is_loopback(self.host):
+            env.pop("VLLM_SERVER_DEV_MODE", None)  # never open those routes to the network
+        elif self.sleep_enabled:
             env["VLLM_SERVER_DEV_MODE"] = "1"  # the /sleep and /wake_up routes live there
+        if self.backend == "cuda" and self.devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.devices)
         return env
 
     # -- life cycle -----------------------------------------------------------------------
@@ -383,21 +417,22 @@ class VLLMServer:
         return True
 
     def wake_up(self) -> bool:
-        """Undo sleep(); False, doing nothing, on CPU."""
+        """Undo sleep() and check that the server answers (topology.WakeError otherwise);
+        False, doing nothing, on CPU."""
         if not self.sleep_enabled:
             return False
-        topology.wake_up(self.root_url)
+        topology.wake_up(self.root_url, self.model_name)
         return True
 
     @contextlib.contextmanager
     def asleep(self, level: int = 1) -> Iterator[bool]:
-        """Sleep inside the block (e.g. while training on the same GPU), wake up after it."""
-        slept = self.sleep(level)
-        try:
+        """Sleep inside the block (e.g. while training on the same GPU), wake up after it;
+        coordinated with training workers through topology.asleep's leases."""
+        if not self.sleep_enabled:
+            yield False
+            return
+        with topology.asleep(self.root_url, self.model_name, level) as slept:
             yield slept
-        finally:
-            if slept:
-                self.wake_up()
 
     # -- conveniences ---------------------------------------------------------------------
     def client(self, recorder: Recorder | None = None, **options) -> LLMClient:

@@ -14,13 +14,24 @@ fails (LLMClient's `recover`, which re-serves the adapters loaded through it) an
 policy's server, by the loop's health check after an evaluation failed on the server. An attached
 server (a URL) is never restarted: it is someone else's.
 
-Sleep: on a GPU the policy's server, when selfdisco started it, sleeps while a worker trains on
-that GPU (sleep_url); the worker calls `asleep(root_url)`, and VLLMServer.sleep/wake_up call the
-same functions. Attached servers and the proposer's or judge's own servers never sleep.
+Sleep: on a GPU the policy's server, when selfdisco started it and the placement plan
+(selfdisco.llm.plan) trains on its GPU, sleeps while a worker trains (sleep_url). Attached
+servers and the proposer's or judge's own servers never sleep. Sleep and wake-up are owned here:
+each training job holds a lease (a file per holder in a directory per server, under a file lock,
+so separate worker processes agree); the first lease puts the server to sleep and the server
+wakes when the last one is released, then must answer a 1-token completion (WakeError
+otherwise). A lease whose process died counts for nothing, and the process that started a worker
+calls `release_leases(pid)` once it ended (killed on a timeout or not), which wakes the server
+when that worker held the last lease. The worker calls `asleep(root_url, model)`; VLLMServer's
+asleep/sleep/wake_up call the same functions.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,13 +39,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from selfdisco.errors import UserError
+from selfdisco.errors import UserError, one_line
+from selfdisco.llm.client import LLMError
 
 if TYPE_CHECKING:
     from selfdisco.config import RunConfig
 
 SOURCE_FORMS = "local, http://HOST:PORT/v1 (a running server) or replay:RUN_DIR"
 SLEEP_TIMEOUT_S = 300.0
+ASLEEP_MARK = "asleep.json"  # in a server's lease directory while it may be asleep
+_held = itertools.count()  # numbers this process's leases
 
 
 @dataclass(frozen=True)
@@ -124,31 +138,167 @@ def sleep_url(server: Any) -> str:
     return server.root_url if server.sleep_enabled else ""
 
 
+class WakeError(LLMError):
+    """A server did not answer a real request after waking up."""
+
+
 def sleep(root_url: str, level: int = 1) -> None:
     """Ask the vLLM server at root_url (no /v1) to free the GPU: weights offloaded (level 1)
-    or dropped (level 2), KV cache dropped. It must run with sleep mode enabled."""
+    or dropped (level 2), KV cache dropped. It must run with sleep mode enabled. Uncoordinated:
+    training jobs go through asleep()."""
     import httpx
 
     httpx.post(f"{root_url}/sleep", params={"level": level},
                timeout=SLEEP_TIMEOUT_S).raise_for_status()
 
 
-def wake_up(root_url: str) -> None:
-    """Undo sleep()."""
+def wake_up(root_url: str, model: str) -> None:
+    """Undo sleep(), then check that the server answers: /is_sleeping says no and a 1-token
+    completion of `model` (its served name) comes back. WakeError otherwise."""
     import httpx
 
-    httpx.post(f"{root_url}/wake_up", timeout=SLEEP_TIMEOUT_S).raise_for_status()
+    try:
+        httpx.post(f"{root_url}/wake_up", timeout=SLEEP_TIMEOUT_S).raise_for_status()
+        state = httpx.get(f"{root_url}/is_sleeping", timeout=SLEEP_TIMEOUT_S)
+        state.raise_for_status()
+        if state.json().get("is_sleeping"):
+            raise WakeError(f"the model server at {root_url} still says it is asleep after "
+                            "/wake_up; see its log")
+        answer = httpx.post(f"{root_url}/v1/completions", timeout=SLEEP_TIMEOUT_S,
+                            json={"model": model, "prompt": "Hello", "max_tokens": 1,
+                                  "temperature": 0})
+        answer.raise_for_status()
+        if not answer.json().get("choices"):
+            raise WakeError(f"the model server at {root_url} answered a completion with no "
+                            "choices after waking up")
+    except (httpx.HTTPError, ValueError) as err:
+        raise WakeError(f"the model server at {root_url} did not answer after waking up "
+                        f"({one_line(err)}); see its log") from None
+
+
+def lease_root() -> Path:
+    """Where the sleep leases of every server on this machine live (one directory each)."""
+    return Path(tempfile.gettempdir()) / f"selfdisco-sleep-{os.getuid()}"
 
 
 @contextmanager
-def asleep(root_url: str, level: int = 1) -> Iterator[bool]:
-    """The server at root_url sleeps inside the block and wakes after it; with root_url ""
-    nothing happens. Yields whether it slept."""
+def asleep(root_url: str, model: str = "", level: int = 1) -> Iterator[bool]:
+    """The server at root_url sleeps inside the block, for as long as any holder is inside
+    one, and wakes (checked, see wake_up) when the last holder leaves; with root_url ""
+    nothing happens. Yields whether the server is asleep.
+
+    Args:
+        model: the server's served model name, for the check after waking up.
+    """
     if not root_url:
         yield False
         return
-    sleep(root_url, level)
+    lease = hold(root_url, model, level)
     try:
         yield True
     finally:
-        wake_up(root_url)
+        release(root_url, lease)
+
+
+def hold(root_url: str, model: str, level: int = 1) -> str:
+    """Take a sleep lease for this process; the first live lease puts the server to sleep.
+    Returns the lease's name, for release()."""
+    directory = _server_dir(root_url)
+    with _locked(directory):
+        first = not _live_leases(directory)
+        lease = directory / "leases" / _holder_name()
+        lease.write_text(root_url)
+        if first:
+            # Written before the request: a holder killed inside it still leaves the mark.
+            marker = directory / ASLEEP_MARK
+            marker.write_text(json.dumps({"root_url": root_url, "model": model}))
+            try:
+                sleep(root_url, level)
+            except BaseException:
+                lease.unlink(missing_ok=True)
+                marker.unlink(missing_ok=True)
+                raise
+    return lease.name
+
+
+def release(root_url: str, lease: str) -> None:
+    """Give a lease back; the last one wakes the server (WakeError when it does not answer)."""
+    directory = _server_dir(root_url)
+    with _locked(directory):
+        try:
+            others = [p for p in _live_leases(directory) if p.name != lease]
+            if not others:
+                _wake(directory)
+        finally:
+            (directory / "leases" / lease).unlink(missing_ok=True)
+
+
+def release_leases(pid: int) -> None:
+    """After the process `pid` ended (a worker, killed or not): drop its leases, and wake every
+    server it was the last to hold asleep."""
+    root = lease_root()
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        if not list(directory.glob(f"leases/{pid}-*")):
+            continue
+        with _locked(directory):
+            if not _live_leases(directory):  # its leases count no more: it has ended
+                _wake(directory)
+
+
+def _server_dir(root_url: str) -> Path:
+    parsed = urlparse(root_url)
+    directory = lease_root() / f"{parsed.hostname}_{parsed.port}"
+    (directory / "leases").mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive lock on the server's lease directory; the system drops it if we die."""
+    import fcntl
+
+    with open(directory / "lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _holder_name() -> str:
+    """PID, process start time and a counter: unique, and tells whether the holder lives."""
+    import psutil
+
+    pid = os.getpid()
+    return f"{pid}-{psutil.Process(pid).create_time():.2f}-{next(_held)}"
+
+
+def _alive(name: str) -> bool:
+    import psutil
+
+    pid, started, _ = name.split("-")
+    try:
+        process = psutil.Process(int(pid))
+        return (f"{process.create_time():.2f}" == started
+                and process.status() != psutil.STATUS_ZOMBIE)
+    except (psutil.Error, ValueError):
+        return False
+
+
+def _live_leases(directory: Path) -> list[Path]:
+    """The leases whose holder still runs; the others are removed."""
+    live = []
+    for lease in (directory / "leases").iterdir():
+        if _alive(lease.name):
+            live.append(lease)
+        else:
+            lease.unlink(missing_ok=True)
+    return live
+
+
+def _wake(directory: Path) -> None:
+    """Wake the server if it was put to sleep (the mark is there); the mark goes once it
+    answers."""
+    marker = directory / ASLEEP_MARK
+    if not marker.exists():
+        return
+    state = json.loads(marker.read_text())
+    wake_up(state["root_url"], state["model"])
+    marker.unlink()
