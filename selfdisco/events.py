@@ -36,8 +36,9 @@ Number = int | float
 # is present in every event of its type (emit refuses one missing or unknown); a field that may
 # have no value says so with `| None`.
 EVENT_TYPES: dict[str, dict[str, Any]] = {
+    # notes: what a reader must know before any figure (e.g. a self-judged task), in order.
     "run_started": {"run_id": str, "task": str, "preset": str, "proposer": str,
-                    "generations": int, "candidates_per_generation": int},
+                    "generations": int, "candidates_per_generation": int, "notes": list},
     "run_resumed": {"run_id": str, "requeued": list},
     "run_finished": {"reason": str, "stopped": bool, "best_id": str | None,
                      "best_fitness": Number | None},

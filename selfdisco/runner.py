@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from selfdisco.archive import Archive
-from selfdisco.config import RunConfig, check_run, read_run_config
+from selfdisco.config import RunConfig, check_run, judge_note, read_run_config
 from selfdisco.errors import UserError
 from selfdisco.evaluation import code_sha
 from selfdisco.events import EventWriter, read_events
@@ -145,7 +145,8 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
         events.emit("run_started", run_id=run_dir.name, task=config.task.name,
                     preset=config.preset, proposer=config.server.proposer,
                     generations=config.discovery.generations,
-                    candidates_per_generation=config.discovery.candidates_per_generation)
+                    candidates_per_generation=config.discovery.candidates_per_generation,
+                    notes=[note for note in (judge_note(config),) if note])
     description = (f"Fitness here is the {task.description}; higher is better.")
     with ExitStack() as stack:
         stack.callback(archive.close)

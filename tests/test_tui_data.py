@@ -183,7 +183,7 @@ def write_recorded_run(run_dir: Path) -> None:
         run = Recorder(EventWriter(run_dir), clock)
         emit = run.emit
         emit("run_started", run_id="demo-sentiment-cpu", task="sentiment", preset="cpu",
-             proposer="local", generations=2, candidates_per_generation=3)
+             proposer="local", generations=2, candidates_per_generation=3, notes=[])
         emit("server", state="starting", detail="vLLM for smollm2-135m-instruct")
         clock.advance(31.0)
         emit("server", state="started", detail="http://127.0.0.1:8011/v1 in 31 s")
