@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "starting one")
     parser.add_argument("--judge", metavar="URL",
                         help="mtbench: a running vLLM server with the judge model (default: "
-                             "the policy's server, with a warning)")
+                             "the policy's server, refused unless --option "
+                             "allow_self_judge=true)")
     parser.add_argument("--judge-model", help="mtbench: the judge's model name on its server")
     parser.add_argument("--loss", help="digits: a .py file or JSON candidate defining "
                                        "fn(logits, targets) (default: cross-entropy)")
