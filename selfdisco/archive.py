@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS candidates (
     slot INTEGER,                      -- which of the K slots of its generation
     attempt INTEGER,                   -- 0, then 1.. for resamples after rejections
     name TEXT, thought TEXT, code TEXT, code_sha TEXT,
+    proposed_name TEXT, rename_reason TEXT,  -- the proposer's name, when it was not kept, and why
     raw_text TEXT,                     -- the proposer's answer as it came
     status TEXT NOT NULL,
     stage TEXT,                        -- where a rejection or failure happened
@@ -58,7 +59,7 @@ CREATE TABLE IF NOT EXISTS replicates (  -- one per (candidate, training seed) e
 JSON_FIELDS = ("metrics", "fingerprint", "seeds", "timings", "shape")
 NULLABLE_JSON = ("fingerprint", "shape")  # None when absent; the other JSON fields are {}
 # Columns added after archives were first written: an older archive gets them, empty, on open.
-ADDED_COLUMNS = (("shape", "TEXT"),)
+ADDED_COLUMNS = (("shape", "TEXT"), ("proposed_name", "TEXT"), ("rename_reason", "TEXT"))
 REFERENCE_SHAPE = "reference_shape"  # meta key: dpo's shape at the run's beta
 
 
@@ -73,6 +74,8 @@ class Row:
     attempt: int | None = None
     name: str | None = None
     thought: str | None = None
+    proposed_name: str | None = None  # the proposer's name when `name` differs (losses/names.py)
+    rename_reason: str | None = None
     code: str | None = None
     code_sha: str | None = None
     raw_text: str | None = None

@@ -54,6 +54,7 @@ class State:
     proposer_model: str | None = None  # the adapter name served for the proposer, None = base
     proposer_fitness: float | None = None
     fingerprints: dict = field(default_factory=dict)  # candidate id -> Fingerprint
+    catalog_fingerprints: dict = field(default_factory=dict)  # catalog name -> Fingerprint
 
 
 class Discovery:
@@ -143,10 +144,15 @@ class Discovery:
     # ---- restore ---------------------------------------------------------------------------
     def _restore(self) -> None:
         from selfdisco.losses import Fingerprint
+        from selfdisco.losses.fingerprint import VERSION
 
         for row in self.archive.rows():
             if row.fingerprint and row.status != "rejected":
-                self.state.fingerprints[row.id] = Fingerprint.from_dict(row.fingerprint)
+                fingerprint = Fingerprint.from_dict(row.fingerprint)
+                if fingerprint.version == VERSION:
+                    self.state.fingerprints[row.id] = fingerprint
+                elif row.code:  # an archive from before the current fingerprint
+                    self._fingerprint_row(row)
         promoted = self.archive.get_meta("proposer")
         base = self.archive.get("base")
         self.state.proposer_fitness = base.fitness if base and base.status == "scored" else None
@@ -177,7 +183,7 @@ class Discovery:
                                  thought=row.thought or "", code=row.code or "",
                                  proposer="catalog", attempt=0)
             if row.code and id not in self.state.fingerprints:
-                self._fingerprint_catalog(row)
+                self._fingerprint_row(row)
             if row.status in EVALUATED:
                 continue
             for k in self._missing_replicates(row) if self.s.burn_in_cache else []:
@@ -207,7 +213,7 @@ class Discovery:
         return self.s.screen(Candidate(thought="", name=name, code=code),
                              timeout_s=self.d.screen_timeout_s, beta=self.s.beta)
 
-    def _fingerprint_catalog(self, row: Row) -> None:
+    def _fingerprint_row(self, row: Row) -> None:
         result = self._screen(row.name, row.code)
         if result.ok:
             self.state.fingerprints[row.id] = result.fingerprint
@@ -335,35 +341,58 @@ class Discovery:
                                 common, name=None)
         common.update(name=candidate.name, thought=candidate.thought, code=candidate.code,
                       code_sha=code_sha(candidate.code))
-        self.events.emit("candidate_proposed", id=id, generation=g, name=candidate.name,
-                         thought=candidate.thought, code=candidate.code,
-                         proposer=self.state.proposer_id, attempt=attempt)
         result = self.s.screen(candidate, timeout_s=self.d.screen_timeout_s, beta=self.s.beta)
         if not result.ok:
-            return self._reject(id, g, "screen", result.reason, common, announced=True)
+            return self._reject(id, g, "screen", result.reason, common)
         for other_id, fingerprint in self.state.fingerprints.items():
             if result.fingerprint.is_duplicate(fingerprint, self.d.duplicate_tolerance):
                 other = self.archive.get(other_id)
                 reason = (f"it behaves the same as {other.name} ({other_id}), which was already "
                           "evaluated; propose a loss with a different shape")
-                return self._reject(id, g, "duplicate", reason, common, announced=True,
+                return self._reject(id, g, "duplicate", reason, common,
                                     fingerprint=result.fingerprint.to_dict(),
                                     shape=result.shape.to_dict())
+        name, why = self._honest_name(candidate.name, result.fingerprint)
+        if why:
+            common.update(name=name, proposed_name=candidate.name, rename_reason=why)
         row = self.archive.add(id, g, "proposal", "proposed",
                                fingerprint=result.fingerprint.to_dict(),
                                shape=result.shape.to_dict(), **common)
         self.state.fingerprints[id] = result.fingerprint
+        self.events.emit("candidate_proposed", id=id, generation=g, name=name,
+                         thought=candidate.thought, code=candidate.code,
+                         proposer=self.state.proposer_id, attempt=attempt)
+        if why:
+            self.events.emit("log", level="info", message=f"{id} renamed: {why}")
         return row
 
+    def _honest_name(self, name: str, fingerprint) -> tuple[str, str | None]:
+        """The name to show (a catalog loss's or an earlier candidate's only if it behaves the
+        same) and, when it is not the proposer's, why (losses/names.py)."""
+        from selfdisco.losses.names import honest_name
+
+        earlier = [(r.id, r.name) for r in map(self.archive.get, self.state.fingerprints)
+                   if r is not None and r.name]
+        return honest_name(name, fingerprint, earlier, self._catalog_fingerprint,
+                           self.d.duplicate_tolerance)
+
+    def _catalog_fingerprint(self, name: str):
+        """A catalog loss's fingerprint: its burn-in row's, or screened once on demand."""
+        if f"burn-{name}" in self.state.fingerprints:
+            return self.state.fingerprints[f"burn-{name}"]
+        if name not in self.state.catalog_fingerprints:
+            result = self._screen(name, self.s.catalog(name)["code"])
+            self.state.catalog_fingerprints[name] = result.fingerprint if result.ok else None
+        return self.state.catalog_fingerprints[name]
+
     def _reject(self, id: str, g: int, stage: str, reason: str, common: dict,
-                announced: bool = False, **fields: Any) -> Row:
+                **fields: Any) -> Row:
         reason = " ".join(str(reason).split())[:500]
         row = self.archive.add(id, g, "proposal", "rejected", stage=stage, reason=reason,
                                **{**common, **fields})
-        if not announced:
-            self.events.emit("candidate_proposed", id=id, generation=g, name=row.name or "",
-                             thought=row.thought or "", code=row.code or "",
-                             proposer=self.state.proposer_id, attempt=row.attempt)
+        self.events.emit("candidate_proposed", id=id, generation=g, name=row.name or "",
+                         thought=row.thought or "", code=row.code or "",
+                         proposer=self.state.proposer_id, attempt=row.attempt)
         self.events.emit("candidate_rejected", id=id, stage=stage, reason=reason)
         return row
 

@@ -140,3 +140,63 @@ def test_a_proposer_outage_stops_the_run_and_resume_finishes_it(tmp_path):
     done = {r.id: r for r in Archive(run).rows()}
     assert done["g01-c1"].fitness == rows["g01-c1"].fitness
     assert {"g02-c1", "g02-c2"} <= set(done)
+
+
+def test_a_name_is_kept_only_by_a_loss_that_behaves_like_its_owner(tmp_path):
+    run = tmp_path / "run"
+    answers = [answer("dpo", "(x - 1) ** 2"),  # not dpo: shown under another name
+               answer("dpo", "1.1 * F.softplus(-x)"),  # dpo up to a factor: a duplicate
+               answer("ridge", "torch.relu(-x) ** 2"),
+               answer("ridge", "F.softplus(-x) ** 2"),  # a different loss, the same name
+               answer("ipo", "(x - 0.5) ** 2")]  # the catalog's ipo up to a factor
+    loop = make_loop(run, ScriptedProposer(answers), CurveEvaluator(), generations=1,
+                     candidates_per_generation=4)
+    assert loop.run() == "generation limit reached"
+    rows = {r.id: r for r in Archive(run).rows()}
+    renamed = rows["g01-c1"]
+    assert (renamed.name, renamed.proposed_name, renamed.status) == (
+        "dpo_variant", "dpo", "scored")
+    assert "does not behave like the catalog's dpo" in renamed.rename_reason
+    assert rows["g01-c2"].stage == "duplicate" and rows["g01-c2"].name == "dpo"
+    assert "burn-dpo" in rows["g01-c2"].reason
+    assert (rows["g01-c3"].name, rows["g01-c4"].name) == ("ridge", "ridge-2")
+    assert rows["g01-c4"].proposed_name == "ridge"
+    assert "the name of g01-c3" in rows["g01-c4"].rename_reason
+    kept = rows["g01-c2-r1"]  # ipo is not a burn-in loss here: compared with the catalog's
+    assert (kept.name, kept.proposed_name, kept.rename_reason) == ("ipo", None, None)
+    shown = {r.name for r in rows.values() if r.status == "scored"}
+    assert len(shown) == len([r for r in rows.values() if r.status == "scored"])
+    events = list(read_events(run / "events.jsonl"))
+    proposed = {e["id"]: e["name"] for e in events if e["type"] == "candidate_proposed"}
+    assert proposed["g01-c1"] == "dpo_variant" and proposed["g01-c4"] == "ridge-2"
+    assert any(e["type"] == "log" and e["message"].startswith("g01-c1 renamed")
+               for e in events)
+
+
+def test_a_suffix_never_lands_on_a_taken_name():
+    from selfdisco.losses.names import free_name, key
+
+    taken = {key(n): "g01-c1" for n in ("dpo_variant", "DPO-variant-2", "ridge")}
+    assert free_name("dpo_variant", taken) == "dpo_variant-3"
+    assert free_name("ridge", taken) == "ridge-2" and free_name("lasso", taken) == "lasso"
+
+
+def test_resume_recomputes_fingerprints_of_an_older_version(tmp_path):
+    from selfdisco.losses.fingerprint import VERSION
+
+    run = tmp_path / "run"
+    answers = [answer("a", "0.5 * F.softplus(-2.0 * x) + 0.5 * torch.exp(-1.0 * x)"),
+               answer("b", "1.0 * torch.relu(1 - 2.0 * x)")]
+    make_loop(run, ScriptedProposer(answers), CurveEvaluator(), generations=1).run()
+    archive = Archive(run)
+    for id in ("burn-dpo", "g01-c1"):
+        archive.update(id, fingerprint={"version": VERSION - 1, "blocks": {"old": [1.0]}})
+    archive.close()
+    later = [answer("a_again", "0.5 * F.softplus(-2.0 * x) + 0.5 * torch.exp(-1.0 * x)"),
+             answer("dpo", "2 * F.softplus(-x)")]
+    make_loop(run, ScriptedProposer(later), CurveEvaluator(), generations=2).run()
+    rows = {r.id: r for r in Archive(run).rows()}
+    assert rows["burn-dpo"].fingerprint["version"] == VERSION
+    assert rows["g01-c1"].fingerprint["version"] == VERSION
+    assert rows["g02-c1"].stage == "duplicate" and "g01-c1" in rows["g02-c1"].reason
+    assert rows["g02-c2"].stage == "duplicate" and "burn-dpo" in rows["g02-c2"].reason
