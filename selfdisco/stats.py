@@ -142,7 +142,7 @@ class Difference:
 
 def _seed_share(row: Any, pooled: float | None) -> float:
     """The seed variance in the row's mean: none for the untrained policy."""
-    if pooled is None or row.code is None:
+    if pooled is None or not row.code:
         return 0.0
     return pooled / max(1, len(replicates_of(row)))
 

@@ -151,3 +151,27 @@ def test_report_marks_ties_and_prints_the_correlation_with_kl(tmp_path):
     assert f"Correlation of fitness with KL across the {len(rows)} scored rows: r = {r:.2f}." \
         in text
     assert (run / "report_fitness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tui_table_shows_the_reports_ties_and_differences_to_dpo(tmp_path):
+    from selfdisco.tui.state import RunState
+    from selfdisco.tui.widgets import COLUMNS, _cells
+
+    run = tmp_path / "run"
+    run_loop(run, SeededExecutor())
+    archive = Archive(run)
+    recorded = stats.compare(archive.rows("status = 'scored'"))
+    archive.close()
+    state = RunState.from_run_dir(run)  # folded from the event log alone
+    shown = state.comparison()
+    assert shown.tied == recorded.tied and shown.best.id == recorded.best.id
+    keys = [key for _, key in COLUMNS]
+    for row in state.rows():
+        if row.fitness is None:
+            continue
+        cells = dict(zip(keys, _cells(row, shown), strict=True))
+        assert str(cells["tie"]) == ("best" if row.id == recorded.best.id
+                                     else "=" if row.id in recorded.tied else "")
+        if row.id != stats.REFERENCE_ID:
+            assert str(cells["vs_dpo"]) == stats.format_difference(
+                recorded.to_reference[row.id], digits=3)

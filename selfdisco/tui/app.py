@@ -186,7 +186,7 @@ class DiscoApp(App[str]):
         self.refresh_header()
         table = self.query_one("#candidates", CandidatesTable)
         rows = self.state.rows(self.filter_text)
-        table.sync(rows, changed)
+        table.sync(rows, changed, self.state.comparison())
         shown = f"{len(rows)} of {len(self.state.candidates)}" if self.filter_text \
             else str(len(rows))
         table.border_title = f"candidates ({shown})" + \

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfdisco import stats
 from selfdisco.control import apply_command
 from selfdisco.events import EVALUATED, EVENTS_FILE, FINAL, read_events
 
@@ -167,6 +168,10 @@ class RunState:
     def best(self) -> CandidateRow | None:
         scored = [row for row in self.candidates.values() if row.fitness is not None]
         return max(scored, key=lambda row: (row.fitness, -row.order), default=None)
+
+    def comparison(self) -> stats.Comparison | None:
+        """Every scored candidate against the best and dpo: ties and paired differences."""
+        return stats.compare(self.candidates.values())
 
     def best_so_far(self) -> dict[int, float]:
         """Generation -> the best fitness among candidates of that generation or earlier."""

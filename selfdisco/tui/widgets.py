@@ -11,6 +11,7 @@ from textual.events import Resize
 from textual.widgets import DataTable, RichLog, Static
 from textual_plotext import PlotextPlot
 
+from selfdisco import stats
 from selfdisco.events import FAILED
 from selfdisco.formatting import format_duration, format_fitness, format_offset
 from selfdisco.losses.shape import LossShape
@@ -33,7 +34,10 @@ QUIET_S = 600  # past this long without an event, the header says so
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red"}
 NAME_WIDTH = 30  # longer names are cut in the table (the detail shows them whole)
 COLUMNS = (("id", "id"), ("gen", "generation"), ("name", "name"), ("status", "status"),
-           ("fitness ± stderr", "fitness"), ("KL", "kl"))
+           ("fitness ± stderr", "fitness"), ("tie", "tie"), ("vs dpo", "vs_dpo"),
+           ("KL", "kl"))
+# Columns that depend on every row (the best, dpo, the pooled seed variance): redrawn for all.
+SHARED_COLUMNS = ("fitness", "tie", "vs_dpo")
 
 
 def generation_label(generation: int) -> str:
@@ -133,32 +137,44 @@ class CandidatesTable(DataTable):
             return None
         return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
 
-    def sync(self, rows: list[CandidateRow], changed: set[str]) -> None:
-        """Show `rows` in this order; rebuild only when the order or the set of rows changed."""
+    def sync(self, rows: list[CandidateRow], changed: set[str],
+             comparison: stats.Comparison | None = None) -> None:
+        """Show `rows` in this order; rebuild only when the order or the set of rows changed.
+        `comparison` (stats.compare over every candidate) fills the tie and vs-dpo columns."""
         keys = [row.id for row in rows]
         current = [key.value for key in self.rows]
         if keys == current:
-            for row in rows:
-                if row.id in changed:
-                    for (_, column), value in zip(COLUMNS, _cells(row), strict=True):
+            for row in rows if changed else []:
+                for (_, column), value in zip(COLUMNS, _cells(row, comparison), strict=True):
+                    if row.id in changed or column in SHARED_COLUMNS:
                         self.update_cell(row.id, column, value, update_width=True)
             return
         selected = self.selected_key
         self.clear()
         for row in rows:
-            self.add_row(*_cells(row), key=row.id)
+            self.add_row(*_cells(row, comparison), key=row.id)
         if selected in keys:
             self.move_cursor(row=keys.index(selected))
 
 
-def _cells(row: CandidateRow) -> tuple:
+def _cells(row: CandidateRow, comparison: stats.Comparison | None) -> tuple:
     kl = row.kl
+    tie = to_dpo = ""
+    stderr = row.stderr
+    if comparison is not None and row.fitness is not None:
+        stderr = stats.row_stderr(row, comparison.pooled)
+        tie = "best" if row.id == comparison.best.id else (
+            "=" if row.id in comparison.tied else "")
+        to_dpo = stats.format_difference(comparison.to_reference.get(row.id), digits=3)
+        to_dpo = "" if to_dpo == "-" else to_dpo
     return (
         row.id,
         generation_label(row.generation),
         row.name if len(row.name) <= NAME_WIDTH else row.name[:NAME_WIDTH - 1] + "…",
         Text(row.status_text, style=STATUS_STYLES.get(row.status, "")),
-        Text(format_fitness(row.fitness, row.stderr), justify="right"),
+        Text(format_fitness(row.fitness, stderr), justify="right"),
+        Text(tie, style="bold green", justify="center"),
+        Text(to_dpo, justify="right"),
         Text("" if kl is None else f"{kl:.4f}", justify="right"),
     )
 
@@ -170,13 +186,15 @@ class FitnessPlot(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title("fitness by generation: • each candidate, line: best so far")
+        plt.title("fitness by generation: • each candidate ± 1 s.e., line: best so far")
         scored = [row for row in state.candidates.values() if row.fitness is not None]
         if scored:
             best = state.best_so_far()
             plt.plot(list(best), list(best.values()), marker="braille", color="green")
-            plt.scatter(_spread(scored), [row.fitness for row in scored], marker="dot",
-                        color="cyan")
+            pooled = stats.run_seed_variance(scored)
+            errors = [stats.row_stderr(row, pooled) or 0.0 for row in scored]
+            plt.error(_spread(scored), [row.fitness for row in scored], yerr=errors,
+                      color="cyan")
             last = max([state.generations or 0, *(row.generation for row in scored)])
             generations = list(range(last + 1))
             plt.xticks(generations, [generation_label(g) for g in generations])
