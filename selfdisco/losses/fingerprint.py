@@ -8,8 +8,8 @@ compares them up to one positive factor per beta (a run trains at one beta).
 
 AdamW's invariance is exact up to its epsilon (1e-8, added to sqrt(v)): a loss scaled so far down
 that its gradients approach 1e-8 trains more slowly, and gradient clipping (max_grad_norm) breaks
-it when one scale is clipped and the other is not. Measured in a cpu-preset run: 1.4, 1.7 and
-2.2 x (x - 1)**2 trained to identical fitness and KL.
+it when one scale is clipped and the other is not. Measured in a cpu-preset run (issue 13): 1.4,
+1.7 and 2.2 x (x - 1)**2 trained to identical fitness and KL.
 
 The distance is the relative L2 difference of the worst block after scaling each beta's gradients
 to unit norm: 0 for the same behaviour, 1 for opposite gradients. tests/test_losses_dedup.py

@@ -34,11 +34,10 @@ def honest_name(name: str, fingerprint: Fingerprint, earlier: Iterable[tuple[str
         catalog_fingerprint: a catalog loss's fingerprint by its name (None if unavailable).
         tolerance: the run's duplicate tolerance.
     """
-    earlier = list(earlier)
     taken = {key(other): id for id, other in earlier}
     claimed = key(name)
-    if claimed in {key(n) for n in catalog.names()}:
-        loss = next(n for n in catalog.names() if key(n) == claimed)
+    loss = {key(n): n for n in catalog.names()}.get(claimed)
+    if loss is not None:
         reference = catalog_fingerprint(loss)
         distance = fingerprint.distance(reference) if reference is not None else 1.0
         if distance > tolerance:
