@@ -489,7 +489,21 @@ class Discovery:
         own = [(float(r.fitness), r.stderr) for r in results if r.status == "scored"]
         others = [stats.replicates_of(r) for r in self.archive.rows("status = 'scored'")
                   if r.id != row.id]
-        self._record_result(row, combine(results, stats.pooled_seed_variance([*others, own])))
+        pooled = stats.pooled_seed_variance([*others, own])
+        self._record_result(row, self._versus_dpo(row, combine(results, pooled), pooled))
+
+    def _versus_dpo(self, row: Row, result: Result, pooled: float | None) -> Result:
+        """The result with its paired difference to dpo in metrics["vs_dpo"], once dpo is
+        scored (the report and the TUI recompute it with the run's final seed variance)."""
+        reference = self.archive.get(stats.REFERENCE_ID)
+        if result.status != "scored" or row.id == stats.REFERENCE_ID or reference is None \
+                or reference.status != "scored":
+            return result
+        scored = replace(row, fitness=result.fitness, stderr=result.stderr,
+                         metrics=result.metrics)
+        d = stats.difference(scored, reference, pooled)
+        return replace(result, metrics={**result.metrics, "vs_dpo": {
+            "difference": d.mean, "stderr": d.stderr, "paired": d.paired}})
 
     def _record_result(self, row: Row, result: Result) -> None:
         fields = result.archive_fields()

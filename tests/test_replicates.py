@@ -93,6 +93,12 @@ def test_each_candidate_is_trained_with_distinct_seeds_and_combined(tmp_path):
                                          per_seed[1]["metrics"]["per_prompt"], strict=True)])
         assert row.metrics["kl"] == pytest.approx((per_seed[0]["metrics"]["kl"]
                                                    + per_seed[1]["metrics"]["kl"]) / 2)
+    dpo = archive.get(stats.REFERENCE_ID)
+    for row in (archive.get("g01-c1"), archive.get("g01-c2")):  # the archive keeps vs dpo
+        recorded = row.metrics["vs_dpo"]
+        assert recorded["paired"]
+        assert recorded["difference"] == pytest.approx(
+            sum(row.metrics["per_prompt"]) / PROMPTS - sum(dpo.metrics["per_prompt"]) / PROMPTS)
     # The last row recorded pooled the seed variance over every trained row, its own included.
     last = max(trained, key=lambda r: r.updated)
     pooled = stats.run_seed_variance(trained)
