@@ -181,3 +181,12 @@ def test_tui_table_shows_the_reports_ties_and_differences_to_dpo(tmp_path):
         if row.id != stats.REFERENCE_ID:
             assert str(cells["vs_dpo"]) == stats.format_difference(
                 recorded.to_reference[row.id], digits=3)
+
+
+def test_replicates_below_one_is_refused():
+    from selfdisco.config import load_config
+    from selfdisco.errors import UserError
+
+    with pytest.raises(UserError, match="discovery.replicates must be at least 1"):
+        load_config("smoke", overrides={"discovery": {"replicates": 0}})
+    assert load_config("smoke").discovery.replicates == 1
