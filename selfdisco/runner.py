@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from contextlib import ExitStack
 from dataclasses import replace
@@ -172,6 +173,7 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
     from selfdisco.llm import open_llm, topology
     from selfdisco.llm.cache import Recorder
     from selfdisco.llm.client import LLMClient
+    from selfdisco.llm.plan import plan_run
     from selfdisco.llm.server import VLLMServer, detect_backend, resolve_dtype
     from selfdisco.loop import Services
     from selfdisco.losses import screen
@@ -180,14 +182,16 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
     from selfdisco.tasks import TaskContext
 
     plan = topology.plan_servers(config, task.needs_judge)
+    placement = plan_run(config)  # refuses, with the figures, what cannot fit: before any start
+    for line in placement.describe().splitlines():
+        events.emit("log", level="warning" if line.startswith("note:") else "info",
+                    message=f"plan: {line}")
     policy_path = resolve_model(config.models.policy)
     dtype = resolve_dtype(config.server.dtype, detect_backend(), settings.bf16)
     server_options = dict(
         max_model_len=config.server.max_model_len, max_lora_rank=config.server.max_lora_rank,
         startup_timeout_s=config.server.start_timeout_s, dtype=dtype,
         check_numerics=config.server.check_numerics)
-    if config.server.kv_cache_gib:
-        server_options["kv_cache_bytes"] = int(config.server.kv_cache_gib * 2**30)
     if plan.policy == "attached":
         url = topology.parse_server_url(config.server.url)
         probe = LLMClient(url, "")
@@ -206,7 +210,8 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
     else:  # managed
         events.emit("server", state="starting", detail=f"vLLM for {config.models.policy}")
         policy_server = VLLMServer(policy_path, log_path=run_dir / "server.log",
-                                   port=config.server.port or None, **server_options)
+                                   port=config.server.port or None, **server_options,
+                                   **placement.server_options("policy"))
         stack.callback(policy_server.stop)
         started = time.perf_counter()
         policy_server.start()
@@ -225,14 +230,16 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         proposer = policy_client
     else:
         proposer = _managed_server(config.proposer_model, run_dir / "proposer-server.log",
-                                   server_options, stack, events).client(
+                                   {**server_options, **placement.server_options("proposer")},
+                                   stack, events).client(
                                        recorder=Recorder(run_dir / "llm"))
     judge_url = judge_model = ""  # the worker's judge: empty is the policy's server
     if plan.judge == "proposer":
         judge_url, judge_model = proposer.base_url, proposer.model
     elif plan.judge == "managed":
         judge = _managed_server(config.judge_model, run_dir / "judge-server.log",
-                                server_options, stack, events)
+                                {**server_options, **placement.server_options("judge")},
+                                stack, events)
         judge_url, judge_model = judge.base_url, judge.model_name
     cache_dir = checkpoints_dir() / "cache"
     task_seed = derive(config.seed, "task")
@@ -250,6 +257,7 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         ref_cache_dir=str(cache_dir / "refcache"), train_settings=settings,
         train_seed=train_seed, server_url=base_url, served_model=served_model,
         sleep_url=sleep_url, judge_url=judge_url, judge_model=judge_model, dtype=dtype)
+    _train_on(placement.training_devices(), stack)
     evaluator = WorkerEvaluator(run_dir, template,
                                 make_executor(config.executor, config.workers,
                                               config.executor_options),
@@ -263,6 +271,17 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
                     burn_in_cache=BurnInCache(cache_dir, burn_key, run_id=run_dir.name),
                     task_description=description, beta=settings.beta,
                     health=health)
+
+
+def _train_on(devices: str | None, stack) -> None:
+    """Worker processes see only the plan's training GPUs (servers set their own) until the
+    run ends; None leaves the environment alone."""
+    if devices is None:
+        return
+    previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = devices
+    stack.callback(lambda: os.environ.pop("CUDA_VISIBLE_DEVICES") if previous is None
+                   else os.environ.__setitem__("CUDA_VISIBLE_DEVICES", previous))
 
 
 def _managed_server(model: str, log_path: Path, options: dict, stack, events):
