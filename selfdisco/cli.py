@@ -23,6 +23,7 @@ COMMANDS = {
     "doctor": "selfdisco.commands.doctor",
     "models": "selfdisco.commands.models",
     "losses": "selfdisco.commands.losses",
+    "plan": "selfdisco.commands.plan",
     "serve": "selfdisco.commands.serve",
     "train": "selfdisco.commands.train",
     "eval": "selfdisco.commands.eval",

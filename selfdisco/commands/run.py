@@ -100,11 +100,13 @@ def follow(run_dir: Path, resume: bool) -> int:
 def run(args: argparse.Namespace) -> int:
     from selfdisco.background import run_locked
     from selfdisco.config import check_run
+    from selfdisco.llm.plan import plan_run
     from selfdisco.printer import Printer
     from selfdisco.runner import prepare_run_dir
 
     config = resolve(args)
     check_run(config)  # a typo costs a second here, not a server start-up
+    plan_run(config)  # and so does a run that cannot fit in memory (see `selfdisco plan`)
     run_dir = prepare_run_dir(config, args.run_dir)
     if wants_tui(args):
         return follow(run_dir, resume=False)
