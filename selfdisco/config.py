@@ -37,7 +37,8 @@ class ServerConfig:
     port: int = 0
     """Port for a managed server; 0 picks a free one."""
     kv_cache_gib: float = 1.0
-    """KV-cache memory for vLLM on CPU, in GiB (0: vLLM's own default, for GPUs)."""
+    """KV-cache memory for vLLM on CPU, in GiB (0: 1 GiB). On GPUs the placement plan gives each
+    server its devices and memory share instead (`selfdisco plan`, selfdisco.llm.plan)."""
     max_model_len: int = 4096
     """Longest prompt plus answer the server accepts, in tokens."""
     max_lora_rank: int = 16
