@@ -1,9 +1,9 @@
 """Tokens per second for proposing candidates: vLLM against transformers' generate.
 
 Both sample n answers (default 8) to the same proposal prompt (the real system prompt and burn-in
-from prompts/) with the same max_tokens, temperature and top_p. vLLM is timed with the candidate
-JSON schema enforced (as a run asks) and without it (like for like with transformers, which has
-no schema). Tokens are the generated tokens up to and including the end-of-text token.
+from prompts/) with the same max_tokens, temperature and top_p. vLLM is timed with the answer
+format of --grammar enforced (as a run asks) and without it (like for like with transformers,
+which has no constraint). Tokens are the generated tokens up to and including the end-of-text token.
 
     python scripts/bench_propose.py [--model smollm2-135m-instruct] [--n 8] [--max-tokens 384]
                                     [--dtype auto]
@@ -33,7 +33,7 @@ def proposal_messages(grammar: str, beta: float) -> list[dict]:
             {"role": "user", "content": propose.burn_in_message(rows)}]
 
 
-def bench_vllm(model_path: str, messages: list[dict], args, schema: dict) -> list[str]:
+def bench_vllm(model_path: str, messages: list[dict], args, constraint: dict) -> list[str]:
     from selfdisco.llm.protocol import parse_json_answer
     from selfdisco.llm.server import VLLMServer
 
@@ -45,7 +45,7 @@ def bench_vllm(model_path: str, messages: list[dict], args, schema: dict) -> lis
                      f"(log {log})")
         client = server.client()
         client.chat(messages, n=1, max_tokens=8, seed=0)  # warm-up
-        for label, options in (("JSON schema", {"json_schema": schema}), ("free text", {})):
+        for label, options in ((args.grammar, constraint), ("free text", {})):
             started = time.monotonic()
             answers = client.chat(messages, n=args.n, max_tokens=args.max_tokens,
                                   temperature=args.temperature, top_p=args.top_p,
@@ -97,8 +97,8 @@ def main() -> int:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--grammar", choices=["free", "expression"], default="free",
-                        help="the candidate schema's code grammar (the cpu preset uses expression)")
+    parser.add_argument("--grammar", choices=["free", "primitives"], default="free",
+                        help="the proposer's code grammar (the cpu preset uses primitives)")
     parser.add_argument("--dtype", default="auto",
                         help="what vLLM serves in: auto (float32 on CPU), float32, bfloat16")
     parser.add_argument("--skip-vllm", action="store_true")
@@ -106,7 +106,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from selfdisco.models import resolve_model
-    from selfdisco.propose import candidate_schema
+    from selfdisco.propose import answer_format
 
     model_path = resolve_model(args.model)
     messages = proposal_messages(args.grammar, beta=0.1)
@@ -114,7 +114,7 @@ def main() -> int:
           f"temperature={args.temperature}, top_p={args.top_p}, seed={args.seed}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     if not args.skip_vllm:
-        for line in bench_vllm(model_path, messages, args, candidate_schema(args.grammar)):
+        for line in bench_vllm(model_path, messages, args, answer_format(args.grammar)):
             print(line, flush=True)
     if not args.skip_transformers:
         for line in bench_transformers(model_path, messages, args):

@@ -276,7 +276,7 @@ class Discovery:
             answers = self.s.proposer.chat(
                 messages, n=n, temperature=self.d.temperature, top_p=self.d.top_p,
                 max_tokens=self.d.max_tokens, seed=seed,
-                json_schema=propose.candidate_schema(self.d.code_grammar),
+                **propose.answer_format(self.d.code_grammar),
                 model=self.state.proposer_model)
         except (LLMUnavailable, ServerError) as err:
             self.events.emit("log", level="error", message=f"the proposer is unavailable: {err}")

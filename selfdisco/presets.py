@@ -15,9 +15,9 @@ PRESETS: dict[str, dict] = {
         "discovery": {
             "generations": 3,
             "candidates_per_generation": 2,
-            # A 135M proposer rarely writes valid free-form code: constrain it to sums of known
-            # loss shapes (it still chooses the mix).
-            "code_grammar": "expression",
+            # A 135M proposer rarely writes valid free-form code: constrain it to the grammar
+            # over generic primitives (losses/grammar.py), in which every loss trains.
+            "code_grammar": "primitives",
             "max_tokens": 384,
         },
         "train": {"preset": "cpu", "overrides": {"max_steps": 16}},
@@ -30,7 +30,7 @@ PRESETS: dict[str, dict] = {
             "generations": 2,
             "candidates_per_generation": 2,
             "burn_in": ["dpo", "hinge"],
-            "code_grammar": "expression",
+            "code_grammar": "primitives",
             "max_tokens": 600,
             "candidate_timeout_min": 5.0,
         },

@@ -1,4 +1,4 @@
-"""The proposer's side of discovery: prompts from prompts/, the answer schema, the history.
+"""The proposer's side of discovery: prompts from prompts/, the answer format, the history.
 
 The proposer sees a system prompt, then one user message listing the burn-in losses with their
 measured fitness, then for each evaluated candidate its answer and the feedback (the paper's
@@ -8,34 +8,14 @@ recent entries are kept and the prompt says how many were left out.
 
 from __future__ import annotations
 
-import re
 import string
 from dataclasses import dataclass
 
 from selfdisco.formatting import format_fitness
+from selfdisco.losses import grammar as primitives
 from selfdisco.paths import prompts_dir
 
 NOT_MEASURED = "not measured"  # the fitness the proposer sees for a baseline that did not score
-
-SIGNATURE = ("def loss_fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
-             "reference_rejected_logps, beta):")
-_RHO = ("    rho = (policy_chosen_logps - policy_rejected_logps) - "
-        "(reference_chosen_logps - reference_rejected_logps)")
-_SCALE = r"(0\.[1-9]|[1-4]\.[0-9])"
-_SHAPES = [
-    rf"F\.softplus\(-{_SCALE} \* x\)",
-    rf"torch\.relu\(1 - {_SCALE} \* x\)",
-    rf"torch\.exp\(-{_SCALE} \* x\)",
-    rf"torch\.sigmoid\(-{_SCALE} \* x\)",
-    rf"\({_SCALE} \* x - 1\) \*\* 2",
-    rf"torch\.sigmoid\(x / 0\.05\) \* torch\.exp\(-{_SCALE} \* x\)",
-    rf"\(1 - torch\.sigmoid\(x / 0\.05\)\) \* F\.softplus\(-{_SCALE} \* x\)",
-]
-_TERM = rf"{_SCALE} \* ({'|'.join(_SHAPES)})"
-EXPRESSION_CODE_PATTERN = (
-    "^" + re.escape(SIGNATURE) + r"\n" + re.escape(_RHO) + r"\n    x = beta \* rho\n"
-    + rf"    return {_TERM}( \+ {_TERM}){{0,2}}\n?$"
-)
 
 
 def load_prompt(name: str) -> string.Template:
@@ -43,28 +23,30 @@ def load_prompt(name: str) -> string.Template:
     return string.Template((prompts_dir() / f"{name}.txt").read_text())
 
 
-def candidate_schema(grammar: str = "free") -> dict:
-    """The JSON schema vLLM enforces on every proposer answer."""
-    code: dict = {"type": "string", "minLength": 20, "maxLength": 4000}
-    thought: dict = {"type": "string", "minLength": 1, "maxLength": 1200}
-    if grammar == "expression":
-        code = {"type": "string", "pattern": EXPRESSION_CODE_PATTERN}
-        # Small models ramble: keep the thought short and free of control characters.
-        thought = {"type": "string", "pattern": r'^[^\x00-\x1f"\\]{1,240}$'}
+def candidate_schema() -> dict:
+    """The JSON schema vLLM enforces on a free-form proposer answer."""
     return {
         "type": "object",
         "properties": {
-            "thought": thought,
+            "thought": {"type": "string", "minLength": 1, "maxLength": 1200},
             "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{2,39}$"},
-            "code": code,
+            "code": {"type": "string", "minLength": 20, "maxLength": 4000},
         },
         "required": ["thought", "name", "code"],
         "additionalProperties": False,
     }
 
 
+def answer_format(grammar: str) -> dict:
+    """The proposer request's structured-output option for a code grammar: the JSON schema
+    (free), or the Lark grammar of the whole answer (primitives, see losses/grammar.py)."""
+    if grammar == primitives.NAME:
+        return {"grammar": primitives.lark()}
+    return {"json_schema": candidate_schema()}
+
+
 def system_prompt(task_description: str, beta: float, grammar: str) -> str:
-    notes = load_prompt("propose_grammar_expression").template if grammar == "expression" else ""
+    notes = load_prompt(f"propose_grammar_{grammar}").template if grammar != "free" else ""
     return load_prompt("propose_system").substitute(
         task_description=task_description, beta=beta, grammar_notes=notes)
 

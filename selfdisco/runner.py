@@ -12,6 +12,7 @@ import os
 import time
 from contextlib import ExitStack
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from selfdisco.archive import Archive
@@ -114,12 +115,13 @@ def catalog_entry(name: str) -> dict:
     return {"name": entry.name, "full_name": entry.full_name, "code": entry.candidate.code}
 
 
-def parse_answer(text: str):
-    """A proposer's answer as a Candidate; ValueError with the reason otherwise."""
+def parse_answer(text: str, grammar: str = "free"):
+    """A proposer's answer as a Candidate (its code re-checked against the run's code grammar);
+    ValueError with the reason otherwise."""
     from selfdisco.losses import ParseError, parse_candidate
 
     try:
-        return parse_candidate(text)
+        return parse_candidate(text, grammar)
     except ParseError as err:
         raise ValueError(str(err)) from None
 
@@ -164,6 +166,7 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
             services = _live_services(config, run_dir, task, settings, events, stack,
                                       description)
         services.screen = screen
+        services.parse = partial(parse_answer, grammar=config.discovery.code_grammar)
         return Discovery(config, run_dir, archive, events, services).run()
 
 

@@ -89,7 +89,7 @@ def test_seeds_are_stable_and_distinct():
     assert derive(0, "train") != derive(1, "train")
 
 
-def test_expression_schema_is_valid_json_schema():
-    schema = candidate_schema("expression")
+def test_free_schema_is_valid_json_schema():
+    schema = candidate_schema()
     json.dumps(schema)
     assert schema["required"] == ["thought", "name", "code"]

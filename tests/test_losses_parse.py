@@ -111,3 +111,16 @@ def test_candidate_round_trips_through_a_dict():
     assert Candidate.from_dict(EXPECTED.to_dict()) == EXPECTED
     with pytest.raises(ValueError):
         Candidate.from_dict({"thought": "x"})
+
+
+def test_primitives_grammar_is_rechecked_here():
+    from selfdisco.losses import grammar
+
+    code = grammar.HEADER + "1.2 * torch.exp(-(0.5 * chosen - 1.5 * rejected))\n"
+    data = {"thought": "x", "name": "exp_margin", "code": code}
+    assert parse_candidate(json.dumps(data), "primitives") == Candidate(**data)
+    assert parse_candidate(json.dumps(OBJECT), "free") == EXPECTED
+    with pytest.raises(ParseError, match="primitives grammar: the code must start with"):
+        parse_candidate(json.dumps(OBJECT), "primitives")
+    with pytest.raises(ValueError, match="unknown code grammar 'expression'"):
+        parse_candidate(json.dumps(OBJECT), "expression")

@@ -2,7 +2,8 @@
 
 Handles code fences, prose before or after the object, raw newlines inside strings, single
 quotes, trailing commas, a missing "name" or "thought", and code given as a separate fenced
-block. Anything else becomes a ParseError whose message tells the LLM what to fix.
+block. Anything else becomes a ParseError whose message tells the LLM what to fix. Under a code
+grammar, the code is re-checked against it here: the server's enforcement is not trusted.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import ast
 import json
 import re
 
+from selfdisco.losses import grammar as primitives
 from selfdisco.losses.candidate import Candidate
 
 FORMAT = ('one JSON object {"thought": "<your reasoning>", "name": "<short_snake_case_name>", '
@@ -19,14 +21,33 @@ FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTA
 DEF_NAME = re.compile(r"^\s*def\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(", re.MULTILINE)
 KEY = re.compile(r"""["'](thought|name|code)["']\s*:\s*""")
 MAX_NAME = 64
+CODE_GRAMMARS = ("free", primitives.NAME)  # free: any code, checked later by the static check
 
 
 class ParseError(ValueError):
     """The answer holds no usable candidate; str(err) says what to fix, for the LLM."""
 
 
-def parse_candidate(text: str) -> Candidate:
-    """The candidate in `text`, or ParseError with a message meant to be sent back to the LLM."""
+def parse_candidate(text: str, grammar: str = "free") -> Candidate:
+    """The candidate in `text`, or ParseError with a message meant to be sent back to the LLM.
+
+    Args:
+        text: the LLM's answer.
+        grammar: a name from CODE_GRAMMARS; under "primitives" the code must be a sentence of
+            losses/grammar.py.
+    """
+    if grammar not in CODE_GRAMMARS:
+        raise ValueError(f"unknown code grammar {grammar!r}; choose one of {CODE_GRAMMARS}")
+    candidate = _parse(text)
+    if grammar == primitives.NAME:
+        problem = primitives.mismatch(candidate.code)
+        if problem:
+            raise ParseError(f"The code does not follow this run's primitives grammar: "
+                             f"{problem}. Write it in the required form.")
+    return candidate
+
+
+def _parse(text: str) -> Candidate:
     if not isinstance(text, str) or not text.strip():
         raise ParseError(f"The answer was empty. Reply with {FORMAT}.")
     spans = _object_spans(text)
