@@ -159,14 +159,14 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
 
             proposer = ReplayClient(source.run_dir, recorder=Recorder(run_dir / "llm"))
             services = Services(proposer=proposer, evaluator=RecordedEvaluator(source.run_dir),
-                                screen=screen, parse=parse_answer, catalog=catalog_entry,
+                                screen=screen, catalog=catalog_entry,
+                                parse=partial(parse_answer, grammar=config.discovery.code_grammar),
                                 adapters=proposer, task_description=description,
                                 beta=settings.beta)
         else:
             services = _live_services(config, run_dir, task, settings, events, stack,
                                       description)
         services.screen = screen
-        services.parse = partial(parse_answer, grammar=config.discovery.code_grammar)
         return Discovery(config, run_dir, archive, events, services).run()
 
 
@@ -269,7 +269,8 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
                            train=settings.to_dict(), seeds=[task_seed, train_seed],
                            pairs_version=task.pairs_version, pairs_sha=pairs_digest(pairs))
 
-    return Services(proposer=proposer, evaluator=evaluator, screen=screen, parse=parse_answer,
+    return Services(proposer=proposer, evaluator=evaluator, screen=screen,
+                    parse=partial(parse_answer, grammar=config.discovery.code_grammar),
                     catalog=catalog_entry, adapters=policy_client,
                     burn_in_cache=BurnInCache(cache_dir, burn_key, run_id=run_dir.name),
                     task_description=description, beta=settings.beta,
