@@ -67,7 +67,9 @@ def test_tui_follows_a_live_smoke_run(vllm_smoke, tmp_path):
     final = seen[-1]
     proposed = [e["id"] for e in read_events(run_dir / "events.jsonl")
                 if e["type"] == "candidate_proposed"]
-    archive = {row.id: row.status for row in Archive(run_dir).rows()}
+    # A baseline reused from the burn-in cache says so beside its status.
+    archive = {row.id: row.status + (" (cached)" if row.metrics.get("cached_from") else "")
+               for row in Archive(run_dir).rows()}
     # Every candidate of the run is in the table, with the status the archive recorded.
     assert final == archive
     assert set(final) == set(proposed)

@@ -284,7 +284,8 @@ class RunState:
                 row = self.candidates[key]
                 row.status, row.step, row.total, row.loss = "proposed", None, None, None
                 self.changed.add(key)
-        self._log(event, "info", f"run resumed; re-queued {len(requeued)} candidate(s)")
+        which = ", ".join(map(str, requeued)) if requeued else "nothing in flight"
+        self._log(event, "info", f"run resumed; re-queued {which}")
 
     def _on_run_finished(self, event: dict) -> None:
         self.finished_t = float(event.get("t") or self.last_t or 0.0)
