@@ -4,6 +4,11 @@ from __future__ import annotations
 
 DEFAULT_PRESET = "cpu"
 
+# What the paper-scale presets share: its discovery task and data, and a GPU-sized search.
+PAPER_TASK = {"name": "mtbench", "options": {"data": "argilla/dpo-mix-7k"}}
+PAPER_DISCOVERY = {"generations": 25, "candidates_per_generation": 4, "code_grammar": "free",
+                   "max_tokens": 1024, "candidate_timeout_min": 90.0}
+
 PRESETS: dict[str, dict] = {
     # SmolLM2-135M-Instruct as policy and proposer, the sentiment task, vLLM on CPU.
     "cpu": {
@@ -45,15 +50,8 @@ PRESETS: dict[str, dict] = {
             "proposer": "Qwen/Qwen2.5-Coder-7B-Instruct",
             "judge": "Qwen/Qwen2.5-7B-Instruct",
         },
-        "task": {"name": "mtbench", "options": {"data": "argilla/dpo-mix-7k"}},
-        "discovery": {
-            "generations": 25,
-            "candidates_per_generation": 4,
-            "code_grammar": "free",
-            "max_tokens": 1024,
-            "self_improve": False,  # the proposer is not the policy's base model
-            "candidate_timeout_min": 90.0,
-        },
+        "task": PAPER_TASK,
+        "discovery": {**PAPER_DISCOVERY, "self_improve": False},  # the proposer is another model
         "train": {"preset": "gpu-zephyr"},
         "server": {"max_model_len": 8192, "kv_cache_gib": 0},
     },
@@ -67,15 +65,8 @@ PRESETS: dict[str, dict] = {
             "policy": "Qwen/Qwen2.5-7B-Instruct",
             "judge": "ibm-granite/granite-3.1-8b-instruct",
         },
-        "task": {"name": "mtbench", "options": {"data": "argilla/dpo-mix-7k"}},
-        "discovery": {
-            "generations": 25,
-            "candidates_per_generation": 4,
-            "code_grammar": "free",
-            "max_tokens": 1024,
-            "self_improve": True,
-            "candidate_timeout_min": 90.0,
-        },
+        "task": PAPER_TASK,
+        "discovery": {**PAPER_DISCOVERY, "self_improve": True},
         "train": {"preset": "gpu-selfimprove"},
         "server": {"max_model_len": 8192, "kv_cache_gib": 0},
     },

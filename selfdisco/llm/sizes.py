@@ -32,19 +32,17 @@ RUNTIME_GIB = 1.5  # a training or KL process on a GPU: CUDA context and allocat
 CPU_RUNTIME_GIB = 1.0  # torch in a worker process on CPU
 
 # Hub ids the presets name, as the fields of their config.json the plan reads.
+QWEN25_7B = dict(
+    num_hidden_layers=28, hidden_size=3584, intermediate_size=18944, num_attention_heads=28,
+    num_key_value_heads=4, head_dim=128, vocab_size=152064, tie_word_embeddings=False)
+
 KNOWN: dict[str, dict] = {
     "HuggingFaceH4/zephyr-7b-gemma-sft-v0.1": dict(  # gemma-7b
         num_hidden_layers=28, hidden_size=3072, intermediate_size=24576,
         num_attention_heads=16, num_key_value_heads=16, head_dim=256, vocab_size=256000,
         tie_word_embeddings=True),
-    "Qwen/Qwen2.5-7B-Instruct": dict(
-        num_hidden_layers=28, hidden_size=3584, intermediate_size=18944,
-        num_attention_heads=28, num_key_value_heads=4, head_dim=128, vocab_size=152064,
-        tie_word_embeddings=False),
-    "Qwen/Qwen2.5-Coder-7B-Instruct": dict(
-        num_hidden_layers=28, hidden_size=3584, intermediate_size=18944,
-        num_attention_heads=28, num_key_value_heads=4, head_dim=128, vocab_size=152064,
-        tie_word_embeddings=False),
+    "Qwen/Qwen2.5-7B-Instruct": QWEN25_7B,
+    "Qwen/Qwen2.5-Coder-7B-Instruct": QWEN25_7B,  # the same architecture
     "ibm-granite/granite-3.1-8b-instruct": dict(
         num_hidden_layers=40, hidden_size=4096, intermediate_size=12800,
         num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=49155,
