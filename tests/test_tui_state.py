@@ -9,11 +9,10 @@ import sys
 import pytest
 from test_tui_data import RECORDED_RUN, recorded_lines
 
-from selfdisco.errors import UserError
 from selfdisco.events import EventWriter, read_events
 from selfdisco.formatting import format_duration, format_offset
 from selfdisco.tui.feed import EventFeed, coalesce
-from selfdisco.tui.rundir import config_value, resolve_run_dir
+from selfdisco.tui.rundir import config_value
 from selfdisco.tui.state import RunState
 
 
@@ -215,20 +214,6 @@ def test_formats():
     assert format_duration(245) == "4m05s"
     assert format_duration(3720) == "1h02m"
     assert format_offset(1000.0 + 3725, 1000.0) == "+01:02:05"
-
-
-def test_resolve_run_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("SELFDISCO_HOME", str(tmp_path))
-    with pytest.raises(UserError, match="no run directory"):
-        resolve_run_dir(tmp_path / "missing")
-    empty = tmp_path / "checkpoints" / "empty-run"
-    empty.mkdir(parents=True)
-    with pytest.raises(UserError, match="has no events.jsonl"):
-        resolve_run_dir(empty)
-    (empty / "events.jsonl").write_text("")
-    assert resolve_run_dir(empty) == empty.resolve()
-    monkeypatch.chdir(tmp_path)
-    assert resolve_run_dir("empty-run") == empty.resolve()  # a run id under checkpoints/
 
 
 def test_config_value_looks_into_tables():

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 HELP = "write report.md (ranking, fitness plot, top loss shapes) for a run"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path, metavar="RUN", help="the run directory")
+    parser.add_argument("run_dir", metavar="RUN", help="the run directory or its run id")
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.errors import UserError
+    from selfdisco.archive import ARCHIVE_FILE
+    from selfdisco.paths import resolve_run
     from selfdisco.report import write_report
 
-    if not (args.run_dir / "archive.sqlite").exists():
-        raise UserError(f"{args.run_dir} has no archive.sqlite: is it a selfdisco run directory?")
-    path = write_report(args.run_dir)
+    path = write_report(resolve_run(args.run_dir, required=ARCHIVE_FILE))
     print(f"wrote {path}")
     return 0

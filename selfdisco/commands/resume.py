@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 HELP = "continue a stopped or killed run where it left off"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path, metavar="RUN", help="the run directory")
+    parser.add_argument("run_dir", metavar="RUN", help="the run directory or its run id")
     parser.add_argument("--no-tui", action="store_true",
                         help="print progress lines instead of opening the terminal UI")
 
@@ -18,9 +17,11 @@ def run(args: argparse.Namespace) -> int:
     from selfdisco.background import run_locked
     from selfdisco.commands.run import follow, wants_tui
     from selfdisco.config import check_run, read_run_config
+    from selfdisco.paths import resolve_run
     from selfdisco.printer import Printer
     from selfdisco.runner import run_finished
 
+    args.run_dir = resolve_run(args.run_dir)
     check_run(read_run_config(args.run_dir))  # not a run directory, or a bad setting: say so
     if run_finished(args.run_dir):
         print(f"{args.run_dir} has already finished; see `selfdisco report {args.run_dir}`")

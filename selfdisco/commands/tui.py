@@ -16,9 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.tui.rundir import resolve_run_dir
+    from selfdisco.events import EVENTS_FILE
+    from selfdisco.paths import resolve_run
 
-    run_dir = resolve_run_dir(args.run_dir)
+    run_dir = resolve_run(args.run_dir, required=EVENTS_FILE)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UserError("selfdisco tui needs an interactive terminal; for a text summary of "
                         f"the run use `selfdisco report {run_dir}`")

@@ -1,4 +1,4 @@
-"""Finding a run directory and reading the bits of its config.toml that the TUI shows."""
+"""Reading the bits of a run's config.toml that the TUI shows."""
 
 from __future__ import annotations
 
@@ -6,26 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from selfdisco.errors import UserError
-from selfdisco.events import EVENTS_FILE
-from selfdisco.paths import checkpoints_dir
-
 CONFIG_FILE = "config.toml"
-
-
-def resolve_run_dir(spec: str | Path) -> Path:
-    """A run directory given as a path or as a run id under checkpoints/; it must hold
-    events.jsonl."""
-    path = Path(spec).expanduser()
-    if not path.is_dir() and not path.is_absolute() and (checkpoints_dir() / path).is_dir():
-        path = checkpoints_dir() / path
-    if not path.is_dir():
-        raise UserError(f"no run directory {str(spec)!r}; give a path such as "
-                        f"checkpoints/<run-id> or a run id under {checkpoints_dir()}")
-    if not (path / EVENTS_FILE).is_file():
-        raise UserError(f"{path} has no {EVENTS_FILE}, so it is not a selfdisco run directory "
-                        "(or its run has not started yet); start one with `selfdisco run`")
-    return path.resolve()
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
