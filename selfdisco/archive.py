@@ -54,6 +54,16 @@ CREATE TABLE IF NOT EXISTS replicates (  -- one per (candidate, training seed) e
     result TEXT NOT NULL,              -- JSON: records.Result
     PRIMARY KEY (id, replicate)
 );
+CREATE TABLE IF NOT EXISTS heldout (  -- one per held-out point measured (selfdisco.heldout)
+    protocol TEXT NOT NULL,
+    loss_id TEXT NOT NULL,             -- a candidate id, or a catalog name for a reference
+    beta REAL NOT NULL,
+    seed INTEGER NOT NULL,             -- the training seed
+    status TEXT NOT NULL,              -- done | failed
+    metrics TEXT NOT NULL,             -- JSON
+    created REAL NOT NULL,
+    PRIMARY KEY (protocol, loss_id, beta, seed)
+);
 """
 
 JSON_FIELDS = ("metrics", "fingerprint", "seeds", "timings", "shape")
@@ -95,6 +105,20 @@ class Row:
     @property
     def evaluated(self) -> bool:
         return self.status in EVALUATED
+
+
+@dataclass
+class HeldoutRow:
+    """One held-out point: a loss trained at `beta` with training seed `seed`, measured by
+    `protocol` (selfdisco.heldout)."""
+
+    protocol: str
+    loss_id: str
+    beta: float
+    seed: int
+    status: str
+    metrics: dict
+    created: float = 0.0
 
 
 class Archive:
@@ -177,6 +201,22 @@ class Archive:
         """Replicate index -> the recorded per-seed result (a records.Result dict)."""
         return {r[0]: json.loads(r[1]) for r in self.db.execute(
             "SELECT replicate, result FROM replicates WHERE id = ? ORDER BY replicate", (id,))}
+
+    # held-out points (selfdisco.heldout): one row per measured (protocol, loss, beta, seed)
+    def put_heldout(self, protocol: str, loss_id: str, beta: float, seed: int, status: str,
+                    metrics: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO heldout (protocol, loss_id, beta, seed, status, "
+                        "metrics, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (protocol, loss_id, float(beta), int(seed), status,
+                         json.dumps(metrics, default=str), time.time()))
+
+    def heldout_rows(self, protocol: str | None = None) -> list[HeldoutRow]:
+        """The recorded held-out points, of one protocol or of all, in the order measured."""
+        where, params = ("protocol = ?", (protocol,)) if protocol else ("1", ())
+        return [HeldoutRow(protocol=r[0], loss_id=r[1], beta=r[2], seed=r[3], status=r[4],
+                           metrics=json.loads(r[5]), created=r[6]) for r in self.db.execute(
+            "SELECT protocol, loss_id, beta, seed, status, metrics, created FROM heldout "
+            f"WHERE {where} ORDER BY created", params)]
 
     # generations
     def set_generation(self, generation: int, state: str, proposer: str | None = None) -> None:

@@ -30,6 +30,7 @@ FINAL = ("rejected", *EVALUATED)  # a candidate never leaves these
 UNSCORED = ("rejected", *FAILED)  # final without a fitness
 
 LOG_LEVELS = ("info", "warning", "error")
+HELDOUT_STATUSES = ("done", "failed")  # a held-out point measured, or not (its reason kept)
 Number = int | float
 
 # type -> its fields (beyond v, seq, t, type) and the types their values may have. Every field
@@ -58,12 +59,19 @@ EVENT_TYPES: dict[str, dict[str, Any]] = {
     "control": {"command": str},
     "server": {"state": str, "detail": str},
     "log": {"level": str, "message": str},
+    # held-out evaluation (selfdisco.heldout): points measured after (or beside) discovery.
+    "heldout_started": {"protocols": list, "losses": list, "points": int,
+                        "estimate_s": Number | None},
+    "heldout_point": {"protocol": str, "loss_id": str, "beta": Number, "seed": int,
+                      "status": str, "metrics": dict, "done": int, "total": int},
+    "heldout_finished": {"protocols": list, "stopped": bool},
 }
 # (type, field) -> the values it takes. candidate_status carries only the statuses that have no
 # event of their own.
 FIELD_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     ("candidate_status", "status"): IN_EVALUATION,
     ("log", "level"): LOG_LEVELS,
+    ("heldout_point", "status"): HELDOUT_STATUSES,
 }
 ENVELOPE: dict[str, Any] = {"v": int, "seq": int, "t": Number, "type": str}
 

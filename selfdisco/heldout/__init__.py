@@ -1,0 +1,95 @@
+"""Held-out evaluation of a run's losses on protocols the search never saw.
+
+A protocol is a function `run(ctx: HeldoutContext) -> None`, registered by name in PROTOCOLS
+(lazy "module:attr" targets). It walks its points (loss, beta, seed), skips those
+`ctx.done(point)` says are recorded, measures the others (`ctx.evaluate` trains and scores a
+policy; `ctx.policy` is the run's policy server, started on first use) and records each with
+`ctx.record(point, metrics)` the moment it is measured, so a killed command resumes where it
+stopped. `ctx.emit("heldout_point", ...)` and the other heldout_* events feed the TUI and the
+progress lines. A protocol's report subsection comes from REPORTS: `report_lines(rows, run_dir)
+-> list[str]` (Markdown) over its archive rows (archive.HeldoutRow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfdisco.registry import Registry
+
+# Protocol name -> "module:attr" of its run(ctx) function.
+PROTOCOLS = Registry("held-out protocol", {
+    "frontier": "selfdisco.heldout.frontier:run",
+})
+# Protocol name -> "module:attr" of its report_lines(rows, run_dir) function.
+REPORTS = Registry("held-out report", {
+    "frontier": "selfdisco.heldout.frontier:report_lines",
+})
+
+
+@dataclass(frozen=True)
+class HeldoutLoss:
+    """A loss under held-out evaluation: the run's candidate id (or the catalog name of a
+    reference), its name, code and discovery fitness (None for a reference not in the run)."""
+
+    id: str
+    name: str
+    code: str
+    fitness: float | None = None
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measurement of a protocol: a loss trained at one beta with one training seed."""
+
+    protocol: str
+    loss_id: str
+    beta: float
+    seed: int
+
+    def label(self) -> str:
+        return f"{self.loss_id} beta={self.beta:g} seed={self.seed}"
+
+    def dir_name(self) -> str:
+        """Where the point's training and scoring files go, under heldout/."""
+        return f"{self.protocol}/{self.loss_id}/beta{self.beta:g}-seed{self.seed}"
+
+
+@dataclass
+class HeldoutContext:
+    """What a protocol gets.
+
+    Attributes:
+        run_dir: the run directory; files go under run_dir/heldout/.
+        config: the run's RunConfig.
+        losses: the losses to evaluate, best discovered first, then the references.
+        betas: the betas to train at (protocols that do not sweep use config's beta).
+        seeds: fresh training seeds, none of them a seed the run trained with.
+        options: protocol options from the command line (--option KEY=VALUE).
+        evaluate: evaluate(point, code, task_options) -> records.Result: trains an adapter
+            under `code` with the run's recipe at point.beta and point.seed, scores it with the
+            run's task (its options updated with task_options); Result.adapter is the adapter.
+        policy: policy() -> an LLMClient for the run's policy model (with LoRA), started on
+            first call and stopped when the command ends.
+        record: record(point, metrics, status="done") keeps a measured point in the archive.
+        done: done(point) -> True when the point is recorded (skip it).
+        emit: emit(type, **fields) appends an event (selfdisco/events.py).
+    """
+
+    run_dir: Path
+    config: Any
+    losses: list[HeldoutLoss]
+    betas: list[float]
+    seeds: list[int]
+    evaluate: Callable[..., Any]
+    policy: Callable[[], Any]
+    record: Callable[..., None]
+    done: Callable[[Point], bool]
+    emit: Callable[..., Any]
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def protocol_names() -> list[str]:
+    return PROTOCOLS.names()
