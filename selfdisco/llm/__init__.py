@@ -53,7 +53,8 @@ def open_llm(source: str, *, option: str = "--proposer", model_path: str | None 
         run_dir: this run's directory: exchanges are recorded in run_dir/llm, and a local
             server logs to run_dir/server.log. None records nothing.
         model: http: the served model's name (default: the server's first model).
-        server_options, client_options: passed on to VLLMServer and LLMClient.
+        server_options, client_options: passed on to VLLMServer and LLMClient (for http, e.g.
+            api_key_env and structured).
     """
     from selfdisco.llm.cache import Recorder
 
@@ -72,8 +73,12 @@ def open_llm(source: str, *, option: str = "--proposer", model_path: str | None 
         from selfdisco.llm.client import LLMClient
 
         client = LLMClient(parsed.url, model or "", recorder=recorder, **client_options)
+        try:
+            names = client.list_models()  # checks the URL and the API key before any request
+        except UserError:
+            client.close()
+            raise
         if not model:
-            names = client.list_models()
             if not names:
                 raise UserError(f"the server at {parsed.url} serves no model")
             client.model = names[0]

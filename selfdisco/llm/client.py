@@ -1,12 +1,14 @@
-"""A client for vLLM's OpenAI-compatible API, over httpx, recording every exchange.
+"""A client for OpenAI-compatible APIs (vLLM's and others), over httpx, recording every exchange.
 
 `LLMClient` talks to a live server; `selfdisco.llm.replay.ReplayClient` answers the same calls
 from a recorded run. Both share `BaseClient.chat` / `complete`, so their signatures cannot drift.
-The client is safe to share between threads.
+The client is safe to share between threads. An API key, read from an environment variable,
+travels only in the HTTP headers: the recorder stores the logical request, never the key.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +21,10 @@ from selfdisco.llm.cache import Recorder
 from selfdisco.llm.protocol import (
     CHAT,
     COMPLETE,
+    STRUCTURED_MODES,
     Completion,
     build_request,
+    openai_body,
     parse_response,
     vllm_body,
 )
@@ -32,6 +36,24 @@ class LLMError(UserError):
 
 class LLMUnavailable(LLMError):
     """No answer at all after the retries: the server is down or unreachable."""
+
+
+class LLMAuthError(LLMUnavailable):
+    """The server refused the API key (or its variable is unset): no request can succeed."""
+
+
+def read_api_key(env_name: str, url: str) -> str:
+    """The API key in the environment variable `env_name` for the server at `url`.
+
+    Raises:
+        LLMAuthError: naming the variable and the URL when it is unset or empty.
+    """
+    key = os.environ.get(env_name, "").strip()
+    if not key:
+        raise LLMAuthError(f"the API key for the LLM server at {url} is read from the "
+                           f"environment variable {env_name}, which is not set: "
+                           f"export {env_name}=<your key>, then try again")
+    return key
 
 
 class BaseClient:
@@ -104,12 +126,20 @@ class LLMClient(BaseClient):
             after a crash (VLLMServer.client passes it); None for a server that is not ours.
         adapters: kept up to date with the adapters loaded here (name -> path), so that a
             restarted server serves them again (VLLMServer.client passes its own).
+        api_key_env: the name of the environment variable holding the server's API key, sent
+            as "Authorization: Bearer"; empty sends none.
+        structured: how answer formats are asked for, a key of protocol.STRUCTURED_MODES:
+            "vllm" (structured_outputs), "openai" (response_format) or "none".
     """
 
     def __init__(self, base_url: str, model: str, *, recorder: Recorder | None = None,
                  timeout_s: float = 600.0, retries: int = 3, backoff_s: float = 1.0,
                  recover: Callable[[], object] | None = None,
-                 adapters: dict[str, str] | None = None) -> None:
+                 adapters: dict[str, str] | None = None, api_key_env: str = "",
+                 structured: str = "vllm") -> None:
+        if structured not in STRUCTURED_MODES:
+            raise LLMError(f"structured-output mode {structured!r} is not known; choose one of "
+                           f"{', '.join(STRUCTURED_MODES)}")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.recorder = recorder
@@ -117,7 +147,12 @@ class LLMClient(BaseClient):
         self.backoff_s = backoff_s
         self.recover = recover
         self.adapters = adapters if adapters is not None else {}
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0))
+        self.api_key_env = api_key_env
+        self.structured = structured
+        headers = ({"Authorization": f"Bearer {read_api_key(api_key_env, self.base_url)}"}
+                   if api_key_env else {})
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=10.0),
+                                  headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -157,12 +192,30 @@ class LLMClient(BaseClient):
             self.recorder.record_adapter("unload_adapter", name)
 
     def _answer(self, request: dict[str, Any]) -> list[Completion]:
+        """The n completions of a request; a server that returns fewer (some ignore n) is asked
+        again for the rest, with the seed moved on so that the answers differ."""
         path = "/chat/completions" if request["endpoint"] == CHAT else "/completions"
-        data = self._send("POST", path, vllm_body(request, self.model))
+        completions: list[Completion] = []
+        while len(completions) < request["n"]:
+            rest = {**request, "n": request["n"] - len(completions)}
+            if request["seed"] is not None:
+                rest["seed"] = request["seed"] + len(completions)
+            try:
+                got = parse_response(rest, self._send("POST", path, self._body(rest)))
+            except (KeyError, TypeError, ValueError) as err:
+                raise LLMError(f"unexpected answer from {self.base_url}{path}: {err!r}") from err
+            if not got:
+                raise LLMError(f"the LLM server at {self.base_url}{path} returned no choices")
+            completions += got
+        return completions[:request["n"]]
+
+    def _body(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.structured == "vllm":
+            return vllm_body(request, self.model)
         try:
-            return parse_response(request, data)
-        except (KeyError, TypeError, ValueError) as err:
-            raise LLMError(f"unexpected answer from {self.base_url}{path}: {err!r}") from err
+            return openai_body(request, self.model, constrain=self.structured == "openai")
+        except ValueError as err:
+            raise LLMError(f"{self.base_url}: {err}") from None
 
     def _send(self, method: str, path: str, body: dict | None = None) -> Any:
         """One API call with bounded retries; returns the decoded JSON (or text) answer."""
@@ -181,9 +234,13 @@ class LLMClient(BaseClient):
             if response.status_code >= 500:
                 last_error = f"HTTP {response.status_code}: {_error_text(response)}"
                 continue
+            if response.status_code in (401, 403):
+                raise LLMAuthError(self._auth_refusal(response))
             if response.status_code >= 400:
+                hint = ("; check the URL: it is the API root, e.g. http://HOST:PORT/v1"
+                        if response.status_code == 404 else "")
                 raise LLMError(f"the LLM server refused {method} {url} "
-                               f"(HTTP {response.status_code}): {_error_text(response)}")
+                               f"(HTTP {response.status_code}): {_error_text(response)}{hint}")
             try:
                 return response.json()
             except ValueError:
@@ -191,6 +248,16 @@ class LLMClient(BaseClient):
         raise LLMUnavailable(f"no answer from the LLM server at {self.base_url} after "
                        f"{self.retries + 1} tries ({method} {path}): {last_error}. "
                        "Check that the server is running and the URL is right.")
+
+    def _auth_refusal(self, response: httpx.Response) -> str:
+        refused = (f"the LLM server at {self.base_url} refused the request (HTTP "
+                   f"{response.status_code}: {_error_text(response)})")
+        if self.api_key_env:
+            return (f"{refused}: the API key in the environment variable {self.api_key_env} "
+                    "is wrong or not allowed there; export the right key and try again")
+        return (f"{refused}: it needs an API key; put the key in an environment variable and "
+                "name that variable in the server's api_key_env setting "
+                "(server.proposer_api_key_env, or --judge-api-key-env for selfdisco eval)")
 
 
 def _error_text(response: httpx.Response) -> str:

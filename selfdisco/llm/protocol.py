@@ -1,8 +1,9 @@
 """What a client asks and what it gets back, independent of how the answer is produced.
 
 A request is a plain dict (the "logical request": endpoint, prompt or messages, sampling options,
-adapter). The live client turns it into a vLLM request body; the recorder stores it beside the
-answer; replay looks answers up by its key. Keeping one builder for all three keeps them in step.
+adapter). The live client turns it into a request body for its server's structured-output mode
+(STRUCTURED_MODES); the recorder stores it beside the answer; replay looks answers up by its key.
+Keeping one builder for all three keeps them in step.
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ from typing import Any
 
 CHAT = "chat"
 COMPLETE = "complete"
+
+# How a server is asked to keep to an answer format. Whatever the mode, callers re-check answers.
+STRUCTURED_MODES = {
+    "vllm": "vLLM's structured_outputs: a JSON schema, a list of choices or a Lark grammar",
+    "openai": "the OpenAI response_format JSON schema only (llama.cpp, SGLang, Ollama, TGI, "
+              "hosted endpoints); choices and grammars are not sent",
+    "none": "nothing is sent: the answer is free text",
+}
 
 
 @dataclass(frozen=True)
@@ -170,6 +179,41 @@ def vllm_body(request: dict[str, Any], default_model: str) -> dict[str, Any]:
             body["logprobs"] = 0
         if request["prompt_logprobs"]:
             body["prompt_logprobs"] = 0
+    return body
+
+
+def openai_body(request: dict[str, Any], default_model: str, constrain: bool) -> dict[str, Any]:
+    """The body of a plain OpenAI request (no vLLM extensions) for a logical request.
+
+    constrain: send a JSON schema as response_format (mode "openai"); choices and grammars have
+    no OpenAI form and go unconstrained.
+    """
+    if request.get("prompt_logprobs"):
+        raise ValueError("prompt log-probabilities need a vLLM server (structured mode vllm)")
+    body: dict[str, Any] = {
+        "model": request["model"] or default_model,
+        "n": request["n"],
+        "temperature": request["temperature"],
+        "top_p": request["top_p"],
+        "max_tokens": request["max_tokens"],
+    }
+    for name in ("seed", "stop"):
+        if request[name] is not None:
+            body[name] = request[name]
+    if constrain and request["json_schema"] is not None:
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "answer",
+                                                   "schema": request["json_schema"]}}
+    if request["endpoint"] == CHAT:
+        body["messages"] = request["messages"]
+        if request["logprobs"]:
+            body["logprobs"] = True
+    else:
+        body["prompt"] = request["prompt"]
+        if request["echo"]:
+            body["echo"] = True
+        if request["logprobs"]:
+            body["logprobs"] = 1
     return body
 
 
