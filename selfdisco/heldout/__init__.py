@@ -5,13 +5,19 @@ A protocol is a function `run(ctx: HeldoutContext) -> None`, registered by name 
 `ctx.done(point)` says are recorded, measures the others (`ctx.evaluate` trains and scores a
 policy; `ctx.policy` is the run's policy server, started on first use) and records each with
 `ctx.record(point, metrics)` the moment it is measured, so a killed command resumes where it
-stopped. `ctx.emit("heldout_point", ...)` and the other heldout_* events feed the TUI and the
-progress lines. A protocol's report subsection comes from REPORTS: `report_lines(rows, run_dir)
--> list[str]` (Markdown) over its archive rows (archive.HeldoutRow).
+stopped; record also emits the heldout_point event the TUI and the progress lines show.
+
+Beside run, the protocol's module may define:
+- `points(ctx) -> list[Point]`: every point it measures (the command's time estimate and the
+  progress totals count the ones not yet done);
+- `seconds_per_point(archive) -> float | None`: its measured cost of a point, for the estimate;
+- `report_lines(rows, run_dir) -> list[str]`: its Markdown subsection of the report's
+  "Held-out evaluation" section, from its archive rows (archive.HeldoutRow).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +28,6 @@ from selfdisco.registry import Registry
 # Protocol name -> "module:attr" of its run(ctx) function.
 PROTOCOLS = Registry("held-out protocol", {
     "frontier": "selfdisco.heldout.frontier:run",
-})
-# Protocol name -> "module:attr" of its report_lines(rows, run_dir) function.
-REPORTS = Registry("held-out report", {
-    "frontier": "selfdisco.heldout.frontier:report_lines",
 })
 
 
@@ -73,7 +75,9 @@ class HeldoutContext:
             run's task (its options updated with task_options); Result.adapter is the adapter.
         policy: policy() -> an LLMClient for the run's policy model (with LoRA), started on
             first call and stopped when the command ends.
-        record: record(point, metrics, status="done") keeps a measured point in the archive.
+        record: record(point, metrics, status="done") keeps a measured point in the archive
+            and emits heldout_point (metrics["summary"]: its one-line progress text;
+            metrics["reason"]: why a failed point failed).
         done: done(point) -> True when the point is recorded (skip it).
         emit: emit(type, **fields) appends an event (selfdisco/events.py).
     """
@@ -93,3 +97,10 @@ class HeldoutContext:
 
 def protocol_names() -> list[str]:
     return PROTOCOLS.names()
+
+
+def protocol_hook(name: str, attr: str) -> Callable[..., Any] | None:
+    """The optional function `attr` (points, seconds_per_point, report_lines) of protocol
+    `name`'s module; None when it defines none."""
+    run = PROTOCOLS.load(name)
+    return getattr(importlib.import_module(run.__module__), attr, None)

@@ -398,6 +398,29 @@ class RunState:
     def _on_log(self, event: dict) -> None:
         self._log(event, str(event.get("level") or "info"), str(event.get("message") or ""))
 
+    # held-out evaluation (selfdisco.heldout): a log line each, no candidate rows
+    def _on_heldout_started(self, event: dict) -> None:
+        estimate = event.get("estimate_s")
+        when = (f", about {estimate / 60:.0f} min" if isinstance(estimate, int | float)
+                else ", no time estimate")
+        self._log(event, "info", f"held-out evaluation: {event.get('points')} points to measure"
+                  f" ({', '.join(map(str, event.get('protocols') or ()))}; losses "
+                  f"{', '.join(map(str, event.get('losses') or ()))}){when}")
+
+    def _on_heldout_point(self, event: dict) -> None:
+        metrics = event.get("metrics") or {}
+        status = event.get("status")
+        text = (metrics.get("summary") if status == "done" else
+                f"failed: {metrics.get('reason') or 'no reason recorded'}")
+        self._log(event, "info" if status == "done" else "warning",
+                  f"held-out [{event.get('done')}/{event.get('total')}] {event.get('protocol')}"
+                  f" {event.get('loss_id')} beta={event.get('beta')} seed={event.get('seed')}: "
+                  f"{text or 'measured'}")
+
+    def _on_heldout_finished(self, event: dict) -> None:
+        how = "stopped" if event.get("stopped") else "finished"
+        self._log(event, "info", f"held-out evaluation {how}")
+
 
 def row_sort_key(row: CandidateRow) -> tuple:
     """Best fitness first; candidates without one after, in arrival order."""
