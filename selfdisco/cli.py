@@ -24,6 +24,7 @@ COMMANDS = {
     "models": "selfdisco.commands.models",
     "losses": "selfdisco.commands.losses",
     "plan": "selfdisco.commands.plan",
+    "config": "selfdisco.commands.config",
     "serve": "selfdisco.commands.serve",
     "train": "selfdisco.commands.train",
     "eval": "selfdisco.commands.eval",

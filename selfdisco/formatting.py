@@ -39,3 +39,26 @@ def format_offset(t: float, start: float | None) -> str:
     hours, rest = divmod(offset, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"+{hours:02d}:{minutes:02d}:{seconds:02d}"
+
+
+def json_text(value: object) -> str:
+    """`value` as strict, indented JSON: NaN and infinities become null, other objects (paths)
+    their str(). Every command's --json output goes through here."""
+    import json
+    import math
+
+    def strict(item: object) -> object:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {str(k): strict(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [strict(v) for v in item]
+        return item
+
+    return json.dumps(strict(value), indent=2, default=str, allow_nan=False)
+
+
+def print_json(value: object) -> None:
+    """Print `value` as strict JSON (json_text) on stdout."""
+    print(json_text(value), flush=True)

@@ -66,18 +66,12 @@ def parse_params(values: list[str]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.config import check_run, load_config, parse_assignment
+    from selfdisco.commands.config import assignments
+    from selfdisco.config import check_run, load_config
     from selfdisco.errors import UserError
     from selfdisco.llm.plan import make_plan
 
-    overrides: dict = {}
-    for text in args.set:
-        path, value = parse_assignment(text)
-        node = overrides
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    config = load_config(args.preset, args.config, overrides)
+    config = load_config(args.preset, args.config, assignments(args.set))
     check_run(config)
     plan = make_plan(config, machine_from(args), parse_params(args.params))
     print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.describe())
