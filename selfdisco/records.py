@@ -68,6 +68,8 @@ class Job:
     sleep_url: str = ""  # the server's root URL when it must sleep while a worker trains
     judge_url: str = ""  # a judged task's judge server; empty: the policy's server
     judge_model: str = ""
+    judge_api_key_env: str = ""  # the NAME of the variable holding the judge's API key
+    judge_structured: str = "vllm"  # the judge server's structured-output mode
     dtype: str = "float32"  # what the server samples in; KL is computed in it too
     request_timeout_s: float = 600.0  # per request to a model server
     id: str = ""  # the candidate's archive id

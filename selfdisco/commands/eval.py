@@ -34,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the policy's server, refused unless --option "
                              "allow_self_judge=true)")
     parser.add_argument("--judge-model", help="mtbench: the judge's model name on its server")
+    parser.add_argument("--judge-api-key-env", metavar="VAR",
+                        help="mtbench: the environment variable holding the judge server's "
+                             "API key")
+    parser.add_argument("--judge-structured", choices=["vllm", "openai", "none"],
+                        default="vllm", help="mtbench: how the judge's server constrains "
+                        "verdicts: vllm (default, structured_outputs), openai (response_format "
+                        "JSON schema) or none")
     parser.add_argument("--loss", help="digits: a .py file or JSON candidate defining "
                                        "fn(logits, targets) (default: cross-entropy)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -118,14 +125,17 @@ def _evaluate_with_server(args: argparse.Namespace, task: Any, options: dict[str
     server_options = {"check_numerics": True}
     if server_config.get("max_model_len"):
         server_options["max_model_len"] = int(server_config["max_model_len"])
+    # The judge first: a wrong URL or key shows before a server start.
+    judge = (open_llm(args.judge, option="--judge", model=args.judge_model,
+                      client_options={"api_key_env": args.judge_api_key_env or "",
+                                      "structured": args.judge_structured})
+             if args.judge else None)
     if args.server:
         policy = open_llm(args.server, option="--server")
     else:
         print(f"starting vLLM for {model_path} (log: {checkpoints_dir() / 'serve'})",
               file=sys.stderr)
         policy = open_llm("local", model_path=model_path, server_options=server_options)
-    judge = (open_llm(args.judge, option="--judge", model=args.judge_model) if args.judge
-             else None)
     try:
         if args.judge_model and not args.judge:
             options.setdefault("judge_model", args.judge_model)

@@ -17,6 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, metavar="FILE", help="a TOML config file")
     parser.add_argument("--proposer", metavar="SPEC",
                         help="local (default), http://HOST:PORT/v1, or replay:RUN_DIR")
+    parser.add_argument("--proposer-model", metavar="NAME",
+                        help="with a proposer URL: the model to ask for (default: the "
+                             "server's first)")
+    parser.add_argument("--proposer-api-key-env", metavar="VAR",
+                        help="with a proposer URL: the environment variable holding its API key")
+    parser.add_argument("--proposer-structured", choices=["vllm", "openai", "none"],
+                        help="with a proposer URL: vllm (default, structured_outputs), openai "
+                             "(response_format JSON schema) or none")
     parser.add_argument("--generations", type=int, metavar="N")
     parser.add_argument("--candidates", type=int, metavar="K",
                         help="valid candidates per generation")
@@ -45,6 +53,9 @@ def overrides_from(args: argparse.Namespace) -> dict:
     for text in args.set:
         put(*parse_assignment(text))
     flags = {("server", "proposer"): args.proposer, ("discovery", "generations"): args.generations,
+             ("server", "proposer_model"): args.proposer_model,
+             ("server", "proposer_api_key_env"): args.proposer_api_key_env,
+             ("server", "proposer_structured"): args.proposer_structured,
              ("discovery", "candidates_per_generation"): args.candidates, ("seed",): args.seed,
              ("task", "name"): args.task}
     for path, value in flags.items():

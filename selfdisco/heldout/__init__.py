@@ -28,6 +28,7 @@ from selfdisco.registry import Registry
 # Protocol name -> "module:attr" of its run(ctx) function.
 PROTOCOLS = Registry("held-out protocol", {
     "frontier": "selfdisco.heldout.frontier:run",
+    "pairwise": "selfdisco.heldout.pairwise:run",
 })
 
 

@@ -1,0 +1,401 @@
+"""Pairwise win rate of each loss's policy against the reference policy, AlpacaEval style.
+
+The policy (base + the adapter trained under a loss) and the reference policy (the base model)
+answer the same held-out instructions (selfdisco/data/heldout_prompts.jsonl, or a Hub prompt
+set by name); an open judge compares the two answers in both orders (selfdisco.judge, its
+verdict constrained to JSON by the server). Each order is one comparison, scored 1 (policy
+wins), 0.5 (tie) or 0; the raw win rate is their mean, its standard error over prompts. Judges
+favour longer answers, so, as AlpacaEval 2 does, a logistic regression of the outcome on the
+standardised length difference gives the length-controlled win rate: the predicted win rate at
+zero length difference; its standard error comes from a seeded bootstrap over prompts.
+
+The judge is never the policy's base model unless the option allow_self_judge is on; then the
+metrics and the report say so first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from selfdisco.errors import UserError
+from selfdisco.judge import Judge, PairGame, pairwise_statistics
+from selfdisco.tasks.sampling import parallel_map, served_adapter
+
+SHIPPED_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "heldout_prompts.jsonl"
+SELF_JUDGE_OPT_IN = "--option allow_self_judge=true"
+
+# Bootstrap resamples for the length-controlled rate's standard error; 200 puts the s.e.'s own
+# sampling error near 5%.
+BOOTSTRAP_RESAMPLES = 200
+# L2 penalty on the length slope (not the intercept): keeps the fit finite when the longer
+# answer always wins (separable outcomes), and is small beside the log-likelihood of ~100
+# comparisons.
+SLOPE_PENALTY = 1.0
+
+
+@dataclass(frozen=True)
+class PairwiseSettings:
+    """The pairwise protocol's options (`selfdisco heldout --option KEY=VALUE`)."""
+
+    prompts: str = str(SHIPPED_PROMPTS)
+    """Held-out instructions: a .jsonl file ({id, instruction}) or a Hub dataset id."""
+    max_prompts: int = 0
+    """Use only the first N prompts (0: all)."""
+    answer_tokens: int = 128
+    """Longest answer of the policy and of the reference, in tokens."""
+    judge_tokens: int = 128
+    """Longest judge reply, in tokens."""
+    judge: str = ""
+    """A running vLLM server with the judge (http://HOST:PORT/v1); empty: the policy's server."""
+    judge_model: str = ""
+    """The judge's model name on its server (empty: the server's first model)."""
+    allow_self_judge: bool = False
+    """Let the policy's own base model judge (it favours its own style; refused otherwise)."""
+    concurrency: int = 8
+    """Requests in flight."""
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> PairwiseSettings:
+        """The settings with the options this protocol knows (others are left to other
+        protocols); UserError for a value of the wrong type."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in options:
+                continue
+            raw = options[f.name]
+            values[f.name] = _convert(f.name, raw, type(getattr(cls(), f.name)))
+        return cls(**values)
+
+
+def _convert(name: str, raw: Any, kind: type) -> Any:
+    text = str(raw).strip()
+    if kind is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise UserError(f"option {name}={raw!r}: give true or false")
+        return text.lower() in ("true", "1")
+    if kind is int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise UserError(f"option {name}={raw!r}: give a whole number") from None
+        if value < 0:
+            raise UserError(f"option {name}={raw!r}: must not be negative")
+        return value
+    return text
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    instruction: str
+
+
+def load_prompts(source: str) -> list[Prompt]:
+    """Instructions from a local .jsonl file ({id?, instruction}) or a Hub dataset id (an
+    "instruction" or "prompt" column, e.g. tatsu-lab/alpaca_eval); UserError when unreadable."""
+    path = Path(source).expanduser()
+    if path.suffix == ".jsonl" or path.exists():
+        if not path.is_file():
+            raise UserError(f"prompt file not found: {path}")
+        rows = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise UserError(f"{path}, line {number}: not JSON ({err.msg})") from None
+        where = str(path)
+    else:
+        rows, where = _hub_rows(source), f"dataset {source!r}"
+    prompts = []
+    for number, row in enumerate(rows, 1):
+        text = row.get("instruction", row.get("prompt")) if isinstance(row, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(f"{where}, prompt {number}: needs a non-empty 'instruction' string")
+        prompts.append(Prompt(str(row.get("id", number)), text))
+    if not prompts:
+        raise UserError(f"{where} holds no prompts")
+    return prompts
+
+
+def _hub_rows(source: str) -> list[dict]:
+    try:
+        import datasets
+
+        loaded = datasets.load_dataset(source)
+        split = next(iter(loaded))
+        return list(loaded[split])
+    except Exception as err:  # noqa: BLE001 - any loading failure is reported to the user
+        raise UserError(f"could not load the prompt set {source!r} ({type(err).__name__}: "
+                        f"{str(err)[:300]}); give a local .jsonl file, or the shipped set by "
+                        "leaving the prompts option out") from None
+
+
+def answer_prompts(client: Any, prompts: list[Prompt], model: str | None,
+                   settings: PairwiseSettings, seed: int) -> list[str]:
+    """One answer per prompt; prompt i is sampled with seed + i, the same for every policy."""
+
+    def one(index: int) -> str:
+        messages = [{"role": "user", "content": prompts[index].instruction}]
+        return client.chat(messages, temperature=0.7, max_tokens=settings.answer_tokens,
+                           seed=seed + index, model=model)[0].text
+
+    return parallel_map(one, list(range(len(prompts))), settings.concurrency)
+
+
+def judge_games(judge: Judge, prompts: list[Prompt], policy: list[str], reference: list[str],
+                concurrency: int = 8) -> list[PairGame]:
+    """Each prompt's two answers judged in both orders (a failed request is unparsable)."""
+
+    def one(index: int) -> PairGame:
+        try:
+            return judge.compare(prompts[index].id, [prompts[index].instruction],
+                                 [policy[index]], [reference[index]], 1)
+        except Exception:  # noqa: BLE001 - a failed judge request is counted, not fatal
+            return PairGame(prompts[index].id, 1, None, None, len(policy[index]),
+                            len(reference[index]))
+
+    return parallel_map(one, list(range(len(prompts))), concurrency)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One judged order: the policy's score (1 win, 0.5 tie, 0 loss) and how many characters
+    longer its answer was than the reference's."""
+
+    prompt: int
+    score: float
+    length_diff: int
+
+
+def comparisons(games: list[PairGame]) -> list[Comparison]:
+    """Every parsed verdict of every game as one comparison (first: policy shown as A)."""
+    as_a = {"A": 1.0, "tie": 0.5, "B": 0.0}
+    as_b = {"A": 0.0, "tie": 0.5, "B": 1.0}
+    out = []
+    for index, game in enumerate(games):
+        diff = game.policy_chars - game.baseline_chars
+        for verdict, scores in ((game.first, as_a), (game.second, as_b)):
+            if verdict is not None:
+                out.append(Comparison(index, scores[verdict], diff))
+    return out
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, penalty: float = SLOPE_PENALTY,
+                 steps: int = 50) -> tuple[float, float]:
+    """(intercept, slope) of P(y) = sigmoid(a + b x) by Newton's method; y may be fractional
+    (a tie is half a win), and `penalty` is an L2 penalty on b alone."""
+    design = np.column_stack([np.ones_like(x), x])
+    ridge = np.diag([0.0, penalty])
+    theta = np.zeros(2)
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-design @ theta))
+        gradient = design.T @ (y - p) - ridge @ theta
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + ridge + 1e-9 * np.eye(2)
+        delta = np.linalg.solve(hessian, gradient)
+        theta = theta + delta
+        if np.max(np.abs(delta)) < 1e-10:
+            break
+    return float(theta[0]), float(theta[1])
+
+
+def length_controlled(comps: list[Comparison], *, resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = 0) -> dict[str, float]:
+    """The win rate predicted at zero length difference, its bootstrap standard error (prompts
+    resampled with replacement, seeded) and the fitted slope per standard deviation of the
+    length difference."""
+    if not comps:
+        return {"lc_win_rate": math.nan, "lc_win_rate_stderr": math.nan, "length_slope": math.nan}
+    diffs = np.array([c.length_diff for c in comps], dtype=float)
+    scale = float(np.sqrt(np.mean(diffs ** 2)))  # about zero, not the mean: zero is the target
+    x = diffs / scale if scale > 0 else np.zeros_like(diffs)
+    y = np.array([c.score for c in comps])
+    intercept, slope = fit_logistic(x, y)
+    by_prompt: dict[int, list[int]] = {}
+    for row, comp in enumerate(comps):
+        by_prompt.setdefault(comp.prompt, []).append(row)
+    groups = list(by_prompt.values())
+    rng = np.random.default_rng(seed)
+    rates = []
+    for _ in range(resamples if len(groups) > 1 else 0):
+        rows = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+        rates.append(_sigmoid(fit_logistic(x[rows], y[rows])[0]))
+    stderr = float(np.std(rates, ddof=1)) if len(rates) > 1 else math.nan
+    return {"lc_win_rate": _sigmoid(intercept), "lc_win_rate_stderr": stderr,
+            "length_slope": slope}
+
+
+def _sigmoid(value: float) -> float:
+    return float(1.0 / (1.0 + math.exp(-value)))
+
+
+def win_rate(comps: list[Comparison]) -> tuple[float, float]:
+    """Mean score over comparisons, and its standard error over prompts (each prompt's mean of
+    its judged orders is one observation)."""
+    if not comps:
+        return math.nan, math.nan
+    by_prompt: dict[int, list[float]] = {}
+    for comp in comps:
+        by_prompt.setdefault(comp.prompt, []).append(comp.score)
+    means = np.array([sum(s) / len(s) for s in by_prompt.values()])
+    rate = float(np.mean([c.score for c in comps]))
+    stderr = float(np.std(means, ddof=1) / math.sqrt(len(means))) if len(means) > 1 else math.nan
+    return rate, stderr
+
+
+def summarise(games: list[PairGame], seed: int = 0) -> dict[str, Any]:
+    """Raw and length-controlled win rates with the judge's bias statistics."""
+    comps = comparisons(games)
+    rate, stderr = win_rate(comps)
+    stats = pairwise_statistics(games)
+    return {"win_rate": rate, "win_rate_stderr": stderr, **length_controlled(comps, seed=seed),
+            "comparisons": len(comps), "prompts": len(games),
+            "parse_rate": len(comps) / (2 * len(games)) if games else 0.0,
+            **{k: stats[k] for k in ("consistency", "first_position_rate", "longer_wins_rate",
+                                     "policy_mean_chars", "baseline_mean_chars")}}
+
+
+# The protocol (selfdisco.heldout): one point per loss, at the run's beta with the first fresh
+# seed; the reference's answers are sampled once per command.
+
+def points(ctx: Any) -> list[Any]:
+    from selfdisco.config import run_train_settings
+    from selfdisco.heldout import Point
+
+    beta = run_train_settings(ctx.config).beta
+    return [Point("pairwise", loss.id, beta, ctx.seeds[0]) for loss in ctx.losses]
+
+
+def run(ctx: Any) -> None:
+    settings = PairwiseSettings.from_options(ctx.options)
+    todo = [point for point in points(ctx) if not ctx.done(point)]
+    if not todo:
+        return
+    prompts = load_prompts(settings.prompts)[:settings.max_prompts or None]
+    judge_endpoint, judge_name, note = open_judge(ctx.config, settings)
+    try:
+        client = ctx.policy()
+        judge = Judge(judge_endpoint.client if judge_endpoint else client,
+                      max_tokens=settings.judge_tokens)
+        reference = answer_prompts(client, prompts, None, settings, ctx.config.seed)
+        losses = {loss.id: loss for loss in ctx.losses}
+        for point in todo:
+            _measure(ctx, point, losses[point.loss_id], prompts, reference, judge, settings,
+                     {"judge": judge_name, "self_judge": bool(note), "note": note,
+                      "prompt_set": settings.prompts})
+    finally:
+        if judge_endpoint is not None:
+            judge_endpoint.close()
+
+
+def _measure(ctx: Any, point: Any, loss: Any, prompts: list[Prompt], reference: list[str],
+             judge: Judge, settings: PairwiseSettings, about: dict[str, Any]) -> None:
+    import time
+
+    started = time.perf_counter()
+    result = ctx.evaluate(point, loss.code, {})
+    if result.status != "scored" or not result.adapter:
+        ctx.record(point, {"loss_name": loss.name, "reason": result.reason or "no adapter"},
+                   status="failed")
+        return
+    client = ctx.policy()
+    with served_adapter(client, result.adapter) as model:
+        answers = answer_prompts(client, prompts, model, settings, ctx.config.seed)
+    games = judge_games(judge, prompts, answers, reference, settings.concurrency)
+    metrics = {"loss_name": loss.name, **summarise(games, seed=point.seed), **about,
+               "seconds": round(time.perf_counter() - started, 1)}
+    metrics["summary"] = (f"win {metrics['win_rate']:.3f}, length-controlled "
+                          f"{metrics['lc_win_rate']:.3f}")
+    out = Path(ctx.run_dir) / "heldout" / point.dir_name()
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "games.jsonl").open("w") as f:
+        for prompt, answer, base, game in zip(prompts, answers, reference, games, strict=True):
+            f.write(json.dumps({"id": prompt.id, "policy": answer, "reference": base,
+                                "policy_as_a": game.first, "policy_as_b": game.second}) + "\n")
+    ctx.record(point, metrics)
+
+
+def open_judge(config: Any, settings: PairwiseSettings) -> tuple[Any, str, str]:
+    """(the judge's endpoint, or None for the policy's own server; the judge's name; the
+    self-judge note, empty for another judge). UserError for a self-judge without the opt-in."""
+    from selfdisco.models import resolve_model
+
+    policy = config.models.policy
+    policy_names = {policy, Path(policy).name}
+    try:
+        resolved = resolve_model(policy)
+        policy_names |= {resolved, Path(resolved).name}
+    except UserError:
+        pass
+    endpoint = None
+    if settings.judge:
+        from selfdisco.llm import open_llm
+
+        endpoint = open_llm(settings.judge, option="--option judge",
+                            model=settings.judge_model or None)
+        name = endpoint.client.model
+    elif settings.judge_model:
+        raise UserError("option judge_model names a model on the judge's server: give the "
+                        "server too (--option judge=http://HOST:PORT/v1)")
+    else:
+        name = policy
+    if name not in policy_names:
+        return endpoint, name, ""
+    if not settings.allow_self_judge:
+        if endpoint is not None:
+            endpoint.close()
+        raise UserError(f"the pairwise judge ({name}) is the policy's own base model, and a "
+                        "judge favours its own family's style: give another judge with "
+                        "--option judge=http://HOST:PORT/v1 (and judge_model=NAME), or accept "
+                        f"this one with {SELF_JUDGE_OPT_IN}")
+    return endpoint, name, (f"self-judged: the pairwise judge ({name}) is the policy's own base "
+                            "model (allow_self_judge); it favours its own family's style")
+
+
+def seconds_per_point(archive: Any) -> float | None:
+    seconds = [row.metrics["seconds"] for row in archive.heldout_rows("pairwise")
+               if row.status == "done" and "seconds" in row.metrics]
+    return sum(seconds) / len(seconds) if seconds else None
+
+
+def report_lines(rows: list[Any], run_dir: Path) -> list[str]:
+    """The report's pairwise subsection: the self-judge note first when there is one, then a
+    table of raw and length-controlled win rates per loss."""
+    done = [row for row in rows if row.status == "done"]
+    notes = sorted({row.metrics["note"] for row in done if row.metrics.get("note")})
+    lines = [f"**{note[0].upper()}{note[1:]}**" for note in notes]
+    lines += ["### Pairwise win rate against the base model", ""]
+    if done:
+        first = done[0].metrics
+        lines += [f"Judge {first.get('judge')}, {first.get('prompts')} held-out prompts "
+                  f"({Path(str(first.get('prompt_set'))).name}), both answer orders judged, a "
+                  "tie counts half. Length-controlled: the win rate a logistic regression on "
+                  "the standardised length difference predicts at equal lengths (AlpacaEval "
+                  "2), its standard error from a bootstrap over prompts.", "",
+                  "| loss | win rate | length-controlled | length slope | chars (policy / "
+                  "base) | consistency | parse rate |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in done:
+            m = row.metrics
+            lines.append(
+                f"| {m.get('loss_name', row.loss_id)} | {_pm(m['win_rate'], m['win_rate_stderr'])}"
+                f" | {_pm(m['lc_win_rate'], m['lc_win_rate_stderr'])} | {m['length_slope']:.2f}"
+                f" | {m['policy_mean_chars']:.0f} / {m['baseline_mean_chars']:.0f}"
+                f" | {m['consistency']:.2f} | {m['parse_rate']:.2f} |")
+    for row in rows:
+        if row.status != "done":
+            lines.append(f"- {row.metrics.get('loss_name', row.loss_id)}: failed "
+                         f"({row.metrics.get('reason', 'no reason recorded')})")
+    return lines + [""]
+
+
+def _pm(value: float, stderr: float) -> str:
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:.3f} ± {stderr:.3f}" if math.isfinite(stderr) else f"{value:.3f}"
