@@ -31,6 +31,19 @@ class ServerConfig:
     proposer: str = "local"
     """The proposer source: local (selfdisco serves the proposer model), http://HOST:PORT/v1 (an
     existing server), or replay:RUN (a recorded run's answers); see selfdisco.llm.topology."""
+    proposer_model: str = ""
+    """With a proposer URL: the model name to ask its server for (hosted endpoints serve many);
+    empty: the first model the server lists."""
+    proposer_api_key_env: str = ""
+    """With a proposer URL: the NAME of the environment variable that holds its API key (e.g.
+    "SELFDISCO_API_KEY"), sent as "Authorization: Bearer"; empty sends none. The key itself is
+    never written to the run directory or the LLM cache."""
+    proposer_structured: str = "vllm"
+    """With a proposer URL, what its server enforces: vllm (vLLM's structured_outputs: the
+    answer's JSON schema, or the whole primitives grammar), openai (the OpenAI response_format
+    JSON schema, for llama.cpp, SGLang, Ollama, TGI or a hosted endpoint; a grammar has no such
+    form, so code_grammar primitives is not enforced) or none (nothing). In every mode the
+    parser re-checks each answer and a rejected one is resampled."""
     url: str = ""
     """An existing vLLM server (http://HOST:PORT/v1) that serves the policy's base model with
     LoRA enabled; empty means selfdisco starts and owns one."""
@@ -113,10 +126,6 @@ class TrainConfig:
     """Training settings preset (see selfdisco/train/settings.py)."""
     overrides: dict = field(default_factory=dict)
     """Individual training settings that replace the preset's, e.g. {max_steps = 20}."""
-    report_to: list = field(default_factory=list)
-    """Experiment trackers for candidate training (TRL's report_to): "tensorboard", "wandb" or
-    "none"; each gets the training logs and every candidate's fitness and metrics as its run
-    summary. Empty (the default): none. The tracker's package must be installed."""
 
 
 @dataclass
@@ -253,6 +262,11 @@ def _validate(config: RunConfig) -> None:
     if config.server.url:
         parse_server_url(config.server.url)
     parse_source(config.server.proposer)
+    from selfdisco.llm.protocol import STRUCTURED_MODES
+
+    if config.server.proposer_structured not in STRUCTURED_MODES:
+        raise UserError(f"server.proposer_structured must be one of "
+                        f"{', '.join(STRUCTURED_MODES)}, not {config.server.proposer_structured!r}")
 
 
 def run_train_settings(config: RunConfig) -> Any:
@@ -262,12 +276,10 @@ def run_train_settings(config: RunConfig) -> Any:
 
     recipe = get_task(config.task.name).train_settings(config.train.preset)
     try:
-        recipe = recipe.with_overrides(**config.train.overrides)
+        return recipe.with_overrides(**config.train.overrides)
     except UserError as err:
         raise UserError(f"train.overrides: {err}; change it in the config file or with --set "
                         "train.overrides.NAME=VALUE") from None
-    return recipe.with_overrides(report_to=config.train.report_to) if config.train.report_to \
-        else recipe
 
 
 def judge_note(config: RunConfig) -> str:
@@ -286,7 +298,8 @@ def judge_note(config: RunConfig) -> str:
 def check_run(config: RunConfig) -> Any:
     """Check what the task, the executor and the training recipe own, before anything is
     written or started: a preference task, its options, its judge (judge_note), the executor's
-    options, the burn-in losses, the training overrides, and a LoRA rank the server can load.
+    options, the burn-in losses, the training overrides, a LoRA rank the server can load, and
+    the proposer's API key variable (when one is named).
 
     Returns:
         The run's training settings.
@@ -310,6 +323,13 @@ def check_run(config: RunConfig) -> Any:
         raise UserError(f"task.options of the {name} task: {err}; change it in the config file "
                         "or with --set task.options.KEY=VALUE") from None
     judge_note(config)
+    from selfdisco.llm.topology import parse_source
+
+    source = parse_source(config.server.proposer)
+    if source.kind == "http" and config.server.proposer_api_key_env:
+        from selfdisco.llm.client import read_api_key
+
+        read_api_key(config.server.proposer_api_key_env, source.url)
     from selfdisco.losses import catalog
 
     for loss in config.discovery.burn_in:

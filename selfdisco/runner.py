@@ -173,7 +173,7 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
 def _live_services(config, run_dir, task, settings, events, stack, description):
     from selfdisco.evaluation import WorkerEvaluator
     from selfdisco.executors import make_executor
-    from selfdisco.llm import open_llm, topology
+    from selfdisco.llm import topology
     from selfdisco.llm.cache import Recorder
     from selfdisco.llm.client import LLMClient
     from selfdisco.llm.plan import plan_run
@@ -189,6 +189,9 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
     for line in placement.describe().splitlines():
         events.emit("log", level="warning" if line.startswith("note:") else "info",
                     message=f"plan: {line}")
+    attached = None  # a proposer by URL: its address and key are checked before a server starts
+    if plan.proposer == "attached":
+        attached = stack.enter_context(open_attached_proposer(config, run_dir)).client
     policy_path = resolve_model(config.models.policy)
     dtype = resolve_dtype(config.server.dtype, detect_backend(), settings.bf16)
     server_options = dict(
@@ -227,8 +230,8 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         data_client = policy_server.client(recorder=Recorder(run_dir / "data" / "llm"))
         health = policy_server.ensure_healthy
         sleep_url = topology.sleep_url(policy_server)
-    if plan.proposer == "attached":
-        proposer = stack.enter_context(open_llm(config.server.proposer, run_dir=run_dir)).client
+    if attached is not None:
+        proposer = attached
     elif plan.proposer == "policy":
         proposer = policy_client
     else:
@@ -236,9 +239,12 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
                                    {**server_options, **placement.server_options("proposer")},
                                    stack, events).client(
                                        recorder=Recorder(run_dir / "llm"))
-    judge_url = judge_model = ""  # the worker's judge: empty is the policy's server
+    # The worker's judge (an empty URL is the policy's server) and how to reach it.
+    judge_url = judge_model = judge_key_env = ""
+    judge_structured = "vllm"
     if plan.judge == "proposer":
         judge_url, judge_model = proposer.base_url, proposer.model
+        judge_key_env, judge_structured = proposer.api_key_env, proposer.structured
     elif plan.judge == "managed":
         judge = _managed_server(config.judge_model, run_dir / "judge-server.log",
                                 {**server_options, **placement.server_options("judge")},
@@ -259,14 +265,15 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         task_seed=task_seed, model_path=policy_path, cache_dir=str(cache_dir),
         ref_cache_dir=str(cache_dir / "refcache"), train_settings=settings,
         train_seed=train_seed, server_url=base_url, served_model=served_model,
-        sleep_url=sleep_url, judge_url=judge_url, judge_model=judge_model, dtype=dtype)
+        sleep_url=sleep_url, judge_url=judge_url, judge_model=judge_model,
+        judge_api_key_env=judge_key_env, judge_structured=judge_structured, dtype=dtype)
     _train_on(placement.training_devices(), stack)
     evaluator = WorkerEvaluator(run_dir, template,
                                 make_executor(config.executor, config.workers,
                                               config.executor_options),
                                 timeout_s=config.discovery.candidate_timeout_min * 60)
     burn_key = burn_in_key(config, model=model_identity(policy_path), dtype=dtype,
-                           train=settings.recipe(), seeds=[task_seed, train_seed],
+                           train=settings.to_dict(), seeds=[task_seed, train_seed],
                            pairs_version=task.pairs_version, pairs_sha=pairs_digest(pairs))
 
     return Services(proposer=proposer, evaluator=evaluator, screen=screen,
@@ -275,6 +282,17 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
                     burn_in_cache=BurnInCache(cache_dir, burn_key, run_id=run_dir.name),
                     task_description=description, beta=settings.beta,
                     health=health)
+
+
+def open_attached_proposer(config: RunConfig, run_dir: Path):
+    """The proposer's server given by URL (server.proposer) with the model, API key variable and
+    structured-output mode of the config; UserError when the URL or the key does not work."""
+    from selfdisco.llm import open_llm
+
+    server = config.server
+    return open_llm(server.proposer, run_dir=run_dir, model=server.proposer_model or None,
+                    client_options={"api_key_env": server.proposer_api_key_env,
+                                    "structured": server.proposer_structured})
 
 
 def _train_on(devices: str | None, stack) -> None:

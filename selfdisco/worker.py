@@ -55,9 +55,8 @@ def _server_asleep(job: Job):
     return asleep(job.sleep_url, job.served_model)
 
 
-def evaluate(job: Job, pairs: Any = None) -> Result:
-    """Train (unless the job is the untrained base) and score; returns the result record.
-    `pairs` replaces the task's preference pairs (an exported recipe's)."""
+def evaluate(job: Job) -> Result:
+    """Train (unless the job is the untrained base) and score; returns the result record."""
     from selfdisco.llm.cache import Recorder
     from selfdisco.llm.client import LLMClient
     from selfdisco.tasks import get_task
@@ -71,7 +70,9 @@ def evaluate(job: Job, pairs: Any = None) -> Result:
     if job.judge_url:
         ctx.judge_client = LLMClient(job.judge_url, job.judge_model,
                                      recorder=Recorder(out_dir / "llm"),
-                                     timeout_s=job.request_timeout_s)
+                                     timeout_s=job.request_timeout_s,
+                                     api_key_env=job.judge_api_key_env,
+                                     structured=job.judge_structured)
     adapter = None
     train_metrics: dict = {}
     if job.code is not None:
@@ -79,7 +80,7 @@ def evaluate(job: Job, pairs: Any = None) -> Result:
         from selfdisco.train import train_adapter
 
         started = time.perf_counter()
-        data = task.preference_data(ctx) if pairs is None else pairs
+        data = task.preference_data(ctx)
         timings["data"] = round(time.perf_counter() - started, 2)
         progress_path = out_dir / PROGRESS_FILE
 
@@ -119,19 +120,6 @@ def evaluate(job: Job, pairs: Any = None) -> Result:
                   metrics=metrics, timings=timings, adapter=adapter)
 
 
-def track(job: Job, result: Result) -> None:
-    """The result as the summary of the job's experiment trackers (train.report_to); a tracker
-    that fails is reported on stderr and changes no result."""
-    from selfdisco.train.tracking import log_summary
-
-    try:
-        log_summary(job.train_settings.report_to, job.out_dir, name=job.id or job.name,
-                    status=result.status, fitness=result.fitness, stderr=result.stderr,
-                    metrics=result.metrics)
-    except Exception as err:  # noqa: BLE001 - tracking must never fail a candidate
-        print(f"experiment tracker summary failed: {one_line(err)}", file=sys.stderr)
-
-
 def _die_with_parent() -> None:
     """Linux: get SIGKILL when the process that started this worker dies (no orphans)."""
     try:
@@ -149,13 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     job_path = Path(argv[0])
     try:
-        job = Job.from_dict(json.loads(job_path.read_text()))
-        result = evaluate(job)
+        result = evaluate(Job.from_dict(json.loads(job_path.read_text())))
     except Exception as err:  # noqa: BLE001 - any failure of a candidate is a result
         result = Result.failed(failure_cause(err), one_line(err),
                                traceback=traceback.format_exc()[-4000:])
-    else:
-        track(job, result)
     write_text_atomic(job_path.parent / RESULT_FILE,
                       json.dumps(result.to_dict(), indent=2, default=str))
     return 0
