@@ -126,6 +126,10 @@ class TrainConfig:
     """Training settings preset (see selfdisco/train/settings.py)."""
     overrides: dict = field(default_factory=dict)
     """Individual training settings that replace the preset's, e.g. {max_steps = 20}."""
+    report_to: list = field(default_factory=list)
+    """Experiment trackers for candidate training (TRL's report_to): "tensorboard", "wandb" or
+    "none"; each gets the training logs and every candidate's fitness and metrics as its run
+    summary. Empty (the default): none. The tracker's package must be installed."""
 
 
 @dataclass
@@ -276,10 +280,12 @@ def run_train_settings(config: RunConfig) -> Any:
 
     recipe = get_task(config.task.name).train_settings(config.train.preset)
     try:
-        return recipe.with_overrides(**config.train.overrides)
+        recipe = recipe.with_overrides(**config.train.overrides)
     except UserError as err:
         raise UserError(f"train.overrides: {err}; change it in the config file or with --set "
                         "train.overrides.NAME=VALUE") from None
+    return recipe.with_overrides(report_to=config.train.report_to) if config.train.report_to \
+        else recipe
 
 
 def judge_note(config: RunConfig) -> str:

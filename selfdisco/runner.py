@@ -273,7 +273,7 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
                                               config.executor_options),
                                 timeout_s=config.discovery.candidate_timeout_min * 60)
     burn_key = burn_in_key(config, model=model_identity(policy_path), dtype=dtype,
-                           train=settings.to_dict(), seeds=[task_seed, train_seed],
+                           train=settings.recipe(), seeds=[task_seed, train_seed],
                            pairs_version=task.pairs_version, pairs_sha=pairs_digest(pairs))
 
     return Services(proposer=proposer, evaluator=evaluator, screen=screen,

@@ -55,8 +55,9 @@ def _server_asleep(job: Job):
     return asleep(job.sleep_url, job.served_model)
 
 
-def evaluate(job: Job) -> Result:
-    """Train (unless the job is the untrained base) and score; returns the result record."""
+def evaluate(job: Job, pairs: Any = None) -> Result:
+    """Train (unless the job is the untrained base) and score; returns the result record.
+    `pairs` replaces the task's preference pairs (an exported recipe's)."""
     from selfdisco.llm.cache import Recorder
     from selfdisco.llm.client import LLMClient
     from selfdisco.tasks import get_task
@@ -80,7 +81,7 @@ def evaluate(job: Job) -> Result:
         from selfdisco.train import train_adapter
 
         started = time.perf_counter()
-        data = task.preference_data(ctx)
+        data = task.preference_data(ctx) if pairs is None else pairs
         timings["data"] = round(time.perf_counter() - started, 2)
         progress_path = out_dir / PROGRESS_FILE
 
@@ -120,6 +121,19 @@ def evaluate(job: Job) -> Result:
                   metrics=metrics, timings=timings, adapter=adapter)
 
 
+def track(job: Job, result: Result) -> None:
+    """The result as the summary of the job's experiment trackers (train.report_to); a tracker
+    that fails is reported on stderr and changes no result."""
+    from selfdisco.train.tracking import log_summary
+
+    try:
+        log_summary(job.train_settings.report_to, job.out_dir, name=job.id or job.name,
+                    status=result.status, fitness=result.fitness, stderr=result.stderr,
+                    metrics=result.metrics)
+    except Exception as err:  # noqa: BLE001 - tracking must never fail a candidate
+        print(f"experiment tracker summary failed: {one_line(err)}", file=sys.stderr)
+
+
 def _die_with_parent() -> None:
     """Linux: get SIGKILL when the process that started this worker dies (no orphans)."""
     try:
@@ -137,10 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     job_path = Path(argv[0])
     try:
-        result = evaluate(Job.from_dict(json.loads(job_path.read_text())))
+        job = Job.from_dict(json.loads(job_path.read_text()))
+        result = evaluate(job)
     except Exception as err:  # noqa: BLE001 - any failure of a candidate is a result
         result = Result.failed(failure_cause(err), one_line(err),
                                traceback=traceback.format_exc()[-4000:])
+    else:
+        track(job, result)
     write_text_atomic(job_path.parent / RESULT_FILE,
                       json.dumps(result.to_dict(), indent=2, default=str))
     return 0

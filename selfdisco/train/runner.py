@@ -147,7 +147,8 @@ def trainer_parts(model_path: str, settings: TrainSettings, out_dir: Path,
         "max_length": settings.max_length, "seed": settings.seed,
         "use_cpu": settings.use_cpu, "bf16": settings.bf16,
         "gradient_checkpointing": settings.gradient_checkpointing,
-        "logging_steps": 1, "save_strategy": "no", "report_to": [], "disable_tqdm": True,
+        "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True,
+        "report_to": list(settings.report_to),  # trackers get TRL's logs (tracking.py)
         **config_overrides,
     })
     return {"model": model, "tokenizer": tokenizer, "peft_config": lora, "args": args,

@@ -44,6 +44,9 @@ class TrainSettings:
         gradient_checkpointing: recompute activations in backward (saves memory, GPU recipe).
         lr_scheduler: transformers scheduler name ("constant", "cosine", ...).
         warmup_ratio: fraction of steps with a linear warm-up.
+        report_to: experiment trackers that get the training logs (TRL's report_to):
+            "tensorboard", "wandb"; empty (the default) or ["none"] sends them nowhere. Not part
+            of the recipe: tracking changes no result.
     """
 
     lora_r: int = 8
@@ -63,9 +66,11 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     lr_scheduler: str = "constant"
     warmup_ratio: float = 0.0
+    report_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.target_modules = tuple(self.target_modules)
+        self.report_to = tuple(self.report_to)
 
     @classmethod
     def for_preset(cls, name: str) -> TrainSettings:
@@ -88,6 +93,13 @@ class TrainSettings:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["target_modules"] = list(self.target_modules)
+        data["report_to"] = list(self.report_to)
+        return data
+
+    def recipe(self) -> dict:
+        """What a training result depends on: every setting but the trackers."""
+        data = self.to_dict()
+        del data["report_to"]
         return data
 
 
@@ -109,6 +121,10 @@ _KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false",
 def _checked(name: str, value: Any) -> Any:
     """The value for a setting, or a UserError saying what the setting needs."""
     kind = type(getattr(TrainSettings(), name))  # the default's type (max_prompt_length: int)
+    if name == "report_to":
+        from selfdisco.train.tracking import check_trackers
+
+        return check_trackers(value)
     if name == "max_prompt_length" and value is None:
         return None
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
