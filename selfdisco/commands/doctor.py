@@ -275,9 +275,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, not {args.dtype!r}")
     report = collect(None if args.quick else (args.model or SMOLLM2), args.dtype)
     if args.json:
-        import json
+        from selfdisco.formatting import print_json
 
-        print(json.dumps(report, indent=2))
+        print_json(report)
     else:
         _print(report)
     return 1 if report["problems"] else 0

@@ -153,7 +153,9 @@ def _evaluate_with_server(args: argparse.Namespace, task: Any, options: dict[str
 
 def _report(args: argparse.Namespace, fitness: Any, header: dict[str, Any]) -> int:
     if args.json:
-        print(json.dumps(_finite({**header, **fitness.to_dict()}), indent=2, default=str))
+        from selfdisco.formatting import print_json
+
+        print_json({**header, **fitness.to_dict()})
         return 0 if fitness.ok else 1
     for key, value in header.items():
         print(f"{key:12s} {value}")
@@ -174,14 +176,3 @@ def _format(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}: {_format(v)}" for k, v in value.items()) or "-"
     return str(value)
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities become null, so the output is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value

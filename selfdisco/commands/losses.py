@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 from pathlib import Path
@@ -19,9 +18,11 @@ NEGATIVE_VALUE = re.compile(r"^-\.?\d")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("list", help="list the catalog with the paper's scores")
+    listing = actions.add_parser("list", help="list the catalog with the paper's scores")
+    listing.add_argument("--json", action="store_true", help="print the catalog as JSON")
     show = actions.add_parser("show", help="formula, source and code of one loss")
     show.add_argument("name", help="catalog name, .py file or JSON candidate file")
+    show.add_argument("--json", action="store_true", help="print the loss as JSON")
     evaluate = actions.add_parser(
         "eval", help="per-example losses at given rho values, as JSON",
         description="Print per-example losses (and d loss / d rho) as JSON. rho is the "
@@ -55,8 +56,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from selfdisco.formatting import print_json
     from selfdisco.losses import catalog
 
+    if args.json:
+        print_json([_entry_dict(entry) for entry in catalog.CATALOG.values()])
+        return 0
     print(f"{'name':15} {'MT-Bench':>8}  full name")
     for entry in catalog.CATALOG.values():
         score = f"{entry.paper_score:.4g}" if entry.paper_score is not None else "-"
@@ -71,6 +76,11 @@ def _show(args: argparse.Namespace) -> int:
 
     candidate = load_loss(args.name)
     entry = catalog.CATALOG.get(args.name)
+    if args.json:
+        from selfdisco.formatting import print_json
+
+        print_json({**(_entry_dict(entry) if entry else {}), **candidate.to_dict()})
+        return 0
     if entry:
         print(f"{entry.name}: {entry.full_name}")
         score = entry.paper_score if entry.paper_score is not None else "-"
@@ -88,6 +98,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from selfdisco.formatting import print_json
     from selfdisco.losses import load_loss
     from selfdisco.losses.curves import loss_curve
 
@@ -95,8 +106,8 @@ def _eval(args: argparse.Namespace) -> int:
     _check_beta(args.beta)
     candidate = load_loss(args.name)
     losses, grads = loss_curve(candidate, rho, args.beta)
-    print(json.dumps({"name": candidate.name, "beta": args.beta, "rho": rho,
-                      "loss": _finite_or_none(losses), "grad": _finite_or_none(grads)}))
+    print_json({"name": candidate.name, "beta": args.beta, "rho": rho, "loss": losses,
+                "grad": grads})
     return 0
 
 
@@ -146,6 +157,12 @@ def _screened_shape(candidate, beta: float):
     return result.shape
 
 
+def _entry_dict(entry) -> dict:
+    """A catalog entry's description, without its code (the candidate holds that)."""
+    return {"name": entry.name, "full_name": entry.full_name, "paper_score": entry.paper_score,
+            "source": entry.source, "formula": entry.formula}
+
+
 def _check(args: argparse.Namespace) -> int:
     from selfdisco.losses.sandbox import SandboxError
     from selfdisco.losses.screening import ScreenResult, screen
@@ -162,7 +179,9 @@ def _check(args: argparse.Namespace) -> int:
             raise UserError(f"{err}; `selfdisco doctor` checks the installation") from None
     name = candidate.name if candidate else Path(args.file).stem
     if args.json:
-        print(json.dumps({"name": name, **result.to_dict()}))
+        from selfdisco.formatting import print_json
+
+        print_json({"name": name, **result.to_dict()})
     elif result.ok:
         print(f"ok: {name} passed screening in {result.seconds:.2f} s")
     else:
@@ -192,10 +211,6 @@ def _candidate_for_check(spec: str):
 def _check_beta(beta: float) -> None:
     if not (beta > 0 and math.isfinite(beta)):
         raise UserError(f"--beta must be a positive number, e.g. --beta 0.05; got {beta}")
-
-
-def _finite_or_none(values: list[float]) -> list[float | None]:
-    return [v if math.isfinite(v) else None for v in values]
 
 
 def _numbers(values: list[str], option: str) -> list[float]:

@@ -9,6 +9,7 @@ HELP = "list the bundled models, or prepare them (download and convert once)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", nargs="?", choices=["list", "prepare"], default="list")
+    parser.add_argument("--json", action="store_true", help="print the list as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,6 +17,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.action == "prepare":
         prepare_all()
+        if not args.json:
+            return 0
+    if args.json:
+        from selfdisco.formatting import print_json
+
+        print_json([{"name": name, "ready": model.is_ready(), "path": model.path,
+                     "parameters": (model.manifest() or {}).get("parameters"),
+                     "description": model.description} for name, model in BUNDLED.items()])
         return 0
     for name, model in BUNDLED.items():
         manifest = model.manifest() or {}

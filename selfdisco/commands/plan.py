@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 HELP = "show where a run's model servers and training go and whether they fit in memory"
@@ -69,12 +68,16 @@ def run(args: argparse.Namespace) -> int:
     from selfdisco.commands.config import assignments
     from selfdisco.config import check_run, load_config
     from selfdisco.errors import UserError
+    from selfdisco.formatting import print_json
     from selfdisco.llm.plan import make_plan
 
     config = load_config(args.preset, args.config, assignments(args.set))
     check_run(config)
     plan = make_plan(config, machine_from(args), parse_params(args.params))
-    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.describe())
+    if args.json:
+        print_json(plan.to_dict())
+    else:
+        print(plan.describe())
     if not plan.fits:
         raise UserError(plan.refusal())
     return 0

@@ -3,19 +3,52 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 HELP = "write report.md (ranking, fitness plot, top loss shapes) for a run"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN", help="the run directory or its run id")
+    parser.add_argument("--json", action="store_true",
+                        help="also print the ranking as JSON (report.md is written either way)")
 
 
 def run(args: argparse.Namespace) -> int:
     from selfdisco.archive import ARCHIVE_FILE
+    from selfdisco.formatting import print_json
     from selfdisco.paths import resolve_run
     from selfdisco.report import write_report
 
-    path = write_report(resolve_run(args.run_dir, required=ARCHIVE_FILE))
-    print(f"wrote {path}")
+    run_dir = resolve_run(args.run_dir, required=ARCHIVE_FILE)
+    path = write_report(run_dir)
+    if args.json:
+        print_json({"run": run_dir.name, "run_dir": run_dir, "report": path,
+                    "ranking": ranking(run_dir)})
+    else:
+        print(f"wrote {path}")
     return 0
+
+
+def ranking(run_dir: Path) -> list[dict[str, Any]]:
+    """The scored rows, best fitness first, with the standard errors and ties of the report."""
+    from selfdisco import stats
+    from selfdisco.archive import Archive
+
+    archive = Archive(run_dir)
+    scored = sorted((r for r in archive.rows() if r.status == "scored"), key=lambda r: -r.fitness)
+    archive.close()
+    comparison = stats.compare(scored)
+    if comparison is None:
+        return []
+    out = []
+    for r in scored:
+        to_dpo = comparison.to_reference.get(r.id)
+        out.append({"id": r.id, "name": r.name, "kind": r.kind, "generation": r.generation,
+                    "fitness": r.fitness, "stderr": stats.row_stderr(r, comparison.pooled),
+                    "tied_with_best": r.id in comparison.tied, "kl": r.metrics.get("kl"),
+                    "vs_dpo": None if to_dpo is None else {"difference": to_dpo.mean,
+                                                           "stderr": to_dpo.stderr},
+                    "proposer": r.proposer})
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reference log-prob cache (default: checkpoints/cache/refcache)")
     parser.add_argument("--no-ref-cache", action="store_true",
                         help="compute reference log-probs every step instead of caching them")
+    parser.add_argument("--json", action="store_true",
+                        help="print the result as JSON (progress goes to stderr)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,9 +62,14 @@ def run(args: argparse.Namespace) -> int:
     ref_cache = None if args.no_ref_cache else (
         Path(args.ref_cache) if args.ref_cache else checkpoints_dir() / "cache" / "refcache")
     print(f"training {candidate.name} on {len(data)} pairs: {model}, preset {args.preset}, "
-          f"{settings.max_steps} steps -> {out_dir}")
+          f"{settings.max_steps} steps -> {out_dir}", file=sys.stderr if args.json else sys.stdout)
     result = _train(model, candidate, data, settings, out_dir, ref_cache)
+    if args.json:
+        from selfdisco.formatting import print_json
 
+        print_json({"loss": candidate.name, "model": model, "preset": args.preset,
+                    "pairs": len(data), "out_dir": out_dir, **result.to_dict()})
+        return 0 if result.ok else 1
     print(f"status: {result.status}" + (f" ({result.error})" if result.error else ""))
     if result.seconds_per_step is not None:
         print(f"steps: {result.steps_done}, {result.seconds_per_step:.3f} s/step, "
