@@ -4,7 +4,8 @@ Make preference pairs from the reference policy, train LoRA adapters with dpo, w
 loss (dpo applied to -rho, which prefers the rejected continuation) and with a weakly
 regularised control (dpo at a quarter of the recipe's beta, which drifts further), and score the
 base model and the three adapters on the same held-out openings with the same sampling seeds,
-under the task's KL-regularised fitness (reward - kl_weight * KL). Differences are paired over
+under the task's fitness (by default the reward at a fixed KL budget: a policy past the budget
+is shrunk back to it, see selfdisco/tasks/budget.py). Differences are paired over
 prompts (selfdisco.stats.difference); each adapter is trained once, so they hold sampling
 noise only. The check passes when dpo beats the opposite loss and the untrained base by at
 least 3 standard errors each, and the control does not outrank dpo unless it is better on both
@@ -12,7 +13,8 @@ reward and KL or ahead by more than the tie rule's 2 standard errors.
 
 Run: python scripts/check_sentiment_separation.py [--preset cpu] [--set KEY=VALUE ...]
 (--set overrides training settings, e.g. --set max_steps=64 --set learning_rate=5e-4;
---option overrides task options, e.g. --option kl_weight=0.01).
+--option overrides task options, e.g. --option kl_budget=4 or --option kl_budget=0
+--option kl_weight=0.02).
 """
 
 from __future__ import annotations
@@ -73,8 +75,14 @@ def print_table(rows: dict[str, SimpleNamespace], reference: SimpleNamespace) ->
         print(f"{name:14s} {r.fitness:8.4f} ± {r.stderr:6.4f} {m['reward']:8.4f} ± "
               f"{m['reward_stderr']:6.4f} {m['kl']:7.3f} ± {m['kl_stderr']:5.3f} "
               f"{versus:>18s} {z:>6s}")
-    print(f"fitness = reward - {reference.metrics['kl_weight']} x KL; standard error: "
-          f"{reference.metrics['fitness_stderr']}")
+    for name, r in rows.items():
+        if "budget_rule" in r.metrics:
+            print(f"{name}: {r.metrics['budget_rule']}")
+    m = reference.metrics
+    rule = (f"reward at a KL budget of {m['kl_budget']:g} nats" if m.get("kl_budget")
+            else f"reward - {m['kl_weight']} x KL")
+    print(f"fitness = {rule}; reward and KL columns: the trained policy's own; standard "
+          f"error: {m['fitness_stderr']}")
 
 
 def verdicts(rows: dict[str, SimpleNamespace]) -> list[tuple[str, bool]]:

@@ -42,8 +42,9 @@ def prepare_run_dir(config: RunConfig, run_dir: Path | None) -> Path:
 
 # Part of the burn-in cache's key: bump it when what a baseline's result depends on changes,
 # or the entries' shape (3: entries are records.Result, the model a models.model_identity;
-# 4: one entry per training seed, results carry per-prompt scores).
-BURN_IN_VERSION = 4
+# 4: one entry per training seed, results carry per-prompt scores; 5: sentiment's fitness is
+# the reward at a KL budget).
+BURN_IN_VERSION = 5
 
 
 def burn_in_key(config: RunConfig, *, model: dict, dtype: str, train: dict, seeds: list[int],
@@ -153,7 +154,12 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
     description = (f"Fitness here is the {task.description}; higher is better.")
     with ExitStack() as stack:
         stack.callback(archive.close)
-        if source.kind == "replay":
+        if task.kind == "classification":
+            from selfdisco.search.digits_run import classification_services
+
+            services = classification_services(config, run_dir, source, events, stack,
+                                               description)
+        elif source.kind == "replay":
             from selfdisco.llm.cache import Recorder
             from selfdisco.llm.replay import ReplayClient
 
@@ -166,7 +172,7 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
         else:
             services = _live_services(config, run_dir, task, settings, events, stack,
                                       description)
-        services.screen = screen
+            services.screen = screen
         return Discovery(config, run_dir, archive, events, services).run()
 
 

@@ -36,6 +36,25 @@ def test_sentiment_fitness_of_an_adapter_reports_kl_and_length(smoke_ctx, smoke_
     assert not any(name.startswith("adapter-") for name in client.list_models())
 
 
+def test_a_policy_over_the_kl_budget_is_shrunk_to_it_on_the_server(smoke_ctx,
+                                                                     smoke_lora_adapter):
+    task = get_task("sentiment")
+    plain = task.evaluate(smoke_ctx, adapter_path=str(smoke_lora_adapter))
+    budget = plain.metrics["kl"] / 2
+    smoke_ctx.options = {"kl_weight": 0, "kl_budget": budget}
+    fitness = task.evaluate(smoke_ctx, adapter_path=str(smoke_lora_adapter))
+    metrics, shrunk = fitness.metrics, fitness.metrics["budget_points"]
+    assert metrics["kl"] == pytest.approx(plain.metrics["kl"])  # the trained policy's own
+    assert 1 <= len(shrunk) <= 3 and all(p["scale"] < 1 for p in shrunk)
+    assert shrunk[-1]["kl"] < metrics["kl"]
+    if fitness.ok:
+        assert "interpolated" in metrics["budget_rule"]
+        assert len(metrics["per_prompt"]) == fitness.n
+    else:
+        assert "stayed above the budget" in metrics["no_score_reason"]
+    assert not any(name.startswith("adapter-") for name in smoke_ctx.client.list_models())
+
+
 def test_sampled_token_ids_come_back_with_their_prompt_ids(smoke_ctx):
     samples = sample_completions(smoke_ctx.client, ["This film is", "The acting was"], n=2,
                                  max_tokens=8, seed=3)

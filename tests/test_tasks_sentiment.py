@@ -152,8 +152,8 @@ def test_settings_come_from_the_preset_and_options():
     assert smoke.eval_prompts < PRESET_SETTINGS["cpu"].eval_prompts
     assert task.settings(TaskContext(options={"preset": "smoke"})) == smoke
     tuned = task.settings(TaskContext(options={"eval_prompts": "10", "measure_kl": "false",
-                                               "kl_weight": "0"}))
-    assert tuned.eval_prompts == 10 and tuned.measure_kl is False and tuned.kl_weight == 0
+                                               "kl_budget": "0"}))
+    assert tuned.eval_prompts == 10 and tuned.measure_kl is False and tuned.kl_budget == 0
     with pytest.raises(UserError, match="unknown preset"):
         task.settings(TaskContext(preset="tpu"))
     with pytest.raises(UserError, match="unknown task option"):
@@ -177,14 +177,20 @@ def test_kl_is_estimated_from_one_sample_per_opening_first():
     assert kl_subset(samples, 0) == samples and kl_subset(samples, 99) == samples
 
 
-def test_kl_weight_is_checked_and_needs_the_kl_measured():
+def test_kl_budget_and_weight_are_checked_and_need_the_kl_measured():
     task = get_task("sentiment")
-    assert task.settings(TaskContext()).kl_weight == 0.02
+    cpu = task.settings(TaskContext())
+    assert cpu.kl_budget == 6.0 and cpu.kl_weight == 0
+    assert task.settings(TaskContext(preset="smoke")).kl_budget == 0
     with pytest.raises(UserError, match="kl_weight must be 0 or more"):
-        task.check_options("cpu", {"kl_weight": -0.1})
-    with pytest.raises(UserError, match="set kl_weight = 0"):
+        task.check_options("cpu", {"kl_weight": -0.1, "kl_budget": 0})
+    with pytest.raises(UserError, match="kl_budget must be 0"):
+        task.check_options("cpu", {"kl_budget": -1})
+    with pytest.raises(UserError, match="two different fitnesses"):
+        task.check_options("cpu", {"kl_weight": 0.02})
+    with pytest.raises(UserError, match="set kl_budget = 0 and kl_weight = 0"):
         task.check_options("cpu", {"measure_kl": False})
-    task.check_options("cpu", {"measure_kl": False, "kl_weight": 0})
+    task.check_options("cpu", {"measure_kl": False, "kl_budget": 0})
 
 
 def test_fitness_is_reward_minus_weighted_kl_computed_per_prompt():
@@ -246,5 +252,5 @@ def test_the_base_models_fitness_is_its_reward_with_reward_and_kl_beside_it(tmp_
     assert fitness.n == 6 and metrics["kl"] == 0.0 and metrics["kl_stderr"] == 0.0
     assert fitness.value == pytest.approx(metrics["reward"])
     assert fitness.stderr == pytest.approx(metrics["reward_stderr"])
-    assert metrics["kl_weight"] == 0.02 and metrics["fitness_stderr"] == "per prompt"
-    assert len(metrics["per_prompt"]) == 6
+    assert metrics["kl_budget"] == 6.0 and metrics["fitness_stderr"] == "per prompt"
+    assert len(metrics["per_prompt"]) == 6 and "budget_rule" not in metrics

@@ -5,29 +5,28 @@ the user names). Preference pairs come from the reference policy itself: sample 
 continuations per training prompt through vLLM, score them with the sentiment scorer, and keep
 the best and the worst as (chosen, rejected) when their scores differ by more than a margin.
 
-Fitness is the KL-regularised objective the DPO family is derived from,
-J = mean reward - kl_weight * KL(policy || reference), on held-out prompts: reward is the
-scorer's value per sample (VADER compound, in [-1, 1]) averaged per prompt, KL the sequence KL in
-nats (see kl.py). The raw reward and the KL stay in the metrics beside it. The untrained base has
-KL exactly 0, so J is its reward; a policy scores above it only when its reward gain pays for its
-drift, so a bigger drift cannot win on its own.
+Fitness is the reward at a fixed KL budget (kl_budget nats, 6 on the cpu recipe): the mean
+reward (the scorer's value per sample, VADER compound in [-1, 1], averaged per prompt) of the
+policy brought to KL(policy || reference) = budget by scaling its LoRA delta, read off two
+measured points (budget.py). Reward and KL of the trained policy itself stay in the metrics
+beside it. The untrained base has KL exactly 0, so its fitness is its reward; drift past the
+budget buys nothing, so a bigger drift cannot win on its own, and losses are compared at equal
+KL: one slice of the paper's reward-vs-KL frontier.
 
-kl_weight = 0.02 reward per nat, calibrated on the cpu recipe (24-token continuations, beta 0.1)
-and measured there: dpo and hinge reach reward 0.62-0.63 at KL 11 (J about 0.40), a loss at KL
-5.8 reaches 0.55 (J 0.43), losses at KL 3.5 or less reach at most 0.26 (J at most 0.19). Along
-that curve the first nats buy about 0.06 reward each and the nats past 6 about 0.013: at 0.02
-the drift that buys sentiment pays and the drift that buys little does not, so the same reward
-at less KL wins (the paper's reward-vs-KL reading of LRML against DPO). Why not the training
-beta (0.1): DPO's beta weighs KL against the Bradley-Terry reward of its preference labels, in
-logits; these labels are best-versus-worst picks, nearly deterministic, so that reward spans many
-logits per unit of VADER score. On VADER's scale, 0.1 per nat would put dpo at 0.62 - 1.1 < 0,
-below the untrained base: no loss could beat standing still. Set kl_weight = 0 for the raw reward.
+Why a budget and not J = reward - kl_weight * KL (still available: kl_budget = 0, kl_weight >
+0): measured on the cpu recipe (24-token continuations, beta 0.1), the step from the base to dpo
+bought 0.038 reward per nat and the step from dpo to dpo at beta / 4 bought 0.047 per nat, so no
+single weight ranks dpo above both the base and its weakly regularised control; the frontier is
+not concave enough for a linear price of KL. Why 6 nats: the catalog's working losses reach
+6.9-10.5 nats on this recipe over seeds, so each of them is shrunk a little (a scale of 0.75-0.95)
+and all are compared at one KL; a loss that stays under 6 barely trained and is scored at its own
+KL. The training beta is no guide: it weighs KL against the Bradley-Terry reward of the
+preference labels, in logits, not VADER's scale.
 
-The standard error of J: when every prompt has the same number of KL samples (the presets: one
-sample per prompt), J is computed per prompt, J_i = mean reward_i - kl_weight * mean KL_i, and
-the standard error is over prompts, so reward and KL measured on the same samples share one
-error. Otherwise the two standard errors are added (se_reward + kl_weight * se_KL), a bound that
-holds whatever their correlation. metrics["fitness_stderr"] says which was used.
+The standard error is over prompts of the per prompt values (every policy on the same prompts
+and sampling seeds, so differences are paired). With kl_weight, J_i = mean reward_i - kl_weight
+* mean KL_i per prompt when every prompt has the same number of KL samples, else the two
+standard errors are added (se_reward + kl_weight * se_KL); metrics["fitness_stderr"] says which.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,7 @@ from selfdisco.errors import UserError
 from selfdisco.models import model_identity
 from selfdisco.paths import write_text_atomic
 from selfdisco.tasks.base import Fitness, TaskContext, mean_and_stderr, preset_settings
+from selfdisco.tasks.budget import Point, at_budget, reach_budget, scaled_adapter
 from selfdisco.tasks.openings import Split, dataset_openings, split_openings, template_openings
 from selfdisco.tasks.sampling import sample_completions, served_adapter
 from selfdisco.tasks.scorers import make_scorer, scorer_label
@@ -83,9 +84,12 @@ class SentimentSettings:
     """Estimate KL(policy || reference) for adapters (two forward passes per scored sample)."""
     kl_samples: int = 64
     """Samples the KL is estimated from, one per opening first (0: all of them)."""
-    kl_weight: float = 0.02
-    """Reward a nat of KL must buy: fitness = mean reward - kl_weight * KL (module docstring);
-    0: the raw reward."""
+    kl_budget: float = 6.0
+    """KL budget in nats: fitness is the reward at this KL (module docstring, budget.py); 0:
+    no budget (kl_weight applies instead)."""
+    kl_weight: float = 0.0
+    """Without a budget: fitness = mean reward - kl_weight * KL; 0 (and no budget): the raw
+    reward."""
     concurrency: int = 8
     """Requests in flight to the server."""
 
@@ -93,11 +97,14 @@ class SentimentSettings:
 PRESET_SETTINGS = {
     # The tiny random model writes noise that rarely carries sentiment: keep every pair, so the
     # loop can run end to end, and make the sets small.
+    # Its fitness is KL-weighted rather than budgeted: no second measurement per policy.
     "smoke": SentimentSettings(train_prompts=16, pair_samples=2, margin=-1.0, eval_prompts=8,
-                               eval_samples=2, max_tokens=12),
+                               eval_samples=2, max_tokens=12, kl_budget=0.0, kl_weight=0.02),
     "cpu": SentimentSettings(),
+    # Twice the cpu budget for twice the tokens (0.25 nats a token); not measured on a GPU.
     "gpu-zephyr": SentimentSettings(train_prompts=1024, eval_prompts=200, eval_samples=4,
-                                    max_tokens=48, kl_samples=200, concurrency=64),
+                                    max_tokens=48, kl_samples=200, concurrency=64,
+                                    kl_budget=12.0),
 }
 PRESET_SETTINGS["gpu-selfimprove"] = PRESET_SETTINGS["gpu-zephyr"]
 
@@ -108,18 +115,25 @@ class SentimentTask:
     name = "sentiment"
     kind = "preference"
     needs_judge = False
-    description = ("KL-regularised sentiment reward on held-out review openings: mean reward of "
-                   "the policy's samples minus a fixed weight times their KL to the reference "
-                   "policy, so drifting further only pays when it buys more positive text")
+    description = ("sentiment reward on held-out review openings at a fixed KL budget: the mean "
+                   "reward of the policy's samples once it is brought to the same KL from the "
+                   "reference policy as every other, so drifting further buys nothing")
     pairs_version = PAIRS_VERSION
 
     def settings(self, ctx: TaskContext) -> SentimentSettings:
         settings = preset_settings(self.name, PRESET_SETTINGS, ctx)
         if settings.kl_weight < 0:
             raise UserError(f"kl_weight must be 0 or more, not {settings.kl_weight}")
-        if settings.kl_weight and not settings.measure_kl:
-            raise UserError("measure_kl = false leaves the KL term of the fitness unknown: set "
-                            "kl_weight = 0 as well (fitness is then the raw reward)")
+        if settings.kl_budget < 0:
+            raise UserError(f"kl_budget must be 0 (no budget) or more, not {settings.kl_budget}")
+        if settings.kl_budget and settings.kl_weight:
+            raise UserError(f"kl_budget = {settings.kl_budget:g} and kl_weight = "
+                            f"{settings.kl_weight:g} are two different fitnesses: set one of "
+                            "them to 0")
+        if (settings.kl_weight or settings.kl_budget) and not settings.measure_kl:
+            raise UserError("measure_kl = false leaves the KL part of the fitness unknown: set "
+                            "kl_budget = 0 and kl_weight = 0 as well (fitness is then the raw "
+                            "reward)")
         return settings
 
     def check_options(self, preset: str, options: dict[str, Any]) -> None:
@@ -189,30 +203,64 @@ class SentimentTask:
     # ---- fitness -------------------------------------------------------------------------
 
     def evaluate(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
-        """Mean reward of policy samples on held-out openings, with KL and length beside it."""
+        """The policy's fitness on held-out openings, with reward, KL and length beside it."""
         settings = self.settings(ctx)
-        client = ctx.require_client(self.name)
         prompts = self.openings(settings).held_out[:settings.eval_prompts]
+        started = time.perf_counter()
+        metrics: dict[str, Any] = {
+            "policy": str(adapter_path) if adapter_path else "base model (the reference)",
+            "prompts": len(prompts), "samples_per_prompt": settings.eval_samples}
+        full = self.measure(ctx, settings, prompts, adapter_path, metrics)
+        metrics.update(full.summary(), kl_weight=settings.kl_weight,
+                       kl_budget=settings.kl_budget)
+        del metrics["scale"]
+        if settings.kl_budget and adapter_path:
+            with tempfile.TemporaryDirectory(prefix="selfdisco-budget-") as tmp:
+                def shrunk(scale: float) -> Point:
+                    scaled = scaled_adapter(adapter_path, scale, Path(tmp) / f"x{scale:.4f}")
+                    point = self.measure(ctx, settings, prompts, str(scaled), {})
+                    return dataclasses.replace(point, scale=scale)
+
+                points = reach_budget(full, settings.kl_budget, shrunk)
+            values, how = at_budget(points, settings.kl_budget)
+            value, stderr = mean_and_stderr(values)
+            method = "per prompt"
+            metrics.update(budget_rule=how["rule"],
+                           budget_points=[p.summary() for p in points[1:]])
+        else:
+            value, stderr, method, values = kl_regularised(full.rewards, full.kls,
+                                                           settings.kl_weight)
+        metrics["fitness_stderr"] = method
+        metrics["per_prompt"] = [round(v, 6) for v in values]
+        metrics["seconds"] = round(time.perf_counter() - started, 2)
+        n = sum(1 for r in full.rewards if r) if math.isfinite(value) else 0
+        if not n and "budget_rule" in metrics:
+            metrics["no_score_reason"] = metrics["budget_rule"]
+        return Fitness(value=value, stderr=stderr, metrics=metrics, n=n)
+
+    def measure(self, ctx: TaskContext, settings: SentimentSettings, prompts: list[str],
+                adapter_path: str | None, metrics: dict[str, Any]) -> Point:
+        """Sample the policy on `prompts`, score the samples and estimate their KL.
+
+        Sampling seeds depend only on ctx.seed, so every policy is measured on the same draws;
+        timings and examples go into `metrics`.
+        """
+        client = ctx.require_client(self.name)
         scorer = make_scorer(settings.scorer)
         started = time.perf_counter()
         with served_adapter(client, adapter_path) as model:
             samples = sample_completions(client, prompts, n=settings.eval_samples,
                                          max_tokens=settings.max_tokens, seed=ctx.seed + 7919,
                                          model=model, concurrency=settings.concurrency)
-        sampled = time.perf_counter()
-        rewards = scorer.score([s.text for s in samples])
-        per_prompt: list[list[float]] = [[] for _ in prompts]
-        for sample, reward in zip(samples, rewards, strict=True):
-            per_prompt[sample.prompt_index].append(reward)
-        reward, reward_stderr = mean_and_stderr([sum(r) / len(r) for r in per_prompt if r])
-        metrics: dict[str, Any] = {
-            "scorer": scorer.label,
-            "policy": str(adapter_path) if adapter_path else "base model (the reference)",
-            "prompts": len(prompts), "samples_per_prompt": settings.eval_samples,
-            "mean_tokens": sum(len(s.token_ids) for s in samples) / max(len(samples), 1),
-            "sampling_seconds": round(sampled - started, 2),
-            "examples": [prompts[s.prompt_index] + s.text for s in samples[:3]],
-        }
+        rewards: list[list[float]] = [[] for _ in prompts]
+        for sample, reward in zip(samples, scorer.score([s.text for s in samples]),
+                                  strict=True):
+            rewards[sample.prompt_index].append(reward)
+        metrics.update(
+            scorer=scorer.label,
+            mean_tokens=sum(len(s.token_ids) for s in samples) / max(len(samples), 1),
+            sampling_seconds=round(time.perf_counter() - started, 2),
+            examples=[prompts[s.prompt_index] + s.text for s in samples[:3]])
         kls: list[list[float]] = [[] for _ in prompts]
         if model is None:
             kls = [[0.0] for _ in prompts]  # the base model is the reference
@@ -226,16 +274,7 @@ class SentimentTask:
                 kls[sample.prompt_index].append(value)
             metrics.update(kl_dtype=ctx.dtype, kl_n=len(scored),
                            kl_seconds=round(time.perf_counter() - kl_started, 2))
-        kl, kl_stderr = mean_and_stderr([k for ks in kls for k in ks])
-        value, stderr, method, prompt_values = kl_regularised(per_prompt, kls,
-                                                              settings.kl_weight)
-        metrics.update(reward=reward, reward_stderr=reward_stderr, kl=kl, kl_stderr=kl_stderr,
-                       kl_weight=settings.kl_weight, fitness_stderr=method,
-                       per_prompt=[round(v, 6) for v in prompt_values])
-        metrics["seconds"] = round(time.perf_counter() - started, 2)
-        scored_prompts = sum(1 for r in per_prompt if r)
-        return Fitness(value=value, stderr=stderr, metrics=metrics,
-                       n=scored_prompts if math.isfinite(value) else 0)
+        return Point(scale=1.0, rewards=rewards, kls=kls)
 
 
 def kl_regularised(rewards: list[list[float]], kls: list[list[float]],

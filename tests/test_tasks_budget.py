@@ -1,0 +1,103 @@
+"""Reward at a fixed KL budget: shrinking a LoRA delta, and reading the reward at the budget."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from selfdisco.tasks.budget import AIM, Point, at_budget, reach_budget, scaled_adapter
+
+
+def point(scale: float, rewards: list[float], kl: float) -> Point:
+    return Point(scale=scale, rewards=[[r, r] for r in rewards], kls=[[kl] for _ in rewards])
+
+
+def quadratic_policy(full_kl: float, reward_at):
+    """A policy whose KL grows as scale^2 and whose reward is reward_at(KL), on 4 prompts."""
+    calls = []
+
+    def measure(scale: float) -> Point:
+        calls.append(scale)
+        kl = full_kl * scale ** 2
+        return point(scale, [reward_at(kl) + d for d in (-0.1, 0.0, 0.0, 0.1)], kl)
+    return measure, calls
+
+
+def test_a_policy_under_the_budget_is_read_as_it_is_and_never_remeasured():
+    measure, calls = quadratic_policy(4.0, lambda kl: 0.1 * kl)
+    full = measure(1.0)
+    points = reach_budget(full, 6.0, measure)
+    assert points == [full] and calls == [1.0]
+    values, how = at_budget(points, 6.0)
+    assert values == full.prompt_rewards and "under the budget" in how["rule"]
+
+
+def test_over_the_budget_one_shrink_lands_under_it_and_the_reward_is_interpolated():
+    measure, calls = quadratic_policy(10.0, lambda kl: 0.05 * kl)
+    points = reach_budget(measure(1.0), 6.0, measure)
+    assert len(points) == 2 and points[1].kl == pytest.approx(AIM * 6.0)
+    assert calls[1] == pytest.approx(math.sqrt(AIM * 6.0 / 10.0))
+    values, how = at_budget(points, 6.0)
+    # The reward is linear in KL here, so interpolation gives it exactly at KL 6.
+    assert sum(values) / len(values) == pytest.approx(0.05 * 6.0)
+    assert "interpolated" in how["rule"] and 0 < how["weight"] < 1
+
+
+def test_drift_past_the_budget_does_not_win_on_its_own():
+    """Two policies on one concave frontier (reward = f(KL)), one trained twice as far: about
+    the same fitness at the budget, though the far one has the higher raw reward. The chord
+    between the shrunk point and the far one reads a little low (errs toward less drift)."""
+    frontier = lambda kl: 0.6 * (1 - math.exp(-kl / 5))  # noqa: E731
+    near_measure, _ = quadratic_policy(8.0, frontier)
+    far_measure, _ = quadratic_policy(16.0, frontier)
+    near, far = near_measure(1.0), far_measure(1.0)
+    assert far.reward > near.reward
+    near_value = at_budget(reach_budget(near, 6.0, near_measure), 6.0)[0]
+    far_value = at_budget(reach_budget(far, 6.0, far_measure), 6.0)[0]
+    truth = frontier(6.0)
+    assert truth - 0.02 < sum(far_value) / 4 <= sum(near_value) / 4 <= truth
+    # A better frontier wins at the budget even with less drift.
+    better, _ = quadratic_policy(7.0, lambda kl: frontier(kl) + 0.05)
+    assert (sum(at_budget(reach_budget(better(1.0), 6.0, better), 6.0)[0])
+            > sum(far_value))
+
+
+def test_a_kl_that_will_not_come_down_gives_no_value():
+    def stubborn(scale: float) -> Point:
+        return point(scale, [0.5, 0.4], 9.0)
+    points = reach_budget(stubborn(1.0), 6.0, stubborn)
+    assert len(points) == 4
+    values, how = at_budget(points, 6.0)
+    assert values == [] and "stayed above the budget" in how["rule"]
+
+
+def test_scaling_the_delta_scales_the_policy_and_zero_is_the_reference(tmp_path):
+    from conftest import make_random_lora_adapter
+    from safetensors.torch import load_file
+
+    from selfdisco.models import resolve_model
+    from selfdisco.tasks.kl import sequence_kls
+    from selfdisco.tasks.sampling import Sample
+
+    model = resolve_model("smoke-llama")
+    adapter = make_random_lora_adapter(model, tmp_path / "adapter", seed=3)
+    samples = [Sample(i, "", [7 + i, 8, 9, 10], None, "length", [5, 17 + i])
+               for i in range(4)]
+    kls = {scale: sum(sequence_kls(model, str(scaled_adapter(adapter, scale,
+                                                              tmp_path / f"x{scale}")), samples))
+           for scale in (0.0, 0.5, 1.0)}
+    full = sum(sequence_kls(model, str(adapter), samples))
+    assert kls[0.0] == 0.0
+    assert kls[1.0] == pytest.approx(full, abs=1e-5)
+    assert kls[0.5] != pytest.approx(full, abs=1e-3)
+    original = load_file(str(adapter / "adapter_model.safetensors"))
+    half = load_file(str(tmp_path / "x0.5" / "adapter_model.safetensors"))
+    for name, tensor in original.items():
+        expected = tensor * 0.5 if "lora_B" in name else tensor
+        assert (half[name] == expected).all(), name
+
+
+def test_only_an_adapter_with_lora_weights_can_be_scaled(tmp_path):
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        scaled_adapter(tmp_path, 0.5, tmp_path / "out")
