@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS generations (
     started REAL, finished REAL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS duels (     -- one per proposer duel (selfdisco/duel.py)
+    generation INTEGER PRIMARY KEY,    -- the duel after this generation
+    record TEXT NOT NULL               -- JSON: duel.DuelRecord
+);
 CREATE TABLE IF NOT EXISTS replicates (  -- one per (candidate, training seed) evaluated
     id TEXT NOT NULL,
     replicate INTEGER NOT NULL,
@@ -217,6 +221,16 @@ class Archive:
                            metrics=json.loads(r[5]), created=r[6]) for r in self.db.execute(
             "SELECT protocol, loss_id, beta, seed, status, metrics, created FROM heldout "
             f"WHERE {where} ORDER BY created", params)]
+
+    # proposer duels
+    def put_duel(self, generation: int, record: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO duels (generation, record) VALUES (?, ?)",
+                        (generation, json.dumps(record)))
+
+    def duels(self) -> dict[int, dict]:
+        """Generation -> its duel's record (a duel.DuelRecord dict)."""
+        return {r[0]: json.loads(r[1]) for r in self.db.execute(
+            "SELECT generation, record FROM duels ORDER BY generation")}
 
     # generations
     def set_generation(self, generation: int, state: str, proposer: str | None = None) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 from selfdisco.errors import UserError
 from selfdisco.presets import DEFAULT_PRESET, PRESETS
 
+SELF_IMPROVE_MODES = ("off", "policy", "proposals")
+
 
 @dataclass
 class ModelsConfig:
@@ -89,8 +91,19 @@ class DiscoveryConfig:
     """Stop starting new generations after this many minutes (0: no limit)."""
     burn_in: list = field(default_factory=lambda: ["dpo", "hinge", "ipo", "kto_pair"])
     """Catalog losses evaluated before the first generation and shown to the proposer."""
-    self_improve: bool = True
-    """Serve the best policy so far (base + its adapter) as the next proposer."""
+    self_improve: str = "policy"
+    """How the proposer improves (selfdisco/promotion.py): off (the base model proposes
+    throughout); policy (the generation's best policy adapter, trained on the task, is the
+    challenger); proposals (a proposer LoRA trained on preference pairs of the proposer's own
+    answers in this run, under the best loss found so far, is the challenger). A challenger
+    becomes the proposer only by winning a duel (selfdisco/duel.py). The older true / false
+    mean policy / off."""
+    duel_samples: int = 4
+    """Answers each side gives in a proposer duel (same context, same seeds; screened only)."""
+    proposer_steps: int = 8
+    """Optimizer steps of a proposer LoRA in the proposals mode."""
+    proposer_min_pairs: int = 2
+    """Preference pairs needed before a proposer LoRA is trained (proposals mode)."""
     code_grammar: str = "free"
     """free: any code (JSON schema only); primitives: code constrained by the server to a grammar
     over generic primitives in which every loss trains (selfdisco/losses/grammar.py)."""
@@ -224,6 +237,8 @@ def _build(cls: type, data: dict, where: str) -> Any:
     for name, value in data.items():
         path = f"{where}.{name}" if where else name
         current = getattr(default, name)
+        if path == "discovery.self_improve" and isinstance(value, bool):
+            value = "policy" if value else "off"  # the key was a bool before it had modes
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise UserError(f"[{path}] must be a table")
@@ -246,6 +261,12 @@ def _validate(config: RunConfig) -> None:
          "discovery.code_grammar must be free or primitives (expression was retired: use "
          "primitives)"),
         (0 < d.temperature <= 2, "discovery.temperature must be in (0, 2]"),
+        (d.self_improve in SELF_IMPROVE_MODES, f"discovery.self_improve must be one of "
+         f"{', '.join(SELF_IMPROVE_MODES)} (or true / false for policy / off), not "
+         f"{d.self_improve!r}"),
+        (d.duel_samples >= 1, "discovery.duel_samples must be at least 1"),
+        (d.proposer_steps >= 1, "discovery.proposer_steps must be at least 1"),
+        (d.proposer_min_pairs >= 1, "discovery.proposer_min_pairs must be at least 1"),
         (config.workers >= 1, "workers must be at least 1"),
     ]
     for ok, message in checks:

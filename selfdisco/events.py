@@ -55,7 +55,12 @@ EVENT_TYPES: dict[str, dict[str, Any]] = {
     "candidate_scored": {"id": str, "fitness": Number, "stderr": Number | None, "metrics": dict},
     "candidate_diverged": {"id": str, "step": int | None, "reason": str | None},
     "candidate_failed": {"id": str, "reason": str | None},
-    "proposer_changed": {"proposer": str, "adapter": str, "fitness": Number},
+    "proposer_changed": {"proposer": str, "adapter": str, "fitness": Number | None},
+    # a challenger proposer against the current one (selfdisco/duel.py); valid: valid-and-novel
+    # answers of `samples` each; difference and stderr: of the paired rates
+    "proposer_duel": {"generation": int, "current": str, "challenger": str, "samples": int,
+                      "current_valid": int, "challenger_valid": int, "difference": Number,
+                      "stderr": Number, "promoted": bool, "reason": str},
     "control": {"command": str},
     "server": {"state": str, "detail": str},
     "log": {"level": str, "message": str},

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from selfdisco import stats
-from selfdisco.archive import REFERENCE_SHAPE, Archive, Row
+from selfdisco.archive import REFERENCE_SHAPE, Archive, HeldoutRow, Row
 from selfdisco.config import read_run_config
 from selfdisco.events import UNSCORED
 from selfdisco.formatting import format_number
@@ -86,6 +86,7 @@ def write_report(run_dir: Path) -> Path:
     generations = archive.generations()
     proposer = archive.get_meta("proposer")
     reference_shape = archive.get_meta(REFERENCE_SHAPE)
+    heldout = archive.heldout_rows()
     archive.close()
     scored = sorted((r for r in rows if r.status == "scored"), key=lambda r: -r.fitness)
     counts: dict[str, int] = {}
@@ -132,9 +133,42 @@ def write_report(run_dir: Path) -> Path:
         for r in failures:
             reason = (r.reason or "").replace("|", "/")[:160]
             lines.append(f"| {r.id} | {r.status} | {r.stage or '-'} | {reason} |")
+    lines += heldout_section(heldout, run_dir)
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def heldout_section(rows: list[HeldoutRow], run_dir: Path) -> list[str]:
+    """The "Held-out evaluation" section: each protocol's own lines (selfdisco.heldout);
+    nothing when `selfdisco heldout` has not measured a point."""
+    from selfdisco.heldout import PROTOCOLS, protocol_hook
+
+    if not rows:
+        return []
+    lines = ["", "## Held-out evaluation", "",
+             "Measured by `selfdisco heldout` after discovery, with training seeds the search "
+             "never used, on evaluations it never saw.", ""]
+    for protocol in dict.fromkeys(r.protocol for r in rows):
+        own = [r for r in rows if r.protocol == protocol]
+        hook = protocol_hook(protocol, "report_lines") if protocol in PROTOCOLS.targets else None
+        lines += (hook(own, run_dir) if hook else
+                  [f"### {protocol}", "", f"{len(own)} points recorded (this selfdisco has no "
+                   "report for the protocol).", ""])
+    return lines
+
+
+def fitness_rule(scored: list[Row]) -> list[str]:
+    """What a KL-aware fitness measured, from the rows' metrics (nothing for other tasks)."""
+    budgets = {r.metrics.get("kl_budget") for r in scored} - {None, 0}
+    weights = {r.metrics.get("kl_weight") for r in scored} - {None, 0}
+    if len(budgets) == 1:
+        return [f"Fitness: the reward at a KL budget of {budgets.pop():g} nats (a policy past "
+                "it is shrunk back to it by scaling its LoRA delta); the KL column is the "
+                "trained policy's own."]
+    if len(weights) == 1:
+        return [f"Fitness: reward - {weights.pop():g} x KL (nats)."]
+    return []
 
 
 def _ranking(scored: list[Row], comparison: stats.Comparison | None,
@@ -164,6 +198,7 @@ def _ranking(scored: list[Row], comparison: stats.Comparison | None,
                      f"{to_best} | {kl_text} | {r.proposer or '-'} |")
     lines += ["", f"Tied with the best ({comparison.best.id}): "
               + ", ".join(sorted(comparison.tied)) + "."]
+    lines += fitness_rule(scored)
     with_kl = [(r.fitness, float(r.metrics["kl"])) for r in scored
                if isinstance(r.metrics.get("kl"), int | float)
                and math.isfinite(r.metrics["kl"])]

@@ -44,3 +44,17 @@ def test_a_run_without_recorded_shapes_gets_a_report_without_them(tmp_path):
     text = report.write_report(run).read_text()
     assert "No loss shapes were recorded in this run" in text
     assert not (run / "report_shapes.png").exists()
+
+
+def test_the_report_says_which_kl_aware_fitness_it_ranks_by():
+    from types import SimpleNamespace
+
+    from selfdisco.report import fitness_rule
+
+    def rows(**metrics):
+        return [SimpleNamespace(metrics=dict(metrics)), SimpleNamespace(metrics={})]
+
+    assert "KL budget of 6 nats" in fitness_rule(rows(kl_budget=6.0, kl_weight=0.0))[0]
+    assert fitness_rule(rows(kl_budget=0.0, kl_weight=0.02)) == [
+        "Fitness: reward - 0.02 x KL (nats)."]
+    assert fitness_rule(rows(accuracy=0.9)) == []
