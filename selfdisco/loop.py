@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from selfdisco import propose, stats
+from selfdisco import promotion, propose, selftrain, stats
 from selfdisco.archive import REFERENCE_SHAPE, Archive, Row
 from selfdisco.config import RunConfig
 from selfdisco.control import ControlReader, apply_command
@@ -46,6 +46,7 @@ class Services:
     task_description: str = ""
     beta: float = 0.05
     health: Callable | None = None  # restarts a crashed model server; True if it did
+    proposer_trainer: Any = None  # trains proposer adapters (selftrain.py); None: the default
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Discovery:
         self.paused = False
         self.stop_requested = False
         self.started = time.monotonic()
-        self.can_self_improve = self.d.self_improve and (
+        self.can_self_improve = self.d.self_improve != "off" and (
             config.proposer_model == config.models.policy)
 
     # ---- the run ---------------------------------------------------------------------------
@@ -266,9 +267,10 @@ class Discovery:
                                       budget=self.d.context_tokens, keep_best=self.d.keep_best,
                                       keep_recent=self.d.keep_recent)
 
-    def _ask(self, messages: list[dict], n: int, seed: int) -> list[str]:
-        """The proposer's n answers. A refused request counts as empty answers; a proposer
-        that cannot answer at all (server down after its restarts) ends the run, to resume."""
+    def _ask(self, messages: list[dict], n: int, seed: int, model: str | None) -> list[str]:
+        """n answers of the proposer served as `model` (None: the base model). A refused request
+        counts as empty answers; a proposer that cannot answer at all (server down after its
+        restarts) ends the run, to resume."""
         from selfdisco.llm.client import LLMUnavailable
         from selfdisco.llm.server import ServerError
 
@@ -277,7 +279,7 @@ class Discovery:
                 messages, n=n, temperature=self.d.temperature, top_p=self.d.top_p,
                 max_tokens=self.d.max_tokens, seed=seed,
                 **propose.answer_format(self.d.code_grammar),
-                model=self.state.proposer_model)
+                model=model)
         except (LLMUnavailable, ServerError) as err:
             self.events.emit("log", level="error", message=f"the proposer is unavailable: {err}")
             raise ProposerUnavailable(
@@ -300,9 +302,11 @@ class Discovery:
                     and len(tried) < max_attempts]
 
         base_messages = self._messages()
+        selftrain.save_context(self.run_dir, f"g{g:02d}", base_messages)
         fresh = [s for s in open_slots() if not slots[s]]
         if fresh:
-            texts = self._ask(base_messages, len(fresh), derive(self.config.seed, "propose", g))
+            texts = self._ask(base_messages, len(fresh), derive(self.config.seed, "propose", g),
+                              self.state.proposer_model)
             for slot, text in zip(fresh, texts, strict=True):
                 slots[slot].append(self._screen_answer(g, slot, 0, text))
         while True:
@@ -323,7 +327,8 @@ class Discovery:
             # The slots' resamples go out together (the server batches them); their answers
             # are screened in slot order, so decisions do not depend on which returns first.
             with ThreadPoolExecutor(len(asks)) as pool:
-                texts = list(pool.map(lambda a: self._ask(a[2], 1, a[3])[0], asks))
+                texts = list(pool.map(
+                    lambda a: self._ask(a[2], 1, a[3], self.state.proposer_model)[0], asks))
             for (slot, attempt, _, _), text in zip(asks, texts, strict=True):
                 slots[slot].append(self._screen_answer(g, slot, attempt, text))
 
@@ -519,34 +524,9 @@ class Discovery:
 
     # ---- self-improvement ---------------------------------------------------------------------
     def _promote(self, g: int) -> None:
-        """The generation's best policy becomes the proposer if it beats the current one."""
-        if not self.can_self_improve:
-            return
-        scored = [r for r in self.archive.rows("generation = ? AND status = 'scored'", (g,))
-                  if r.metrics.get("adapter")]
-        if not scored:
-            return
-        best = max(scored, key=lambda r: r.fitness)
-        current = self.state.proposer_fitness
-        if current is not None and best.fitness <= current:
-            return
-        name = f"proposer-{best.id}"
-        adapter = best.metrics["adapter"]
-        if self.s.adapters is not None:
-            try:
-                self.s.adapters.load_adapter(name, adapter)
-                if self.state.proposer_model:
-                    self.s.adapters.unload_adapter(self.state.proposer_model)
-            except Exception as err:  # noqa: BLE001 - keep the current proposer
-                self.events.emit("log", level="error",
-                                 message=f"could not serve {best.id} as the proposer: {err}")
-                return
-        self.state.proposer_id, self.state.proposer_model = best.id, name
-        self.state.proposer_fitness = best.fitness
-        self.archive.set_meta("proposer", {"id": best.id, "model": name, "adapter": adapter,
-                                           "fitness": best.fitness, "generation": g})
-        self.events.emit("proposer_changed", proposer=best.id, adapter=adapter,
-                         fitness=best.fitness)
+        """A challenger proposer, nominated by the self_improve mode, takes over if it wins its
+        duel (promotion.py)."""
+        promotion.promote(self, g)
 
     def _stage(self, g: int, stage: str, state: str, detail: str) -> None:
         self.events.emit("stage", generation=g, stage=stage, state=state, detail=detail)

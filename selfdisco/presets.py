@@ -51,7 +51,7 @@ PRESETS: dict[str, dict] = {
             "judge": "Qwen/Qwen2.5-7B-Instruct",
         },
         "task": PAPER_TASK,
-        "discovery": {**PAPER_DISCOVERY, "self_improve": False},  # the proposer is another model
+        "discovery": {**PAPER_DISCOVERY, "self_improve": "off"},  # the proposer is another model
         "train": {"preset": "gpu-zephyr"},
         "server": {"max_model_len": 8192, "kv_cache_gib": 0},
     },
@@ -66,7 +66,7 @@ PRESETS: dict[str, dict] = {
             "judge": "ibm-granite/granite-3.1-8b-instruct",
         },
         "task": PAPER_TASK,
-        "discovery": {**PAPER_DISCOVERY, "self_improve": True},
+        "discovery": {**PAPER_DISCOVERY, "self_improve": "policy"},
         "train": {"preset": "gpu-selfimprove"},
         "server": {"max_model_len": 8192, "kv_cache_gib": 0},
     },

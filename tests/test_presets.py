@@ -31,7 +31,7 @@ def test_training_presets_and_their_models_are_one_list():
 
 def test_the_self_improving_gpu_preset_proposes_with_the_policys_base_model():
     config = load_config("gpu-selfimprove")
-    assert config.discovery.self_improve
+    assert config.discovery.self_improve == "policy"
     assert config.proposer_model == config.models.policy == "Qwen/Qwen2.5-7B-Instruct"
     judge_family = config.judge_model.split("/")[0]
     assert judge_family not in ("", "Qwen") and config.judge_model != config.models.policy
@@ -45,5 +45,5 @@ def test_the_self_improving_gpu_preset_proposes_with_the_policys_base_model():
 def test_gpu_zephyr_stays_the_papers_policy():
     config = load_config("gpu-zephyr")
     assert config.models.policy == "HuggingFaceH4/zephyr-7b-gemma-sft-v0.1"
-    assert not config.discovery.self_improve
+    assert config.discovery.self_improve == "off"
     assert check_run(config).beta == 0.05

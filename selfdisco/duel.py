@@ -1,0 +1,122 @@
+"""The proposer duel: before any promotion, the current proposer and the challenger answer the
+same context with the same seeds, N answers each, and every answer is parsed, screened and
+de-duplicated (no training). The rule (RULE) decides from the valid-and-novel outcomes, and from
+fitness where both proposers' policies were scored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+VALID = "valid"  # an answer's outcome: valid (and novel), or the stage that rejected it
+RULE = ("the challenger is promoted unless its valid-and-novel rate is below the current "
+        "proposer's by more than 2 standard errors of the paired difference (answer i of each "
+        "side shares a seed; a difference with no spread counts in full); a tie promotes. Where "
+        "both proposers' policies were scored, fitness must pass the same test (2 standard "
+        "errors of the difference)")
+
+
+@dataclass
+class DuelRecord:
+    """One duel, as the archive keeps it and the report shows it."""
+
+    generation: int  # the duel after this generation
+    current: str
+    challenger: str
+    adapter: str  # the challenger's adapter path
+    samples: int
+    seed: int
+    current_outcomes: list[str]
+    challenger_outcomes: list[str]
+    difference: float  # challenger's valid-and-novel rate minus the current's
+    stderr: float
+    promoted: bool
+    reason: str
+    fitness: dict | None = None  # current, challenger, difference, stderr; None: not measured
+    current_answers: list[str] = field(default_factory=list)
+    challenger_answers: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DuelRecord:
+        return cls(**data)
+
+    def valid(self, side: str) -> int:
+        """Valid-and-novel answers of the side ("current" or "challenger")."""
+        return getattr(self, f"{side}_outcomes").count(VALID)
+
+    def summary(self) -> str:
+        """One line: who, the counts, the decision and why."""
+        verdict = "promoted" if self.promoted else "not promoted"
+        return (f"duel after generation {self.generation}: {self.challenger} "
+                f"{self.valid('challenger')}/{self.samples} valid and novel vs {self.current} "
+                f"{self.valid('current')}/{self.samples}: {verdict} ({self.reason})")
+
+
+def outcomes(texts: Iterable[str], parse: Callable, screen: Callable, known: list,
+             tolerance: float, **screen_options: Any) -> list[str]:
+    """Each answer's outcome: "parse", "screen", "duplicate" (of a known fingerprint or of an
+    earlier answer in `texts`) or VALID."""
+    seen = list(known)
+    found = []
+    for text in texts:
+        try:
+            candidate = parse(text)
+        except ValueError:
+            found.append("parse")
+            continue
+        result = screen(candidate, **screen_options)
+        if not result.ok:
+            found.append("screen")
+        elif any(result.fingerprint.is_duplicate(other, tolerance) for other in seen):
+            found.append("duplicate")
+        else:
+            seen.append(result.fingerprint)
+            found.append(VALID)
+    return found
+
+
+def paired_difference(current: list[str], challenger: list[str]) -> tuple[float, float]:
+    """Mean and standard error of (challenger valid) - (current valid) over paired answers."""
+    d = [int(x == VALID) - int(c == VALID) for c, x in zip(current, challenger, strict=True)]
+    n = len(d)
+    mean = sum(d) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1)) if n > 1 else 0.0
+    return mean, sd / math.sqrt(n)
+
+
+def worse(difference: float, stderr: float) -> bool:
+    """Below zero by more than 2 standard errors (any negative difference when stderr is 0)."""
+    return difference < 0 and difference < -2 * stderr
+
+
+def fitness_check(current: float | None, current_stderr: float | None,
+                  challenger: float | None, challenger_stderr: float | None) -> dict | None:
+    """The fitness comparison, or None when either side has no measured fitness."""
+    if current is None or challenger is None:
+        return None
+    stderr = math.sqrt((current_stderr or 0.0) ** 2 + (challenger_stderr or 0.0) ** 2)
+    return {"current": current, "challenger": challenger,
+            "difference": challenger - current, "stderr": stderr}
+
+
+def decide(current: list[str], challenger: list[str],
+           fitness: dict | None = None) -> tuple[bool, float, float, str]:
+    """(promoted, difference, stderr, reason) under RULE."""
+    difference, stderr = paired_difference(current, challenger)
+    if worse(difference, stderr):
+        return False, difference, stderr, (
+            f"valid-and-novel rate lower by {-difference:.2f}, more than 2 x {stderr:.2f}")
+    if fitness is not None and worse(fitness["difference"], fitness["stderr"]):
+        return False, difference, stderr, (
+            f"fitness lower by {-fitness['difference']:.4g}, more than 2 x "
+            f"{fitness['stderr']:.4g}")
+    how = "tie" if difference == 0 else ("higher" if difference > 0 else "within noise")
+    return True, difference, stderr, f"valid-and-novel rate {how} ({difference:+.2f} ± " \
+        f"{stderr:.2f})" + ("" if fitness is None else
+                            f", fitness {fitness['difference']:+.4g} ± {fitness['stderr']:.4g}")
