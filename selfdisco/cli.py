@@ -28,6 +28,7 @@ COMMANDS = {
     "serve": "selfdisco.commands.serve",
     "train": "selfdisco.commands.train",
     "eval": "selfdisco.commands.eval",
+    "heldout": "selfdisco.commands.heldout",
     "tui": "selfdisco.commands.tui",
 }
 

@@ -1,0 +1,79 @@
+"""`selfdisco heldout RUN`: evaluate a run's best losses on held-out protocols (fresh seeds)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from selfdisco.errors import UserError
+
+HELP = ("evaluate a run's top losses and references on held-out protocols (reward-vs-KL "
+        "frontier, ...) with fresh training seeds; resumable")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help="the run directory, or its id under "
+                                                   "checkpoints/")
+    parser.add_argument("--protocols", default="frontier",
+                        help="comma-separated protocols to run (default: frontier)")
+    parser.add_argument("--losses", help="comma-separated losses instead of the defaults: "
+                                         "candidate ids of the run or catalog names")
+    parser.add_argument("--top", type=int, default=1,
+                        help="how many of the run's best discovered losses (default 1)")
+    parser.add_argument("--references", default="dpo,lrml",
+                        help="catalog losses evaluated beside them (default: dpo,lrml)")
+    parser.add_argument("--betas", help="comma-separated betas for the protocols that sweep "
+                                        "beta (default: 0.025,0.05,0.1,0.25)")
+    parser.add_argument("--seeds", type=int, default=2,
+                        help="fresh training seeds per point (default 2)")
+    parser.add_argument("--server", metavar="URL",
+                        help="a running vLLM server with the run's policy model and LoRA "
+                             "(http://HOST:PORT/v1) instead of starting one")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a protocol option (repeatable)")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print the points to measure and the time estimate, then stop")
+
+
+def split(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def parse_betas(text: str | None) -> list[float]:
+    from selfdisco.heldout.frontier import DEFAULT_BETAS
+
+    if not text:
+        return list(DEFAULT_BETAS)
+    try:
+        betas = [float(item) for item in split(text)]
+    except ValueError:
+        raise UserError(f"--betas {text!r}: give numbers separated by commas, e.g. "
+                        "0.025,0.05,0.1,0.25") from None
+    if not betas or any(not 0 < b < 100 for b in betas):
+        raise UserError(f"--betas {text!r}: every beta must be above 0 (and below 100)")
+    return sorted(set(betas))
+
+
+def run(args: argparse.Namespace) -> int:
+    from selfdisco.commands.eval import parse_options
+    from selfdisco.heldout.runner import HeldoutRequest, run_heldout
+    from selfdisco.paths import resolve_run
+    from selfdisco.printer import Printer
+
+    if args.top < 0:
+        raise UserError(f"--top must be 0 or more, not {args.top}")
+    run_dir = resolve_run(args.run)
+    request = HeldoutRequest(
+        protocols=split(args.protocols), betas=parse_betas(args.betas), seeds=args.seeds,
+        top=args.top, references=split(args.references), losses=split(args.losses),
+        options=parse_options(args.option), server_url=args.server or "")
+    if not request.protocols:
+        raise UserError("--protocols is empty; name at least one, e.g. frontier")
+    printer = Printer(run_dir=run_dir)
+    plan = run_heldout(run_dir, request, listeners=[printer], estimate_only=args.estimate)
+    if args.estimate:
+        print(plan)
+        return 0
+    print(f"done; see `selfdisco report {run_dir}` (section \"Held-out evaluation\")",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,154 @@
+"""The reward-vs-KL frontier: the paper's IMDb protocol on the sentiment task.
+
+Each loss is trained at every beta with every fresh seed (the run's recipe otherwise), and the
+trained policy's mean reward and KL(policy || reference) on the held-out openings are recorded.
+Per (loss, beta) the seeds are averaged; the standard errors include the between-seed variance
+(stats.replicate_stderr, pooled over the (loss, beta) groups below 5 seeds). DOMINANCE_RULE
+says when a loss's curve lies under another's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selfdisco import stats
+from selfdisco.errors import UserError
+from selfdisco.heldout import HeldoutContext, Point
+
+NAME = "frontier"
+DEFAULT_BETAS = (0.025, 0.05, 0.1, 0.25)  # the cpu recipe; the paper swept 0.01 to 5
+NOISE_SE = 2.0  # "beyond noise": more than this many standard errors of the difference
+DOMINANCE_RULE = (
+    f"a point (one beta, mean over seeds) is dominated when another loss has a point with "
+    f"higher reward by more than {NOISE_SE:g} standard errors of the difference (the two "
+    f"points' errors combined, unpaired) at a KL no higher (mean KL less than or equal); a "
+    f"loss is dominated when every one of its points is, partly dominated when some are")
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One (loss, beta): reward and KL means over its seeds with their standard errors."""
+
+    loss_id: str
+    beta: float
+    seeds: int
+    reward: float
+    reward_se: float | None
+    kl: float
+    kl_se: float | None
+
+
+def points(ctx: HeldoutContext) -> list[Point]:
+    return [Point(NAME, loss.id, beta, seed) for loss in ctx.losses for beta in ctx.betas
+            for seed in ctx.seeds]
+
+
+def seconds_per_point(archive: Any) -> float | None:
+    """A point costs what a candidate of the run cost: data, training and scoring."""
+    from selfdisco.heldout.session import measured_seconds
+
+    seconds = measured_seconds(archive)
+    return sum(seconds.values()) if seconds else None
+
+
+def task_options(ctx: HeldoutContext) -> dict:
+    """kl_budget = 0 where the task has that option: the full policy's reward and KL are the
+    point, so no extra budget evaluation runs."""
+    import dataclasses
+
+    from selfdisco.tasks.sentiment import SentimentSettings
+
+    names = {f.name for f in dataclasses.fields(SentimentSettings)}
+    return {"kl_budget": 0} if "kl_budget" in names else {}
+
+
+def run(ctx: HeldoutContext) -> None:
+    """Measure every point not yet recorded (see the module docstring)."""
+    if ctx.config.task.name != "sentiment":
+        raise UserError(f"the frontier protocol trains on the sentiment task (reward and KL); "
+                        f"this run's task is {ctx.config.task.name}: choose other --protocols")
+    options = task_options(ctx)
+    losses = {loss.id: loss for loss in ctx.losses}
+    for point in points(ctx):
+        if ctx.done(point):
+            continue
+        loss = losses[point.loss_id]
+        result = ctx.evaluate(point, loss.code, options)
+        if result.status == "scored" and "reward" in result.metrics:
+            m = result.metrics
+            metrics = {key: m.get(key) for key in ("reward", "reward_stderr", "kl", "kl_stderr")}
+            metrics.update(loss_name=loss.name, fitness=result.fitness,
+                           timings=dict(result.timings),
+                           summary=f"reward {m['reward']:.4f} ± {m.get('reward_stderr') or 0:.4f}"
+                                   f", KL {m.get('kl') or 0:.3f} ± {m.get('kl_stderr') or 0:.3f}")
+            ctx.record(point, metrics)
+        else:
+            ctx.record(point, {"loss_name": loss.name, "cause": result.cause or "task",
+                               "timings": dict(result.timings),
+                               "reason": result.reason or "scored without a reward"},
+                       status="failed")
+
+
+def summarise(rows: list[Any]) -> list[FrontierPoint]:
+    """Per (loss, beta) the seed means of the recorded points that were measured, in the order
+    losses first appear, betas ascending."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for row in rows:
+        if row.status == "done" and isinstance(row.metrics.get("reward"), int | float):
+            groups.setdefault((row.loss_id, row.beta), []).append(row.metrics)
+    reward = {key: [(m["reward"], m.get("reward_stderr")) for m in ms]
+              for key, ms in groups.items()}
+    kl = {key: [(m.get("kl") or 0.0, m.get("kl_stderr")) for m in ms]
+          for key, ms in groups.items()}
+    pooled_reward = stats.pooled_seed_variance(reward.values())
+    pooled_kl = stats.pooled_seed_variance(kl.values())
+    order = list(dict.fromkeys(loss for loss, _ in groups))
+    out = []
+    for key in sorted(groups, key=lambda k: (order.index(k[0]), k[1])):
+        rewards, kls = reward[key], kl[key]
+        out.append(FrontierPoint(
+            loss_id=key[0], beta=key[1], seeds=len(rewards),
+            reward=sum(r for r, _ in rewards) / len(rewards),
+            reward_se=stats.replicate_stderr(rewards, pooled_reward),
+            kl=sum(k for k, _ in kls) / len(kls),
+            kl_se=stats.replicate_stderr(kls, pooled_kl)))
+    return out
+
+
+def dominated_by(point: FrontierPoint, others: list[FrontierPoint]) -> list[FrontierPoint]:
+    """The points of other losses that dominate `point` (DOMINANCE_RULE)."""
+    found = []
+    for other in others:
+        if other.loss_id == point.loss_id or other.kl > point.kl:
+            continue
+        se = ((point.reward_se or 0.0) ** 2 + (other.reward_se or 0.0) ** 2) ** 0.5
+        if other.reward - point.reward > NOISE_SE * se:
+            found.append(other)
+    return found
+
+
+def dominance(summary: list[FrontierPoint]) -> dict[str, str]:
+    """Loss id -> one sentence: not dominated, partly dominated or dominated, and by whom."""
+    verdicts = {}
+    for loss in dict.fromkeys(p.loss_id for p in summary):
+        own = [p for p in summary if p.loss_id == loss]
+        beaten = {p.beta: dominated_by(p, summary) for p in own}
+        hit = [beta for beta, by in beaten.items() if by]
+        by = sorted({o.loss_id for beta in hit for o in beaten[beta]})
+        if not hit:
+            verdicts[loss] = "not dominated"
+        elif len(hit) == len(own):
+            verdicts[loss] = f"dominated (every point, by {', '.join(by)})"
+        else:
+            betas = ", ".join(f"{b:g}" for b in hit)
+            verdicts[loss] = (f"partly dominated ({len(hit)} of {len(own)} points: beta "
+                              f"{betas}; by {', '.join(by)})")
+    return verdicts
+
+
+def report_lines(rows: list[Any], run_dir: Path) -> list[str]:
+    from selfdisco.heldout.frontier_report import frontier_section
+
+    return frontier_section(rows, Path(run_dir))

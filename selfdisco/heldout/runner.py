@@ -1,0 +1,118 @@
+"""Running held-out protocols on a run: the plan and its time estimate, then each protocol,
+with its points kept in the run's archive and its progress in the run's events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfdisco.archive import Archive
+from selfdisco.formatting import format_duration
+from selfdisco.heldout import PROTOCOLS, HeldoutContext, protocol_hook
+
+
+@dataclass
+class HeldoutRequest:
+    """What the user asked for (selfdisco heldout's flags)."""
+
+    protocols: list[str]
+    betas: list[float]
+    seeds: int = 2
+    top: int = 1
+    references: list[str] = field(default_factory=lambda: ["dpo", "lrml"])
+    losses: list[str] = field(default_factory=list)  # explicit: replaces top and references
+    options: dict[str, str] = field(default_factory=dict)
+    server_url: str = ""
+
+
+@dataclass
+class ProtocolPlan:
+    name: str
+    total: int
+    missing: int
+    seconds_per_point: float | None
+
+
+def estimate_text(plans: list[ProtocolPlan]) -> tuple[str, float | None]:
+    """The plan in words, and its estimated seconds (None when a protocol has no measure)."""
+    lines: list[str] = []
+    total: float | None = 0.0
+    for plan in plans:
+        each = plan.seconds_per_point
+        cost = f"about {format_duration(each)} each" if each is not None else "no measured cost"
+        lines.append(f"{plan.name}: {plan.missing} of {plan.total} points to measure ({cost}, "
+                     "from this run's own timings)")
+        if plan.missing:
+            total = None if total is None or each is None else total + each * plan.missing
+    if all(p.missing == 0 for p in plans):
+        return "\n".join(lines + ["nothing to measure: every point is recorded"]), 0.0
+    if total is None:
+        lines.append("no time estimate: the run has no measured training and scoring times")
+    else:
+        lines.append(f"estimated time: {format_duration(total)} (plus starting the model "
+                     "server)")
+    return "\n".join(lines), total
+
+
+def run_heldout(run_dir: Path, request: HeldoutRequest, *, listeners: list | None = None,
+                estimate_only: bool = False, trials: Any = None,
+                log: Callable[[str], None] = print) -> str:
+    """Plan, estimate and run the requested protocols on the run in run_dir; returns the plan
+    in words. `trials` trains and scores points (default: WorkerTrials, a worker process each
+    against a vLLM server started on first use)."""
+    from selfdisco.config import check_run, read_run_config
+    from selfdisco.events import EventWriter
+    from selfdisco.heldout.session import PointStore, WorkerTrials, choose_losses, fresh_seeds
+
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    settings = check_run(config)
+    for name in request.protocols:
+        PROTOCOLS.load(name)  # an unknown name: UserError naming the known ones
+    with ExitStack() as stack:
+        archive = Archive(run_dir)
+        stack.callback(archive.close)
+        events = EventWriter(run_dir, listeners=listeners)
+        store = PointStore(archive, events.emit)
+        if trials is None:
+            trials = WorkerTrials(run_dir, config, settings, request.server_url)
+            stack.callback(trials.close)
+        losses = choose_losses(archive, top=request.top, references=request.references,
+                               names=request.losses or None)
+        ctx = HeldoutContext(run_dir=run_dir, config=config, losses=losses,
+                             betas=request.betas, seeds=fresh_seeds(config, request.seeds),
+                             evaluate=trials.evaluate, policy=trials.policy,
+                             record=store.record, done=store.done, emit=events.emit,
+                             options=dict(request.options))
+        plans = [_plan(name, ctx, archive, store) for name in request.protocols]
+        text, seconds = estimate_text(plans)
+        if estimate_only:
+            return text
+        log(text)
+        events.emit("heldout_started", protocols=list(request.protocols),
+                    losses=[loss.id for loss in losses],
+                    points=sum(p.missing for p in plans),
+                    estimate_s=round(seconds, 1) if seconds is not None else None)
+        stopped = True
+        try:
+            for name in request.protocols:
+                PROTOCOLS.load(name)(ctx)
+            stopped = False
+        finally:
+            events.emit("heldout_finished", protocols=list(request.protocols), stopped=stopped)
+    from selfdisco.report import write_report
+
+    write_report(run_dir)
+    return text
+
+
+def _plan(name: str, ctx: HeldoutContext, archive: Archive, store: Any) -> ProtocolPlan:
+    points_of = protocol_hook(name, "points")
+    cost_of = protocol_hook(name, "seconds_per_point")
+    points = points_of(ctx) if points_of else []
+    store.totals[name] = len(points)
+    return ProtocolPlan(name, len(points), sum(1 for p in points if not store.done(p)),
+                        cost_of(archive) if cost_of else None)
