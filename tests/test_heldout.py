@@ -71,7 +71,7 @@ def run_dir(tmp_path):
 
 
 def request(**more) -> HeldoutRequest:
-    return HeldoutRequest(protocols=["frontier"], betas=BETAS, seeds=2, **more)
+    return HeldoutRequest(**{"protocols": ["frontier"], "betas": BETAS, "seeds": 2, **more})
 
 
 def heldout_events(run):
@@ -225,3 +225,21 @@ def test_bad_input_is_a_clear_error(run_dir, capsys):
     assert "neither a candidate of this run nor a catalog loss" in capsys.readouterr().err
     assert main(["heldout", str(run_dir / "nothing")]) == 2
     assert "no run directory" in capsys.readouterr().err
+
+
+def test_the_tui_and_the_progress_lines_show_each_point(run_dir):
+    import io
+
+    from selfdisco.printer import Printer
+    from selfdisco.tui.state import RunState
+
+    out = io.StringIO()
+    run_heldout(run_dir, request(losses=["dpo"], betas=[0.1]), trials=FakeTrials(),
+                listeners=[Printer(out)], log=lambda text: None)
+    printed = out.getvalue()
+    assert "held-out evaluation: 2 points to measure (frontier; losses dpo), about 3 min" \
+        in printed
+    assert "held-out [2/2] frontier dpo beta=0.1 seed=" in printed and "reward 0." in printed
+    assert "held-out evaluation finished" in printed
+    texts = [line.text for line in RunState.from_run_dir(run_dir).log]
+    assert sum(text.startswith("held-out [") for text in texts) == 2
