@@ -1,0 +1,122 @@
+"""Proposer self-training: pairs from a hand-made archive with known outcomes, the loss it trains
+under, a real proposer adapter on the smoke model, and the proposals mode in the loop."""
+
+from __future__ import annotations
+
+import json
+
+from loop_helpers import CurveEvaluator, make_loop
+from test_duel import GOOD, ByModel
+
+from selfdisco import selftrain
+from selfdisco.archive import Archive
+from selfdisco.config import load_config
+from selfdisco.runner import catalog_entry
+
+CONTEXT = [{"role": "system", "content": "write a loss"}, {"role": "user", "content": "next"}]
+
+
+def hand_made(run_dir):
+    """Generation 1's first answers with known outcomes, a resample, and one duel."""
+    archive = Archive(run_dir)
+    add = archive.add
+    add("g01-c1", 1, "proposal", "scored", slot=0, attempt=0, raw_text="A", fitness=0.50,
+        stderr=0.01, metrics={"vs_dpo": {"difference": 0.2, "stderr": 0.05}}, name="a",
+        code="code of a")
+    add("g01-c2", 1, "proposal", "rejected", slot=1, attempt=0, raw_text="B", stage="duplicate")
+    add("g01-c3", 1, "proposal", "scored", slot=2, attempt=0, raw_text="C", fitness=0.20,
+        stderr=0.01, name="c", code="code of c")
+    add("g01-c4", 1, "proposal", "scored", slot=3, attempt=0, raw_text="D", fitness=0.49,
+        stderr=0.01, name="d", code="code of d")  # within noise of A: no pair between them
+    add("g01-c5", 1, "proposal", "failed", slot=4, attempt=0, raw_text="E", reason="oom")
+    add("g01-c6", 1, "proposal", "rejected", slot=5, attempt=0, raw_text="F", stage="parse")
+    add("g01-c6-r1", 1, "proposal", "rejected", slot=5, attempt=1, raw_text="G", stage="parse")
+    add("g02-c1", 2, "proposal", "rejected", slot=0, attempt=0, raw_text="H", stage="parse")
+    selftrain.save_context(run_dir, "g01", CONTEXT)  # generation 2 has no recorded context
+    duel = {"current_answers": ["P", "Q"], "current_outcomes": ["valid", "duplicate"],
+            "challenger_answers": ["R", "S"], "challenger_outcomes": ["parse", "valid"]}
+    selftrain.save_context(run_dir, "duel-g01", CONTEXT[:1])
+    return archive, {1: duel}
+
+
+def test_pairs_follow_the_recorded_outcomes(tmp_path):
+    archive, duels = hand_made(tmp_path)
+    pairs = selftrain.build_pairs(tmp_path, archive.rows(), duels)
+    got = {(p.chosen.text, p.rejected.text) for p in pairs}
+    assert got == {
+        ("A", "B"), ("A", "C"), ("A", "E"), ("A", "F"),  # dup, scored lower, failed, unparsable
+        ("C", "B"), ("C", "E"), ("C", "F"),
+        ("D", "B"), ("D", "C"), ("D", "E"), ("D", "F"),
+        ("P", "Q"), ("P", "R"), ("S", "Q"), ("S", "R"),  # the duel's answers
+    }
+    assert len(pairs) == len(got)
+    why = {(p.chosen.id, p.rejected.id): p.why for p in pairs}
+    assert why["g01-c1", "g01-c3"].startswith("scored lower")
+    assert why["g01-c1", "g01-c2"] == "rejected at duplicate"
+    assert why["g01-c1", "g01-c5"] == "training failed"
+    duel_prompts = [p.prompt for p in pairs if p.chosen.id.startswith("duel")]
+    assert duel_prompts and all(p == CONTEXT[:1] for p in duel_prompts)
+    row = pairs[0].to_json()
+    assert row["prompt"] == CONTEXT and row["chosen"][0]["role"] == "assistant"
+
+
+def test_the_proposer_trains_under_the_best_loss_beyond_noise_else_dpo(tmp_path):
+    archive, _ = hand_made(tmp_path)
+    loss = selftrain.best_loss(archive.rows(), catalog_entry)
+    assert (loss["name"], loss["code"], loss["id"]) == ("a", "code of a", "g01-c1")
+    archive.update("g01-c1", metrics={"vs_dpo": {"difference": 0.05, "stderr": 0.05}})
+    loss = selftrain.best_loss(archive.rows(), catalog_entry)
+    assert loss["name"] == "dpo" and loss["code"] == catalog_entry("dpo")["code"]
+
+
+def test_a_proposer_adapter_trains_on_the_smoke_model(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(load_config("smoke").to_toml())
+    archive, duels = hand_made(run)
+    pairs = selftrain.build_pairs(run, archive.rows(), duels)
+    path = selftrain.proposer_dir(run) / "g01" / "pairs.jsonl"
+    selftrain.write_pairs(path, pairs)
+    trainer = selftrain.ProposerTrainer(run, timeout_s=600)
+    loss = {"name": "dpo", "code": catalog_entry("dpo")["code"]}
+    trained = trainer.train("g01", path, loss, seed=7, steps=2)
+    assert trained.ok, trained.reason
+    assert (selftrain.proposer_dir(run) / "g01" / "adapter" / "adapter_config.json").is_file()
+    job = json.loads((path.parent / "job.json").read_text())
+    assert job["seed"] == 7 and job["loss"]["name"] == "dpo"
+    # a resumed run reuses the result; a replayed run reads the recorded one
+    assert trainer.train("g01", path, loss, seed=7, steps=2) == trained
+    assert selftrain.RecordedTrainer(run).train("g01", path, loss, 7, 2) == trained
+    assert not selftrain.RecordedTrainer(run).train("g02", path, loss, 7, 2).ok
+
+
+class FakeTrainer:
+    """Writes an adapter directory without training (the loop's wiring is under test)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def train(self, name, pairs_path, loss, seed, steps):
+        self.calls.append((name, pairs_path, loss["name"], seed, steps))
+        return selftrain.Trained(True, str(pairs_path.parent / "adapter"), "2 steps")
+
+
+def test_proposals_mode_trains_a_challenger_on_the_runs_answers(tmp_path):
+    run = tmp_path / "run"
+    base = GOOD[:1] + ["no json"] + GOOD[1:2] + GOOD[2:4] + GOOD[4:]
+    loop = make_loop(run, ByModel(base, GOOD[6:]), CurveEvaluator(), self_improve="proposals",
+                     duel_samples=2, proposer_min_pairs=1)
+    trainer = FakeTrainer()
+    loop.s.proposer_trainer = trainer
+    loop.run()
+    assert trainer.calls and trainer.calls[0][0] == "g01"
+    # under the curve fitness a generation-1 loss beats dpo beyond noise: the proposer trains
+    # under it, not under dpo
+    rows = Archive(run).rows("generation = 1 AND status = 'scored'")
+    assert trainer.calls[0][2] == max(rows, key=lambda r: r.fitness).name != "dpo"
+    pairs = (selftrain.proposer_dir(run) / "g01" / "pairs.jsonl").read_text().splitlines()
+    assert pairs and json.loads(pairs[0])["rejected"][0]["content"] == "no json"
+    record = Archive(run).duels()[1]
+    assert record["challenger"] == "self-g01"
+    assert record["promoted"], record["reason"]  # a tie: both sides wrote valid, new losses
+    assert {r.proposer for r in Archive(run).rows("generation = 2")} == {"self-g01"}
