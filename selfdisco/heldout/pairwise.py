@@ -299,16 +299,16 @@ def _measure(ctx: Any, point: Any, loss: Any, prompts: list[Prompt], reference: 
     import time
 
     started = time.perf_counter()
-    result = ctx.evaluate(point, loss.code, {})
-    if result.status != "scored" or not result.adapter:
-        ctx.record(point, {"loss_name": loss.name, "reason": result.reason or "no adapter"},
-                   status="failed")
+    adapter, reason = heldout_adapter(ctx, point, loss)
+    if adapter is None:
+        ctx.record(point, {"loss_name": loss.name, "reason": reason}, status="failed")
         return
     client = ctx.policy()
-    with served_adapter(client, result.adapter) as model:
+    with served_adapter(client, adapter) as model:
         answers = answer_prompts(client, prompts, model, settings, ctx.config.seed)
     games = judge_games(judge, prompts, answers, reference, settings.concurrency)
-    metrics = {"loss_name": loss.name, **summarise(games, seed=point.seed), **about,
+    metrics = {"loss_name": loss.name, "adapter": adapter, **summarise(games, seed=point.seed),
+               **about,
                "seconds": round(time.perf_counter() - started, 1)}
     metrics["summary"] = (f"win {metrics['win_rate']:.3f}, length-controlled "
                           f"{metrics['lc_win_rate']:.3f}")
@@ -319,6 +319,29 @@ def _measure(ctx: Any, point: Any, loss: Any, prompts: list[Prompt], reference: 
             f.write(json.dumps({"id": prompt.id, "policy": answer, "reference": base,
                                 "policy_as_a": game.first, "policy_as_b": game.second}) + "\n")
     ctx.record(point, metrics)
+
+
+def heldout_adapter(ctx: Any, point: Any, loss: Any) -> tuple[str | None, str]:
+    """(the adapter of `loss` trained at point.beta with point.seed, or None; why not).
+
+    An adapter another held-out protocol recorded for the same loss, beta and seed (its
+    metrics' "adapter") is reused; otherwise ctx.evaluate trains one."""
+    from selfdisco.archive import Archive
+
+    archive = Archive(ctx.run_dir)
+    try:
+        for row in archive.heldout_rows():
+            kept = row.metrics.get("adapter")
+            if (row.status == "done" and kept and (row.loss_id, row.beta, row.seed)
+                    == (point.loss_id, point.beta, point.seed)
+                    and (Path(kept) / "adapter_config.json").is_file()):
+                return kept, ""
+    finally:
+        archive.close()
+    result = ctx.evaluate(point, loss.code, {})
+    if result.status != "scored" or not result.adapter:
+        return None, result.reason or "training saved no adapter"
+    return result.adapter, ""
 
 
 def open_judge(config: Any, settings: PairwiseSettings) -> tuple[Any, str, str]:
