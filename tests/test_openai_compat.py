@@ -6,6 +6,7 @@ the run directory or the LLM cache, and clear errors for a wrong or missing key 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from loop_helpers import CurveEvaluator, answer
 from openai_server import OpenAIServer
 
 from selfdisco.archive import Archive
-from selfdisco.cli import main
+from selfdisco.cli import build_parser, main
+from selfdisco.commands.run import resolve
 from selfdisco.config import check_run, load_config
 from selfdisco.errors import UserError
 from selfdisco.events import EventWriter
@@ -231,3 +233,38 @@ def test_judge_verdicts_through_a_keyed_openai_server(key, tmp_path, structured)
         assert not any("response_format" in b for b in bodies)
     assert files_holding(tmp_path, "clear and correct")  # recorded in the LLM cache
     assert files_holding(tmp_path, KEY) == []
+
+
+def readme_blocks() -> list[str]:
+    """The indented blocks of the README's section on a remote proposer, unindented."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## A remote OpenAI-compatible proposer or judge\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    blocks, lines = [], []
+    for line in section.splitlines() + [""]:
+        if line.startswith("    "):
+            lines.append(line[4:])
+        elif lines:
+            blocks.append("\n".join(lines))
+            lines = []
+    return blocks
+
+
+def test_the_readme_example_as_flags_and_as_a_file_gives_one_checked_config(monkeypatch,
+                                                                             tmp_path):
+    shell, toml = readme_blocks()
+    export, command = shell.split("\n", 1)
+    variable = export.split()[1].split("=")[0]
+    monkeypatch.setenv(variable, KEY)
+    words = shlex.split(command.replace("\\\n", " "), comments=True)
+    assert words[0] == "selfdisco"
+    from_flags = resolve(build_parser().parse_args(words[1:]))
+    (tmp_path / "remote.toml").write_text(toml)
+    from_file = load_config(file=tmp_path / "remote.toml")
+    assert from_flags.to_dict() == from_file.to_dict()
+    assert from_file.server.proposer_api_key_env == variable
+    assert from_file.server.proposer_structured == "openai"
+    check_run(from_file)  # the key variable is set: the run may start
+    monkeypatch.delenv(variable)
+    with pytest.raises(UserError, match=variable):
+        check_run(from_file)
