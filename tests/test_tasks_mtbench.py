@@ -34,12 +34,12 @@ def test_hub_style_field_names_are_accepted(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("{not json\n", "line 1: not JSON"),
+    ("{not json\n", "cannot read .*questions.jsonl: .*JSON parse error"),
     (json.dumps({"question_id": 1, "turns": []}) + "\n", "one or two non-empty strings"),
     (json.dumps({"question_id": 1, "turns": ["a", "b", "c"]}) + "\n", "one or two"),
     (json.dumps({"question_id": 1, "turns": "just text"}) + "\n", "one or two"),
     (json.dumps({"question_id": 1, "turns": ["a"], "reference": "r"}) + "\n", "list of strings"),
-    (json.dumps([1, 2]) + "\n", "expected a JSON object"),
+    (json.dumps([1, 2]) + "\n", r"missing column turns \(or prompt\) \(its columns: text\)"),
     ("\n", "holds no questions"),
 ])
 def test_malformed_question_files_are_clear_errors(tmp_path, content, message):

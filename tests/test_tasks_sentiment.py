@@ -44,9 +44,10 @@ def test_openings_from_a_local_review_file(tmp_path):
     split = dataset_openings(str(reviews), column="review", words=4)
     assert len(split.train) + len(split.held_out) == 30
     assert "Review number 3 was" in split.train + split.held_out
-    with pytest.raises(UserError, match="no column 'text'"):
+    with pytest.raises(UserError, match=r"missing column\(s\) text \(its columns: review\); "
+                                        "the task option review_column"):
         dataset_openings(str(reviews))
-    with pytest.raises(UserError, match="reviews must be"):
+    with pytest.raises(UserError, match="review data must be a .jsonl"):
         dataset_openings(str(tmp_path))
 
 

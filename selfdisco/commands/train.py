@@ -17,8 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a catalog loss (see `selfdisco losses`), a .py file with one loss "
                              "function, or a .json candidate file")
     parser.add_argument("--data", required=True, metavar="ID|PATH",
-                        help="preference pairs: a .jsonl/.json/.parquet file or a Hugging Face "
-                             "dataset id, with prompt/chosen/rejected columns")
+                        help="preference pairs with prompt/chosen/rejected columns: a "
+                             ".jsonl/.json/.csv/.parquet file or a Hugging Face dataset, "
+                             "ORG/NAME[:CONFIG[:SPLIT]]")
     parser.add_argument("--preset", choices=PRESET_CHOICES, default="cpu",
                         help="training recipe and default model (default: cpu)")
     parser.add_argument("--model", metavar="NAME|PATH",
@@ -29,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, metavar="N", help="optimizer steps (override)")
     parser.add_argument("--beta", type=float, help="the loss's beta (override)")
     parser.add_argument("--seed", type=int, help="seed (override)")
-    parser.add_argument("--split", default="train", help="split of a hub dataset (default: train)")
+    parser.add_argument("--split", default="train",
+                        help="split of a hub dataset when --data names none (default: train)")
     parser.add_argument("--ref-cache", metavar="DIR",
                         help="reference log-prob cache (default: checkpoints/cache/refcache)")
     parser.add_argument("--no-ref-cache", action="store_true",

@@ -19,7 +19,6 @@ the policy's log-probs on its answers, not measured here.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -99,45 +98,25 @@ PRESET_SETTINGS["gpu-selfimprove"] = PRESET_SETTINGS["gpu-zephyr"]
 
 
 def load_questions(source: str) -> list[Question]:
-    """Questions from a local JSONL file or a Hugging Face dataset id.
+    """Questions from a local file or a Hugging Face dataset (selfdisco.datafiles).
 
     Accepts MT-Bench's own field names (question_id, turns) and the Hub variants (prompt_id,
-    prompt). Raises UserError for a missing file, an unreadable line or a malformed question.
+    prompt). Raises UserError for a missing or unreadable file or a malformed question.
     """
-    path = Path(source).expanduser()
-    if path.suffix == ".jsonl" or path.exists():
-        if not path.is_file():
-            raise UserError(f"question file not found: {path}")
-        rows = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}, line {number}: not JSON ({err.msg})") from None
-        where = str(path)
-    else:
-        rows, where = _hub_rows(source), f"dataset {source!r}"
-    questions = [_question(row, i, where) for i, row in enumerate(rows, 1)]
-    if not questions:
+    from selfdisco.datafiles import load_table
+
+    table, where = load_table(source, what="question")
+    if len(table) == 0:
         raise UserError(f"{where} holds no questions")
-    return questions
-
-
-def _hub_rows(source: str) -> list[dict]:
-    try:
-        import datasets
-
-        return list(datasets.load_dataset(source, split="train"))
-    except Exception as err:  # noqa: BLE001 - any loading failure is reported to the user
-        raise UserError(f"could not load MT-Bench questions {source!r}: {type(err).__name__}: "
-                        f"{str(err)[:300]}") from None
+    if not {"turns", "prompt"} & set(table.column_names):
+        raise UserError(f"{where}: missing column turns (or prompt) (its columns: "
+                        f"{', '.join(table.column_names)}); the task option questions must name "
+                        "MT-Bench questions with question_id, category and turns")
+    return [_question(row, i, where) for i, row in enumerate(table.to_list(), 1)]
 
 
 def _question(row: Any, number: int, where: str) -> Question:
-    if not isinstance(row, dict):
-        raise UserError(f"{where}, question {number}: expected a JSON object")
+    row = {k: v for k, v in row.items() if v is not None}  # a table's empty cell
     turns = row.get("turns", row.get("prompt"))
     if (not isinstance(turns, list) or not 1 <= len(turns) <= 2
             or not all(isinstance(t, str) and t.strip() for t in turns)):

@@ -89,25 +89,9 @@ def dataset_openings(source: str, *, column: str = "text", words: int = 6,
 
 
 def _load_texts(source: str, column: str, limit: int) -> list[str]:
-    import datasets
+    from selfdisco.datafiles import load_table, require_columns
 
-    path = Path(source).expanduser()
-    try:
-        if path.exists():
-            kind = {".jsonl": "json", ".json": "json", ".csv": "csv",
-                    ".parquet": "parquet"}.get(path.suffix)
-            if kind is None:
-                raise UserError(f"{source}: reviews must be a .jsonl, .json, .csv or .parquet "
-                                "file, or a Hugging Face dataset id")
-            data = datasets.load_dataset(kind, data_files=str(path), split="train")
-        else:
-            data = datasets.load_dataset(source, split="train")
-    except UserError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any loading failure is reported to the user
-        raise UserError(f"could not load reviews from {source!r}: {type(err).__name__}: "
-                        f"{str(err)[:300]}") from None
-    if column not in data.column_names:
-        raise UserError(f"{source}: no column {column!r} (columns: "
-                        f"{', '.join(data.column_names)}); set the task option review_column")
+    data, where = load_table(source, what="review")
+    require_columns(data, [column], where, f"the task option review_column names {column!r}: "
+                    "set it to the column that holds the review text")
     return [str(t) for t in data.select(range(min(limit, len(data))))[column]]

@@ -8,13 +8,11 @@ checked here, before any model is loaded.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from selfdisco.errors import UserError
 
-FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 COLUMNS = ("prompt", "chosen", "rejected")
 
 
@@ -22,8 +20,9 @@ def load_preferences(source: Any, *, split: str = "train"):
     """Load and check preference pairs.
 
     Args:
-        source: a local .jsonl/.json/.parquet path, a list of dicts, or a Hugging Face dataset id.
-        split: the split to read from a Hugging Face dataset.
+        source: a list of dicts, or a data setting (selfdisco.datafiles): a local
+            .jsonl/.json/.csv/.parquet file or a Hugging Face dataset id, ORG/NAME[:CONFIG[:SPLIT]].
+        split: the split to read from a Hugging Face dataset that names none.
 
     Returns:
         A `datasets.Dataset` with columns prompt (unless implicit), chosen and rejected.
@@ -53,52 +52,22 @@ def load_preferences(source: Any, *, split: str = "train"):
 
 
 def _read_source(source: str, split: str) -> tuple[list[dict], str]:
-    path = Path(source).expanduser()
-    if path.exists() or path.suffix in FILE_SUFFIXES or source.startswith((".", "/", "~")):
-        if not path.is_file():
-            raise UserError(f"preference file not found: {path}")
-        return _read_file(path), str(path)
-    return _read_hub(source, split), f"dataset {source!r}"
+    from selfdisco.datafiles import load_table, require_columns
 
-
-def _read_file(path: Path) -> list[dict]:
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            lines = path.read_text().splitlines()
-            return [json.loads(line) for line in lines if line.strip()]
-        if suffix == ".json":
-            data = json.loads(path.read_text())
-            if isinstance(data, dict) and isinstance(data.get("data"), list):
-                data = data["data"]
-            if not isinstance(data, list):
-                raise UserError(f"{path}: expected a JSON list of objects (or {{'data': [...]}})")
-            return data
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pylist()
-    except (ValueError, OSError) as err:
-        raise UserError(f"cannot read {path}: {err}") from err
-    raise UserError(f"{path}: unsupported file type; use .jsonl, .json or .parquet")
-
-
-def _read_hub(name: str, split: str) -> list[dict]:
-    import datasets
-
-    try:
-        dataset = datasets.load_dataset(name, split=split)
-    except Exception as err:  # noqa: BLE001 - any hub or parsing failure is the user's to fix
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"cannot load the dataset {name!r} (split {split!r}): {first_line}. "
-            "Give a local .jsonl/.json/.parquet file, or check the id and network.") from None
-    return dataset.to_list()
+    table, where = load_table(source, split=split, what="preference")
+    if len(table) == 0:
+        return [], where
+    conversational = "chosen" in table.column_names and _is_messages(table[0]["chosen"])
+    columns = ["chosen", "rejected"] if conversational else list(COLUMNS)
+    require_columns(table, columns, where, "give --data (or the task's data option) pairs with "
+                    "prompt, chosen and rejected columns")
+    return table.to_list(), where
 
 
 def _check_row(row: Any, index: int, where: str) -> dict:
     if not isinstance(row, dict):
         raise UserError(f"{where}, row {index}: expected an object with prompt/chosen/rejected")
+    row = {k: v for k, v in row.items() if v is not None}  # a table's empty cell
     missing = [c for c in ("chosen", "rejected") if c not in row]
     if missing:
         raise UserError(f"{where}, row {index}: missing column(s) {', '.join(missing)} "
