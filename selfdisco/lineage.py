@@ -158,3 +158,30 @@ def plot(generations: dict[int, Figures], path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def report_section(rows: list[Any], duels: dict[int, dict], run_dir, mode: str) -> list[str]:
+    """The report's proposer section: per proposer, per generation (table and plot
+    report_lineage.png in run_dir), and one line per duel."""
+    from pathlib import Path
+
+    from selfdisco.duel import RULE, DuelRecord
+
+    lines = ["## Proposers", "", f"Self-improvement mode: **{mode}**. Rates are of all answers "
+             "(resamples included), with their binomial standard error and count.", ""]
+    figures = by_proposer(rows)
+    if not figures:
+        return lines + ["No proposals were made.", ""]
+    lines += table(figures) + ["", "| generation | proposer | answers | valid and novel | "
+                               "mean fitness (best) |", "|---|---|---|---|---|"]
+    generations = by_generation(rows)
+    for g, f in generations.items():
+        lines.append(f"| {g} | {f.proposer} | {f.answers} | {f.valid_novel.text()} | "
+                     f"{f.fitness_text()} |")
+    plot(generations, Path(run_dir) / "report_lineage.png")
+    lines += ["", "![proposers by generation](report_lineage.png)", ""]
+    if duels:
+        lines += ["### Duels", "", f"Rule: {RULE}.", ""]
+        lines += [f"- {DuelRecord.from_json(d).summary()}" for _, d in sorted(duels.items())]
+        lines.append("")
+    return lines

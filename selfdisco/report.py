@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from selfdisco import stats
+from selfdisco import lineage, stats
 from selfdisco.archive import REFERENCE_SHAPE, Archive, HeldoutRow, Row
 from selfdisco.config import read_run_config
 from selfdisco.events import UNSCORED
@@ -85,6 +85,7 @@ def write_report(run_dir: Path) -> Path:
     rows = archive.rows()
     generations = archive.generations()
     proposer = archive.get_meta("proposer")
+    duels = archive.duels()
     reference_shape = archive.get_meta(REFERENCE_SHAPE)
     heldout = archive.heldout_rows()
     archive.close()
@@ -108,8 +109,10 @@ def write_report(run_dir: Path) -> Path:
                   + ".", ""]
     if proposer:
         lines += [f"Self-improvement: from generation {proposer['generation'] + 1} the proposer "
-                  f"was the policy trained under {proposer['id']} (fitness "
-                  f"{format_number(proposer['fitness'])}).", ""]
+                  f"was {proposer['id']}"
+                  + ("" if proposer["fitness"] is None else
+                     f" (its policy's fitness {format_number(proposer['fitness'])})")
+                  + ".", ""]
     comparison = stats.compare(scored)
     lines += _ranking(scored, comparison, config.discovery.replicates)
     plot_fitness(rows, run_dir / "report_fitness.png", comparison.pooled if comparison else None)
@@ -126,6 +129,7 @@ def write_report(run_dir: Path) -> Path:
     for r in top:
         lines += [f"### {r.id} {r.name} (fitness {format_number(r.fitness)})", "",
                   r.thought or "", "", "```python", (r.code or "").strip(), "```", ""]
+    lines += lineage.report_section(rows, duels, run_dir, config.discovery.self_improve)
     failures = [r for r in rows if r.status in UNSCORED]
     if failures:
         lines += ["## Rejected and failed", "", "| id | status | stage | reason |",
