@@ -268,3 +268,11 @@ def test_the_readme_example_as_flags_and_as_a_file_gives_one_checked_config(monk
     monkeypatch.delenv(variable)
     with pytest.raises(UserError, match=variable):
         check_run(from_file)
+
+
+@pytest.mark.parametrize("url", ["https://user:sk-inurl@llm.example.com/v1",
+                                 "https://llm.example.com/v1?api_key=sk-inurl"])
+def test_a_key_inside_the_url_is_refused_without_echoing_it(url):
+    with pytest.raises(UserError, match="api_key_env") as refused:
+        load_config("smoke", overrides={"server": {"proposer": url}})
+    assert "sk-inurl" not in str(refused.value)

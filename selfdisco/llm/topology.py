@@ -75,6 +75,11 @@ def parse_source(text: str, option: str = "--proposer") -> LLMSource:
         parsed = urlparse(text)
         if not parsed.hostname:
             raise UserError(f"{option} {text!r}: the URL has no host (accepted: {SOURCE_FORMS})")
+        if parsed.username or parsed.password or parsed.query:
+            # The URL is saved with the run: a key in it would be written to config.toml.
+            raise UserError(f"{option}: the URL carries credentials or a query; give the bare "
+                            "API root (http://HOST:PORT/v1) and put the API key in an "
+                            "environment variable named by the server's api_key_env setting")
         try:
             parsed.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError as err:
