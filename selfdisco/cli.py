@@ -20,6 +20,7 @@ COMMANDS = {
     "run": "selfdisco.commands.run",
     "resume": "selfdisco.commands.resume",
     "report": "selfdisco.commands.report",
+    "export": "selfdisco.commands.export",
     "doctor": "selfdisco.commands.doctor",
     "models": "selfdisco.commands.models",
     "losses": "selfdisco.commands.losses",

@@ -1,0 +1,190 @@
+"""selfdisco export: loss.py, trainer.py and recipe.toml from a recorded run, and reading an
+export back for `train --from`."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from loop_helpers import CurveEvaluator, ScriptedProposer, answer, make_loop
+
+from selfdisco.config import read_run_config, run_train_settings
+from selfdisco.errors import UserError
+from selfdisco.export import (
+    LOSS_FILE,
+    PAIRS_FILE,
+    RECIPE_FILE,
+    TRAINER_FILE,
+    build_recipe,
+    read_export,
+    resolve_source,
+    write_export,
+)
+from selfdisco.formatting import format_fitness
+from selfdisco.losses import compile_loss
+from selfdisco.seeds import derive
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished one-generation run (scripted proposer, curve fitness): hinge_exp is the best."""
+    run = tmp_path_factory.mktemp("export") / "run"
+    answers = [answer("steeper", "1.0 * F.softplus(-3.0 * x)"),
+               answer("hinge_exp", "0.7 * torch.relu(1 - 2.0 * x) + 0.3 * torch.exp(-1.0 * x)")]
+    make_loop(run, ScriptedProposer(answers), CurveEvaluator(), generations=1).run()
+    return run
+
+
+def load_module(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_best_loss_is_picked_and_its_recipe_is_the_runs(run_dir):
+    recipe = build_recipe(run_dir, match_trl=False)
+    assert recipe.name == "hinge_exp" and recipe.source == "config"
+    config = read_run_config(run_dir)
+    trained = run_train_settings(config).with_overrides(seed=derive(config.seed, "train"))
+    assert recipe.train.recipe() == trained.recipe()
+    assert recipe.train.learning_rate == 1e-3  # the task's smoke recipe, not the preset default
+    assert recipe.train_seeds == [derive(config.seed, "train")]
+    assert recipe.task_seed == derive(config.seed, "task")
+    assert (recipe.task, recipe.task_preset, recipe.task_options) == (
+        "sentiment", "smoke", config.task.options)
+
+
+def test_exported_loss_is_the_candidates_code_as_a_standalone_function(run_dir, tmp_path):
+    recipe = build_recipe(run_dir, match_trl=False)
+    paths = write_export(recipe, tmp_path)
+    assert {p.name for p in paths} >= {LOSS_FILE, TRAINER_FILE, RECIPE_FILE}
+    text = (tmp_path / LOSS_FILE).read_text()
+    assert recipe.code.rstrip() in text and recipe.run in text
+    assert f"Fitness {format_fitness(recipe.fitness, recipe.stderr)} on the" in " ".join(
+        text.split())
+    loss = load_module(tmp_path / LOSS_FILE, "exported_loss")
+    args = [torch.randn(6) for _ in range(4)]
+    torch.testing.assert_close(loss.per_pair_loss(*args, 0.1),
+                               compile_loss(recipe.code)(*args, 0.1))
+    ast.parse((tmp_path / TRAINER_FILE).read_text())
+    back = read_export(tmp_path)
+    assert (back.code, back.train, back.train_seeds, back.fitness, back.task_options) == (
+        recipe.code, recipe.train, recipe.train_seeds, recipe.fitness, recipe.task_options)
+    assert back.recorded["fitness"] == recipe.fitness
+
+
+def test_the_job_the_run_wrote_is_the_recipe(run_dir, tmp_path):
+    """A candidate trained by a worker has candidates/<id>/job.json: its settings and seed win."""
+    from selfdisco.export import _template
+
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(run_dir), str(run)], check=True)
+    template = _template(read_run_config(run))
+    settings = template.train_settings.with_overrides(learning_rate=0.02, max_steps=7)
+    job = template.for_candidate("g01-c1", "steeper", "code", str(run / "candidates" / "g01-c1"),
+                                 train_seed=123)
+    job = type(job)(**{**job.__dict__, "train_settings": settings,
+                       "cache_dir": str(tmp_path / "empty-cache")})
+    (run / "candidates" / "g01-c1").mkdir(parents=True)
+    (run / "candidates" / "g01-c1" / "job.json").write_text(json.dumps(job.to_dict()))
+    recipe = build_recipe(run, "g01-c1", match_trl=False)
+    assert recipe.source == "job.json" and recipe.train_seeds == [123]
+    assert (recipe.train.learning_rate, recipe.train.max_steps) == (0.02, 7)
+    assert recipe.name == "steeper"  # the archive's, with its code
+    assert recipe.pairs is None and recipe.pairs_digest == ""  # no pairs in that cache
+
+
+def test_a_dpo_loss_names_trls_loss_type_and_its_trainer_is_trls(run_dir, tmp_path):
+    """burn-dpo trains like TRL's sigmoid: the export says so, and the exported trainer gives
+    TRL's own loss and gradients on the same batch."""
+    from test_train_trainer import assert_same, loss_and_grads, make_trainer
+
+    recipe = build_recipe(run_dir, "burn-dpo")
+    assert recipe.trl_loss_type == "sigmoid"
+    write_export(recipe, tmp_path)
+    assert 'TRL_LOSS_TYPE = "sigmoid"' in (tmp_path / TRAINER_FILE).read_text()
+    assert 'loss_type="sigmoid"' in (tmp_path / LOSS_FILE).read_text()
+    sys.path.insert(0, str(tmp_path))
+    try:
+        sys.modules.pop("loss", None)
+        trainer_module = load_module(tmp_path / TRAINER_FILE, "exported_trainer")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("loss", None)
+    from selfdisco.models import resolve_model
+
+    from transformers import AutoModelForCausalLM
+
+    model_path = resolve_model("smoke-llama")
+    exported = trainer_module.ExportedLossDPOTrainer(
+        AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32),
+        max_prompt_length=None, **_same_setup(model_path, tmp_path))
+    trl_sigmoid = make_trainer(model_path, tmp_path)  # TRL's DPOTrainer, loss_type sigmoid
+    assert_same(loss_and_grads(exported), loss_and_grads(trl_sigmoid))
+    assert recipe.train.beta == trainer_module.DPO_ARGS["beta"]
+
+
+def _same_setup(model_path, tmp_path):
+    """make_trainer's arguments (its LoRA init, data, DPOConfig), for another trainer class."""
+    import test_train_trainer as t
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import DPOConfig
+
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                      init_lora_weights=False, task_type="CAUSAL_LM")
+    args = DPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, beta=t.BETA,
+                     max_length=64, use_cpu=True, bf16=False, seed=0, max_steps=1,
+                     save_strategy="no", report_to=[], disable_tqdm=True)
+    return dict(args=args, train_dataset=Dataset.from_list(t.PAIRS),
+                processing_class=AutoTokenizer.from_pretrained(model_path), peft_config=lora)
+
+
+def test_a_loss_unlike_any_trl_loss_says_so(run_dir):
+    assert build_recipe(run_dir, "g01-c2").trl_loss_type == ""
+
+
+@pytest.mark.parametrize(("id", "message"), [
+    ("g09-c9", "has no candidate 'g09-c9'; evaluated losses: burn-dpo"),
+    ("base", "no loss code"),
+])
+def test_bad_ids_are_clear_errors(run_dir, id, message):
+    with pytest.raises(UserError, match=message):
+        build_recipe(run_dir, id, match_trl=False)
+
+
+def test_changed_pairs_and_bad_sources_are_clear_errors(run_dir, tmp_path):
+    recipe = build_recipe(run_dir, match_trl=False)
+    recipe.pairs = [{"prompt": "p", "chosen": "a", "rejected": "b"}]
+    recipe.pairs_digest = "0" * 16
+    write_export(recipe, tmp_path)
+    with pytest.raises(UserError, match=f"{PAIRS_FILE} does not match the digest"):
+        read_export(tmp_path)
+    with pytest.raises(UserError, match="give RUN:ID"):
+        resolve_source(str(tmp_path / "nowhere"))
+    assert resolve_source(f"{run_dir}:g01-c1").name == "steeper"
+
+
+def selfdisco(*args):
+    return subprocess.run([sys.executable, "-m", "selfdisco", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_export_picks_the_best_and_says_so(run_dir, tmp_path):
+    result = selfdisco("export", str(run_dir), "--out", str(tmp_path / "best"))
+    assert result.returncode == 0, result.stderr
+    assert "picked g01-c2 (hinge_exp), the best scored loss" in result.stdout
+    assert (tmp_path / "best" / LOSS_FILE).is_file()
+    assert "train it again: selfdisco train --from" in result.stdout
+    result = selfdisco("export", str(run_dir), "nope")
+    assert result.returncode == 2 and "has no candidate 'nope'" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = selfdisco("export", str(tmp_path / "missing"))
+    assert result.returncode == 2 and "no run directory" in result.stderr
