@@ -58,6 +58,12 @@ CREATE TABLE IF NOT EXISTS replicates (  -- one per (candidate, training seed) e
     result TEXT NOT NULL,              -- JSON: records.Result
     PRIMARY KEY (id, replicate)
 );
+CREATE TABLE IF NOT EXISTS stages (  -- multi-fidelity: a candidate's result at a cheap stage
+    id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    entry TEXT NOT NULL,               -- JSON: fidelity, result, decision, rule (fidelity.py)
+    PRIMARY KEY (id, stage)
+);
 CREATE TABLE IF NOT EXISTS heldout (  -- one per held-out point measured (selfdisco.heldout)
     protocol TEXT NOT NULL,
     loss_id TEXT NOT NULL,             -- a candidate id, or a catalog name for a reference
@@ -231,6 +237,23 @@ class Archive:
         """Generation -> its duel's record (a duel.DuelRecord dict)."""
         return {r[0]: json.loads(r[1]) for r in self.db.execute(
             "SELECT generation, record FROM duels ORDER BY generation")}
+
+    # stages: multi-fidelity results and the decisions taken on them (search/fidelity.py)
+    def put_stage(self, id: str, stage: str, entry: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO stages (id, stage, entry) VALUES (?, ?, ?)",
+                        (id, stage, json.dumps(entry, default=str)))
+
+    def stage(self, id: str, stage: str) -> dict | None:
+        row = self.db.execute("SELECT entry FROM stages WHERE id = ? AND stage = ?",
+                              (id, stage)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def stages(self) -> dict[str, dict[str, dict]]:
+        """Candidate id -> stage -> its entry, for every stage recorded."""
+        out: dict[str, dict[str, dict]] = {}
+        for id, stage, entry in self.db.execute("SELECT id, stage, entry FROM stages"):
+            out.setdefault(id, {})[stage] = json.loads(entry)
+        return out
 
     # generations
     def set_generation(self, generation: int, state: str, proposer: str | None = None) -> None:

@@ -131,6 +131,20 @@ class DiscoveryConfig:
     """Training seeds per candidate and baseline (R): fitness is the mean over the R trained
     policies, and its standard error includes the variance between seeds (pooled across the
     run's candidates below 5 seeds; see selfdisco/stats.py). R times the training time."""
+    fidelity: float = 0.0
+    """Multi-fidelity evaluation (selfdisco/search/fidelity.py): every valid candidate is first
+    trained for this share of the full training, with one seed; only the best go on to the
+    full evaluation. 0 turns it off (every candidate is evaluated fully)."""
+    fidelity_keep: float = 0.5
+    """Share of a generation's candidates that go on from the cheap stage (at least one, and
+    any that match the best baseline measured at the same fidelity)."""
+    islands: int = 1
+    """Islands of the proposer's population (selfdisco/search/population.py): each slot's
+    context shows parents sampled from its island; 1 keeps one history for all."""
+    migration_interval: int = 2
+    """Every this many generations each island's best candidate joins the next island."""
+    parents: int = 4
+    """Parents sampled (rank-weighted) from an island into the proposer's context."""
 
 
 @dataclass
@@ -257,6 +271,12 @@ def _validate(config: RunConfig) -> None:
         (d.max_resamples >= 0, "discovery.max_resamples must be 0 or more"),
         (d.replicates >= 1, "discovery.replicates must be at least 1 (training seeds per "
          "candidate)"),
+        (0 <= d.fidelity < 1, "discovery.fidelity must be in [0, 1): the share of the training "
+         "of the cheap stage (0 turns multi-fidelity off)"),
+        (0 < d.fidelity_keep <= 1, "discovery.fidelity_keep must be in (0, 1]"),
+        (d.islands >= 1, "discovery.islands must be at least 1"),
+        (d.migration_interval >= 1, "discovery.migration_interval must be at least 1"),
+        (d.parents >= 1, "discovery.parents must be at least 1"),
         (d.code_grammar in ("free", "primitives"),
          "discovery.code_grammar must be free or primitives (expression was retired: use "
          "primitives)"),
@@ -339,6 +359,11 @@ def check_run(config: RunConfig) -> Any:
 
     name = config.task.name
     task = get_task(name)
+    if task.kind == "classification":
+        from selfdisco.search.digits_run import check_classification_run
+
+        check_classification_run(config)
+        return None
     if task.kind != "preference":
         usable = [n for n in task_names() if get_task(n).kind == "preference"]
         raise UserError(f"the {name} task scores {task.kind} losses; discovery runs on "
@@ -401,7 +426,11 @@ def load_config(preset: str | None = None, file: Path | None = None,
     name = overrides.get("preset") or preset or file_data.get("preset") or DEFAULT_PRESET
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    data = _merge(_merge(PRESETS[name], file_data), overrides)
+    preset = PRESETS[name]
+    task = (overrides.get("task") or {}).get("name") or (file_data.get("task") or {}).get("name")
+    if task and task != preset.get("task", {}).get("name"):  # the preset's options are its task's
+        preset = {**preset, "task": {"name": task}}
+    data = _merge(_merge(preset, file_data), overrides)
     data["preset"] = name
     config = _build(RunConfig, data, "")
     _validate(config)

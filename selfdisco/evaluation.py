@@ -49,17 +49,20 @@ class WorkerEvaluator:
         self.timeout_s = timeout_s
 
     def evaluate(self, rows: list[Row], on_progress: Progress, on_done: Done,
-                 on_start: Start | None = None, replicates: Replicates = None) -> None:
+                 on_start: Start | None = None, replicates: Replicates = None,
+                 fidelity: float = 1.0) -> None:
+        """fidelity < 1: multi-fidelity's cheap stage, in candidates/<id>/cheap/."""
         by_dir: dict[Path, tuple[Row, Job]] = {}
         for row in rows:
             for k in replicates.get(row.id, [0]) if replicates else [None]:
-                job_dir = self.run_dir / "candidates" / row.id / (f"r{k}" if k is not None
-                                                                   else "")
+                job_dir = self.run_dir / "candidates" / row.id / (
+                    "cheap" if fidelity < 1 else f"r{k}" if k is not None else "")
                 job_dir.mkdir(parents=True, exist_ok=True)
                 seed = replicate_seed(self.template.train_seed, k or 0)
                 job = self.template.for_candidate(row.id, row.name or row.id, row.code,
                                                   str(job_dir), replicate=k or 0,
                                                   train_seed=seed)
+                job = replace(job, fidelity=fidelity)
                 (job_dir / JOB_FILE).write_text(json.dumps(job.to_dict(), indent=2))
                 by_dir[job_dir] = (row, job)
 
@@ -81,7 +84,14 @@ class RecordedEvaluator:
     def __init__(self, source_run: Path):
         archive = Archive(source_run)
         self.results: dict[tuple, Result] = {}
-        for row in archive.rows():
+        self.stages: dict[tuple, Result] = {}  # (kind, code sha, fidelity) -> cheap result
+        rows, stages = archive.rows(), archive.stages()
+        for row in rows:
+            for entry in stages.get(row.id, {}).values():
+                self.stages.setdefault((row.kind, code_sha(row.code), entry["fidelity"]),
+                                       replace(Result.from_dict(entry["result"]),
+                                               replayed_from=row.id))
+        for row in rows:
             if row.evaluated:
                 key = (row.kind, code_sha(row.code))
                 self.results.setdefault(key, replace(Result.from_row(row), replayed_from=row.id))
@@ -91,9 +101,16 @@ class RecordedEvaluator:
         archive.close()
 
     def evaluate(self, rows: list[Row], on_progress: Progress, on_done: Done,
-                 on_start: Start | None = None, replicates: Replicates = None) -> None:
+                 on_start: Start | None = None, replicates: Replicates = None,
+                 fidelity: float = 1.0) -> None:
         for row in rows:
             key = (row.kind, code_sha(row.code))
+            if fidelity < 1:
+                if on_start:
+                    on_start(row)
+                on_done(row, self.stages.get((*key, fidelity)) or Result.failed(
+                    "not_recorded", "not evaluated at this fidelity in the recorded run"))
+                continue
             for k in replicates.get(row.id, [0]) if replicates else [None]:
                 if on_start:
                     on_start(row)

@@ -55,6 +55,9 @@ EVENT_TYPES: dict[str, dict[str, Any]] = {
     "candidate_scored": {"id": str, "fitness": Number, "stderr": Number | None, "metrics": dict},
     "candidate_diverged": {"id": str, "step": int | None, "reason": str | None},
     "candidate_failed": {"id": str, "reason": str | None},
+    # multi-fidelity (search/fidelity.py): a result at a cheap stage, then the decision on it
+    "candidate_stage": {"id": str, "stage": str, "fidelity": Number, "status": str,
+                        "fitness": Number | None, "decision": str | None, "rule": str | None},
     "proposer_changed": {"proposer": str, "adapter": str, "fitness": Number | None},
     # a challenger proposer against the current one (selfdisco/duel.py); valid: valid-and-novel
     # answers of `samples` each; difference and stderr: of the paired rates

@@ -22,6 +22,7 @@ from selfdisco.errors import UserError
 from selfdisco.evaluation import code_sha, combine
 from selfdisco.events import EVALUATED, EventWriter
 from selfdisco.records import Result
+from selfdisco.search import fidelity, population
 from selfdisco.seeds import derive
 
 STOPPED = "stopped on request"  # the reason a run ends with when the user stops it
@@ -45,6 +46,8 @@ class Services:
     burn_in_cache: Any = None  # get(id, code) -> Result | None, put(id, code, result)
     task_description: str = ""
     beta: float = 0.05
+    prompts: str = ""  # the task's own prompts folder under prompts/ ("": the preference ones)
+    reference_loss: str = "dpo"  # the catalog loss whose shape is drawn beside the others
     health: Callable | None = None  # restarts a crashed model server; True if it did
     proposer_trainer: Any = None  # trains proposer adapters (selftrain.py); None: the default
 
@@ -223,7 +226,8 @@ class Discovery:
 
     def _record_reference_shape(self) -> None:
         """dpo's shape at the run's beta, which the TUI and the report draw beside the others."""
-        result = self._screen("dpo", self.s.catalog("dpo")["code"])
+        name = self.s.reference_loss
+        result = self._screen(name, self.s.catalog(name)["code"])
         if result.ok:
             self.archive.set_meta(REFERENCE_SHAPE, result.shape.to_dict())
 
@@ -238,6 +242,8 @@ class Discovery:
             self._stage(g, "propose", "end", "")
         self.archive.set_generation(g, "evaluating")
         pending = self.archive.rows("generation = ? AND status = 'proposed'", (g,))
+        if pending and fidelity.enabled(self.d):
+            pending = fidelity.cheap_stage(self, g, pending)
         if pending:
             self._stage(g, "evaluate", "start", f"{len(pending)} candidates")
             self._evaluate(pending)
@@ -249,19 +255,22 @@ class Discovery:
                          best_fitness=best.fitness if best else None)
 
     # ---- propose and screen -------------------------------------------------------------------
-    def _messages(self) -> list[dict]:
-        system = propose.system_prompt(self.s.task_description, self.s.beta, self.d.code_grammar)
+    def _messages(self, shown: list[Row] | None = None) -> list[dict]:
+        """The proposer's context with `shown` proposals (default: every one) as history."""
+        system = propose.system_prompt(self.s.task_description, self.s.beta, self.d.code_grammar,
+                                       self.s.prompts)
         burn = [{"name": r.name, "full_name": r.thought, "code": r.code,
                  "fitness": r.fitness if r.status == "scored" else None}
                 for r in self.archive.rows("kind = 'burn_in'")]
         entries = []
-        for row in self.archive.rows("kind = 'proposal'"):
+        for row in self.archive.rows("kind = 'proposal'") if shown is None else shown:
             if row.status not in EVALUATED:
                 continue
             answer = json.dumps({"thought": row.thought, "name": row.name, "code": row.code})
             entries.append(propose.Entry(order=row.seq, answer=answer,
                                          feedback=propose.feedback(row.status, row.fitness,
-                                                                   row.reason),
+                                                                   row.reason,
+                                                                   row.metrics.get("cause")),
                                          fitness=row.fitness if row.status == "scored" else None))
         return propose.build_messages(system, propose.burn_in_message(burn), entries,
                                       budget=self.d.context_tokens, keep_best=self.d.keep_best,
@@ -303,11 +312,12 @@ class Discovery:
 
         base_messages = self._messages()
         selftrain.save_context(self.run_dir, f"g{g:02d}", base_messages)
+        contexts = population.slot_contexts(self, g, base_messages)  # slot -> its messages
         fresh = [s for s in open_slots() if not slots[s]]
-        if fresh:
-            texts = self._ask(base_messages, len(fresh), derive(self.config.seed, "propose", g),
-                              self.state.proposer_model)
-            for slot, text in zip(fresh, texts, strict=True):
+        for group in population.same_context(contexts, fresh):
+            texts = self._ask(contexts[group[0]], len(group),
+                              derive(self.config.seed, "propose", g), self.state.proposer_model)
+            for slot, text in zip(group, texts, strict=True):
                 slots[slot].append(self._screen_answer(g, slot, 0, text))
         while True:
             if self._checkpoint():
@@ -319,7 +329,7 @@ class Discovery:
             for slot in todo:
                 last = slots[slot][-1]
                 attempt = len(slots[slot])
-                messages = base_messages + [
+                messages = contexts[slot] + [
                     {"role": "assistant", "content": last.raw_text or ""},
                     {"role": "user", "content": propose.feedback("rejected", reason=last.reason)}]
                 asks.append((slot, attempt, messages,

@@ -45,9 +45,11 @@ def answer_format(grammar: str) -> dict:
     return {"json_schema": candidate_schema()}
 
 
-def system_prompt(task_description: str, beta: float, grammar: str) -> str:
+def system_prompt(task_description: str, beta: float, grammar: str, folder: str = "") -> str:
+    """The system prompt: prompts/propose_system.txt, or a task's own in prompts/<folder>/."""
     notes = load_prompt(f"propose_grammar_{grammar}").template if grammar != "free" else ""
-    return load_prompt("propose_system").substitute(
+    name = f"{folder}/propose_system" if folder else "propose_system"
+    return load_prompt(name).substitute(
         task_description=task_description, beta=beta, grammar_notes=notes)
 
 
@@ -103,8 +105,12 @@ def burn_in_message(rows: list[dict]) -> str:
     return load_prompt("propose_burn_in").substitute(entries="\n\n".join(parts))
 
 
-def feedback(status: str, fitness: float | None = None, reason: str | None = None) -> str:
-    """The paper's message after an attempt: fitness, invalid code, or failed training."""
+def feedback(status: str, fitness: float | None = None, reason: str | None = None,
+             cause: str | None = None) -> str:
+    """The paper's message after an attempt: fitness, invalid code, failed training, or (cause
+    "stopped") not trained fully after a short training (search/fidelity.py)."""
+    if cause == "stopped":
+        return load_prompt("feedback_stopped").substitute(reason=reason or "").strip()
     if status == "scored":
         return load_prompt("feedback_fitness").substitute(
             fitness=format_fitness(fitness, missing=NOT_MEASURED))

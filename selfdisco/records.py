@@ -29,6 +29,7 @@ CAUSES = {
     "task": "the task could not score the trained policy (no finite fitness)",
     "error": "anything else the worker raised: a bad job, missing data, a bug",
     "not_recorded": "a replay: the recorded run has no result for this candidate's code",
+    "stopped": "multi-fidelity: not among the best at the cheap stage, so never trained fully",
 }
 
 # Result fields the archive keeps inside a row's metrics (the archive has no columns for them).
@@ -77,6 +78,7 @@ class Job:
     code: str | None = None  # the loss; None scores the untrained base policy
     out_dir: str = ""  # receives the adapter, logs, progress.jsonl and result.json
     replicate: int = 0  # which of the candidate's training seeds (train_seed is its seed)
+    fidelity: float = 1.0  # share of the training steps (multi-fidelity's cheap stage: < 1)
 
     def for_candidate(self, id: str, name: str, code: str | None, out_dir: str,
                       replicate: int = 0, train_seed: int | None = None) -> Job:

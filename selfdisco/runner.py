@@ -155,10 +155,9 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
     with ExitStack() as stack:
         stack.callback(archive.close)
         if task.kind == "classification":
-            from selfdisco.search.digits_run import classification_services
+            from selfdisco.search.digits_run import start_services
 
-            services = classification_services(config, run_dir, source, events, stack,
-                                               description)
+            services = start_services(config, run_dir, source, events, stack, description)
         elif source.kind == "replay":
             from selfdisco.llm.cache import Recorder
             from selfdisco.llm.replay import ReplayClient

@@ -10,9 +10,11 @@ kill leaves no result, and the parent reports that.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +93,14 @@ def evaluate(job: Job, pairs: Any = None) -> Result:
                                          "loss": logs.get("loss")}) + "\n")
 
         candidate = Candidate(thought="", name=job.name, code=job.code)
+        settings = job.train_settings
+        if job.fidelity < 1:  # a cheap stage: a share of the steps (search/fidelity.py)
+            settings = replace(settings, max_steps=max(1, math.ceil(settings.max_steps
+                                                                    * job.fidelity)))
         started = time.perf_counter()
         with _server_asleep(job):
             trained = train_adapter(model_path=job.model_path, data=data,
-                                    settings=job.train_settings, out_dir=out_dir,
+                                    settings=settings, out_dir=out_dir,
                                     candidate=candidate, ref_cache_dir=job.ref_cache_dir or None,
                                     seed=job.train_seed, progress=progress)
         timings["train"] = round(time.perf_counter() - started, 2)

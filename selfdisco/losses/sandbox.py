@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 MAX_RESULT_BYTES = 1 << 20
+# The kinds of loss the sandbox screens -> the module whose run_checks(code, beta) it calls.
+CHECKS = {"preference": "selfdisco.losses.checks",
+          "classification": "selfdisco.search.classification_checks"}
 START_TIMEOUT_S = 180.0
 
 
@@ -85,14 +88,16 @@ class Sandbox:
             raise SandboxError(f"the screening sandbox did not start: {log or 'no output'}")
         self._ready = True
 
-    def run(self, code: str, *, timeout_s: float, memory_mb: int, beta: float) -> dict:
-        """Screen `code` in a fresh child, its loss shape computed at `beta`; returns {"ok",
-        "reason", "fingerprint", "shape", "seconds"}."""
+    def run(self, code: str, *, timeout_s: float, memory_mb: int, beta: float,
+            checks: str = "preference") -> dict:
+        """Screen `code` in a fresh child with the named checks (CHECKS), its loss shape
+        computed at `beta`; returns {"ok", "reason", "fingerprint", "shape", "seconds"}."""
         with self._lock:
             for _attempt in range(2):
                 self.wait_ready()
                 result = self._exchange({"code": code, "timeout_s": timeout_s,
-                                         "memory_mb": memory_mb, "beta": beta}, timeout_s + 30.0)
+                                         "memory_mb": memory_mb, "beta": beta,
+                                         "checks": checks}, timeout_s + 30.0)
                 if result is not None:
                     return result
                 self._cleanup()  # the server died or hung: start a new one and try once more
@@ -165,6 +170,7 @@ def serve() -> None:
     import torch
 
     from selfdisco.losses import checks  # noqa: F401 - imported once here, used in children
+    from selfdisco.search import classification_checks  # noqa: F401 - likewise
 
     torch.set_num_threads(1)
     protocol_out = os.fdopen(os.dup(1), "wb")
@@ -291,9 +297,10 @@ def _child(job: dict, write_fd: int, workdir: str, private_fds: tuple[int, ...])
         tempfile.tempdir = workdir
         _set_limits(float(job.get("timeout_s", 5.0)), int(job.get("memory_mb", 1024)))
         sys.setrecursionlimit(500)
-        from selfdisco.losses.checks import run_checks
+        import importlib
 
-        result = run_checks(str(job["code"]), float(job["beta"]))
+        checks = importlib.import_module(CHECKS[job.get("checks", "preference")])
+        result = checks.run_checks(str(job["code"]), float(job["beta"]))
     except BaseException as err:  # noqa: BLE001 - report, never fall back into the server loop
         result = _verdict(f"screening failed: {type(err).__name__}: {err}"[:300])
     try:

@@ -19,6 +19,11 @@ from typing import Any
 from selfdisco.errors import UserError
 from selfdisco.tasks.base import EvaluationError, Fitness, TaskContext, apply_options
 
+
+class Diverged(EvaluationError):
+    """Training met a non-finite loss or gradient."""
+
+
 CROSS_ENTROPY = '''
 def cross_entropy(logits, targets):
     return F.cross_entropy(logits, targets, reduction="none")
@@ -50,7 +55,7 @@ def compile_classification_loss(code: str) -> Callable:
     import torch
     import torch.nn.functional as F
 
-    _static_check(code)
+    static_check(code)
     provided = {"torch": torch, "F": F, "math": math}
     namespace: dict[str, Any] = dict(provided)
     try:
@@ -64,7 +69,7 @@ def compile_classification_loss(code: str) -> Callable:
     return functions[0]
 
 
-def _static_check(code: str) -> None:
+def static_check(code: str) -> None:
     """Reject code that imports, or reaches dunder names or private attributes.
 
     The loss library's allow-list checker expects the preference-loss signature, so this task
@@ -153,10 +158,11 @@ def _train(loss_fn: Callable, settings: DigitsSettings, seed: int, x_train: Any,
         train_accuracy = float((model(x_train).argmax(dim=1) == y_train).float().mean())
     n = len(y_val)
     accuracy = float(val_correct.mean())
+    per_example = [float(x) for x in val_correct]
     stderr = math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)
     metrics = {"train_accuracy": train_accuracy, "final_train_loss": last_loss, "steps": steps,
                "seconds": round(time.perf_counter() - started, 3),
-               "metric": "validation accuracy (binomial stderr)"}
+               "metric": "validation accuracy (binomial stderr)", "per_prompt": per_example}
     return Fitness(value=accuracy, stderr=stderr, metrics=metrics, n=n)
 
 
@@ -176,7 +182,7 @@ def _batch_loss(loss_fn: Callable, logits: Any, targets: Any, step: int) -> Any:
         raise EvaluationError("the loss does not depend on the logits (no gradient)")
     loss = losses.mean()
     if not torch.isfinite(loss):
-        raise EvaluationError(f"diverged at step {step}: the loss is not finite")
+        raise Diverged(f"diverged at step {step}: the loss is not finite")
     return loss
 
 
@@ -185,7 +191,7 @@ def _check_gradients(model: Any, step: int) -> None:
 
     for parameter in model.parameters():
         if parameter.grad is not None and not torch.isfinite(parameter.grad).all():
-            raise EvaluationError(f"diverged at step {step}: a gradient is not finite")
+            raise Diverged(f"diverged at step {step}: a gradient is not finite")
 
 
 class DigitsTask:

@@ -46,6 +46,7 @@ class CandidateRow:
     loss: float | None = None
     proposed_t: float | None = None
     finished_t: float | None = None
+    stages: dict[str, dict] = field(default_factory=dict)  # multi-fidelity stage -> result
 
     @property
     def kl(self) -> float | None:
@@ -375,6 +376,15 @@ class RunState:
         row = self._row(event)
         row.status, row.reason, row.finished_t = "failed", event.get("reason"), event.get("t")
         self._log(event, "error", f"{row.id} {row.name} failed: {row.reason}")
+
+    def _on_candidate_stage(self, event: dict) -> None:
+        """A multi-fidelity stage's result (kept in stages), then its decision (logged)."""
+        row = self._row(event)
+        fields = ("fidelity", "status", "fitness", "decision", "rule")
+        row.stages[str(event.get("stage"))] = {key: event.get(key) for key in fields}
+        if event.get("decision"):
+            self._log(event, "info", f"{row.id} {row.name} {event.get('stage')} stage: "
+                                     f"{event.get('rule')}")
 
     def _on_proposer_changed(self, event: dict) -> None:
         adapter = event.get("adapter")

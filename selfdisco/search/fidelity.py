@@ -1,0 +1,116 @@
+"""Multi-fidelity evaluation: every candidate gets a cheap stage, only the best the full one.
+
+This is successive halving (Jamieson and Talwalkar, 2016) with two rungs: each valid candidate
+of a generation is trained for `discovery.fidelity` of the full training (one training seed),
+and the best `discovery.fidelity_keep` of them, ranked by that cheap fitness, go on to the full
+evaluation (with its replicates). The baselines are measured at the same fidelity once, and a
+candidate that is at least as good as the best of them there goes on whatever its rank: the cut
+should never drop a loss that beats every known one. A candidate stopped at the cheap stage is
+never trained fully; it is recorded as failed with cause "stopped" and the rule that stopped
+it, and its cheap result stays in the archive's stages table.
+
+Every cheap result and every decision is written to the archive before the next step, so a run
+killed during the cheap stage resumes with the results it has and evaluates only the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from selfdisco.records import Result
+
+CHEAP = "cheap"  # the one stage before the full evaluation
+
+
+def enabled(discovery: Any) -> bool:
+    return 0 < discovery.fidelity < 1
+
+
+def cheap_stage(loop: Any, g: int, pending: list) -> list:
+    """Run generation g's cheap stage for the pending rows (and the baselines, once); record
+    each decision; return the rows that go on to the full evaluation."""
+    f = loop.d.fidelity
+    baselines = loop.archive.rows("kind = 'burn_in' AND status = 'scored'")
+    todo = [r for r in [*baselines, *pending] if loop.archive.stage(r.id, CHEAP) is None]
+    if todo:
+        loop._stage(g, CHEAP, "start", f"{len(todo)} at {f:.0%} of the training")
+        _evaluate(loop, todo, f)
+        loop._stage(g, CHEAP, "end", "")
+    anchor = _best_baseline(loop, baselines)
+    entries = {r.id: loop.archive.stage(r.id, CHEAP)
+               for r in loop.archive.rows("generation = ? AND kind = 'proposal'", (g,))}
+    scored = [(-e["result"]["fitness"], id) for id, e in entries.items()
+              if e is not None and e["result"]["status"] == "scored"]
+    ranked = [id for _, id in sorted(scored, key=lambda s: (s[0], loop.archive.get(s[1]).seq))]
+    keep = max(1, math.ceil(loop.d.fidelity_keep * len(ranked)))
+    promoted = []
+    for row in pending:
+        entry = loop.archive.stage(row.id, CHEAP)
+        result = Result.from_dict(entry["result"])
+        if entry["decision"] is None:  # decided once; a resumed run keeps the decision
+            if result.status != "scored":
+                decision, rule = "failed", f"failed at the cheap stage: {result.reason}"
+            else:
+                decision, rule = _rule(result.fitness, ranked.index(row.id) + 1, len(ranked),
+                                       keep, f, anchor)
+            entry = _decide(loop, row, entry, decision, rule)
+        if entry["decision"] == "promoted":
+            promoted.append(row)
+        elif entry["decision"] == "failed":
+            loop._record_result(row, result)
+        else:
+            loop._record_result(row, Result.failed(
+                "stopped", entry["rule"], metrics={"fidelity": {CHEAP: entry}}))
+    return promoted
+
+
+def _rule(fitness: float, rank: int, n: int, keep: int, f: float,
+          anchor: tuple[str, float] | None) -> tuple[str, str]:
+    """(decision, the rule that made it, in words)."""
+    where = f"after {f:.0%} of the training its fitness was {fitness:.4g}, rank {rank} of {n}"
+    if rank <= keep:
+        return "promoted", f"promoted: {where} (the top {keep} go on)"
+    if anchor is not None and fitness >= anchor[1]:
+        return "promoted", (f"promoted: {where}, at least the best baseline's {anchor[1]:.4g} "
+                            f"({anchor[0]}) at the same length")
+    below = f"; the best baseline there, {anchor[0]}, had {anchor[1]:.4g}" if anchor else ""
+    return "stopped", f"not trained fully: {where} (only the top {keep} go on){below}"
+
+
+def _evaluate(loop: Any, rows: list, f: float) -> None:
+    def on_done(row, result: Result) -> None:
+        entry = {"fidelity": f, "result": result.to_dict(), "decision": None, "rule": None}
+        loop.archive.put_stage(row.id, CHEAP, entry)
+        _emit(loop, row, entry)
+
+    def on_start(row) -> None:
+        if row.kind == "proposal":
+            loop.archive.update(row.id, status="training")
+            loop.events.emit("candidate_status", id=row.id, status="training")
+
+    loop.s.evaluator.evaluate(rows, lambda row, progress: None, on_done, on_start, fidelity=f)
+    for row in rows:  # back in the queue until decided
+        if loop.archive.get(row.id).status == "training":
+            loop.archive.update(row.id, status="proposed")
+
+
+def _decide(loop: Any, row, entry: dict, decision: str, rule: str) -> dict:
+    entry = {**entry, "decision": decision, "rule": rule}
+    loop.archive.put_stage(row.id, CHEAP, entry)
+    _emit(loop, row, entry)
+    return entry
+
+
+def _emit(loop: Any, row, entry: dict) -> None:
+    result = entry["result"]
+    loop.events.emit("candidate_stage", id=row.id, stage=CHEAP, fidelity=entry["fidelity"],
+                     status=result["status"], fitness=result.get("fitness"),
+                     decision=entry["decision"], rule=entry["rule"])
+
+
+def _best_baseline(loop: Any, baselines: list) -> tuple[str, float] | None:
+    """The best baseline's name and fitness at the cheap stage; None when none scored."""
+    measured = [(r.name, float(e["result"]["fitness"])) for r in baselines
+                if (e := loop.archive.stage(r.id, CHEAP)) and e["result"]["status"] == "scored"]
+    return max(measured, key=lambda m: m[1]) if measured else None

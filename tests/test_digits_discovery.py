@@ -1,0 +1,138 @@
+"""Discovery on the digits task: classification losses screened (shapes, gradients, label
+leakage), baselines burnt in, candidates trained and scored by held-out accuracy, through the
+real loop with a scripted proposer (no model server)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from loop_helpers import ScriptedProposer
+
+from selfdisco import stats
+from selfdisco.archive import REFERENCE_SHAPE, Archive
+from selfdisco.config import check_run, load_config
+from selfdisco.errors import UserError
+from selfdisco.events import EventWriter, read_events
+from selfdisco.losses import Candidate
+from selfdisco.search import classification
+from selfdisco.search.classification_eval import ClassificationEvaluator
+from selfdisco.search.digits_run import classification_services
+
+DIGITS = {"task": {"name": "digits", "options": {"epochs": 2}},
+          "discovery": {"burn_in": ["cross_entropy", "focal"], "code_grammar": "free",
+                        "self_improve": "off", "generations": 1,
+                        "candidates_per_generation": 2, "max_resamples": 1}}
+SMOOTH_FOCAL = '''
+def smooth_focal(logits, targets):
+    logp = F.log_softmax(logits, dim=1)
+    true = logp.gather(1, targets[:, None]).squeeze(1)
+    return -(1 - true.exp()) * true - 0.05 * logp.mean(dim=1)
+'''
+TEMPERED = '''
+def tempered(logits, targets):
+    return F.cross_entropy(logits / 2.0, targets, reduction="none")
+'''
+LEAKS = '''
+def leaks(logits, targets):
+    peeked = logits + 20.0 * F.one_hot(targets, logits.shape[1])
+    return F.cross_entropy(peeked, targets, reduction="none")
+'''
+REVERSED = '''
+def reversed_ce(logits, targets):
+    return -F.cross_entropy(logits, targets, reduction="none")
+'''
+
+
+def answer(name: str, code: str) -> str:
+    return json.dumps({"thought": "try it", "name": name, "code": code})
+
+
+def screen(code: str):
+    return classification.screen(Candidate(thought="", name="x", code=code), timeout_s=10)
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    evaluator = ClassificationEvaluator({"epochs": 2}, train_seed=3)
+    yield evaluator
+    evaluator.close()
+
+
+def digits_config(**discovery):
+    overrides = json.loads(json.dumps(DIGITS))
+    overrides["discovery"].update(discovery)
+    return load_config("cpu", overrides=overrides)
+
+
+def make_digits_loop(run_dir, proposer, evaluator, **discovery):
+    from selfdisco.loop import Discovery
+
+    config = digits_config(**discovery)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(config.to_toml())
+    services = classification_services(proposer, evaluator, "Fitness here is accuracy.")
+    return Discovery(config, run_dir, Archive(run_dir), EventWriter(run_dir), services)
+
+
+def test_the_baselines_pass_screening_with_their_shapes():
+    for name in classification.CATALOG:
+        result = screen(classification.catalog_entry(name)["code"])
+        assert result.ok, (name, result.reason)
+        losses = [x for x in result.shape.loss if x is not None]
+        assert losses[0] > losses[-1]  # lower when the true class's margin is larger
+
+
+@pytest.mark.parametrize("code, says", [
+    (LEAKS, "reads the labels"),
+    (REVERSED, "rank predictions"),
+    ("def f(logits, targets):\n    return (logits ** 2).mean(dim=1)\n", "labels"),
+    ("def f(logits, targets):\n    logits.mul_(2.0)\n    return logits.sum(dim=1)\n", "place"),
+    ("def f(logits, targets):\n    p = torch.exp(logits)\n"
+     "    return -torch.log(p.gather(1, targets[:, None]).squeeze(1) / p.sum(dim=1))\n",
+     "large logits"),
+    ("def f(logits, targets):\n    return logits[:, :3]\n", "shape"),
+    ("import os\ndef f(logits, targets):\n    return logits\n", "imports"),
+])
+def test_screening_rejects_leaks_and_broken_losses_with_a_reason(code, says):
+    result = screen(code)
+    assert not result.ok and says in result.reason
+
+
+def test_a_scalar_mean_is_the_same_behaviour_as_per_example_cross_entropy():
+    scalar = screen("def ce(logits, targets):\n    return F.cross_entropy(logits, targets)\n")
+    per_example = screen(classification.catalog_entry("cross_entropy")["code"])
+    assert scalar.fingerprint.is_duplicate(per_example.fingerprint)
+    assert not screen(TEMPERED).fingerprint.is_duplicate(per_example.fingerprint)
+
+
+def test_a_digits_run_is_checked_with_one_message_naming_every_flag():
+    with pytest.raises(UserError) as err:
+        check_run(load_config("cpu", overrides={"task": {"name": "digits"}}))
+    message = str(err.value)
+    for flag in ("discovery.burn_in=", "discovery.code_grammar=free",
+                 "discovery.self_improve=off"):
+        assert flag in message
+    assert check_run(digits_config()) is None  # no training recipe: nothing is fine-tuned
+
+
+def test_digits_discovery_burns_in_screens_and_scores_by_accuracy(tmp_path, evaluator):
+    run = tmp_path / "run"
+    proposer = ScriptedProposer([answer("smooth_focal", SMOOTH_FOCAL), answer("leaks", LEAKS),
+                                 answer("tempered", TEMPERED)])
+    loop = make_digits_loop(run, proposer, evaluator)
+    assert loop.run() == "generation limit reached"
+    archive = Archive(run)
+    rows = {r.id: r for r in archive.rows()}
+    assert all(rows[i].status == "scored" for i in ("burn-cross_entropy", "burn-focal"))
+    assert rows["g01-c1"].status == "scored" and 0.5 < rows["g01-c1"].fitness <= 1
+    assert rows["g01-c2"].status == "rejected" and "reads the labels" in rows["g01-c2"].reason
+    assert rows["g01-c2-r1"].status == "scored"
+    assert rows["base"].fitness < 0.3  # the untrained network
+    assert archive.get_meta(REFERENCE_SHAPE)["beta"] == 0.0  # cross-entropy's margin curve
+    system = proposer.requests[0]["messages"][0]["content"]
+    assert "def loss_fn(logits, targets):" in system and "cross_entropy" in \
+        proposer.requests[0]["messages"][1]["content"]
+    d = stats.difference(rows["g01-c1"], rows["burn-cross_entropy"])
+    assert d.paired and d.stderr > 0  # the same held-out examples
+    assert list(read_events(run / "events.jsonl"))[-1]["type"] == "run_finished"
