@@ -346,7 +346,8 @@ def pair_agreement(judge: Judge, pairs: Sequence[KnownPair], mode: str,
             return None
         return 1.0 if better > worse else 0.5 if better == worse else 0.0
 
-    scores = parallel_map(one, list(range(len(pairs))), concurrency)
+    scores = parallel_map(one, list(range(len(pairs))), concurrency, label="judging",
+                          unit="pairs")
     failed = sum(s is None for s in scores)
     return {"judge_agreement": sum(s or 0.0 for s in scores) / len(pairs) if pairs else math.nan,
             "judge_agreement_n": len(pairs), "judge_agreement_failed": failed}

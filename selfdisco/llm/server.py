@@ -32,6 +32,7 @@ from selfdisco.errors import UserError
 from selfdisco.llm import topology
 from selfdisco.llm.client import LLMClient
 from selfdisco.llm.procs import end_group, group_members
+from selfdisco.progress import Progress
 
 if TYPE_CHECKING:
     from selfdisco.llm.cache import Recorder
@@ -364,16 +365,19 @@ class VLLMServer:
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise ServerError(f"vLLM exited with code {self._proc.returncode} while starting "
-                                  f"{self.model_path}. Last lines of {self.log_path}:\n"
-                                  f"{self.log_tail()}")
-            if self.is_healthy(timeout_s=2.0):
-                with contextlib.suppress(psutil.Error):
-                    self._children += psutil.Process(self._proc.pid).children(recursive=True)
-                return
-            time.sleep(0.5)
+        with Progress(f"starting vLLM for {self.model_name}") as progress:
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    raise ServerError(f"vLLM exited with code {self._proc.returncode} while "
+                                      f"starting {self.model_path}. Last lines of "
+                                      f"{self.log_path}:\n{self.log_tail()}")
+                if self.is_healthy(timeout_s=2.0):
+                    with contextlib.suppress(psutil.Error):
+                        self._children += psutil.Process(self._proc.pid).children(recursive=True)
+                    return
+                progress.update(note=f"waiting for {self.root_url}/health; its log says: "
+                                     f"{self.log_tail(1)[-120:]}")
+                time.sleep(0.5)
         raise ServerError(f"vLLM did not become healthy within {self.startup_timeout_s:.0f} s "
                           f"for {self.model_path}. Last lines of {self.log_path}:\n"
                           f"{self.log_tail()}")

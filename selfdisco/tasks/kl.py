@@ -51,27 +51,31 @@ def completion_logprob_sums(model: Any, sequences: Sequence[tuple[list[int], lis
     """sum_t log p(y_t | x, y_<t) for each (prompt ids x, completion ids y) pair."""
     import torch
 
+    from selfdisco.progress import Progress
+
     device = next(model.parameters()).device
     sums = [0.0] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda i: -sum(map(len, sequences[i])))
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        rows = [sequences[i][0] + sequences[i][1] for i in batch]
-        width = max(len(row) for row in rows)
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            ids[r, :len(row)] = torch.tensor(row)
-            mask[r, :len(row)] = 1
-        with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        token_logprobs = logprobs.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
-        for r, index in enumerate(batch):
-            prompt, completion = sequences[index]
-            if not completion:
-                continue
-            # Position t predicts token t + 1: completion tokens sit at len(prompt) onwards.
-            first = len(prompt) - 1
-            sums[index] = float(token_logprobs[r, first:first + len(completion)].sum())
+    with Progress("log-probs for KL", total=len(sequences), unit="samples") as progress:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            rows = [sequences[i][0] + sequences[i][1] for i in batch]
+            width = max(len(row) for row in rows)
+            ids = torch.zeros((len(rows), width), dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, row in enumerate(rows):
+                ids[r, :len(row)] = torch.tensor(row)
+                mask[r, :len(row)] = 1
+            with torch.no_grad():
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            token_logprobs = logprobs.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+            for r, index in enumerate(batch):
+                prompt, completion = sequences[index]
+                if not completion:
+                    continue
+                # Position t predicts token t + 1: completion tokens sit at len(prompt) onwards.
+                first = len(prompt) - 1
+                sums[index] = float(token_logprobs[r, first:first + len(completion)].sum())
+            progress.advance(len(batch))
     return sums

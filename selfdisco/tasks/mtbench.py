@@ -240,7 +240,8 @@ def answer_questions(client: Any, questions: list[Question], model: str | None,
             answers.append(reply)
         return answers
 
-    return parallel_map(one, list(range(len(questions))), settings.concurrency)
+    return parallel_map(one, list(range(len(questions))), settings.concurrency,
+                        label="answering", unit="questions")
 
 
 def _single(judge: Judge, questions: list[Question], answers: list[list[str]],
@@ -258,7 +259,7 @@ def _single(judge: Judge, questions: list[Question], answers: list[list[str]],
             errors.append(f"{type(err).__name__}: {str(err)[:200]}")
             return Rating(question.question_id, turn, None, len(answer[turn - 1]), "")
 
-    ratings = parallel_map(rate, jobs, settings.concurrency)
+    ratings = parallel_map(rate, jobs, settings.concurrency, label="judging", unit="answers")
     scores = [r.score for r in ratings if r.score is not None]
     value, stderr = mean_and_stderr(scores)
     metrics: dict[str, Any] = {"mode": "single", **rating_statistics(ratings),
@@ -295,7 +296,8 @@ def _pairwise(judge: Judge, questions: list[Question], answers: list[list[str]],
             return PairGame(question.question_id, turn, None, None, len(policy[turn - 1]),
                             len(base[turn - 1]))
 
-    games = parallel_map(compare, jobs, settings.concurrency)
+    games = parallel_map(compare, jobs, settings.concurrency, label="judging",
+                         unit="answer pairs")
     stats = pairwise_statistics(games)
     metrics = {"mode": "pairwise (both orders; disagreement is a tie)", **stats,
                "parse_rate": stats["parsed"] / len(games) if games else 0.0,

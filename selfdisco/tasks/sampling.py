@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from selfdisco.errors import UserError
+from selfdisco.progress import Progress
 
 # Concurrent requests: vLLM batches them (about 7x the throughput of one stream on 2 cores).
 DEFAULT_CONCURRENCY = 8
@@ -27,12 +28,20 @@ class Sample:
 
 
 def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any],
-                 concurrency: int = DEFAULT_CONCURRENCY) -> list[Any]:
-    """fn over items with up to `concurrency` requests in flight; results in input order."""
-    if concurrency <= 1 or len(items) <= 1:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(concurrency, len(items))) as pool:
-        return list(pool.map(fn, items))
+                 concurrency: int = DEFAULT_CONCURRENCY, label: str = "requests",
+                 unit: str = "") -> list[Any]:
+    """fn over items with up to `concurrency` requests in flight; results in input order.
+    Progress (`label: n of N unit`) goes to stderr when it takes more than a few seconds."""
+    with Progress(label, total=len(items), unit=unit) as progress:
+        def counted(item: Any) -> Any:
+            result = fn(item)
+            progress.advance()
+            return result
+
+        if concurrency <= 1 or len(items) <= 1:
+            return [counted(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(concurrency, len(items))) as pool:
+            return list(pool.map(counted, items))
 
 
 def sample_completions(client: Any, prompts: Sequence[str], *, n: int, max_tokens: int,
@@ -53,7 +62,8 @@ def sample_completions(client: Any, prompts: Sequence[str], *, n: int, max_token
                        list(c.token_logprobs) if c.token_logprobs is not None else None,
                        c.finish_reason, c.prompt_token_ids) for c in completions]
 
-    groups = parallel_map(one, list(range(len(prompts))), concurrency)
+    groups = parallel_map(one, list(range(len(prompts))), concurrency,
+                          label=f"sampling {n} per prompt", unit="prompts")
     return [sample for group in groups for sample in group]
 
 

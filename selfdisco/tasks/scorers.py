@@ -61,15 +61,19 @@ class ClassifierScorer:
         self.label = scorer_label(f"hf:{model}")
 
     def score(self, texts: Sequence[str]) -> list[float]:
+        from selfdisco.progress import Progress
+
         scores: list[float] = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start:start + self.batch_size])
-            encoded = self._tokenizer(batch, padding=True, truncation=True,
-                                      max_length=self.max_length, return_tensors="pt")
-            with self._torch.no_grad():
-                logits = self._model(**encoded).logits
-            probs = logits.float().softmax(dim=-1)[:, self.positive_index]
-            scores.extend(float(p) for p in probs)
+        with Progress("scoring", total=len(texts), unit="texts") as progress:
+            for start in range(0, len(texts), self.batch_size):
+                batch = list(texts[start:start + self.batch_size])
+                encoded = self._tokenizer(batch, padding=True, truncation=True,
+                                          max_length=self.max_length, return_tensors="pt")
+                with self._torch.no_grad():
+                    logits = self._model(**encoded).logits
+                probs = logits.float().softmax(dim=-1)[:, self.positive_index]
+                scores.extend(float(p) for p in probs)
+                progress.advance(len(batch))
         return scores
 
 
