@@ -60,3 +60,18 @@ def test_report_and_resume_take_a_run_id(tmp_path, monkeypatch, capsys):
         assert "did you mean: sentiment-2026" in capsys.readouterr().err
     assert main(["report", "sentiment-2026"]) == 2  # found, but it has no archive yet
     assert "has no archive.sqlite" in capsys.readouterr().err
+
+
+def test_a_replay_names_its_run_by_id(tmp_path, monkeypatch, capsys):
+    from selfdisco.cli import build_parser, main
+    from selfdisco.commands.run import resolve
+    from selfdisco.config import load_config
+
+    monkeypatch.setenv("SELFDISCO_HOME", str(tmp_path))
+    recorded = make_run(tmp_path, "smoke-run", files=())
+    (recorded / "config.toml").write_text(load_config("smoke").to_toml())
+    config = resolve(build_parser().parse_args(["run", "--proposer", "replay:smoke-run"]))
+    assert config.server.proposer == f"replay:{recorded.resolve()}"
+    assert config.preset == "smoke"  # the recorded run's own config
+    assert main(["run", "--no-tui", "--proposer", "replay:smoke-rn"]) == 2
+    assert "did you mean: smoke-run" in capsys.readouterr().err

@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"starting configuration (default: {DEFAULT_PRESET})")
     parser.add_argument("--config", type=Path, metavar="FILE", help="a TOML config file")
     parser.add_argument("--proposer", metavar="SPEC",
-                        help="local (default), http://HOST:PORT/v1, or replay:RUN_DIR")
+                        help="local (default), http://HOST:PORT/v1, or replay:RUN (a recorded "
+                             "run's directory or id)")
     parser.add_argument("--proposer-model", metavar="NAME",
                         help="with a proposer URL: the model to ask for (default: the "
                              "server's first)")
@@ -67,14 +68,14 @@ def overrides_from(args: argparse.Namespace) -> dict:
 def resolve(args: argparse.Namespace):
     """The run's config; a replay starts from the recorded run's own config."""
     from selfdisco.config import _merge, load_config, read_run_config
-    from selfdisco.errors import UserError
+    from selfdisco.paths import resolve_run
 
+    source = None
+    if args.proposer and args.proposer.startswith("replay:"):  # a run directory or a run id
+        source = resolve_run(args.proposer.removeprefix("replay:"))
+        args.proposer = f"replay:{source}"
     overrides = overrides_from(args)
-    if args.proposer and args.proposer.startswith("replay:") and not (args.config or args.preset):
-        source = Path(args.proposer.removeprefix("replay:"))
-        if not (source / "config.toml").exists():
-            raise UserError(f"--proposer {args.proposer}: {source} is not a run directory (it has "
-                            "no config.toml)")
+    if source is not None and not (args.config or args.preset):
         recorded = read_run_config(source).to_dict()
         return load_config(recorded["preset"], None, _merge(recorded, overrides))
     return load_config(args.preset, args.config, overrides)
