@@ -53,7 +53,7 @@ def seconds_per_point(archive: Any) -> float | None:
     return sum(seconds.values()) if seconds else None
 
 
-def task_options(ctx: HeldoutContext) -> dict:
+def task_options() -> dict:
     """kl_budget = 0 where the task has that option: the full policy's reward and KL are the
     point, so no extra budget evaluation runs."""
     import dataclasses
@@ -69,7 +69,7 @@ def run(ctx: HeldoutContext) -> None:
     if ctx.config.task.name != "sentiment":
         raise UserError(f"the frontier protocol trains on the sentiment task (reward and KL); "
                         f"this run's task is {ctx.config.task.name}: choose other --protocols")
-    options = task_options(ctx)
+    options = task_options()
     losses = {loss.id: loss for loss in ctx.losses}
     for point in points(ctx):
         if ctx.done(point):
