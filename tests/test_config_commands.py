@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 
 import pytest
@@ -82,6 +83,13 @@ def test_example_config_loads_and_names_only_known_keys(tmp_path, capsys):
         return out
 
     assert set(keys(data)) <= known
+    section, commented = "", []
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line.strip("[]") + "."
+        elif match := re.match(r"# (\w+) = ", line):
+            commented.append(section + match.group(1))
+    assert commented and set(commented) <= known, "a commented-out key must be a real one"
     sections = {f.name for f in dataclasses.fields(RunConfig)
                 if dataclasses.is_dataclass(getattr(RunConfig(), f.name))}
     assert sections <= set(data), "the example shows every section"
