@@ -1,0 +1,111 @@
+"""Multi-fidelity evaluation on the digits task: the cheap stage, the rule, and resume."""
+
+from __future__ import annotations
+
+import pytest
+from loop_helpers import ScriptedProposer
+from test_digits_discovery import answer, make_digits_loop
+
+from selfdisco.archive import Archive
+from selfdisco.events import read_events
+from selfdisco.search.classification_eval import ClassificationEvaluator
+from selfdisco.search.fidelity import CHEAP
+
+CODES = {
+    "tempered": "    return F.cross_entropy(logits / 2.0, targets, reduction='none')\n",
+    "sharp": "    return F.cross_entropy(logits * 3.0, targets, reduction='none')\n",
+    "smoothed": "    return F.cross_entropy(logits, targets, reduction='none', "
+                "label_smoothing=0.3)\n",
+    "squared": "    p = F.softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)\n"
+               "    return (1 - p) ** 2\n",
+}
+ANSWERS = [answer(name, f"def {name}(logits, targets):\n{body}") for name, body in CODES.items()]
+FIDELITY = {"fidelity": 0.5, "fidelity_keep": 0.5, "candidates_per_generation": 4}
+
+
+class Killed(Exception):
+    pass
+
+
+class Recording:
+    """The real evaluator, recording (id, fidelity) of each evaluation; optionally killed
+    (an exception out of the loop) after `kill_after` cheap results."""
+
+    def __init__(self, inner, kill_after: int | None = None):
+        self.inner, self.kill_after, self.calls = inner, kill_after, []
+
+    def evaluate(self, rows, on_progress, on_done, on_start=None, replicates=None,
+                 fidelity=1.0):
+        def done(row, result):
+            self.calls.append((row.id, fidelity))
+            on_done(row, result)
+            cheap = sum(f < 1 for _, f in self.calls)
+            if fidelity < 1 and self.kill_after is not None and cheap >= self.kill_after:
+                raise Killed
+
+        self.inner.evaluate(rows, on_progress, done, on_start, replicates=replicates,
+                            fidelity=fidelity)
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    evaluator = ClassificationEvaluator({"epochs": 2}, train_seed=3)
+    yield evaluator
+    evaluator.close()
+
+
+def decisions(run) -> dict[str, str]:
+    archive = Archive(run)
+    out = {id: stages[CHEAP]["decision"] for id, stages in archive.stages().items()}
+    archive.close()
+    return out
+
+
+def test_only_the_best_at_the_cheap_stage_are_trained_fully(tmp_path, evaluator):
+    run = tmp_path / "run"
+    recording = Recording(evaluator)
+    proposer = ScriptedProposer(ANSWERS + ANSWERS)
+    loop = make_digits_loop(run, proposer, recording, generations=2, **FIDELITY)
+    loop.run()
+    archive = Archive(run)
+    rows = {r.id: r for r in archive.rows("kind = 'proposal'")}
+    stages = archive.stages()
+    stopped = [id for id, s in stages.items() if s[CHEAP]["decision"] == "stopped"]
+    promoted = [id for id, s in stages.items() if s[CHEAP]["decision"] == "promoted"]
+    assert len(promoted) == 2 and len(stopped) == 2  # the top half of generation 1's four
+    full = {id for id, f in recording.calls if f == 1.0}
+    assert not full & set(stopped) and set(promoted) <= full
+    for id in stopped:
+        assert rows[id].status == "failed" and rows[id].metrics["cause"] == "stopped"
+        assert "not trained fully" in rows[id].reason and "rank" in rows[id].reason
+    cheap = [stages[id][CHEAP]["result"]["fitness"] for id in promoted + stopped]
+    assert min(cheap[:2]) >= max(cheap[2:])  # promoted by their cheap fitness
+    # The baselines were measured at the same fidelity, once.
+    baselines = [id for id, f in recording.calls if id.startswith("burn-") and f < 1]
+    assert sorted(baselines) == ["burn-cross_entropy", "burn-focal"]
+    assert {(e["id"], e["decision"]) for e in read_events(run / "events.jsonl")
+            if e["type"] == "candidate_stage" and e["decision"]} == {
+        (id, stages[id][CHEAP]["decision"]) for id in promoted + stopped}
+    # The proposer is told a stopped candidate's figures, not that its training failed.
+    history = [m["content"] for m in proposer.requests[-1]["messages"] if m["role"] == "user"]
+    assert any(text.startswith("Stopped early: not trained fully") for text in history)
+    assert not any(text.startswith("Training failed") for text in history)
+
+
+def test_a_run_killed_in_the_cheap_stage_resumes_with_the_same_decisions(tmp_path, evaluator):
+    whole = tmp_path / "whole"
+    make_digits_loop(whole, ScriptedProposer(ANSWERS), Recording(evaluator), **FIDELITY).run()
+    run = tmp_path / "run"
+    killed = Recording(evaluator, kill_after=3)  # 2 baselines, then 1 of the 4 candidates
+    with pytest.raises(Killed):
+        make_digits_loop(run, ScriptedProposer(ANSWERS), killed, **FIDELITY).run()
+    archive = Archive(run)
+    assert len(archive.stages()) == 3
+    archive.requeue_unfinished()
+    archive.close()
+    resumed = Recording(evaluator)
+    loop = make_digits_loop(run, ScriptedProposer([]), resumed, **FIDELITY)
+    assert loop.run() == "generation limit reached"
+    again = [id for id, f in resumed.calls if f < 1]
+    assert len(again) == 3 and not set(again) & {id for id, _ in killed.calls}
+    assert decisions(run) == decisions(whole)
