@@ -24,6 +24,7 @@ from textual.worker import get_current_worker
 
 from selfdisco import control
 from selfdisco.tui.feed import EventFeed
+from selfdisco.tui.proposers import ProposerPanel, ProposersScreen
 from selfdisco.tui.rundir import header_fields, read_config
 from selfdisco.tui.shapes import RecordedShape, read_shape
 from selfdisco.tui.state import CandidateRow, LogLine, RunState
@@ -103,6 +104,7 @@ class DiscoApp(App[str]):
         Binding("p", "toggle_pause", "pause/resume"),
         Binding("s", "stop", "stop after generation"),
         Binding("slash", "filter", "filter"),
+        Binding("l", "proposers", "proposers"),
     ]
 
     def __init__(self, run_dir: Path, *, owns_run: bool = False,
@@ -195,6 +197,8 @@ class DiscoApp(App[str]):
             self.query_one("#fitness", FitnessPlot).draw(self.state)
         self.query_one("#log", LogPane).add(lines, self.state.started_t)
         self.show_selected(only_if_in=changed)
+        if isinstance(self.screen, ProposersScreen):
+            self.screen.query_one(ProposerPanel).show(self.state)
 
     def refresh_header(self) -> None:
         self.check_process()
@@ -284,6 +288,9 @@ class DiscoApp(App[str]):
         paused = self.state.paused if self.requested not in ("pause", "resume") \
             else self.requested == "pause"
         self.send("resume" if paused else "pause")
+
+    def action_proposers(self) -> None:
+        self.push_screen(ProposersScreen())
 
     def action_stop(self) -> None:
         self.send("stop")

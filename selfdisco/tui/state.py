@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfdisco import stats
+from selfdisco import lineage, stats
 from selfdisco.control import apply_command
 from selfdisco.events import EVALUATED, EVENTS_FILE, FINAL, read_events
 
@@ -108,6 +108,7 @@ class RunState:
         self.seq = 0  # the last event's sequence number
         self.events_seen = 0
         self.candidates: dict[str, CandidateRow] = {}
+        self.duels: list[dict] = []  # proposer_duel events, in order
         self.generation_times: dict[int, list[float | None]] = {}  # generation -> [start, end]
         self.log: deque[LogLine] = deque(maxlen=LOG_LINES_KEPT)
         self.changed: set[str] = set()  # candidate ids changed since take_changes()
@@ -187,6 +188,10 @@ class RunState:
             best = best_of[generation] if best is None else max(best, best_of[generation])
             running[generation] = best
         return running
+
+    def lineage(self) -> list[lineage.Figures]:
+        """Each proposer's figures so far (selfdisco/lineage.py)."""
+        return lineage.by_proposer(self.candidates.values())
 
     def counts(self, generation: int | None = None) -> dict[str, int]:
         """Status -> number of candidates (of one generation when given)."""
@@ -392,6 +397,16 @@ class RunState:
         fitness = event.get("fitness")
         fitness_text = f" (fitness {fitness:.4g})" if isinstance(fitness, int | float) else ""
         self._log(event, "info", f"proposer is now {self.proposer}{fitness_text}")
+
+    def _on_proposer_duel(self, event: dict) -> None:
+        self.duels.append(event)
+        promoted = bool(event.get("promoted"))
+        n = event.get("samples")
+        self._log(event, "info" if promoted else "warning", (
+            f"duel after generation {event.get('generation')}: {event.get('challenger')} "
+            f"{event.get('challenger_valid')}/{n} valid and novel vs {event.get('current')} "
+            f"{event.get('current_valid')}/{n}: {'promoted' if promoted else 'not promoted'} "
+            f"({event.get('reason')})"))
 
     def _on_control(self, event: dict) -> None:
         command = event.get("command")
