@@ -70,6 +70,14 @@ def test_missing_name_comes_from_the_function():
     assert parse_candidate(json.dumps(data)).name == "adaptive_margin"
 
 
+def test_a_placeholder_name_counts_as_no_name():
+    for placeholder in ("your_name", "Your Name", "loss_name", "short_snake_case_name", "name"):
+        data = {"thought": "x", "name": placeholder, "code": CODE}
+        assert parse_candidate(json.dumps(data)).name == "adaptive_margin", placeholder
+    data = {"thought": "x", "name": "yourself_margin", "code": CODE}
+    assert parse_candidate(json.dumps(data)).name == "yourself_margin"
+
+
 def test_missing_thought_is_empty():
     data = {"name": "adaptive_margin", "code": CODE}
     assert parse_candidate(json.dumps(data)) == Candidate("", "adaptive_margin", CODE)

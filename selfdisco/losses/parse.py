@@ -15,12 +15,16 @@ import re
 from selfdisco.losses import grammar as primitives
 from selfdisco.losses.candidate import Candidate
 
-FORMAT = ('one JSON object {"thought": "<your reasoning>", "name": "<short_snake_case_name>", '
-          '"code": "<one Python function as a string, newlines escaped as \\n>"}')
+FORMAT = ('one JSON object with the keys "thought" (your reasoning), "name" (a snake_case name '
+          'you choose for the loss) and "code" (one Python function as a string, newlines '
+          'escaped as \\n)')
 FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 DEF_NAME = re.compile(r"^\s*def\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(", re.MULTILINE)
 KEY = re.compile(r"""["'](thought|name|code)["']\s*:\s*""")
 MAX_NAME = 64
+# Names copied from a template instead of naming the loss ("your_name"): taken as no name.
+PLACEHOLDER = re.compile(r"(^|_)(your|placeholder|example|snake_case)(_|$)|"
+                         r"^(name|loss_name|name_here|new_loss|my_loss)$")
 CODE_GRAMMARS = ("free", primitives.NAME)  # free: any code, checked later by the static check
 
 
@@ -95,11 +99,11 @@ def _candidate(data: dict, code: str) -> Candidate:
 
 
 def _name(raw, code: str) -> str:
-    """A snake_case name: the given one cleaned, else the function's own name."""
+    """A snake_case name: the given one cleaned, else (none, or a placeholder) the function's."""
     if isinstance(raw, str) and raw.strip():
         text = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", raw.strip())
         name = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:MAX_NAME].strip("_")
-        if name:
+        if name and not PLACEHOLDER.search(name):
             return name
     match = DEF_NAME.search(code)
     return match.group(1).lower()[:MAX_NAME] if match else "candidate"
