@@ -18,6 +18,7 @@ from selfdisco.losses import Candidate
 from selfdisco.search import classification
 from selfdisco.search.classification_eval import ClassificationEvaluator
 from selfdisco.search.digits_run import classification_services
+from selfdisco.tasks import get_task
 
 DIGITS = {"task": {"name": "digits", "options": {"epochs": 2}},
           "discovery": {"burn_in": ["cross_entropy", "focal"], "code_grammar": "free",
@@ -71,7 +72,8 @@ def make_digits_loop(run_dir, proposer, evaluator, **discovery):
     config = digits_config(**discovery)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(config.to_toml())
-    services = classification_services(proposer, evaluator, "Fitness here is accuracy.")
+    description = f"Fitness here is the {get_task('digits').description}; higher is better."
+    services = classification_services(proposer, evaluator, description)  # as the runner's
     return Discovery(config, run_dir, Archive(run_dir), EventWriter(run_dir), services)
 
 

@@ -109,3 +109,22 @@ def test_a_run_killed_in_the_cheap_stage_resumes_with_the_same_decisions(tmp_pat
     again = [id for id, f in resumed.calls if f < 1]
     assert len(again) == 3 and not set(again) & {id for id, _ in killed.calls}
     assert decisions(run) == decisions(whole)
+
+
+def test_a_replay_of_a_multi_fidelity_digits_run_takes_the_same_decisions(tmp_path, evaluator):
+    from test_digits_discovery import digits_config
+
+    from selfdisco.llm.cache import Recorder
+    from selfdisco.runner import prepare_run_dir, start_run
+
+    recorded = tmp_path / "recorded"
+    proposer = ScriptedProposer(ANSWERS, recorder=Recorder(recorded / "llm"))
+    make_digits_loop(recorded, proposer, evaluator, **FIDELITY).run()
+    config = digits_config(**FIDELITY)
+    config.server.proposer = f"replay:{recorded}"
+    replay = prepare_run_dir(config, tmp_path / "replay")
+    assert start_run(replay, resume=False) == "generation limit reached"
+    assert decisions(replay) == decisions(recorded) != {}
+    rows = [{(r.id, r.status, r.fitness) for r in Archive(run).rows()}
+            for run in (recorded, replay)]
+    assert rows[0] == rows[1]

@@ -117,8 +117,9 @@ def run(args: argparse.Namespace) -> int:
     from selfdisco.runner import prepare_run_dir
 
     config = resolve(args)
-    check_run(config)  # a typo costs a second here, not a server start-up
-    plan_run(config)  # and so does a run that cannot fit in memory (see `selfdisco plan`)
+    settings = check_run(config)  # a typo costs a second here, not a server start-up
+    if settings is not None:  # None: a classification task, no policy to place
+        plan_run(config)  # and so does a run that cannot fit in memory (see `selfdisco plan`)
     run_dir = prepare_run_dir(config, args.run_dir)
     if wants_tui(args):
         return follow(run_dir, resume=False)
