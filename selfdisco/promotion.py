@@ -73,9 +73,10 @@ def _policy_challenger(loop: Any, g: int) -> Challenger | None:
 
 
 def _trained_challenger(loop: Any, g: int) -> Challenger | None:
-    """A proposer LoRA trained on the run's pairs so far, or None (too few pairs, or training
-    failed: logged)."""
+    """A proposer LoRA trained on the run's pairs so far (after a round of practice), or None
+    (too few pairs, or training failed: logged)."""
     name = f"g{g:02d}"
+    _practice(loop, g)
     rows = loop.archive.rows()
     pairs = selftrain.build_pairs(loop.run_dir, rows, loop.archive.duels())
     if len(pairs) < loop.d.proposer_min_pairs:
@@ -101,6 +102,25 @@ def _trained_challenger(loop: Any, g: int) -> Challenger | None:
     return Challenger(f"self-{name}", trained.adapter)
 
 
+def _practice(loop: Any, g: int) -> None:
+    """The current proposer answers the next generation's context duel_samples times (seeded,
+    screened only); kept for pairs. A resumed run keeps the round it has."""
+    path = selftrain.proposer_dir(loop.run_dir) / f"g{g:02d}" / "practice.json"
+    if path.is_file():
+        return
+    messages = loop._messages()
+    selftrain.save_context(loop.run_dir, f"practice-g{g:02d}", messages)
+    texts = loop._ask(messages, loop.d.duel_samples, derive(loop.config.seed, "practice", g),
+                      loop.state.proposer_model)
+    selftrain.save_practice(loop.run_dir, g, texts, _outcomes(loop, texts))
+
+
+def _outcomes(loop: Any, texts: list[str]) -> list[str]:
+    return duel.outcomes(texts, loop.s.parse, loop.s.screen,
+                         list(loop.state.fingerprints.values()), loop.d.duplicate_tolerance,
+                         timeout_s=loop.d.screen_timeout_s, beta=loop.s.beta)
+
+
 def _serve(loop: Any, challenger: Challenger) -> bool:
     if loop.s.adapters is None:
         return True
@@ -123,11 +143,7 @@ def _duel(loop: Any, g: int, challenger: Challenger) -> duel.DuelRecord:
     answers = {side: loop._ask(messages, n, seed, model)
                for side, model in (("current", loop.state.proposer_model),
                                    ("challenger", challenger.model))}
-    known = list(loop.state.fingerprints.values())
-    found = {side: duel.outcomes(texts, loop.s.parse, loop.s.screen, known,
-                                 loop.d.duplicate_tolerance, timeout_s=loop.d.screen_timeout_s,
-                                 beta=loop.s.beta)
-             for side, texts in answers.items()}
+    found = {side: _outcomes(loop, texts) for side, texts in answers.items()}
     current = loop.archive.get(loop.state.proposer_id)
     fitness = duel.fitness_check(
         current.fitness if current is not None and current.status == "scored" else None,

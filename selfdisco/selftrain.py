@@ -3,10 +3,13 @@ proposer's own answers in this run, and a proposer LoRA trained on them under th
 run has found (dpo until a candidate beats dpo beyond noise). The adapter is the duel's challenger.
 
 Pairs share a context: a generation's first answers (attempt 0) answered the same messages, and
-so did each side of a duel. Chosen: a valid and novel answer; rejected: one that failed parsing,
-screening or de-duplication, whose training failed, or that scored lower by more than 2 standard
-errors of the difference. Everything is kept under <run>/proposer/: contexts/ (the messages
-answered), gNN/pairs.jsonl, gNN/job.json (loss, seed, settings), gNN/result.json and gNN/adapter/.
+so did each side of a duel and each round of practice (answers the current proposer gives to the
+next generation's context before each training, screened only, to have pairs from the start).
+Chosen: a valid and novel answer; rejected: one that failed parsing, screening or
+de-duplication, whose training failed, or that scored lower by more than 2 standard errors of
+the difference. Everything is kept under <run>/proposer/: contexts/ (the messages
+answered), gNN/practice.json, gNN/pairs.jsonl, gNN/job.json (loss, seed, settings),
+gNN/result.json and gNN/adapter/.
 Run as `python -m selfdisco.selftrain JOB.json` to train one adapter (the loop does, in a child
 process); a replayed run reuses the recorded run's adapters instead (RecordedTrainer).
 """
@@ -100,8 +103,22 @@ def pairs_from(prompt: list[dict], answers: list[Answer]) -> list[Pair]:
     return pairs
 
 
+def save_practice(run_dir: Path, g: int, answers: list[str], outcomes: list[str]) -> None:
+    """Keep a round of practice answers (their context is saved as practice-gNN)."""
+    write_text_atomic(proposer_dir(run_dir) / f"g{g:02d}" / "practice.json",
+                      json.dumps({"answers": answers, "outcomes": outcomes}))
+
+
+def _screened(prefix: str, texts: list[str], outcomes: list[str]) -> list[Answer]:
+    """Answers screened only (duel, practice): valid ones are "proposed", others rejected."""
+    return [Answer(f"{prefix}-{i}", text, "proposed" if outcome == "valid" else "rejected",
+                   None if outcome == "valid" else outcome)
+            for i, (text, outcome) in enumerate(zip(texts, outcomes, strict=True))]
+
+
 def build_pairs(run_dir: Path, rows: list, duels: dict[int, dict]) -> list[Pair]:
-    """The pairs of a run so far: from each generation's first answers and each duel's."""
+    """The pairs of a run so far: from each generation's first answers, each duel's and each
+    round of practice."""
     pairs = []
     for g in sorted({r.generation for r in rows if r.kind == "proposal"}):
         prompt = load_context(run_dir, f"g{g:02d}")
@@ -114,15 +131,16 @@ def build_pairs(run_dir: Path, rows: list, duels: dict[int, dict]) -> list[Pair]
         prompt = load_context(run_dir, f"duel-g{g:02d}")
         if prompt is None:
             continue
-        answers = []
-        for side in ("current", "challenger"):
-            for i, (text, outcome) in enumerate(zip(record[f"{side}_answers"],
-                                                    record[f"{side}_outcomes"], strict=True)):
-                valid = outcome == "valid"
-                answers.append(Answer(f"duel-g{g:02d}-{side}-{i}", text,
-                                      "proposed" if valid else "rejected",
-                                      None if valid else outcome))
+        answers = [a for side in ("current", "challenger") for a in _screened(
+            f"duel-g{g:02d}-{side}", record[f"{side}_answers"], record[f"{side}_outcomes"])]
         pairs += pairs_from(prompt, answers)
+    for path in sorted(proposer_dir(run_dir).glob("g*/practice.json")):
+        name = path.parent.name
+        prompt = load_context(run_dir, f"practice-{name}")
+        practice = json.loads(path.read_text())
+        if prompt is not None:
+            pairs += pairs_from(prompt, _screened(f"practice-{name}", practice["answers"],
+                                                  practice["outcomes"]))
     return pairs
 
 

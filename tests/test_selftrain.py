@@ -36,6 +36,8 @@ def hand_made(run_dir):
     duel = {"current_answers": ["P", "Q"], "current_outcomes": ["valid", "duplicate"],
             "challenger_answers": ["R", "S"], "challenger_outcomes": ["parse", "valid"]}
     selftrain.save_context(run_dir, "duel-g01", CONTEXT[:1])
+    selftrain.save_practice(run_dir, 1, ["T", "U", "V"], ["valid", "screen", "valid"])
+    selftrain.save_context(run_dir, "practice-g01", CONTEXT[1:])
     return archive, {1: duel}
 
 
@@ -48,6 +50,7 @@ def test_pairs_follow_the_recorded_outcomes(tmp_path):
         ("C", "B"), ("C", "E"), ("C", "F"),
         ("D", "B"), ("D", "C"), ("D", "E"), ("D", "F"),
         ("P", "Q"), ("P", "R"), ("S", "Q"), ("S", "R"),  # the duel's answers
+        ("T", "U"), ("V", "U"),  # the practice round's
     }
     assert len(pairs) == len(got)
     why = {(p.chosen.id, p.rejected.id): p.why for p in pairs}
@@ -116,6 +119,8 @@ def test_proposals_mode_trains_a_challenger_on_the_runs_answers(tmp_path):
     assert trainer.calls[0][2] == max(rows, key=lambda r: r.fitness).name != "dpo"
     pairs = (selftrain.proposer_dir(run) / "g01" / "pairs.jsonl").read_text().splitlines()
     assert pairs and json.loads(pairs[0])["rejected"][0]["content"] == "no json"
+    practice = json.loads((selftrain.proposer_dir(run) / "g01" / "practice.json").read_text())
+    assert len(practice["answers"]) == 2 and practice["outcomes"] == ["valid", "valid"]
     record = Archive(run).duels()[1]
     assert record["challenger"] == "self-g01"
     assert record["promoted"], record["reason"]  # a tie: both sides wrote valid, new losses
