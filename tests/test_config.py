@@ -52,6 +52,19 @@ def test_set_assignments_parse_toml_values():
         parse_assignment("generations")
 
 
+def test_self_improve_modes_and_the_older_bool(tmp_path):
+    assert load_config("cpu").discovery.self_improve == "policy"
+    for value, mode in ((True, "policy"), (False, "off"), ("proposals", "proposals")):
+        config = load_config("cpu", overrides={"discovery": {"self_improve": value}})
+        assert config.discovery.self_improve == mode
+    # a run directory written before the modes (self_improve = false) still reads
+    (tmp_path / "config.toml").write_text(
+        load_config("cpu").to_toml().replace('self_improve = "policy"', "self_improve = false"))
+    assert read_run_config(tmp_path).discovery.self_improve == "off"
+    with pytest.raises(UserError, match="off, policy, proposals"):
+        load_config("cpu", overrides={"discovery": {"self_improve": "always"}})
+
+
 @pytest.mark.parametrize(("overrides", "words"), [
     ({"executor": "slurm"}, "executor 'slurm' is not known; choose one of local, ray"),
     ({"task": {"name": "imdb"}}, "task.name 'imdb' is not known; choose one of sentiment, "
