@@ -13,6 +13,7 @@ from selfdisco.archive import REFERENCE_SHAPE, Archive, HeldoutRow, Row
 from selfdisco.config import read_run_config
 from selfdisco.events import UNSCORED
 from selfdisco.formatting import format_number
+from selfdisco.search import fidelity
 
 
 def plot_fitness(rows: list[Row], path: Path, pooled: float | None = None) -> None:
@@ -88,6 +89,7 @@ def write_report(run_dir: Path) -> Path:
     duels = archive.duels()
     reference_shape = archive.get_meta(REFERENCE_SHAPE)
     heldout = archive.heldout_rows()
+    stages = archive.stages()
     archive.close()
     scored = sorted((r for r in rows if r.status == "scored"), key=lambda r: -r.fitness)
     counts: dict[str, int] = {}
@@ -130,6 +132,7 @@ def write_report(run_dir: Path) -> Path:
         lines += [f"### {r.id} {r.name} (fitness {format_number(r.fitness)})", "",
                   r.thought or "", "", "```python", (r.code or "").strip(), "```", ""]
     lines += lineage.report_section(rows, duels, run_dir, config.discovery.self_improve)
+    lines += fidelity.report_section(rows, stages)
     failures = [r for r in rows if r.status in UNSCORED]
     if failures:
         lines += ["## Rejected and failed", "", "| id | status | stage | reason |",

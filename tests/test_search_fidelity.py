@@ -8,8 +8,10 @@ from test_digits_discovery import answer, make_digits_loop
 
 from selfdisco.archive import Archive
 from selfdisco.events import read_events
+from selfdisco.report import write_report
 from selfdisco.search.classification_eval import ClassificationEvaluator
 from selfdisco.search.fidelity import CHEAP
+from selfdisco.tui.state import RunState
 
 CODES = {
     "tempered": "    return F.cross_entropy(logits / 2.0, targets, reduction='none')\n",
@@ -90,6 +92,12 @@ def test_only_the_best_at_the_cheap_stage_are_trained_fully(tmp_path, evaluator)
     history = [m["content"] for m in proposer.requests[-1]["messages"] if m["role"] == "user"]
     assert any(text.startswith("Stopped early: not trained fully") for text in history)
     assert not any(text.startswith("Training failed") for text in history)
+    # The TUI's fold and the report show each stage's result and the rule.
+    state = RunState.from_run_dir(run)
+    assert state.candidates[stopped[0]].stages[CHEAP]["decision"] == "stopped"
+    assert any("not trained fully" in line.text for line in state.log)
+    report = write_report(run).read_text()
+    assert "## Multi-fidelity stages" in report and f"| {stopped[0]} |" in report
 
 
 def test_a_run_killed_in_the_cheap_stage_resumes_with_the_same_decisions(tmp_path, evaluator):

@@ -114,3 +114,27 @@ def _best_baseline(loop: Any, baselines: list) -> tuple[str, float] | None:
     measured = [(r.name, float(e["result"]["fitness"])) for r in baselines
                 if (e := loop.archive.stage(r.id, CHEAP)) and e["result"]["status"] == "scored"]
     return max(measured, key=lambda m: m[1]) if measured else None
+
+
+def report_section(rows: list, stages: dict[str, dict]) -> list[str]:
+    """The report's table of cheap-stage results and decisions (empty without stages)."""
+    cheap = {id: s[CHEAP] for id, s in stages.items() if CHEAP in s}
+    if not cheap:
+        return []
+    f = next(iter(cheap.values()))["fidelity"]
+    lines = ["## Multi-fidelity stages", "",
+             f"Every candidate was first trained for {f:.0%} of the training (one seed), the "
+             "baselines too; only the best of each generation went on to the full evaluation.",
+             "", "| id | name | cheap fitness | decision | full fitness | rule |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        entry = cheap.get(row.id)
+        if entry is None:
+            continue
+        result = entry["result"]
+        fitness = f"{result['fitness']:.4f}" if result["status"] == "scored" else result["status"]
+        full = f"{row.fitness:.4f}" if row.status == "scored" else "-"
+        rule = (entry["rule"] or "baseline at the same fidelity").replace("|", "/")
+        lines.append(f"| {row.id} | {row.name} | {fitness} | {entry['decision'] or '-'} | "
+                     f"{full} | {rule} |")
+    return [*lines, ""]
