@@ -114,6 +114,8 @@ def evaluate(job: Job, pairs: Any = None) -> Result:
                                  timings=timings)
         adapter = str(trained.adapter_path)
     started = time.perf_counter()
+    if job.fidelity < 1:
+        fewer_prompts(task, ctx, job.fidelity)
     fitness = task.evaluate(ctx, adapter_path=adapter)
     timings["score"] = round(time.perf_counter() - started, 2)
     metrics = {**fitness.metrics, "n": fitness.n}
@@ -138,6 +140,16 @@ def track(job: Job, result: Result) -> None:
                     metrics=result.metrics)
     except Exception as err:  # noqa: BLE001 - tracking must never fail a candidate
         print(f"experiment tracker summary failed: {one_line(err)}", file=sys.stderr)
+
+
+def fewer_prompts(task: Any, ctx: Any, fidelity: float) -> None:
+    """A cheap stage (search/fidelity.py) scores on the first `fidelity` of the task's
+    evaluation prompts (at least 4), a subset of the full stage's; a task without an
+    eval_prompts setting scores as usual."""
+    count = getattr(task.settings(ctx), "eval_prompts", None) if hasattr(task, "settings") \
+        else None
+    if isinstance(count, int):
+        ctx.options["eval_prompts"] = max(4, math.ceil(count * fidelity))
 
 
 def _die_with_parent() -> None:

@@ -136,3 +136,16 @@ def test_a_replay_of_a_multi_fidelity_digits_run_takes_the_same_decisions(tmp_pa
     rows = [{(r.id, r.status, r.fitness) for r in Archive(run).rows()}
             for run in (recorded, replay)]
     assert rows[0] == rows[1]
+
+
+def test_a_cheap_stage_scores_a_task_on_the_first_share_of_its_prompts():
+    from selfdisco.tasks import TaskContext, get_task
+    from selfdisco.worker import fewer_prompts
+
+    sentiment = get_task("sentiment")
+    ctx = TaskContext(preset="cpu", options={"eval_prompts": 32})
+    fewer_prompts(sentiment, ctx, 0.25)
+    assert sentiment.settings(ctx).eval_prompts == 8
+    digits = TaskContext(options={})
+    fewer_prompts(get_task("digits"), digits, 0.25)  # no prompts: scored as usual
+    assert digits.options == {}
