@@ -27,7 +27,7 @@ BAD_SETTINGS = [
     (["server.max_lora_rank=4"], ["LoRA rank 8", "smoke training preset",
                                   "server.max_lora_rank = 4"]),
     (["discovery.burn_in=[\"dpo\", \"dpp\"]"], ["discovery.burn_in", "'dpp'", "catalog"]),
-    (["task.name=digits"], ["classification", "sentiment"]),
+    (["task.name=digits"], ["classification losses", "discovery.burn_in=", "self_improve=off"]),
 ]
 
 
