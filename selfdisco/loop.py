@@ -311,8 +311,8 @@ class Discovery:
                     and len(tried) < max_attempts]
 
         base_messages = self._messages()
-        selftrain.save_context(self.run_dir, f"g{g:02d}", base_messages)
         contexts = population.slot_contexts(self, g, base_messages)  # slot -> its messages
+        selftrain.save_context(self.run_dir, f"g{g:02d}", contexts)
         fresh = [s for s in open_slots() if not slots[s]]
         for group in population.same_context(contexts, fresh):
             texts = self._ask(contexts[group[0]], len(group),

@@ -2,9 +2,10 @@
 proposer's own answers in this run, and a proposer LoRA trained on them under the best loss the
 run has found (dpo until a candidate beats dpo beyond noise). The adapter is the duel's challenger.
 
-Pairs share a context: a generation's first answers (attempt 0) answered the same messages, and
-so did each side of a duel and each round of practice (answers the current proposer gives to the
-next generation's context before each training, screened only, to have pairs from the start).
+Pairs share a context: a generation's first answers (attempt 0) to the same messages (all of
+them, or an island's: selfdisco/search/population.py), each side of a duel and each round of
+practice (answers the current proposer gives to the next generation's context before each
+training, screened only, to have pairs from the start).
 Chosen: a valid and novel answer; rejected: one that failed parsing, screening or
 de-duplication, whose training failed, or that scored lower by more than 2 standard errors of
 the difference. Everything is kept under <run>/proposer/: contexts/ (the messages
@@ -65,14 +66,15 @@ def proposer_dir(run_dir: Path) -> Path:
     return Path(run_dir) / PROPOSER_DIR
 
 
-def save_context(run_dir: Path, name: str, messages: list[dict]) -> None:
-    """Keep the messages a set of answers replied to (name: gNN or duel-gNN)."""
+def save_context(run_dir: Path, name: str, messages: list[dict] | dict[int, list[dict]]) -> None:
+    """Keep the messages a set of answers replied to: per slot for a generation (gNN), one list
+    for a duel or a round of practice (duel-gNN, practice-gNN)."""
     path = proposer_dir(run_dir) / "contexts" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(messages))
 
 
-def load_context(run_dir: Path, name: str) -> list[dict] | None:
+def load_context(run_dir: Path, name: str) -> Any:
     path = proposer_dir(run_dir) / "contexts" / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -121,12 +123,15 @@ def build_pairs(run_dir: Path, rows: list, duels: dict[int, dict]) -> list[Pair]
     round of practice."""
     pairs = []
     for g in sorted({r.generation for r in rows if r.kind == "proposal"}):
-        prompt = load_context(run_dir, f"g{g:02d}")
-        if prompt is None:
-            continue
-        answers = [Answer(r.id, r.raw_text or "", r.status, r.stage, r.fitness, r.stderr)
-                   for r in rows if r.kind == "proposal" and r.generation == g and not r.attempt]
-        pairs += pairs_from(prompt, answers)
+        contexts = load_context(run_dir, f"g{g:02d}") or {}
+        groups: dict[str, list[Answer]] = {}
+        for r in rows:
+            if r.kind == "proposal" and r.generation == g and not r.attempt \
+                    and str(r.slot) in contexts:
+                groups.setdefault(json.dumps(contexts[str(r.slot)]), []).append(
+                    Answer(r.id, r.raw_text or "", r.status, r.stage, r.fitness, r.stderr))
+        for prompt, answers in groups.items():
+            pairs += pairs_from(json.loads(prompt), answers)
     for g, record in sorted(duels.items()):
         prompt = load_context(run_dir, f"duel-g{g:02d}")
         if prompt is None:

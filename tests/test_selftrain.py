@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from loop_helpers import CurveEvaluator, make_loop
 from test_duel import GOOD, ByModel
 
@@ -32,7 +33,9 @@ def hand_made(run_dir):
     add("g01-c6", 1, "proposal", "rejected", slot=5, attempt=0, raw_text="F", stage="parse")
     add("g01-c6-r1", 1, "proposal", "rejected", slot=5, attempt=1, raw_text="G", stage="parse")
     add("g02-c1", 2, "proposal", "rejected", slot=0, attempt=0, raw_text="H", stage="parse")
-    selftrain.save_context(run_dir, "g01", CONTEXT)  # generation 2 has no recorded context
+    # slot 6 answered another island's context; generation 2 has no recorded context
+    selftrain.save_context(run_dir, "g01", {**dict.fromkeys(range(6), CONTEXT), 6: CONTEXT[:1]})
+    add("g01-c7", 1, "proposal", "rejected", slot=6, attempt=0, raw_text="I", stage="parse")
     duel = {"current_answers": ["P", "Q"], "current_outcomes": ["valid", "duplicate"],
             "challenger_answers": ["R", "S"], "challenger_outcomes": ["parse", "valid"]}
     selftrain.save_context(run_dir, "duel-g01", CONTEXT[:1])
@@ -125,3 +128,33 @@ def test_proposals_mode_trains_a_challenger_on_the_runs_answers(tmp_path):
     assert record["challenger"] == "self-g01"
     assert record["promoted"], record["reason"]  # a tie: both sides wrote valid, new losses
     assert {r.proposer for r in Archive(run).rows("generation = 2")} == {"self-g01"}
+
+
+@pytest.mark.integration
+def test_a_smoke_run_trains_a_proposer_and_its_replay_decides_alike(vllm_smoke, tmp_path):
+    """One generation in the proposals mode on the smoke model against a live server: practice,
+    pairs, a proposer adapter, a duel; then a replay reaches the same duel decision."""
+    import subprocess
+    import sys
+
+    def selfdisco(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "selfdisco", *args], capture_output=True,
+                              text=True, timeout=600, stdin=subprocess.DEVNULL)
+
+    run = tmp_path / "run"
+    result = selfdisco("run", "--preset", "smoke", "--no-tui", "--run-dir", str(run),
+                       "--generations", "1", "--set", f"server.url={vllm_smoke.base_url}",
+                       "--set", "discovery.self_improve=proposals",
+                       "--set", "discovery.proposer_min_pairs=1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = selftrain.proposer_dir(run) / "g01"
+    assert (out / "practice.json").is_file()
+    duels = Archive(run).duels()
+    if (out / "pairs.jsonl").is_file():  # the smoke model's answers gave pairs
+        assert (out / "adapter" / "adapter_config.json").is_file(), result.stdout[-2000:]
+        assert duels[1]["challenger"] == "self-g01"
+    replay = tmp_path / "replay"
+    result = selfdisco("run", "--no-tui", "--proposer", f"replay:{run}", "--run-dir",
+                       str(replay))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert Archive(replay).duels() == duels
