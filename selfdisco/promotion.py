@@ -110,9 +110,9 @@ def _practice(loop: Any, g: int) -> None:
         return
     messages = loop._messages()
     selftrain.save_context(loop.run_dir, f"practice-g{g:02d}", messages)
-    texts = loop._ask(messages, loop.d.duel_samples, derive(loop.config.seed, "practice", g),
-                      loop.state.proposer_model)
-    selftrain.save_practice(loop.run_dir, g, texts, _outcomes(loop, texts))
+    seed = derive(loop.config.seed, "practice", g)
+    texts = loop._ask(messages, loop.d.duel_samples, seed, loop.state.proposer_model)
+    selftrain.save_practice(loop.run_dir, g, texts, _outcomes(loop, texts), seed)
 
 
 def _outcomes(loop: Any, texts: list[str]) -> list[str]:

@@ -105,10 +105,12 @@ def pairs_from(prompt: list[dict], answers: list[Answer]) -> list[Pair]:
     return pairs
 
 
-def save_practice(run_dir: Path, g: int, answers: list[str], outcomes: list[str]) -> None:
-    """Keep a round of practice answers (their context is saved as practice-gNN)."""
+def save_practice(run_dir: Path, g: int, answers: list[str], outcomes: list[str],
+                  seed: int | None = None) -> None:
+    """Keep a round of practice answers and their sampling seed (the context they answered is
+    saved as practice-gNN)."""
     write_text_atomic(proposer_dir(run_dir) / f"g{g:02d}" / "practice.json",
-                      json.dumps({"answers": answers, "outcomes": outcomes}))
+                      json.dumps({"seed": seed, "answers": answers, "outcomes": outcomes}))
 
 
 def _screened(prefix: str, texts: list[str], outcomes: list[str]) -> list[Answer]:
