@@ -106,6 +106,20 @@ def test_run_adapters_come_from_the_archive(tmp_path):
     assert missing is None and "lm_eval_adapters=heldout" in reason
 
 
+def test_points_are_the_base_then_each_loss():
+    from types import SimpleNamespace
+
+    from selfdisco.config import RunConfig
+    from selfdisco.heldout import HeldoutLoss
+
+    ctx = SimpleNamespace(config=RunConfig(), seeds=[11, 12], options={},
+                          losses=[HeldoutLoss("c1", "mine", ""), HeldoutLoss("dpo", "dpo", "")])
+    points = lmeval.points(ctx)
+    assert [(p.loss_id, p.seed) for p in points] == [(BASE_ID, 0), ("c1", 11), ("dpo", 11)]
+    ctx.options = {"lm_eval_adapters": "run"}
+    assert [p.seed for p in lmeval.points(ctx)][1:] == [lmeval.RUN_SEED] * 2
+
+
 def test_registered_as_a_protocol():
     from selfdisco.heldout import PROTOCOLS, protocol_hook
 

@@ -23,6 +23,7 @@ SHIPPED_TASK = "selfdisco_sentiment_mc"
 BACKENDS = ("hf", "vllm")
 ADAPTER_SOURCES = ("heldout", "run")
 BASE_ID = "base-model"  # the base model's point (no loss, no adapter)
+RUN_SEED = -1  # the seed of a point whose adapter the run trained (lm_eval_adapters=run)
 INSTALL_HINT = "install it with: pip install 'selfdisco[eval]' (scripts/setup.sh does)"
 
 
@@ -145,7 +146,9 @@ def points(ctx: Any) -> list[Any]:
     from selfdisco.heldout import Point
 
     beta = run_train_settings(ctx.config).beta
-    return [Point("lmeval", BASE_ID, 0.0, 0)] + [Point("lmeval", loss.id, beta, ctx.seeds[0])
+    from_run = LmEvalSettings.from_options(ctx.options).lm_eval_adapters == "run"
+    seed = RUN_SEED if from_run else ctx.seeds[0]
+    return [Point("lmeval", BASE_ID, 0.0, 0)] + [Point("lmeval", loss.id, beta, seed)
                                                 for loss in ctx.losses]
 
 
@@ -223,7 +226,8 @@ def report_lines(rows: list[Any], run_dir: Path) -> list[str]:
         for row in done:
             results = row.metrics.get("results", {})
             cells = [_cell(results.get(task, {})) for task in tasks]
-            lines.append(f"| {row.metrics.get('loss_name', row.loss_id)} | "
+            source = " (the run's adapter)" if row.seed == RUN_SEED else ""
+            lines.append(f"| {row.metrics.get('loss_name', row.loss_id)}{source} | "
                          + " | ".join(cells) + " |")
     for row in rows:
         if row.status != "done":
