@@ -192,3 +192,15 @@ def test_registered_as_a_protocol():
 
     assert PROTOCOLS.load("pairwise") is pairwise.run
     assert protocol_hook("pairwise", "report_lines") is pairwise.report_lines
+
+
+def test_seconds_per_point_is_the_measured_mean(tmp_path):
+    from selfdisco.archive import Archive
+
+    archive = Archive(tmp_path)
+    assert pairwise.seconds_per_point(archive) is None  # nothing trained, nothing measured
+    archive.put_heldout("pairwise", "dpo", 0.05, 1, "done", {"seconds": 100.0})
+    archive.put_heldout("pairwise", "c1", 0.05, 1, "done", {"seconds": 50.0})
+    archive.put_heldout("pairwise", "c2", 0.05, 1, "failed", {"reason": "diverged"})
+    assert pairwise.seconds_per_point(archive) == 75.0
+    archive.close()
