@@ -188,3 +188,14 @@ def test_cli_export_picks_the_best_and_says_so(run_dir, tmp_path):
     assert "Traceback" not in result.stderr
     result = selfdisco("export", str(tmp_path / "missing"))
     assert result.returncode == 2 and "no run directory" in result.stderr
+
+
+def test_train_from_refuses_what_would_change_the_recipe(run_dir):
+    result = selfdisco("train", "--from", f"{run_dir}:g01-c1", "--steps", "3")
+    assert result.returncode == 2
+    assert "--from trains the recorded recipe as it was; leave out --steps" in result.stderr
+    result = selfdisco("train", "--from", f"{run_dir}:g09-c9")
+    assert result.returncode == 2 and "has no candidate 'g09-c9'" in result.stderr
+    result = selfdisco("train", "--preset", "smoke")
+    assert result.returncode == 2 and "give --loss and --data, or --from RUN:ID" in result.stderr
+    assert "Traceback" not in result.stderr

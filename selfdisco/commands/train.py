@@ -7,16 +7,18 @@ import sys
 import time
 from pathlib import Path
 
+from selfdisco.commands import train_from
+
 HELP = "train a LoRA adapter on preference data under a loss (catalog name or file)"
 
 PRESET_CHOICES = ("smoke", "cpu", "gpu-zephyr", "gpu-selfimprove")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--loss", required=True, metavar="NAME|FILE",
+    parser.add_argument("--loss", metavar="NAME|FILE",
                         help="a catalog loss (see `selfdisco losses`), a .py file with one loss "
                              "function, or a .json candidate file")
-    parser.add_argument("--data", required=True, metavar="ID|PATH",
+    parser.add_argument("--data", metavar="ID|PATH",
                         help="preference pairs with prompt/chosen/rejected columns: a "
                              ".jsonl/.json/.csv/.parquet file or a Hugging Face dataset, "
                              "ORG/NAME[:CONFIG[:SPLIT]]")
@@ -36,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reference log-prob cache (default: checkpoints/cache/refcache)")
     parser.add_argument("--no-ref-cache", action="store_true",
                         help="compute reference log-probs every step instead of caching them")
+    train_from.add_arguments(parser)
     parser.add_argument("--json", action="store_true",
                         help="print the result as JSON (progress goes to stderr)")
 
@@ -47,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     from selfdisco.train.data import load_preferences
     from selfdisco.train.settings import PRESET_MODELS, TrainSettings
 
+    if args.source:
+        return train_from.run(args)
+    if not (args.loss and args.data):
+        raise UserError("give --loss and --data, or --from RUN:ID to train a run's candidate "
+                        "again with its recipe")
     candidate = load_loss(args.loss)
     overrides = {"max_steps": args.steps, "beta": args.beta, "seed": args.seed}
     settings = TrainSettings.for_preset(args.preset).with_overrides(
