@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use a running vLLM server (http://HOST:PORT/v1) instead of "
                              "starting one")
     parser.add_argument("--judge", metavar="URL",
-                        help="mtbench: a running vLLM server with the judge model (default: "
-                             "the policy's server, refused unless --option "
+                        help="mtbench: a running OpenAI-compatible server with the judge "
+                             "model (default: the policy's server, refused unless --option "
                              "allow_self_judge=true)")
     parser.add_argument("--judge-model", help="mtbench: the judge's model name on its server")
     parser.add_argument("--judge-api-key-env", metavar="VAR",
