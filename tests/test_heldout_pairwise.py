@@ -204,3 +204,46 @@ def test_seconds_per_point_is_the_measured_mean(tmp_path):
     archive.put_heldout("pairwise", "c2", 0.05, 1, "failed", {"reason": "diverged"})
     assert pairwise.seconds_per_point(archive) == 75.0
     archive.close()
+
+
+@pytest.mark.integration
+def test_pairwise_runs_against_a_served_policy_and_judge(tmp_path, vllm_smoke,
+                                                         smoke_lora_adapter):
+    """The pairwise protocol on the smoke model served by vLLM: base and adapter answer 8
+    held-out prompts, the smoke model judges (with the opt-in) every pair in both orders under
+    structured outputs, and the archive keeps the win rates and the self-judge note (the
+    trainer is replaced by the fixture's adapter)."""
+    from selfdisco.archive import Archive
+    from selfdisco.config import RunConfig
+    from selfdisco.heldout import HeldoutContext, HeldoutLoss
+    from selfdisco.records import Result
+
+    archive = Archive(tmp_path)
+    client = vllm_smoke.client()
+    config = RunConfig(preset="smoke")
+    config.models.policy = "smoke-llama"
+    config.train.preset = "smoke"
+
+    def record(point, metrics, status="done"):
+        archive.put_heldout(point.protocol, point.loss_id, point.beta, point.seed, status,
+                            metrics)
+
+    ctx = HeldoutContext(
+        run_dir=tmp_path, config=config, losses=[HeldoutLoss("dpo", "dpo", "code")],
+        betas=[0.05], seeds=[7],
+        evaluate=lambda *a, **k: Result(status="scored", adapter=str(smoke_lora_adapter)),
+        policy=lambda: client, record=record, done=lambda point: False,
+        emit=lambda *a, **k: None,
+        options={"allow_self_judge": "true", "max_prompts": "8", "answer_tokens": "16",
+                 "judge_tokens": "48"})
+    pairwise.run(ctx)
+    [row] = archive.heldout_rows("pairwise")
+    assert row.status == "done", row.metrics
+    m = row.metrics
+    assert m["prompts"] == 8 and m["parse_rate"] == 1.0 and m["comparisons"] == 16
+    assert 0.0 <= m["win_rate"] <= 1.0 and 0.0 < m["lc_win_rate"] < 1.0
+    assert m["self_judge"] and m["note"].startswith("self-judged")
+    games = (tmp_path / "heldout" / "pairwise" / "dpo" / "beta0.05-seed7" / "games.jsonl")
+    assert len(games.read_text().splitlines()) == 8
+    assert report_lines(archive.heldout_rows("pairwise"), tmp_path)[0].startswith(
+        "**Self-judged")
