@@ -110,8 +110,9 @@ class Recipe:
                        code=loss["code"], task=task["name"], task_preset=task["preset"],
                        task_options=dict(task.get("options", {})), task_seed=task["seed"],
                        policy=model["policy"], model_path=model["path"], dtype=model["dtype"],
-                       train=TrainSettings().with_overrides(
-                           **data["train"], seed=data["seeds"]["train"][0]),
+                       train=TrainSettings().with_overrides(**{
+                           "max_prompt_length": None,  # TOML has no null: absent is None
+                           **data["train"], "seed": data["seeds"]["train"][0]}),
                        train_seeds=list(data["seeds"]["train"]),
                        source=data["origin"]["source"], fitness=fit.get("value"),
                        stderr=fit.get("stderr"), n=fit.get("n"),

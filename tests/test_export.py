@@ -77,6 +77,9 @@ def test_exported_loss_is_the_candidates_code_as_a_standalone_function(run_dir, 
     assert (back.code, back.train, back.train_seeds, back.fitness, back.task_options) == (
         recipe.code, recipe.train, recipe.train_seeds, recipe.fitness, recipe.task_options)
     assert back.recorded["fitness"] == recipe.fitness
+    recipe.train = recipe.train.with_overrides(max_prompt_length=None)  # keeps whole prompts
+    write_export(recipe, tmp_path)
+    assert read_export(tmp_path).train.max_prompt_length is None
 
 
 def test_the_job_the_run_wrote_is_the_recipe(run_dir, tmp_path):
@@ -117,9 +120,9 @@ def test_a_dpo_loss_names_trls_loss_type_and_its_trainer_is_trls(run_dir, tmp_pa
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("loss", None)
-    from selfdisco.models import resolve_model
-
     from transformers import AutoModelForCausalLM
+
+    from selfdisco.models import resolve_model
 
     model_path = resolve_model("smoke-llama")
     exported = trainer_module.ExportedLossDPOTrainer(
