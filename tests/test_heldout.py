@@ -110,7 +110,7 @@ def test_a_killed_evaluation_reruns_only_the_missing_points(run_dir):
 
     third = FakeTrials()
     assert "nothing to measure" in run_heldout(run_dir, request(), trials=third,
-                                               log=lambda text: None)
+                                               log=lambda text: None).text
     assert third.measured == []
 
 
@@ -135,17 +135,19 @@ def test_the_estimate_comes_from_the_runs_own_timings(run_dir):
     # per seed: (120 + 80) s over 2 replicates
     assert measured_seconds(archive) == {"data": 0.0, "train": 60.0, "score": 40.0}
     archive.close()
-    text = run_heldout(run_dir, request(), trials=FakeTrials(), estimate_only=True)
+    plan = run_heldout(run_dir, request(), trials=FakeTrials(), estimate_only=True)
+    assert plan.estimate_s == 24 * 100.0
+    text = plan.text
     assert "frontier: 24 of 24 points to measure (about 1m40s each" in text
     assert "estimated time: 40m00s" in text
     run_heldout(run_dir, request(), trials=FakeTrials(), log=lambda text: None)
     assert "nothing to measure" in run_heldout(run_dir, request(), trials=FakeTrials(),
-                                               estimate_only=True)
+                                               estimate_only=True).text
 
 
 def test_a_run_that_trained_nothing_has_no_estimate(tmp_path):
     run = prepare_run_dir(load_config("cpu"), tmp_path / "run")
-    text = run_heldout(run, request(), trials=FakeTrials(), estimate_only=True)
+    text = run_heldout(run, request(), trials=FakeTrials(), estimate_only=True).text
     assert "frontier: 16 of 16 points" in text  # dpo and lrml: the run has no discoveries
     assert "no time estimate" in text
 
@@ -243,3 +245,15 @@ def test_the_tui_and_the_progress_lines_show_each_point(run_dir):
     assert "held-out evaluation finished" in printed
     texts = [line.text for line in RunState.from_run_dir(run_dir).log]
     assert sum(text.startswith("held-out [") for text in texts) == 2
+
+
+def test_estimate_as_json(run_dir, capsys):
+    import json
+
+    from selfdisco.cli import main
+
+    assert main(["heldout", str(run_dir), "--estimate", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["estimate_s"] == 2400.0 and "points" not in result
+    assert result["protocols"] == [{"name": "frontier", "total": 24, "missing": 24,
+                                    "seconds_per_point": 100.0}]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 from selfdisco.errors import UserError
 
@@ -33,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a protocol option (repeatable)")
     parser.add_argument("--estimate", action="store_true",
                         help="print the points to measure and the time estimate, then stop")
+    parser.add_argument("--json", action="store_true",
+                        help="print the plan and the recorded points as JSON (progress goes "
+                             "to stderr)")
 
 
 def split(text: str | None) -> list[str]:
@@ -56,6 +62,7 @@ def parse_betas(text: str | None) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     from selfdisco.commands.eval import parse_options
+    from selfdisco.formatting import print_json
     from selfdisco.heldout.runner import HeldoutRequest, run_heldout
     from selfdisco.paths import resolve_run
     from selfdisco.printer import Printer
@@ -69,11 +76,27 @@ def run(args: argparse.Namespace) -> int:
         options=parse_options(args.option), server_url=args.server or "")
     if not request.protocols:
         raise UserError("--protocols is empty; name at least one, e.g. frontier")
-    printer = Printer(run_dir=run_dir)
-    plan = run_heldout(run_dir, request, listeners=[printer], estimate_only=args.estimate)
-    if args.estimate:
-        print(plan)
-        return 0
-    print(f"done; see `selfdisco report {run_dir}` (section \"Held-out evaluation\")",
-          file=sys.stderr)
+    out = sys.stderr if args.json else sys.stdout
+    plan = run_heldout(run_dir, request, listeners=[Printer(out, run_dir=run_dir)],
+                       estimate_only=args.estimate, log=lambda text: print(text, file=out))
+    if args.json:
+        print_json(_result(run_dir, plan, with_points=not args.estimate))
+    elif args.estimate:
+        print(plan.text)
+    else:
+        print(f"done; see {run_dir / 'report.md'} (section \"Held-out evaluation\")")
     return 0
+
+
+def _result(run_dir: Path, plan: Any, with_points: bool) -> dict:
+    """The --json answer: the plan, and the archive's held-out rows after a run."""
+    from selfdisco.archive import Archive
+
+    result = {"run": str(run_dir), "protocols": [asdict(p) for p in plan.protocols],
+              "estimate_s": plan.estimate_s}
+    if with_points:
+        archive = Archive(run_dir)
+        result["points"] = [asdict(row) for row in archive.heldout_rows()]
+        archive.close()
+        result["report"] = str(run_dir / "report.md")
+    return result

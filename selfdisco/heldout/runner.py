@@ -36,6 +36,15 @@ class ProtocolPlan:
     seconds_per_point: float | None
 
 
+@dataclass
+class HeldoutPlan:
+    """What a held-out evaluation measures and how long it should take."""
+
+    text: str  # in words, one line per protocol and the estimate
+    protocols: list[ProtocolPlan]
+    estimate_s: float | None  # None when a protocol with points to measure has no measure
+
+
 def estimate_text(plans: list[ProtocolPlan]) -> tuple[str, float | None]:
     """The plan in words, and its estimated seconds (None when a protocol has no measure)."""
     lines: list[str] = []
@@ -59,9 +68,9 @@ def estimate_text(plans: list[ProtocolPlan]) -> tuple[str, float | None]:
 
 def run_heldout(run_dir: Path, request: HeldoutRequest, *, listeners: list | None = None,
                 estimate_only: bool = False, trials: Any = None,
-                log: Callable[[str], None] = print) -> str:
-    """Plan, estimate and run the requested protocols on the run in run_dir; returns the plan
-    in words. `trials` trains and scores points (default: WorkerTrials, a worker process each
+                log: Callable[[str], None] = print) -> HeldoutPlan:
+    """Plan, estimate and run the requested protocols on the run in run_dir; returns the plan.
+    `trials` trains and scores points (default: WorkerTrials, a worker process each
     against a vLLM server started on first use)."""
     from selfdisco.config import check_run, read_run_config
     from selfdisco.events import EventWriter
@@ -89,8 +98,9 @@ def run_heldout(run_dir: Path, request: HeldoutRequest, *, listeners: list | Non
                              options=dict(request.options))
         plans = [_plan(name, ctx, archive, store) for name in request.protocols]
         text, seconds = estimate_text(plans)
+        plan = HeldoutPlan(text, plans, seconds)
         if estimate_only:
-            return text
+            return plan
         log(text)
         events.emit("heldout_started", protocols=list(request.protocols),
                     losses=[loss.id for loss in losses],
@@ -106,7 +116,7 @@ def run_heldout(run_dir: Path, request: HeldoutRequest, *, listeners: list | Non
     from selfdisco.report import write_report
 
     write_report(run_dir)
-    return text
+    return plan
 
 
 def _plan(name: str, ctx: HeldoutContext, archive: Archive, store: Any) -> ProtocolPlan:
