@@ -294,6 +294,10 @@ def read_export(path: Path) -> Recipe:
         raise UserError(f"{path} has no {RECIPE_FILE}: give a directory written by `selfdisco "
                         "export`, or RUN:ID")
     recipe = Recipe.from_toml((path / RECIPE_FILE).read_text())
+    if recipe.model_path.startswith("/") and not Path(recipe.model_path).exists():
+        from selfdisco.models import resolve_model
+
+        recipe.model_path = resolve_model(recipe.policy)  # exported on another machine
     if (path / PAIRS_FILE).is_file():
         from selfdisco.runner import pairs_digest
 

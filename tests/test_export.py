@@ -80,6 +80,9 @@ def test_exported_loss_is_the_candidates_code_as_a_standalone_function(run_dir, 
     recipe.train = recipe.train.with_overrides(max_prompt_length=None)  # keeps whole prompts
     write_export(recipe, tmp_path)
     assert read_export(tmp_path).train.max_prompt_length is None
+    toml = (tmp_path / RECIPE_FILE).read_text()  # as if exported on another machine
+    (tmp_path / RECIPE_FILE).write_text(toml.replace(recipe.model_path, "/elsewhere/smoke"))
+    assert read_export(tmp_path).model_path == recipe.model_path  # smoke-llama, found here
 
 
 def test_the_job_the_run_wrote_is_the_recipe(run_dir, tmp_path):
