@@ -15,17 +15,14 @@ from selfdisco.errors import UserError
 from selfdisco.heldout import pairwise
 from selfdisco.heldout.pairwise import (
     SHIPPED_PROMPTS,
-    Comparison,
     PairwiseSettings,
     Prompt,
     judge_games,
-    length_controlled,
     load_prompts,
     open_judge,
     report_lines,
-    summarise,
-    win_rate,
 )
+from selfdisco.heldout.winrate import Comparison, length_controlled, summarise, win_rate
 from selfdisco.judge import Judge
 from selfdisco.llm.protocol import Completion
 

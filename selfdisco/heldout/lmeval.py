@@ -174,6 +174,8 @@ def run(ctx: Any) -> None:
             if adapter is None:
                 ctx.record(point, {**about, "reason": reason}, status="failed")
                 continue
+        ctx.emit("log", level="info", message=f"lmeval: {about['loss_name']} on "
+                 f"{', '.join(tasks)} ({settings.lm_eval_backend} back-end)")
         results = evaluate(model_path, adapter, tasks, backend=settings.lm_eval_backend,
                            limit=settings.lm_eval_limit,
                            batch_size=settings.lm_eval_batch_size, manager=manager)

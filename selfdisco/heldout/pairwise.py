@@ -21,22 +21,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from selfdisco.errors import UserError
-from selfdisco.judge import Judge, PairGame, pairwise_statistics
+from selfdisco.heldout.winrate import summarise
+from selfdisco.judge import Judge, PairGame
 from selfdisco.tasks.sampling import parallel_map, served_adapter
 
 SHIPPED_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "heldout_prompts.jsonl"
 SELF_JUDGE_OPT_IN = "--option allow_self_judge=true"
-
-# Bootstrap resamples for the length-controlled rate's standard error; 200 puts the s.e.'s own
-# sampling error near 5%.
-BOOTSTRAP_RESAMPLES = 200
-# L2 penalty on the length slope (not the intercept): keeps the fit finite when the longer
-# answer always wins (separable outcomes), and is small beside the log-likelihood of ~100
-# comparisons.
-SLOPE_PENALTY = 1.0
 
 
 @dataclass(frozen=True)
@@ -164,102 +155,6 @@ def judge_games(judge: Judge, prompts: list[Prompt], policy: list[str], referenc
     return parallel_map(one, list(range(len(prompts))), concurrency)
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """One judged order: the policy's score (1 win, 0.5 tie, 0 loss) and how many characters
-    longer its answer was than the reference's."""
-
-    prompt: int
-    score: float
-    length_diff: int
-
-
-def comparisons(games: list[PairGame]) -> list[Comparison]:
-    """Every parsed verdict of every game as one comparison (first: policy shown as A)."""
-    as_a = {"A": 1.0, "tie": 0.5, "B": 0.0}
-    as_b = {"A": 0.0, "tie": 0.5, "B": 1.0}
-    out = []
-    for index, game in enumerate(games):
-        diff = game.policy_chars - game.baseline_chars
-        for verdict, scores in ((game.first, as_a), (game.second, as_b)):
-            if verdict is not None:
-                out.append(Comparison(index, scores[verdict], diff))
-    return out
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, penalty: float = SLOPE_PENALTY,
-                 steps: int = 50) -> tuple[float, float]:
-    """(intercept, slope) of P(y) = sigmoid(a + b x) by Newton's method; y may be fractional
-    (a tie is half a win), and `penalty` is an L2 penalty on b alone."""
-    design = np.column_stack([np.ones_like(x), x])
-    ridge = np.diag([0.0, penalty])
-    theta = np.zeros(2)
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-design @ theta))
-        gradient = design.T @ (y - p) - ridge @ theta
-        hessian = design.T @ (design * (p * (1 - p))[:, None]) + ridge + 1e-9 * np.eye(2)
-        delta = np.linalg.solve(hessian, gradient)
-        theta = theta + delta
-        if np.max(np.abs(delta)) < 1e-10:
-            break
-    return float(theta[0]), float(theta[1])
-
-
-def length_controlled(comps: list[Comparison], *, resamples: int = BOOTSTRAP_RESAMPLES,
-                      seed: int = 0) -> dict[str, float]:
-    """The win rate predicted at zero length difference, its bootstrap standard error (prompts
-    resampled with replacement, seeded) and the fitted slope per standard deviation of the
-    length difference."""
-    if not comps:
-        return {"lc_win_rate": math.nan, "lc_win_rate_stderr": math.nan, "length_slope": math.nan}
-    diffs = np.array([c.length_diff for c in comps], dtype=float)
-    scale = float(np.sqrt(np.mean(diffs ** 2)))  # about zero, not the mean: zero is the target
-    x = diffs / scale if scale > 0 else np.zeros_like(diffs)
-    y = np.array([c.score for c in comps])
-    intercept, slope = fit_logistic(x, y)
-    by_prompt: dict[int, list[int]] = {}
-    for row, comp in enumerate(comps):
-        by_prompt.setdefault(comp.prompt, []).append(row)
-    groups = list(by_prompt.values())
-    rng = np.random.default_rng(seed)
-    rates = []
-    for _ in range(resamples if len(groups) > 1 else 0):
-        rows = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
-        rates.append(_sigmoid(fit_logistic(x[rows], y[rows])[0]))
-    stderr = float(np.std(rates, ddof=1)) if len(rates) > 1 else math.nan
-    return {"lc_win_rate": _sigmoid(intercept), "lc_win_rate_stderr": stderr,
-            "length_slope": slope}
-
-
-def _sigmoid(value: float) -> float:
-    return float(1.0 / (1.0 + math.exp(-value)))
-
-
-def win_rate(comps: list[Comparison]) -> tuple[float, float]:
-    """Mean score over comparisons, and its standard error over prompts (each prompt's mean of
-    its judged orders is one observation)."""
-    if not comps:
-        return math.nan, math.nan
-    by_prompt: dict[int, list[float]] = {}
-    for comp in comps:
-        by_prompt.setdefault(comp.prompt, []).append(comp.score)
-    means = np.array([sum(s) / len(s) for s in by_prompt.values()])
-    rate = float(np.mean([c.score for c in comps]))
-    stderr = float(np.std(means, ddof=1) / math.sqrt(len(means))) if len(means) > 1 else math.nan
-    return rate, stderr
-
-
-def summarise(games: list[PairGame], seed: int = 0) -> dict[str, Any]:
-    """Raw and length-controlled win rates with the judge's bias statistics."""
-    comps = comparisons(games)
-    rate, stderr = win_rate(comps)
-    stats = pairwise_statistics(games)
-    return {"win_rate": rate, "win_rate_stderr": stderr, **length_controlled(comps, seed=seed),
-            "comparisons": len(comps), "prompts": len(games),
-            "parse_rate": len(comps) / (2 * len(games)) if games else 0.0,
-            **{k: stats[k] for k in ("consistency", "first_position_rate", "longer_wins_rate",
-                                     "policy_mean_chars", "baseline_mean_chars")}}
-
 
 # The protocol (selfdisco.heldout): one point per loss, at the run's beta with the first fresh
 # seed; the reference's answers are sampled once per command.
@@ -283,6 +178,7 @@ def run(ctx: Any) -> None:
         client = ctx.policy()
         judge = Judge(judge_endpoint.client if judge_endpoint else client,
                       max_tokens=settings.judge_tokens)
+        _say(ctx, f"pairwise: the base model answers {len(prompts)} held-out prompts")
         reference = answer_prompts(client, prompts, None, settings, ctx.config.seed)
         losses = {loss.id: loss for loss in ctx.losses}
         for point in todo:
@@ -304,8 +200,10 @@ def _measure(ctx: Any, point: Any, loss: Any, prompts: list[Prompt], reference: 
         ctx.record(point, {"loss_name": loss.name, "reason": reason}, status="failed")
         return
     client = ctx.policy()
+    _say(ctx, f"pairwise: {loss.name} answers {len(prompts)} held-out prompts")
     with served_adapter(client, adapter) as model:
         answers = answer_prompts(client, prompts, model, settings, ctx.config.seed)
+    _say(ctx, f"pairwise: judging {len(prompts)} pairs of {loss.name}, each in both orders")
     games = judge_games(judge, prompts, answers, reference, settings.concurrency)
     metrics = {"loss_name": loss.name, "adapter": adapter, **summarise(games, seed=point.seed),
                **about,
@@ -319,6 +217,11 @@ def _measure(ctx: Any, point: Any, loss: Any, prompts: list[Prompt], reference: 
             f.write(json.dumps({"id": prompt.id, "policy": answer, "reference": base,
                                 "policy_as_a": game.first, "policy_as_b": game.second}) + "\n")
     ctx.record(point, metrics)
+
+
+def _say(ctx: Any, message: str) -> None:
+    """A progress line (a log event: the headless printer and the TUI show it)."""
+    ctx.emit("log", level="info", message=message)
 
 
 def heldout_adapter(ctx: Any, point: Any, loss: Any) -> tuple[str | None, str]:
