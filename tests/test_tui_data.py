@@ -293,10 +293,11 @@ def test_recorded_events_fit_the_schema():
         event = json.loads(line)
         check_event(event)
         seen.add(event["type"])
-    # The log exercises every event type but a resume, the held-out evaluation's and the
-    # proposer duel (tests/test_tui_proposer.py has it).
+    # The log exercises every event type but a resume, the held-out evaluation's, the
+    # proposer duel (tests/test_tui_proposer.py has it) and the multi-fidelity stage
+    # (tests/test_search_fidelity.py).
     assert {t for t in set(EVENT_TYPES) - seen if not t.startswith("heldout_")} == {
-        "run_resumed", "proposer_duel"}
+        "run_resumed", "proposer_duel", "candidate_stage"}
 
 
 if __name__ == "__main__":
