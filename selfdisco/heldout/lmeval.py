@@ -119,6 +119,10 @@ def evaluate(model_path: str, adapter_path: str | None, tasks: list[str], *,
             tasks=tasks, task_manager=manager, limit=limit or None, batch_size=batch_size)
     except ImportError as err:  # the vllm back-end without vllm, or peft missing
         raise UserError(f"lm-eval's {backend} back-end cannot run here ({err})") from None
+    except ConnectionError as err:  # a standard task's data set is on the Hub
+        raise UserError(f"lm-eval could not load the data of {', '.join(tasks)} ({err}); "
+                        f"standard tasks need the Hugging Face Hub; offline, use the shipped "
+                        f"{SHIPPED_TASK}") from None
     return {task: _metrics(values) for task, values in output["results"].items()}
 
 
