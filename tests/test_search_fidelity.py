@@ -149,3 +149,16 @@ def test_a_cheap_stage_scores_a_task_on_the_first_share_of_its_prompts():
     digits = TaskContext(options={})
     fewer_prompts(get_task("digits"), digits, 0.25)  # no prompts: scored as usual
     assert digits.options == {}
+
+
+def test_only_promoted_candidates_get_their_replicates(tmp_path, evaluator):
+    run = tmp_path / "run"
+    make_digits_loop(run, ScriptedProposer(ANSWERS), Recording(evaluator), replicates=2,
+                     **FIDELITY).run()
+    archive = Archive(run)
+    stages = archive.stages()
+    for id, entry in stages.items():
+        if id.startswith("g01-"):
+            wanted = 2 if entry[CHEAP]["decision"] == "promoted" else 0
+            assert len(archive.replicates(id)) == wanted, id
+    assert len(archive.replicates("burn-cross_entropy")) == 2
