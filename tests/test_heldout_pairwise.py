@@ -184,6 +184,72 @@ def test_report_says_self_judged_first():
     assert any("c1: failed (diverged)" in line for line in lines)
 
 
+class ScriptedPolicyServer(ScriptedJudgeClient):
+    """A policy server that answers (the adapter at length, the base briefly) and, asked with
+    a JSON schema, judges like ScriptedJudgeClient."""
+
+    model = "smoke-llama"
+
+    def __init__(self):
+        super().__init__()
+        self.loaded: list[str] = []
+
+    def load_adapter(self, name, path):
+        self.loaded.append(name)
+
+    def unload_adapter(self, name):
+        self.loaded.remove(name)
+
+    def chat(self, messages, *, temperature, max_tokens, seed, model, json_schema=None):
+        if json_schema is not None:
+            return super().chat(messages, temperature=temperature, max_tokens=max_tokens,
+                                seed=seed, model=model, json_schema=json_schema)
+        text = "a long and detailed answer" if model else "short"
+        return [Completion(text=text, finish_reason="stop")]
+
+
+def test_run_records_each_loss_against_the_base_model(tmp_path):
+    from selfdisco.archive import Archive
+    from selfdisco.config import RunConfig
+    from selfdisco.heldout import HeldoutContext, HeldoutLoss
+    from selfdisco.records import Result
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    archive = Archive(tmp_path)
+    server = ScriptedPolicyServer()
+    config = RunConfig(preset="smoke")
+    config.models.policy = "smoke-llama"
+    events = []
+
+    def record(point, metrics, status="done"):
+        archive.put_heldout(point.protocol, point.loss_id, point.beta, point.seed, status,
+                            metrics)
+
+    def evaluate(point, code, task_options=None):
+        ok = point.loss_id == "dpo"
+        return Result(status="scored" if ok else "failed", fitness=0.1 if ok else None,
+                      adapter=str(adapter) if ok else None,
+                      reason=None if ok else "diverged at step 3")
+
+    ctx = HeldoutContext(
+        run_dir=tmp_path, config=config, evaluate=evaluate, policy=lambda: server,
+        losses=[HeldoutLoss("dpo", "dpo", "code"), HeldoutLoss("c1", "mine", "code")],
+        betas=[0.05], seeds=[7], record=record, done=lambda point: False,
+        emit=lambda type, **fields: events.append((type, fields)),
+        options={"allow_self_judge": "true", "max_prompts": "6"})
+    pairwise.run(ctx)
+    rows = {row.loss_id: row for row in archive.heldout_rows("pairwise")}
+    assert rows["c1"].status == "failed" and rows["c1"].metrics["reason"] == "diverged at step 3"
+    m = rows["dpo"].metrics
+    assert m["win_rate"] == 1.0 and m["comparisons"] == 12  # the longer answer always won
+    assert m["lc_win_rate"] < m["win_rate"] and m["self_judge"] and m["adapter"] == str(adapter)
+    assert len(server.requests) == 12 and server.loaded == []  # the adapter was unloaded
+    assert any("judging 6 pairs of dpo" in fields["message"] for _, fields in events)
+    archive.close()
+
+
 def test_registered_as_a_protocol():
     from selfdisco.heldout import PROTOCOLS, protocol_hook
 
@@ -228,7 +294,8 @@ def test_pairwise_runs_against_a_served_policy_and_judge(tmp_path, vllm_smoke,
     ctx = HeldoutContext(
         run_dir=tmp_path, config=config, losses=[HeldoutLoss("dpo", "dpo", "code")],
         betas=[0.05], seeds=[7],
-        evaluate=lambda *a, **k: Result(status="scored", adapter=str(smoke_lora_adapter)),
+        evaluate=lambda *a, **k: Result(status="scored", fitness=0.0,
+                                        adapter=str(smoke_lora_adapter)),
         policy=lambda: client, record=record, done=lambda point: False,
         emit=lambda *a, **k: None,
         options={"allow_self_judge": "true", "max_prompts": "8", "answer_tokens": "16",
