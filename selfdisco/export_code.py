@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 ARGS = ("policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
         "reference_rejected_logps")
+WRAPPED_ARGS = ARGS.replace(" reference_chosen", "\n        reference_chosen")
 
 
 def trl_equivalent(code: str, tolerance: float, fingerprint: dict | None = None) -> str:
@@ -59,13 +60,10 @@ def _entry(code: str) -> str:
     fn = checked.function_name
     if not checked.method_form and checked.takes_beta:
         return "" if fn == ENTRY else f"{ENTRY} = {fn}\n"
-    if checked.method_form:  # the paper's method form reads self.beta
-        call = f"{fn}(SimpleNamespace(beta=beta), {ARGS})"
-    else:
-        call = f"{fn}({ARGS})"
-    return (f"def {ENTRY}({ARGS}, beta):\n"
+    first = "SimpleNamespace(beta=beta), " if checked.method_form else ""  # reads self.beta
+    return (f"def {ENTRY}({WRAPPED_ARGS}, beta):\n"
             f'    """{fn} in the order (four log-prob tensors, beta)."""\n'
-            f"    return {call}\n")
+            f"    return {fn}({first}{WRAPPED_ARGS})\n")
 
 
 def _equivalence(recipe: Recipe) -> str:

@@ -205,3 +205,21 @@ def test_train_from_refuses_what_would_change_the_recipe(run_dir):
     result = selfdisco("train", "--preset", "smoke")
     assert result.returncode == 2 and "give --loss and --data, or --from RUN:ID" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["lrml_original", "pfl", "kto_pair"])
+def test_every_written_form_exports_as_per_pair_loss(name, tmp_path):
+    """The paper's method form (self.beta) and plain forms all become per_pair_loss(..., beta)."""
+    from types import SimpleNamespace
+
+    from selfdisco.export_code import loss_module
+    from selfdisco.losses import catalog
+
+    code = catalog.get(name).candidate.code
+    recipe = SimpleNamespace(name=name, run="run", id="burn", fitness=1.0, stderr=0.1, n=8,
+                             task="sentiment", task_preset="smoke", train_seeds=[1], code=code,
+                             trl_loss_type="")
+    (tmp_path / "exported.py").write_text(loss_module(recipe))
+    loss = load_module(tmp_path / "exported.py", f"exported_{name}")
+    args = [torch.randn(6) for _ in range(4)]
+    torch.testing.assert_close(loss.per_pair_loss(*args, 0.1), compile_loss(code)(*args, 0.1))
