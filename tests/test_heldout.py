@@ -242,6 +242,7 @@ def test_the_tui_and_the_progress_lines_show_each_point(run_dir):
     assert "held-out evaluation: 2 points to measure (frontier; losses dpo), about 3 min" \
         in printed
     assert "held-out [2/2] frontier dpo beta=0.1 seed=" in printed and "reward 0." in printed
+    assert "held-out [1/2]" in printed and "left\n" in printed  # the pace so far, one to come
     assert "held-out evaluation finished" in printed
     texts = [line.text for line in RunState.from_run_dir(run_dir).log]
     assert sum(text.startswith("held-out [") for text in texts) == 2

@@ -19,6 +19,7 @@ from typing import Any
 from selfdisco import lineage, stats
 from selfdisco.control import apply_command
 from selfdisco.events import EVALUATED, EVENTS_FILE, FINAL, read_events
+from selfdisco.formatting import format_duration
 
 LOG_LINES_KEPT = 1000
 
@@ -114,6 +115,8 @@ class RunState:
         self.changed: set[str] = set()  # candidate ids changed since take_changes()
         self.header_changed = True
         self._new_log: list[LogLine] = []
+        self._heldout: tuple[float, int] | None = None  # held-out start time, points to measure
+        self._heldout_measured = 0  # points measured since that start
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -425,6 +428,8 @@ class RunState:
 
     # held-out evaluation (selfdisco.heldout): a log line each, no candidate rows
     def _on_heldout_started(self, event: dict) -> None:
+        self._heldout = (float(event.get("t") or 0.0), int(event.get("points") or 0))
+        self._heldout_measured = 0
         estimate = event.get("estimate_s")
         when = (f", about {estimate / 60:.0f} min" if isinstance(estimate, int | float)
                 else ", no time estimate")
@@ -437,10 +442,20 @@ class RunState:
         status = event.get("status")
         text = (metrics.get("summary") if status == "done" else
                 f"failed: {metrics.get('reason') or 'no reason recorded'}")
+        self._heldout_measured += 1
         self._log(event, "info" if status == "done" else "warning",
                   f"held-out [{event.get('done')}/{event.get('total')}] {event.get('protocol')}"
                   f" {event.get('loss_id')} beta={event.get('beta')} seed={event.get('seed')}: "
-                  f"{text or 'measured'}")
+                  f"{text or 'measured'}{self._heldout_left(event)}")
+
+    def _heldout_left(self, event: dict) -> str:
+        """', about 12m left': the pace of the points measured so far times those to come."""
+        if self._heldout is None:
+            return ""
+        started, points = self._heldout
+        left = points - self._heldout_measured
+        pace = (float(event.get("t") or started) - started) / self._heldout_measured
+        return f", about {format_duration(pace * left)} left" if left > 0 else ""
 
     def _on_heldout_finished(self, event: dict) -> None:
         how = "stopped" if event.get("stopped") else "finished"
