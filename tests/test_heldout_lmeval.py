@@ -168,3 +168,34 @@ def test_lm_eval_runs_through_selfdisco_for_base_and_adapter(tmp_path, smoke_lor
     assert trained == ["dpo"]
     lmeval.run(ctx)
     assert len(archive.heldout_rows("lmeval")) == 2 and trained == ["dpo"]
+
+
+@pytest.fixture
+def cpu_run(tmp_path):
+    """A cpu-preset run with one scored discovery (60 s training, 40 s scoring)."""
+    from selfdisco.config import load_config
+    from selfdisco.losses import catalog
+    from selfdisco.runner import prepare_run_dir
+
+    run = prepare_run_dir(load_config("cpu"), tmp_path / "run")
+    archive = Archive(run)
+    archive.add("g01-c1", 1, "proposal", "scored", name="mine", fitness=0.4, stderr=0.02,
+                code=catalog.CATALOG["ipo"].candidate.code,
+                timings={"data": 0.0, "train": 60.0, "score": 40.0})
+    archive.close()
+    return run
+
+
+def test_the_heldout_command_plans_pairwise_and_lmeval(cpu_run, capsys):
+    from selfdisco.cli import main
+
+    assert main(["heldout", str(cpu_run), "--protocols", "pairwise,lmeval", "--lm-eval-tasks",
+                 SHIPPED_TASK, "--option", "allow_self_judge=true", "--estimate",
+                 "--json"]) == 0
+    plan = {p["name"]: p for p in json.loads(capsys.readouterr().out)["protocols"]}
+    assert plan["pairwise"]["total"] == 3  # the best discovery, dpo and lrml
+    assert plan["lmeval"]["total"] == 4  # and the base model
+    assert plan["lmeval"]["seconds_per_point"] == 100.0  # the run's own training and scoring
+    assert main(["heldout", str(cpu_run), "--protocols", "lmeval", "--lm-eval-tasks", " , ",
+                 "--estimate"]) == 2
+    assert "lm_eval_tasks is empty" in capsys.readouterr().err

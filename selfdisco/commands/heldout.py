@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="the run directory, or its id under "
                                                    "checkpoints/")
     parser.add_argument("--protocols", default="frontier",
-                        help="comma-separated protocols to run (default: frontier)")
+                        help="comma-separated protocols to run: frontier, pairwise, lmeval "
+                             "(default: frontier)")
     parser.add_argument("--losses", help="comma-separated losses instead of the defaults: "
                                          "candidate ids of the run or catalog names")
     parser.add_argument("--top", type=int, default=1,
@@ -33,7 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a running vLLM server with the run's policy model and LoRA "
                              "(http://HOST:PORT/v1) instead of starting one")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="a protocol option (repeatable)")
+                        help="a protocol option (repeatable), e.g. allow_self_judge=true or "
+                             "judge=URL (pairwise), lm_eval_limit=8 (lmeval)")
+    parser.add_argument("--lm-eval-tasks", metavar="TASKS",
+                        help="lmeval: comma-separated lm-eval tasks (default: the shipped "
+                             "offline selfdisco_sentiment_mc; standard tasks need the Hub)")
     parser.add_argument("--estimate", action="store_true",
                         help="print the points to measure and the time estimate, then stop")
     parser.add_argument("--json", action="store_true",
@@ -74,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         protocols=split(args.protocols), betas=parse_betas(args.betas), seeds=args.seeds,
         top=args.top, references=split(args.references), losses=split(args.losses),
         options=parse_options(args.option), server_url=args.server or "")
+    if args.lm_eval_tasks:
+        request.options["lm_eval_tasks"] = args.lm_eval_tasks
     if not request.protocols:
         raise UserError("--protocols is empty; name at least one, e.g. frontier")
     out = sys.stderr if args.json else sys.stdout
