@@ -153,7 +153,9 @@ def heldout_section(rows: list[HeldoutRow], run_dir: Path) -> list[str]:
 
     if not rows:
         return []
-    lines = ["", "## Held-out evaluation", "",
+    # A protocol's caveat (metrics["note"], e.g. a self-judged pairwise) opens the section.
+    notes = sorted({r.metrics["note"] for r in rows if r.metrics.get("note")})
+    lines = ["", "## Held-out evaluation", "", *(f"**{n[0].upper()}{n[1:]}**" for n in notes),
              "Measured by `selfdisco heldout` after discovery, with training seeds the search "
              "never used, on evaluations it never saw.", ""]
     for protocol in dict.fromkeys(r.protocol for r in rows):

@@ -6,6 +6,7 @@ import json
 import math
 import re
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -172,13 +173,17 @@ def test_self_judge_needs_the_opt_in():
 
 def test_report_says_self_judged_first():
     games = _longer_wins([(10, 5), (5, 10), (12, 5)])
-    metrics = {"loss_name": "dpo", **summarise(games), "judge": "smoke-llama",
+    metrics = {"loss_name": "dpo", **summarise(games), "judge": "smoke-llama", "self_judge": True,
                "note": "self-judged: the pairwise judge (smoke-llama) is the policy's own base "
                        "model", "prompt_set": str(SHIPPED_PROMPTS)}
     rows = [HeldoutRow("pairwise", "dpo", 0.05, 1, "done", metrics),
             HeldoutRow("pairwise", "c1", 0.05, 1, "failed", {"reason": "diverged"})]
-    lines = report_lines(rows, None)
-    assert lines[0].startswith("**Self-judged")
+    from selfdisco.report import heldout_section
+
+    section = heldout_section(rows, Path("."))
+    assert section[1] == "## Held-out evaluation" and section[3].startswith("**Self-judged")
+    lines = report_lines(rows, Path("."))
+    assert "(the policy's own base model)" in " ".join(lines)
     table = [line for line in lines if line.startswith("| dpo")]
     assert len(table) == 1 and "0.667" in table[0]
     assert any("c1: failed (diverged)" in line for line in lines)
@@ -309,5 +314,6 @@ def test_pairwise_runs_against_a_served_policy_and_judge(tmp_path, vllm_smoke,
     assert m["self_judge"] and m["note"].startswith("self-judged")
     games = (tmp_path / "heldout" / "pairwise" / "dpo" / "beta0.05-seed7" / "games.jsonl")
     assert len(games.read_text().splitlines()) == 8
-    assert report_lines(archive.heldout_rows("pairwise"), tmp_path)[0].startswith(
-        "**Self-judged")
+    from selfdisco.report import heldout_section
+
+    assert heldout_section(archive.heldout_rows(), tmp_path)[3].startswith("**Self-judged")

@@ -298,16 +298,16 @@ def seconds_per_point(archive: Any) -> float | None:
 
 
 def report_lines(rows: list[Any], run_dir: Path) -> list[str]:
-    """The report's pairwise subsection: the self-judge note first when there is one, then a
-    table of raw and length-controlled win rates per loss."""
+    """The report's pairwise subsection: a table of raw and length-controlled win rates per
+    loss (a self-judge note, metrics["note"], opens the whole held-out section)."""
     done = [row for row in rows if row.status == "done"]
-    notes = sorted({row.metrics["note"] for row in done if row.metrics.get("note")})
-    lines = [f"**{note[0].upper()}{note[1:]}**" for note in notes]
-    lines += ["### Pairwise win rate against the base model", ""]
+    lines = ["### Pairwise win rate against the base model", ""]
     if done:
         first = done[0].metrics
-        lines += [f"Judge {first.get('judge')}, {first.get('prompts')} held-out prompts "
-                  f"({Path(str(first.get('prompt_set'))).name}), both answer orders judged, a "
+        self_judged = " (the policy's own base model)" if first.get("self_judge") else ""
+        lines += [f"Judge {first.get('judge')}{self_judged}, {first.get('prompts')} held-out "
+                  f"prompts ({Path(str(first.get('prompt_set'))).name}), both answer orders "
+                  "judged, a "
                   "tie counts half. Length-controlled: the win rate a logistic regression on "
                   "the standardised length difference predicts at equal lengths (AlpacaEval "
                   "2), its standard error from a bootstrap over prompts.", "",
