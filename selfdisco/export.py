@@ -88,7 +88,8 @@ class Recipe:
             "data": {"source": f"the {self.task} task's preference pairs (task seed "
                                f"{self.task_seed}, pairs version {self.pairs_version})",
                      "file": PAIRS_FILE if self.pairs is not None else "",
-                     "digest": self.pairs_digest, "pairs": self.pairs_count},
+                     "digest": self.pairs_digest, "pairs": self.pairs_count,
+                     "version": self.pairs_version},
             "task": {"name": self.task, "preset": self.task_preset, "seed": self.task_seed,
                      "options": self.task_options},
             "train": {k: v for k, v in self.train.recipe().items() if k != "seed"},
@@ -118,6 +119,7 @@ class Recipe:
                        stderr=fit.get("stderr"), n=fit.get("n"),
                        pooled_seed_variance=fit.get("pooled_seed_variance"),
                        pairs_digest=data_.get("digest", ""), pairs_count=data_.get("pairs", 0),
+                       pairs_version=data_.get("version", 0),
                        trl_loss_type=loss.get("trl_loss_type", ""))
         except (KeyError, TypeError) as err:
             raise UserError(f"{RECIPE_FILE} lacks {err}: write it again with `selfdisco "

@@ -77,6 +77,7 @@ def test_exported_loss_is_the_candidates_code_as_a_standalone_function(run_dir, 
     assert (back.code, back.train, back.train_seeds, back.fitness, back.task_options) == (
         recipe.code, recipe.train, recipe.train_seeds, recipe.fitness, recipe.task_options)
     assert back.recorded["fitness"] == recipe.fitness
+    assert back.pairs_version == recipe.pairs_version > 0
     recipe.train = recipe.train.with_overrides(max_prompt_length=None)  # keeps whole prompts
     write_export(recipe, tmp_path)
     assert read_export(tmp_path).train.max_prompt_length is None
