@@ -88,8 +88,8 @@ class Prompt:
 
 
 def load_prompts(source: str) -> list[Prompt]:
-    """Instructions from a local .jsonl file ({id?, instruction}) or a Hub dataset id (an
-    "instruction" or "prompt" column, e.g. tatsu-lab/alpaca_eval); UserError when unreadable."""
+    """Instructions from a local .jsonl file ({id?, instruction}) or a Hub dataset id (its
+    first split's "instruction" or "prompt" column); UserError when unreadable."""
     path = Path(source).expanduser()
     if path.suffix == ".jsonl" or path.exists():
         if not path.is_file():
