@@ -120,7 +120,7 @@ def by_generation(rows: Iterable[Any]) -> dict[int, Figures]:
 
 def table(figures: list[Figures]) -> list[str]:
     """The per-proposer table in Markdown."""
-    lines = ["| proposer | generations | answers | parse failed | screen rejected | duplicate | "
+    lines = ["| proposer | in generations | answers | parse failed | screen rejected | duplicate | "
              "valid and novel | mean fitness (best) |", "|---|---|---|---|---|---|---|---|"]
     for f in figures:
         span = f"{min(f.generations)}-{max(f.generations)}" if len(f.generations) > 1 \

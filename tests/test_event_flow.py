@@ -29,7 +29,7 @@ from selfdisco.runner import catalog_entry, parse_answer, prepare_run_dir, start
 from selfdisco.tui.state import RunState
 
 DISCOVERY = {"generations": 2, "candidates_per_generation": 2, "burn_in": ["dpo", "hinge"],
-             "max_resamples": 2}
+             "max_resamples": 2, "duel_samples": 1}
 ANSWERS = [
     # generation 1: a valid loss and an unparsable answer, resampled into a duplicate of dpo,
     # then into a new loss (whose first evaluation loses the model server)
@@ -37,6 +37,9 @@ ANSWERS = [
     "not json at all",
     answer("dpo_again", "1.0 * F.softplus(-1.0 * x)"),
     answer("steeper", "1.0 * F.softplus(-3.0 * x)"),
+    # the duel after generation 1: the base's answer, then the best policy's (a tie: promoted)
+    answer("duel_base", "1.0 * torch.sigmoid(-2.0 * x)"),
+    answer("duel_policy", "0.4 * torch.exp(-2.0 * x) + 0.6 * F.softplus(-1.0 * x)"),
     # generation 2: a loss that diverges in training, and one that fails the static check,
     # resampled into one whose evaluation fails
     answer("blow_up", "torch.exp(-30.0 * x)"),

@@ -142,7 +142,8 @@ def test_report_marks_ties_and_prints_the_correlation_with_kl(tmp_path):
     archive.close()
     comparison = stats.compare(rows)
     assert 2 <= len(comparison.tied) < len(rows)  # some tied with the best, some not
-    table = {line.split(" | ")[1].split()[0]: line for line in text.splitlines()
+    ranking = text[text.index("## Ranking"):text.index("## Fitness")]  # not the other tables
+    table = {line.split(" | ")[1].split()[0]: line for line in ranking.splitlines()
              if line.startswith("| ") and " | " in line and line.split(" | ")[1][:1] in "bg"}
     assert set(table) == {r.id for r in rows}
     for row in rows:
