@@ -155,7 +155,8 @@ def heldout_section(rows: list[HeldoutRow], run_dir: Path) -> list[str]:
         return []
     # A protocol's caveat (metrics["note"], e.g. a self-judged pairwise) opens the section.
     notes = sorted({r.metrics["note"] for r in rows if r.metrics.get("note")})
-    lines = ["", "## Held-out evaluation", "", *(f"**{n[0].upper()}{n[1:]}**" for n in notes),
+    lines = ["", "## Held-out evaluation", "",
+             *(line for n in notes for line in (f"**{n[0].upper()}{n[1:]}**", "")),
              "Measured by `selfdisco heldout` after discovery, with training seeds the search "
              "never used, on evaluations it never saw.", ""]
     for protocol in dict.fromkeys(r.protocol for r in rows):
