@@ -187,6 +187,12 @@ def test_report_says_self_judged_first():
     table = [line for line in lines if line.startswith("| dpo")]
     assert len(table) == 1 and "0.667" in table[0]
     assert any("c1: failed (diverged)" in line for line in lines)
+    metrics.update(judge_agreement=0.5, judge_agreement_n=24,
+                   judge_unreliable="its agreement on answer pairs of known quality 0.50 is "
+                                    "below 0.75 (0.5 is guessing)")
+    lines = report_lines([HeldoutRow("pairwise", "dpo", 0.05, 1, "done", metrics)], Path("."))
+    assert "agreed with 0.50 of 24 answer pairs" in " ".join(lines)
+    assert any(line.startswith("- Warning: its agreement") for line in lines)
 
 
 class ScriptedPolicyServer(ScriptedJudgeClient):
@@ -250,7 +256,10 @@ def test_run_records_each_loss_against_the_base_model(tmp_path):
     m = rows["dpo"].metrics
     assert m["win_rate"] == 1.0 and m["comparisons"] == 12  # the longer answer always won
     assert m["lc_win_rate"] < m["win_rate"] and m["self_judge"] and m["adapter"] == str(adapter)
-    assert len(server.requests) == 12 and server.loaded == []  # the adapter was unloaded
+    # 6 prompts and the 24 known pairs, each judged in both orders
+    assert len(server.requests) == 12 + 48 and server.loaded == []  # the adapter unloaded
+    assert m["judge_agreement_n"] == 24 and 0.0 <= m["judge_agreement"] <= 1.0
+    assert ("judge_unreliable" in m) == (m["judge_agreement"] < 0.75)
     assert any("judging 6 pairs of dpo" in fields["message"] for _, fields in events)
     archive.close()
 

@@ -23,7 +23,13 @@ from typing import Any
 
 from selfdisco.errors import UserError
 from selfdisco.heldout.winrate import summarise
-from selfdisco.judge import Judge, PairGame
+from selfdisco.judge import (
+    Judge,
+    PairGame,
+    load_known_pairs,
+    pair_agreement,
+    unreliable_reason,
+)
 from selfdisco.tasks.sampling import parallel_map, served_adapter
 
 SHIPPED_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "heldout_prompts.jsonl"
@@ -178,13 +184,15 @@ def run(ctx: Any) -> None:
         client = ctx.policy()
         judge = Judge(judge_endpoint.client if judge_endpoint else client,
                       max_tokens=settings.judge_tokens)
+        _say(ctx, "pairwise: the judge compares answer pairs of known quality (agreement)")
+        agreement = pair_agreement(judge, load_known_pairs(), "pairwise", settings.concurrency)
         _say(ctx, f"pairwise: the base model answers {len(prompts)} held-out prompts")
         reference = answer_prompts(client, prompts, None, settings, ctx.config.seed)
         losses = {loss.id: loss for loss in ctx.losses}
         for point in todo:
             _measure(ctx, point, losses[point.loss_id], prompts, reference, judge, settings,
                      {"judge": judge_name, "self_judge": bool(note), "note": note,
-                      "prompt_set": settings.prompts})
+                      "prompt_set": settings.prompts, **agreement})
     finally:
         if judge_endpoint is not None:
             judge_endpoint.close()
@@ -208,6 +216,9 @@ def _measure(ctx: Any, point: Any, loss: Any, prompts: list[Prompt], reference: 
     metrics = {"loss_name": loss.name, "adapter": adapter, **summarise(games, seed=point.seed),
                **about,
                "seconds": round(time.perf_counter() - started, 1)}
+    unreliable = unreliable_reason(metrics["parse_rate"], metrics["judge_agreement"])
+    if unreliable:
+        metrics["judge_unreliable"] = unreliable
     metrics["summary"] = (f"win {metrics['win_rate']:.3f}, length-controlled "
                           f"{metrics['lc_win_rate']:.3f}")
     out = Path(ctx.run_dir) / "heldout" / point.dir_name()
@@ -310,7 +321,8 @@ def report_lines(rows: list[Any], run_dir: Path) -> list[str]:
                   "judged, a "
                   "tie counts half. Length-controlled: the win rate a logistic regression on "
                   "the standardised length difference predicts at equal lengths (AlpacaEval "
-                  "2), its standard error from a bootstrap over prompts.", "",
+                  "2), its standard error from a bootstrap over prompts."
+                  + _agreement_text(first), "",
                   "| loss | win rate | length-controlled | length slope | chars (policy / "
                   "base) | consistency | parse rate |",
                   "|---|---|---|---|---|---|---|"]
@@ -321,11 +333,22 @@ def report_lines(rows: list[Any], run_dir: Path) -> list[str]:
                 f" | {_pm(m['lc_win_rate'], m['lc_win_rate_stderr'])} | {m['length_slope']:.2f}"
                 f" | {m['policy_mean_chars']:.0f} / {m['baseline_mean_chars']:.0f}"
                 f" | {m['consistency']:.2f} | {m['parse_rate']:.2f} |")
+    for reason in sorted({row.metrics["judge_unreliable"] for row in done
+                          if row.metrics.get("judge_unreliable")}):
+        lines.append(f"- Warning: {reason}; these win rates are not evidence.")
     for row in rows:
         if row.status != "done":
             lines.append(f"- {row.metrics.get('loss_name', row.loss_id)}: failed "
                          f"({row.metrics.get('reason', 'no reason recorded')})")
     return lines + [""]
+
+
+def _agreement_text(metrics: dict) -> str:
+    agreement = metrics.get("judge_agreement")
+    if agreement is None:
+        return ""
+    return (f" The judge agreed with {agreement:.2f} of {metrics.get('judge_agreement_n')} "
+            "answer pairs of known quality (selfdisco/data/judge_pairs.jsonl; 0.5 is guessing).")
 
 
 def _pm(value: float, stderr: float) -> str:
