@@ -144,3 +144,15 @@ def test_dpo_training_raises_reward_accuracy(tmp_path):
     assert min(r["rewards/accuracies"] for r in steps[-5:]) == 1.0
     # Held-out pairs, scored from the saved adapter with plain transformers + peft.
     assert reward_accuracy(result.adapter_path, separable_pairs(12, offset=100)) >= 0.9
+
+
+def test_a_prompt_longer_than_max_length_is_cut_not_dropped(tmp_path):
+    """A proposer's context can outgrow max_length; its pairs still train (prompt kept from
+    its end) instead of leaving an empty dataset."""
+    long = [dict(p, prompt=" ".join(["a long context"] * 60) + p["prompt"])
+            for p in separable_pairs(4)]
+    result = train_adapter(model_path="smoke-llama", data=long, loss_fn=dpo,
+                           settings=smoke(max_steps=2, max_length=48, max_prompt_length=32),
+                           out_dir=tmp_path)
+    assert result.status == "ok", result.error
+    assert result.steps_done == 2

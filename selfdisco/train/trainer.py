@@ -96,8 +96,16 @@ class RuntimeLossDPOTrainer(DPOTrainer):
                                                         model_identity or {})
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        if self.max_prompt_length is not None and "prompt_ids" in dataset.column_names:
+        if self.max_prompt_length is None:
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        # TRL drops every pair whose prompt alone reaches max_length; prompts are cut to
+        # max_prompt_length below instead, so nothing needs dropping (a proposer's long context).
+        max_length, args.max_length = args.max_length, None
+        try:
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        finally:
+            args.max_length = max_length
+        if "prompt_ids" in dataset.column_names:
             keep = self.max_prompt_length
             dataset = dataset.map(lambda row: {"prompt_ids": row["prompt_ids"][-keep:]},
                                   desc=f"Cutting {dataset_name} prompts to {keep} tokens")
