@@ -196,8 +196,15 @@ class ExportedLossDPOTrainer(DPOTrainer):
         self.precompute_ref_logps = True  # _compute_loss puts reference log-probs in the batch
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        if self.max_prompt_length is not None and "prompt_ids" in dataset.column_names:
+        if self.max_prompt_length is None:
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        # TRL would drop pairs whose prompt reaches max_length; they are cut below instead.
+        max_length, args.max_length = args.max_length, None
+        try:
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        finally:
+            args.max_length = max_length
+        if "prompt_ids" in dataset.column_names:
             keep = self.max_prompt_length
             dataset = dataset.map(lambda row: {{"prompt_ids": row["prompt_ids"][-keep:]}})
         return dataset
