@@ -296,16 +296,10 @@ def open_judge(config: Any, settings: PairwiseSettings) -> tuple[Any, str, str]:
 
 
 def seconds_per_point(archive: Any) -> float | None:
-    """The mean of this protocol's measured points; before the first, what a candidate of the
-    run cost to train and score (a point trains one unless it reuses an adapter)."""
-    from selfdisco.heldout.session import measured_seconds
+    """See session.seconds_per_point."""
+    from selfdisco.heldout import session
 
-    seconds = [row.metrics["seconds"] for row in archive.heldout_rows("pairwise")
-               if row.status == "done" and "seconds" in row.metrics]
-    if seconds:
-        return sum(seconds) / len(seconds)
-    run = measured_seconds(archive)
-    return sum(run.values()) if run else None
+    return session.seconds_per_point(archive, "pairwise")
 
 
 def report_lines(rows: list[Any], run_dir: Path) -> list[str]:

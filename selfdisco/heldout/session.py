@@ -84,6 +84,17 @@ def _catalog_loss(catalog: Any, name: str) -> HeldoutLoss:
     return HeldoutLoss(name, name, catalog.CATALOG[name].candidate.code)
 
 
+def seconds_per_point(archive: Archive, protocol: str) -> float | None:
+    """The mean of a protocol's measured points; before the first, what a candidate of the run
+    cost to train and score (a point trains one unless it reuses an adapter)."""
+    seconds = [row.metrics["seconds"] for row in archive.heldout_rows(protocol)
+               if row.status == "done" and "seconds" in row.metrics]
+    if seconds:
+        return sum(seconds) / len(seconds)
+    run = measured_seconds(archive)
+    return sum(run.values()) if run else None
+
+
 def measured_seconds(archive: Archive) -> dict[str, float] | None:
     """The run's median seconds per trained candidate for preparing data, training and
     scoring (from its archive's timings), or None when it trained none."""
