@@ -49,7 +49,7 @@ CONFIGS = {
 START = {"t": 1.0, "g": 0.0, "e": 0.0, "a": 0.0}  # cross-entropy
 LIMITS = {"t": (0.25, 4.0), "g": (0.0, 4.0), "e": (0.0, 0.5), "a": (0.0, 2.0)}
 NAME = re.compile(r"t(\d+p\d+)_g(\d+p\d+)_e(\d+p\d+)_a(\d+p\d+)")
-FITNESS = re.compile(r"^Fitness: ([0-9.]+)")
+FITNESS = re.compile(r"^Fitness: (\d+(?:\.\d+)?)")
 FRESH_SEEDS = (101, 102, 103)
 
 

@@ -26,6 +26,7 @@ from selfdisco.search import fidelity, population
 from selfdisco.seeds import derive
 
 STOPPED = "stopped on request"  # the reason a run ends with when the user stops it
+FAILED_GENERATIONS = 2  # generations in a row whose every proposer request failed end a run
 
 
 class ProposerUnavailable(UserError):
@@ -75,6 +76,8 @@ class Discovery:
         self.paused = False
         self.stop_requested = False
         self.started = time.monotonic()
+        self.requests = [0, 0]  # proposer requests of this generation: sent, failed
+        self.last_request_error = ""
         self.can_self_improve = self.d.self_improve != "off" and (
             config.proposer_model == config.models.policy)
 
@@ -98,7 +101,7 @@ class Discovery:
         self._restore()
         self.burn_in()
         reason = "generation limit reached"
-        stale = 0
+        stale = failed = 0
         best_before = self._best_fitness()
         for generation in range(1, self.d.generations + 1):
             if self.archive.generation_state(generation) == "done":
@@ -109,7 +112,14 @@ class Discovery:
             if self.d.time_budget_min and self._elapsed_min() >= self.d.time_budget_min:
                 reason = f"time budget of {self.d.time_budget_min} minutes used"
                 break
+            self.requests = [0, 0]
             self.generation(generation)
+            failed = failed + 1 if self.requests[0] and self.requests[1] == self.requests[0] else 0
+            if failed >= FAILED_GENERATIONS:
+                reason = (f"every proposer request failed for {failed} generations (last error: "
+                          f"{self.last_request_error}); fix the cause, then resume the run")
+                self.events.emit("log", level="error", message=reason)
+                break
             best = self._best_fitness()
             improved = best is not None and (best_before is None or best > best_before)
             stale = 0 if improved else stale + 1
@@ -283,6 +293,7 @@ class Discovery:
         from selfdisco.llm.client import LLMUnavailable
         from selfdisco.llm.server import ServerError
 
+        self.requests[0] += 1
         try:
             answers = self.s.proposer.chat(
                 messages, n=n, temperature=self.d.temperature, top_p=self.d.top_p,
@@ -296,6 +307,8 @@ class Discovery:
                 f"is lost: fix the server, then run `selfdisco resume {self.run_dir}`") from None
         except Exception as err:  # noqa: BLE001 - a refused request is a rejected proposal
             self.events.emit("log", level="error", message=f"proposer request failed: {err}")
+            self.requests[1] += 1
+            self.last_request_error = str(err).splitlines()[0] if str(err) else type(err).__name__
             return [""] * n
         texts = [a.text for a in answers]
         return texts + [""] * (n - len(texts))

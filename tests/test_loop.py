@@ -142,6 +142,34 @@ def test_a_proposer_outage_stops_the_run_and_resume_finishes_it(tmp_path):
     assert {"g02-c1", "g02-c2"} <= set(done)
 
 
+def test_a_proposer_that_refuses_every_request_ends_the_run_after_two_generations(tmp_path):
+    class Refusing(ScriptedProposer):
+        def _answer(self, request):
+            self.requests.append(request)
+            raise ValueError("could not convert string to float: '0.9481.'")
+
+    run = tmp_path / "run"
+    proposer = Refusing([])
+    reason = make_loop(run, proposer, CurveEvaluator(), generations=50).run()
+    assert reason.startswith("every proposer request failed for 2 generations")
+    assert "0.9481." in reason and "resume" in reason
+    generations = {r.generation for r in Archive(run).rows("kind = 'proposal'")}
+    assert generations == {1, 2}
+    # one request a generation succeeding is enough to keep going
+    flaky = ScriptedProposer([answer("a", "1.0 * torch.relu(1 - 2.0 * x)")] * 40)
+    calls = []
+
+    def sometimes(request, _answer=flaky._answer):
+        calls.append(1)
+        if len(calls) % 3 == 0:
+            raise ValueError("refused")
+        return _answer(request)
+
+    flaky._answer = sometimes
+    assert make_loop(tmp_path / "flaky", flaky, CurveEvaluator(), generations=3).run() == (
+        "generation limit reached")
+
+
 def test_a_name_is_kept_only_by_a_loss_that_behaves_like_its_owner(tmp_path):
     run = tmp_path / "run"
     answers = [answer("dpo", "(x - 1) ** 2"),  # not dpo: shown under another name
