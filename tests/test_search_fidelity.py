@@ -162,3 +162,23 @@ def test_only_promoted_candidates_get_their_replicates(tmp_path, evaluator):
             wanted = 2 if entry[CHEAP]["decision"] == "promoted" else 0
             assert len(archive.replicates(id)) == wanted, id
     assert len(archive.replicates("burn-cross_entropy")) == 2
+
+
+def test_beating_the_best_baseline_lets_a_low_rank_through_only_beyond_noise():
+    from selfdisco.records import Result
+    from selfdisco.search.fidelity import _rule
+
+    def scored(correct: int, shift: int = 0, n: int = 400) -> Result:
+        per_example = [1.0] * correct + [0.0] * (n - correct)
+        per_example = per_example[shift:] + per_example[:shift]  # right on other examples
+        return Result(status="scored", fitness=correct / n, stderr=0.0,
+                      metrics={"per_prompt": per_example})
+
+    baseline = ("focal", scored(300))
+    # rank 3 of 4 with the top 2 kept: as good as the baseline, or above it inside the noise
+    for correct in (300, 306):
+        decision, rule = _rule(scored(correct, shift=60), 3, 4, 2, 0.25, baseline)
+        assert decision == "stopped" and "focal" in rule
+    decision, rule = _rule(scored(340, shift=60), 3, 4, 2, 0.25, baseline)
+    assert decision == "promoted" and "more than 2 s.e." in rule
+    assert _rule(scored(100), 1, 4, 2, 0.25, baseline)[0] == "promoted"  # the top 2 go on

@@ -4,10 +4,12 @@ This is successive halving (Jamieson and Talwalkar, 2016) with two rungs: each v
 of a generation is trained for `discovery.fidelity` of the full training (one training seed),
 and the best `discovery.fidelity_keep` of them, ranked by that cheap fitness, go on to the full
 evaluation (with its replicates). The baselines are measured at the same fidelity once, and a
-candidate that is at least as good as the best of them there goes on whatever its rank: the cut
-should never drop a loss that beats every known one. A candidate stopped at the cheap stage is
-never trained fully; it is recorded as failed with cause "stopped" and the rule that stopped
-it, and its cheap result stays in the archive's stages table.
+candidate that beats the best of them there by more than 2 standard errors of the paired
+difference goes on whatever its rank: the cut should never drop a loss that clearly beats every
+known one. (Merely at least as good is not enough: in a search that refines good losses most
+candidates are, and the cut would then keep nearly all of them.) A candidate stopped at the
+cheap stage is never trained fully; it is recorded as failed with cause "stopped" and the rule
+that stopped it, and its cheap result stays in the archive's stages table.
 
 Every cheap result and every decision is written to the archive before the next step, so a run
 killed during the cheap stage resumes with the results it has and evaluates only the rest.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from selfdisco import stats
 from selfdisco.records import Result
 
 CHEAP = "cheap"  # the one stage before the full evaluation
@@ -52,8 +55,8 @@ def cheap_stage(loop: Any, g: int, pending: list) -> list:
             if result.status != "scored":
                 decision, rule = "failed", f"failed at the cheap stage: {result.reason}"
             else:
-                decision, rule = _rule(result.fitness, ranked.index(row.id) + 1, len(ranked),
-                                       keep, f, anchor)
+                decision, rule = _rule(result, ranked.index(row.id) + 1, len(ranked), keep, f,
+                                       anchor)
             entry = _decide(loop, row, entry, decision, rule)
         if entry["decision"] == "promoted":
             promoted.append(row)
@@ -65,16 +68,21 @@ def cheap_stage(loop: Any, g: int, pending: list) -> list:
     return promoted
 
 
-def _rule(fitness: float, rank: int, n: int, keep: int, f: float,
-          anchor: tuple[str, float] | None) -> tuple[str, str]:
+def _rule(result: Result, rank: int, n: int, keep: int, f: float,
+          anchor: tuple[str, Result] | None) -> tuple[str, str]:
     """(decision, the rule that made it, in words)."""
-    where = f"after {f:.0%} of the training its fitness was {fitness:.4g}, rank {rank} of {n}"
+    where = (f"after {f:.0%} of the training its fitness was {result.fitness:.4g}, rank {rank} "
+             f"of {n}")
     if rank <= keep:
         return "promoted", f"promoted: {where} (the top {keep} go on)"
-    if anchor is not None and fitness >= anchor[1]:
-        return "promoted", (f"promoted: {where}, at least the best baseline's {anchor[1]:.4g} "
-                            f"({anchor[0]}) at the same length")
-    below = f"; the best baseline there, {anchor[0]}, had {anchor[1]:.4g}" if anchor else ""
+    if anchor is not None:
+        name, best = anchor
+        d = stats.difference(result, best)
+        if d is not None and d.stderr and d.mean > 2 * d.stderr:
+            return "promoted", (f"promoted: {where}, above the best baseline's {best.fitness:.4g} "
+                                f"({name}) at the same length by {d.mean:.4g} ± {d.stderr:.2g}, "
+                                "more than 2 s.e.")
+    below = f"; the best baseline there, {anchor[0]}, had {anchor[1].fitness:.4g}" if anchor else ""
     return "stopped", f"not trained fully: {where} (only the top {keep} go on){below}"
 
 
@@ -109,11 +117,11 @@ def _emit(loop: Any, row, entry: dict) -> None:
                      decision=entry["decision"], rule=entry["rule"])
 
 
-def _best_baseline(loop: Any, baselines: list) -> tuple[str, float] | None:
-    """The best baseline's name and fitness at the cheap stage; None when none scored."""
-    measured = [(r.name, float(e["result"]["fitness"])) for r in baselines
+def _best_baseline(loop: Any, baselines: list) -> tuple[str, Result] | None:
+    """The best baseline's name and result at the cheap stage; None when none scored."""
+    measured = [(r.name, Result.from_dict(e["result"])) for r in baselines
                 if (e := loop.archive.stage(r.id, CHEAP)) and e["result"]["status"] == "scored"]
-    return max(measured, key=lambda m: m[1]) if measured else None
+    return max(measured, key=lambda m: m[1].fitness) if measured else None
 
 
 def report_section(rows: list, stages: dict[str, dict]) -> list[str]:
