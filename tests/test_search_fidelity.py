@@ -182,3 +182,30 @@ def test_beating_the_best_baseline_lets_a_low_rank_through_only_beyond_noise():
     decision, rule = _rule(scored(340, shift=60), 3, 4, 2, 0.25, baseline)
     assert decision == "promoted" and "more than 2 s.e." in rule
     assert _rule(scored(100), 1, 4, 2, 0.25, baseline)[0] == "promoted"  # the top 2 go on
+
+
+def test_the_best_known_loss_includes_earlier_candidates_not_later_ones():
+    from types import SimpleNamespace
+
+    from selfdisco.search.fidelity import _best_known
+
+    def row(id, name, generation):
+        return SimpleNamespace(id=id, name=name, generation=generation)
+
+    cheap = {"burn-focal": 0.80, "g01-c1": 0.90, "g02-c1": 0.85, "g03-c1": 0.99}
+    rows = [row("g01-c1", "sharp", 1), row("g02-c1", "tempered", 2), row("g03-c1", "late", 3)]
+
+    class Stages:
+        def rows(self, where, params):
+            assert "generation < ?" in where
+            return [r for r in rows if r.generation < params[0]]
+
+        def stage(self, id, stage):
+            return {"result": {"status": "scored", "fitness": cheap[id], "stderr": 0.0,
+                               "metrics": {}}}
+
+    loop = SimpleNamespace(archive=Stages())
+    baselines = [row("burn-focal", "focal", 0)]
+    assert _best_known(loop, 1, baselines)[0] == "focal"
+    name, result = _best_known(loop, 3, baselines)
+    assert (name, result.fitness) == ("sharp", 0.90)

@@ -3,13 +3,14 @@
 This is successive halving (Jamieson and Talwalkar, 2016) with two rungs: each valid candidate
 of a generation is trained for `discovery.fidelity` of the full training (one training seed),
 and the best `discovery.fidelity_keep` of them, ranked by that cheap fitness, go on to the full
-evaluation (with its replicates). The baselines are measured at the same fidelity once, and a
-candidate that beats the best of them there by more than 2 standard errors of the paired
-difference goes on whatever its rank: the cut should never drop a loss that clearly beats every
-known one. (Merely at least as good is not enough: in a search that refines good losses most
-candidates are, and the cut would then keep nearly all of them.) A candidate stopped at the
-cheap stage is never trained fully; it is recorded as failed with cause "stopped" and the rule
-that stopped it, and its cheap result stays in the archive's stages table.
+evaluation (with its replicates). The baselines are measured at the same fidelity once. A
+candidate below the cut still goes on when it beats every loss known at the cheap stage (the
+baselines and the earlier generations' candidates) by more than 2 standard errors of the paired
+difference: the cut should never drop a loss that clearly beats all known ones. (Beating the
+baselines alone is not enough: in a search that refines good losses most candidates do, and the
+cut would then keep nearly all of them.) A candidate stopped at the cheap stage is never trained
+fully; it is recorded as failed with cause "stopped" and the rule that stopped it, and its cheap
+result stays in the archive's stages table.
 
 Every cheap result and every decision is written to the archive before the next step, so a run
 killed during the cheap stage resumes with the results it has and evaluates only the rest.
@@ -40,7 +41,7 @@ def cheap_stage(loop: Any, g: int, pending: list) -> list:
         loop._stage(g, CHEAP, "start", f"{len(todo)} at {f:.0%} of the training")
         _evaluate(loop, todo, f)
         loop._stage(g, CHEAP, "end", "")
-    anchor = _best_baseline(loop, baselines)
+    anchor = _best_known(loop, g, baselines)
     entries = {r.id: loop.archive.stage(r.id, CHEAP)
                for r in loop.archive.rows("generation = ? AND kind = 'proposal'", (g,))}
     scored = [(-e["result"]["fitness"], id) for id, e in entries.items()
@@ -79,10 +80,11 @@ def _rule(result: Result, rank: int, n: int, keep: int, f: float,
         name, best = anchor
         d = stats.difference(result, best)
         if d is not None and d.stderr and d.mean > 2 * d.stderr:
-            return "promoted", (f"promoted: {where}, above the best baseline's {best.fitness:.4g} "
-                                f"({name}) at the same length by {d.mean:.4g} ± {d.stderr:.2g}, "
-                                "more than 2 s.e.")
-    below = f"; the best baseline there, {anchor[0]}, had {anchor[1].fitness:.4g}" if anchor else ""
+            return "promoted", (f"promoted: {where}, above the best known loss's "
+                                f"{best.fitness:.4g} ({name}) at the same length by "
+                                f"{d.mean:.4g} ± {d.stderr:.2g}, more than 2 s.e.")
+    below = (f"; the best known loss there, {anchor[0]}, had {anchor[1].fitness:.4g}"
+             if anchor else "")
     return "stopped", f"not trained fully: {where} (only the top {keep} go on){below}"
 
 
@@ -117,9 +119,11 @@ def _emit(loop: Any, row, entry: dict) -> None:
                      decision=entry["decision"], rule=entry["rule"])
 
 
-def _best_baseline(loop: Any, baselines: list) -> tuple[str, Result] | None:
-    """The best baseline's name and result at the cheap stage; None when none scored."""
-    measured = [(r.name, Result.from_dict(e["result"])) for r in baselines
+def _best_known(loop: Any, g: int, baselines: list) -> tuple[str, Result] | None:
+    """The name and cheap-stage result of the best loss measured there before generation g (the
+    baselines and earlier candidates); None when none scored."""
+    earlier = loop.archive.rows("kind = 'proposal' AND generation < ?", (g,))
+    measured = [(r.name, Result.from_dict(e["result"])) for r in [*baselines, *earlier]
                 if (e := loop.archive.stage(r.id, CHEAP)) and e["result"]["status"] == "scored"]
     return max(measured, key=lambda m: m[1].fitness) if measured else None
 
