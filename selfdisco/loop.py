@@ -7,30 +7,23 @@ archive on start, so a run killed at any moment resumes where it stopped.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from selfdisco import promotion, propose, selftrain, stats
+from selfdisco import promotion, proposing, stats
 from selfdisco.archive import REFERENCE_SHAPE, Archive, Row
 from selfdisco.config import RunConfig
 from selfdisco.control import ControlReader, apply_command
-from selfdisco.errors import UserError
 from selfdisco.evaluation import code_sha, combine
 from selfdisco.events import EVALUATED, EventWriter
+from selfdisco.proposing import ProposerUnavailable as ProposerUnavailable  # raised by run()
 from selfdisco.records import Result
-from selfdisco.search import fidelity, population
-from selfdisco.seeds import derive
+from selfdisco.search import fidelity
 
 STOPPED = "stopped on request"  # the reason a run ends with when the user stops it
 FAILED_GENERATIONS = 2  # generations in a row whose every proposer request failed end a run
-
-
-class ProposerUnavailable(UserError):
-    """The proposer's server is gone for good; the run stops and can be resumed."""
 
 
 @dataclass
@@ -264,165 +257,16 @@ class Discovery:
         self.events.emit("generation_finished", generation=g, best_id=best.id if best else None,
                          best_fitness=best.fitness if best else None)
 
-    # ---- propose and screen -------------------------------------------------------------------
+    # ---- propose and screen (proposing.py) -----------------------------------------------------
+    def _propose(self, g: int) -> None:
+        proposing.propose_generation(self, g)
+
     def _messages(self, shown: list[Row] | None = None) -> list[dict]:
-        """The proposer's context with `shown` proposals (default: every one) as history."""
-        system = propose.system_prompt(self.s.task_description, self.s.beta, self.d.code_grammar,
-                                       self.s.prompts)
-        burn = [{"name": r.name, "full_name": r.thought, "code": r.code,
-                 "fitness": r.fitness if r.status == "scored" else None}
-                for r in self.archive.rows("kind = 'burn_in'")]
-        entries = []
-        for row in self.archive.rows("kind = 'proposal'") if shown is None else shown:
-            if row.status not in EVALUATED:
-                continue
-            answer = json.dumps({"thought": row.thought, "name": row.name, "code": row.code})
-            entries.append(propose.Entry(order=row.seq, answer=answer,
-                                         feedback=propose.feedback(row.status, row.fitness,
-                                                                   row.reason,
-                                                                   row.metrics.get("cause")),
-                                         fitness=row.fitness if row.status == "scored" else None))
-        return propose.build_messages(system, propose.burn_in_message(burn), entries,
-                                      budget=self.d.context_tokens, keep_best=self.d.keep_best,
-                                      keep_recent=self.d.keep_recent)
+        """The proposer's context (promotion.py and the islands ask for it too)."""
+        return proposing.context(self, shown)
 
     def _ask(self, messages: list[dict], n: int, seed: int, model: str | None) -> list[str]:
-        """n answers of the proposer served as `model` (None: the base model). A refused request
-        counts as empty answers; a proposer that cannot answer at all (server down after its
-        restarts) ends the run, to resume."""
-        from selfdisco.llm.client import LLMUnavailable
-        from selfdisco.llm.server import ServerError
-
-        self.requests[0] += 1
-        try:
-            answers = self.s.proposer.chat(
-                messages, n=n, temperature=self.d.temperature, top_p=self.d.top_p,
-                max_tokens=self.d.max_tokens, seed=seed,
-                **propose.answer_format(self.d.code_grammar),
-                model=model)
-        except (LLMUnavailable, ServerError) as err:
-            self.events.emit("log", level="error", message=f"the proposer is unavailable: {err}")
-            raise ProposerUnavailable(
-                f"the proposer could not answer ({str(err).splitlines()[0]}); nothing recorded "
-                f"is lost: fix the server, then run `selfdisco resume {self.run_dir}`") from None
-        except Exception as err:  # noqa: BLE001 - a refused request is a rejected proposal
-            self.events.emit("log", level="error", message=f"proposer request failed: {err}")
-            self.requests[1] += 1
-            self.last_request_error = str(err).splitlines()[0] if str(err) else type(err).__name__
-            return [""] * n
-        texts = [a.text for a in answers]
-        return texts + [""] * (n - len(texts))
-
-    def _propose(self, g: int) -> None:
-        k, max_attempts = self.d.candidates_per_generation, self.d.max_resamples + 1
-        rows = self.archive.rows("generation = ? AND kind = 'proposal'", (g,))
-        slots: dict[int, list[Row]] = {s: [r for r in rows if r.slot == s] for s in range(k)}
-
-        def open_slots() -> list[int]:
-            return [s for s, tried in slots.items()
-                    if not any(r.status != "rejected" for r in tried)
-                    and len(tried) < max_attempts]
-
-        base_messages = self._messages()
-        contexts = population.slot_contexts(self, g, base_messages)  # slot -> its messages
-        selftrain.save_context(self.run_dir, f"g{g:02d}", contexts)
-        fresh = [s for s in open_slots() if not slots[s]]
-        for group in population.same_context(contexts, fresh):
-            texts = self._ask(contexts[group[0]], len(group),
-                              derive(self.config.seed, "propose", g), self.state.proposer_model)
-            for slot, text in zip(group, texts, strict=True):
-                slots[slot].append(self._screen_answer(g, slot, 0, text))
-        while True:
-            if self._checkpoint():
-                return
-            todo = open_slots()
-            if not todo:
-                return
-            asks = []
-            for slot in todo:
-                last = slots[slot][-1]
-                attempt = len(slots[slot])
-                messages = contexts[slot] + [
-                    {"role": "assistant", "content": last.raw_text or ""},
-                    {"role": "user", "content": propose.feedback("rejected", reason=last.reason)}]
-                asks.append((slot, attempt, messages,
-                             derive(self.config.seed, "propose", g, slot, attempt)))
-            # The slots' resamples go out together (the server batches them); their answers
-            # are screened in slot order, so decisions do not depend on which returns first.
-            with ThreadPoolExecutor(len(asks)) as pool:
-                texts = list(pool.map(
-                    lambda a: self._ask(a[2], 1, a[3], self.state.proposer_model)[0], asks))
-            for (slot, attempt, _, _), text in zip(asks, texts, strict=True):
-                slots[slot].append(self._screen_answer(g, slot, attempt, text))
-
-    def _screen_answer(self, g: int, slot: int, attempt: int, text: str) -> Row:
-        """Parse, screen and de-duplicate one answer; record it as proposed or rejected."""
-        id = f"g{g:02d}-c{slot + 1}" + (f"-r{attempt}" if attempt else "")
-        seeds = {"propose": derive(self.config.seed, "propose", g, *(
-            (slot, attempt) if attempt else ()))}
-        common = {"slot": slot, "attempt": attempt, "raw_text": text[:20000],
-                  "proposer": self.state.proposer_id, "seeds": seeds}
-        try:
-            candidate = self.s.parse(text)
-        except ValueError as err:
-            return self._reject(id, g, "parse", str(err) or "the answer could not be parsed",
-                                common, name=None)
-        common.update(name=candidate.name, thought=candidate.thought, code=candidate.code,
-                      code_sha=code_sha(candidate.code))
-        result = self.s.screen(candidate, timeout_s=self.d.screen_timeout_s, beta=self.s.beta)
-        if not result.ok:
-            return self._reject(id, g, "screen", result.reason, common)
-        for other_id, fingerprint in self.state.fingerprints.items():
-            if result.fingerprint.is_duplicate(fingerprint, self.d.duplicate_tolerance):
-                other = self.archive.get(other_id)
-                reason = (f"it behaves the same as {other.name} ({other_id}), which was already "
-                          "evaluated; propose a loss with a different shape")
-                return self._reject(id, g, "duplicate", reason, common,
-                                    fingerprint=result.fingerprint.to_dict(),
-                                    shape=result.shape.to_dict())
-        name, why = self._honest_name(candidate.name, result.fingerprint)
-        if why:
-            common.update(name=name, proposed_name=candidate.name, rename_reason=why)
-        row = self.archive.add(id, g, "proposal", "proposed",
-                               fingerprint=result.fingerprint.to_dict(),
-                               shape=result.shape.to_dict(), **common)
-        self.state.fingerprints[id] = result.fingerprint
-        self.events.emit("candidate_proposed", id=id, generation=g, name=name,
-                         thought=candidate.thought, code=candidate.code,
-                         proposer=self.state.proposer_id, attempt=attempt)
-        if why:
-            self.events.emit("log", level="info", message=f"{id} renamed: {why}")
-        return row
-
-    def _honest_name(self, name: str, fingerprint) -> tuple[str, str | None]:
-        """The name to show (a catalog loss's or an earlier candidate's only if it behaves the
-        same) and, when it is not the proposer's, why (losses/names.py)."""
-        from selfdisco.losses.names import honest_name
-
-        earlier = [(r.id, r.name) for r in map(self.archive.get, self.state.fingerprints)
-                   if r is not None and r.name]
-        return honest_name(name, fingerprint, earlier, self._catalog_fingerprint,
-                           self.d.duplicate_tolerance)
-
-    def _catalog_fingerprint(self, name: str):
-        """A catalog loss's fingerprint: its burn-in row's, or screened once on demand."""
-        if f"burn-{name}" in self.state.fingerprints:
-            return self.state.fingerprints[f"burn-{name}"]
-        if name not in self.state.catalog_fingerprints:
-            result = self._screen(name, self.s.catalog(name)["code"])
-            self.state.catalog_fingerprints[name] = result.fingerprint if result.ok else None
-        return self.state.catalog_fingerprints[name]
-
-    def _reject(self, id: str, g: int, stage: str, reason: str, common: dict,
-                **fields: Any) -> Row:
-        reason = " ".join(str(reason).split())[:500]
-        row = self.archive.add(id, g, "proposal", "rejected", stage=stage, reason=reason,
-                               **{**common, **fields})
-        self.events.emit("candidate_proposed", id=id, generation=g, name=row.name or "",
-                         thought=row.thought or "", code=row.code or "",
-                         proposer=self.state.proposer_id, attempt=row.attempt)
-        self.events.emit("candidate_rejected", id=id, stage=stage, reason=reason)
-        return row
+        return proposing.ask(self, messages, n, seed, model)
 
     # ---- evaluate and record --------------------------------------------------------------------
     def _evaluate(self, rows: list[Row], cache: bool = False, retry: bool = True) -> None:

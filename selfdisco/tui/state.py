@@ -4,15 +4,14 @@ printer (selfdisco/printer.py) render from.
 Pure Python (no Textual): `RunState.apply(event)` takes events in log order and keeps the
 candidates table, the header fields, the log lines and what changed since the view last looked
 (`take_changes`). Generation 0 holds the burn-in (the task's baseline losses); discovery
-generations count from 1. selfdisco/formatting.py has the matching text helpers.
+generations count from 1. selfdisco/tui/rows.py declares a row and a log line;
+selfdisco/formatting.py has the matching text helpers.
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,69 +19,11 @@ from selfdisco import lineage, stats
 from selfdisco.control import apply_command
 from selfdisco.events import EVALUATED, EVENTS_FILE, FINAL, read_events
 from selfdisco.formatting import format_duration
+from selfdisco.tui.rows import CandidateRow as CandidateRow  # imported from here by the views
+from selfdisco.tui.rows import LogLine as LogLine
+from selfdisco.tui.rows import row_sort_key
 
 LOG_LINES_KEPT = 1000
-
-
-@dataclass
-class CandidateRow:
-    """One candidate as the UI shows it."""
-
-    id: str
-    generation: int
-    name: str
-    order: int  # arrival order in the log
-    thought: str = ""
-    code: str = ""
-    proposer: str = ""
-    attempt: int = 0
-    status: str = "proposed"
-    reason: str | None = None  # why it was rejected, diverged or failed
-    stage: str | None = None  # the screening stage that rejected it
-    fitness: float | None = None
-    stderr: float | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    step: int | None = None  # training progress
-    total: int | None = None
-    loss: float | None = None
-    proposed_t: float | None = None
-    finished_t: float | None = None
-    stages: dict[str, dict] = field(default_factory=dict)  # multi-fidelity stage -> result
-
-    @property
-    def kl(self) -> float | None:
-        """KL(policy || reference) from the metrics, when the task measured it."""
-        value = self.metrics.get("kl")
-        if isinstance(value, int | float) and math.isfinite(value):
-            return float(value)
-        return None
-
-    @property
-    def cached_from(self) -> str | None:
-        """The run whose burn-in cache this baseline's result was reused from, if it was."""
-        value = self.metrics.get("cached_from")
-        return str(value) if value else None
-
-    @property
-    def status_text(self) -> str:
-        """The status, with training progress while it trains; a reused baseline says so."""
-        if self.status == "training" and self.step is not None and self.total:
-            return f"training {self.step}/{self.total}"
-        if self.status == "scored" and self.cached_from:
-            return "scored (cached)"
-        return self.status
-
-    def matches(self, text: str) -> bool:
-        """True when `text` appears in the name or the status (case-insensitive)."""
-        text = text.strip().lower()
-        return not text or text in self.name.lower() or text in self.status.lower()
-
-
-@dataclass
-class LogLine:
-    t: float
-    level: str  # info, warning, error
-    text: str
 
 
 class RunState:
@@ -460,13 +401,6 @@ class RunState:
     def _on_heldout_finished(self, event: dict) -> None:
         how = "stopped" if event.get("stopped") else "finished"
         self._log(event, "info", f"held-out evaluation {how}")
-
-
-def row_sort_key(row: CandidateRow) -> tuple:
-    """Best fitness first; candidates without one after, in arrival order."""
-    if row.fitness is None:
-        return (1, 0.0, row.order)
-    return (0, -row.fitness, row.order)
 
 
 def _key(value: Any) -> str | None:
