@@ -67,9 +67,25 @@ def test_a_kl_that_will_not_come_down_gives_no_value():
     def stubborn(scale: float) -> Point:
         return point(scale, [0.5, 0.4], 9.0)
     points = reach_budget(stubborn(1.0), 6.0, stubborn)
-    assert len(points) == 4
+    assert [p.scale for p in points][-1] == 0.0 and len(points) == 5
     values, how = at_budget(points, 6.0)
     assert values == [] and "stayed above the budget" in how["rule"]
+
+
+def test_a_kl_that_floors_above_the_budget_is_read_against_the_reference():
+    # KL falls slower than s^2 (here it floors at 6.08 for any s > 0): three shrinks stay over
+    # the budget, so the reference (scale 0: KL 0, the base's rewards) is the point under it.
+    def floored(scale: float) -> Point:
+        kl = 0.0 if scale == 0 else max(6.08, 12.0 * scale ** 2)
+        return point(scale, [0.2 + 0.5 * scale, 0.1 + 0.5 * scale], kl)
+    points = reach_budget(floored(1.0), 6.0, floored)
+    assert [p.scale for p in points][-1] == 0.0 and len(points) == 5
+    values, how = at_budget(points, 6.0)
+    high = next(p for p in points if p.kl == 6.08)  # the first point nearest over the budget
+    weight = (high.kl - 6.0) / high.kl
+    expected = [weight * a + (1 - weight) * b
+                for a, b in zip([0.2, 0.1], high.prompt_rewards, strict=True)]
+    assert values == pytest.approx(expected) and "scales 0.000 (KL 0)" in how["rule"]
 
 
 def test_scaling_the_delta_scales_the_policy_and_zero_is_the_reference(tmp_path):

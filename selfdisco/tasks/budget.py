@@ -29,7 +29,8 @@ from selfdisco.tasks.base import mean_and_stderr
 AIM = 0.9
 """Shrunk scales aim at this fraction of the budget, so the budget lies between the points."""
 MAX_SHRINKS = 3
-"""Shrunk measurements tried before giving up on reaching the budget."""
+"""Shrunk measurements aimed at the budget; when none falls under it, the reference itself
+(scale 0, KL 0 by construction) is measured and the budget read between it and the lowest."""
 
 
 @dataclass
@@ -74,6 +75,8 @@ def reach_budget(full: Point, budget: float, measure: Callable[[float], Point]) 
             break
         last = measure(last.scale * math.sqrt(AIM * budget / last.kl))
         points.append(last)
+    if min(p.kl for p in points) > budget:  # KL did not follow s^2 down: use the reference
+        points.append(measure(0.0))
     return points
 
 
@@ -90,9 +93,8 @@ def at_budget(points: list[Point], budget: float) -> tuple[list[float], dict]:
                                               f"{full.kl:.3g}", "weight": 0.0}
     under = [p for p in points if p.kl <= budget]
     if not under:
-        return [], {"rule": f"KL stayed above the budget {budget:g} after "
-                            f"{len(points) - 1} shrinks (lowest "
-                            f"{min(p.kl for p in points):.3g})"}
+        return [], {"rule": f"KL stayed above the budget {budget:g} at every scale measured, "
+                            f"the reference's included (lowest {min(p.kl for p in points):.3g})"}
     low = max(under, key=lambda p: p.kl)
     high = min((p for p in points if p.kl > budget), key=lambda p: p.kl)
     weight = (high.kl - budget) / (high.kl - low.kl)
