@@ -1,7 +1,9 @@
 """Runs that differ only in discovery.self_improve, side by side: per generation, each run's
 proposer, valid-and-novel rate and mean fitness of its proposals; then the pooled rates after
 generation 1 (the first generation is the base proposer's in every mode) and each mode's
-difference to the first run's, with its standard error; then each run's duels.
+difference to the first run's, with its standard error and Fisher's exact test (the binomial
+standard error is 0 at a rate of 0 or 1, so z alone would overstate small counts); then each
+run's duels.
 
 Run: python scripts/compare_self_improve.py checkpoints/RUN_OFF checkpoints/RUN_POLICY ...
 """
@@ -12,6 +14,8 @@ import argparse
 import math
 import sys
 from pathlib import Path
+
+from scipy.stats import fisher_exact
 
 from selfdisco import lineage
 from selfdisco.archive import Archive
@@ -61,11 +65,12 @@ def main() -> None:
         f = pooled(rows, 1)
         line = f"- {name} ({mode}): valid and novel {f.valid_novel.text()}; {f.fitness_text()}"
         rate = f.valid_novel
-        if rate.n and first.n and rate is not first and name != runs[0][0]:
+        if rate.n and first.n and name != runs[0][0]:
             se = math.sqrt(rate.stderr ** 2 + first.stderr ** 2)
             diff = rate.value - first.value
-            z = f", z {diff / se:+.1f}" if se else ""
-            line += f"; difference {diff:+.2f} ± {se:.2f}{z}"
+            table = [[rate.count, rate.n - rate.count], [first.count, first.n - first.count]]
+            p = fisher_exact(table).pvalue
+            line += f"; difference {diff:+.2f} ± {se:.2f}, Fisher's exact p {p:.3g}"
         print(line)
     for name, mode, _, duels in runs:
         for _, duel in sorted(duels.items()):
