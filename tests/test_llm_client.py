@@ -123,6 +123,18 @@ def test_loaded_adapters_are_kept_in_the_given_dict(stand_in, tmp_path):
     assert served == {}
 
 
+@pytest.mark.parametrize("stand_in", [[
+    (404, {"message": "The lora adapter 'gen1' cannot be found."}),
+    (400, {"message": "bad name"})]], indirect=True)
+def test_unloading_an_adapter_the_server_lost_is_not_an_error(stand_in):
+    served = {"gen1": "/adapters/gen1"}  # loaded before the server restarted without it
+    client = LLMClient(stand_in.url, "base", adapters=served, retries=0)
+    client.unload_adapter("gen1")
+    assert served == {}
+    with pytest.raises(LLMError, match=r"HTTP 400"):  # any other refusal still is
+        client.unload_adapter("gen2")
+
+
 def test_the_client_does_not_import_the_server():
     code = ("import sys, selfdisco.llm.client; "
             "print('selfdisco.llm.server' in sys.modules)")

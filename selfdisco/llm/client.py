@@ -186,7 +186,13 @@ class LLMClient(BaseClient):
             self.recorder.record_adapter("load_adapter", name, path)
 
     def unload_adapter(self, name: str) -> None:
-        self._send("POST", "/unload_lora_adapter", {"lora_name": name})
+        """Stop serving an adapter; one the server does not have (a restarted server, HTTP 404)
+        is already unloaded."""
+        try:
+            self._send("POST", "/unload_lora_adapter", {"lora_name": name})
+        except LLMError as err:
+            if isinstance(err, LLMUnavailable) or "(HTTP 404)" not in str(err):
+                raise
         self.adapters.pop(name, None)
         if self.recorder is not None:
             self.recorder.record_adapter("unload_adapter", name)
