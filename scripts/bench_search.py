@@ -63,31 +63,6 @@ def code_of(p: dict) -> tuple[str, str]:
                   f" + {p['a']} * (1 - p)\n")
 
 
-class MutationProposer(BaseClient):
-    """Answers with a mutation of the best of three candidates drawn from its context."""
-
-    model = "mutation"
-
-    def _answer(self, request: dict) -> list[Completion]:
-        seen = []
-        messages = request["messages"]
-        for answer, feedback in zip(messages, messages[1:], strict=False):
-            if answer["role"] == "assistant" and (match := FITNESS.match(feedback["content"])):
-                named = NAME.search(answer["content"])
-                if named:
-                    values = [float(v.replace("p", ".")) for v in named.groups()]
-                    seen.append((float(match.group(1)), dict(zip("tgea", values, strict=True))))
-        rng = random.Random(request["seed"])
-        out = []
-        for _ in range(request.get("n", 1)):
-            drawn = rng.sample(seen, min(3, len(seen)))
-            parent = max(drawn, key=lambda s: s[0])[1] if drawn else START
-            name, code = code_of(mutate(parent, rng))
-            out.append(Completion(text=json.dumps({"thought": "a variation", "name": name,
-                                                   "code": code}), finish_reason="stop"))
-        return out
-
-
 def mutate(parent: dict, rng: random.Random) -> dict:
     child = dict(parent)
     for key in rng.sample("tgea", rng.choice((1, 2))):
@@ -98,6 +73,43 @@ def mutate(parent: dict, rng: random.Random) -> dict:
         low, high = LIMITS[key]
         child[key] = round(min(max(child[key], low), high), 2)
     return child
+
+
+class MutationProposer(BaseClient):
+    """Answers with a mutation of the best of three candidates drawn from its context.
+
+    A family of losses is its start, code_of, mutate, seen (the context's scored members) and
+    thought; this one's is the digits family above."""
+
+    model = "mutation"
+    start = START
+    code_of = staticmethod(code_of)
+    mutate = staticmethod(mutate)
+
+    def seen(self, messages: list[dict]) -> list[tuple[float, dict]]:
+        seen = []
+        for answer, feedback in zip(messages, messages[1:], strict=False):
+            if answer["role"] == "assistant" and (match := FITNESS.match(feedback["content"])):
+                named = NAME.search(answer["content"])
+                if named:
+                    values = [float(v.replace("p", ".")) for v in named.groups()]
+                    seen.append((float(match.group(1)), dict(zip("tgea", values, strict=True))))
+        return seen
+
+    def thought(self, parent: dict) -> str:
+        return "a variation"
+
+    def _answer(self, request: dict) -> list[Completion]:
+        seen = self.seen(request["messages"])
+        rng = random.Random(request["seed"])
+        out = []
+        for _ in range(request.get("n", 1)):
+            drawn = rng.sample(seen, min(3, len(seen)))
+            parent = max(drawn, key=lambda s: s[0])[1] if drawn else self.start
+            name, code = self.code_of(self.mutate(parent, rng))
+            out.append(Completion(text=json.dumps({"thought": self.thought(parent), "name": name,
+                                                   "code": code}), finish_reason="stop"))
+        return out
 
 
 def run_one(out: Path, label: str, seed: int, budget: int, evaluator) -> dict:

@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_search import CONFIGS  # noqa: E402 - the digits benchmark's configurations
+from bench_search import CONFIGS, MutationProposer  # noqa: E402 - shared with digits
 
 from selfdisco import stats  # noqa: E402
 from selfdisco.archive import Archive  # noqa: E402
@@ -53,8 +53,6 @@ from selfdisco.config import RunConfig, check_run, load_config  # noqa: E402
 from selfdisco.control import send  # noqa: E402
 from selfdisco.errors import UserError  # noqa: E402
 from selfdisco.events import EventWriter  # noqa: E402
-from selfdisco.llm.client import BaseClient  # noqa: E402
-from selfdisco.llm.protocol import Completion  # noqa: E402
 from selfdisco.losses.grammar import HEADER  # noqa: E402
 from selfdisco.runner import prepare_run_dir  # noqa: E402
 
@@ -119,23 +117,19 @@ def mutate(parent: dict, rng: random.Random) -> dict:
     return child
 
 
-class FamilyProposer(BaseClient):
+class FamilyProposer(MutationProposer):
     """Answers with a mutation of the best of three family members drawn from its context."""
 
     model = "family-mutation"
+    start = START
+    code_of = staticmethod(code_of)
+    mutate = staticmethod(mutate)
 
-    def _answer(self, request: dict) -> list[Completion]:
-        seen = seen_members(request["messages"])
-        rng = random.Random(request["seed"])
-        out = []
-        for _ in range(request.get("n", 1)):
-            drawn = rng.sample(seen, min(3, len(seen)))
-            parent = max(drawn, key=lambda s: s[0])[1] if drawn else START
-            name, code = code_of(mutate(parent, rng))
-            thought = f"a variation of {code_of(parent)[0]}"
-            out.append(Completion(text=json.dumps({"thought": thought, "name": name,
-                                                   "code": code}), finish_reason="stop"))
-        return out
+    def seen(self, messages: list[dict]) -> list[tuple[float, dict]]:
+        return seen_members(messages)
+
+    def thought(self, parent: dict) -> str:
+        return f"a variation of {code_of(parent)[0]}"
 
 
 def seen_members(messages: list[dict]) -> list[tuple[float, dict]]:
