@@ -18,7 +18,7 @@ from selfdisco.errors import UserError
 from selfdisco.llm.machine import detect_machine, parse_machine
 from selfdisco.llm.plan import USABLE, make_plan
 from selfdisco.llm.server import VLLMServer
-from selfdisco.llm.sizes import GIB, model_size
+from selfdisco.llm.sizes import GIB, KL_BATCH, kl_batch, model_size
 from selfdisco.runner import _train_on, prepare_run_dir, start_run
 
 GEMMA_7B_PARAMS = 8.54e9  # zephyr-7b-gemma's base, as published
@@ -47,6 +47,15 @@ def test_the_sizes_of_the_preset_models_match_their_published_counts():
     assert qwen.params == pytest.approx(QWEN25_7B_PARAMS, rel=0.01)
     # gemma-7b has full multi-head attention (16 KV heads of 256): 448 KiB a token in bf16.
     assert gemma.kv_bytes("bfloat16", 1) == 2 * 28 * 16 * 256 * 2
+
+
+def test_the_kl_model_of_a_7b_policy_is_sized_by_rows_of_logits_measured_on_an_h200():
+    # A random model of Qwen2.5-7B's shape, bf16, 32 samples of 1024 tokens, on an H200: 15.4
+    # GiB at peak over the weights-free start (one row per pass); the estimate must cover it.
+    assert kl_batch(1024, 152064) == 1
+    assert kl_batch(128, 49152) == KL_BATCH  # the cpu preset's smollm2: batches unchanged
+    kl = model_size("Qwen/Qwen2.5-7B-Instruct").kl_gib("bfloat16", 1024, on_gpu=True)
+    assert 15.4 <= sum(kl.values()) <= 20
 
 
 @pytest.mark.parametrize("preset", ["gpu-zephyr", "gpu-selfimprove"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
@@ -48,6 +49,22 @@ def test_writes_adapter_metrics_and_log(tmp_path):
         assert key in result.metrics
     assert result.metrics["ref_cache"] == "computed"
     assert result.seconds_per_step > 0 and result.peak_rss_mb > 0
+
+
+def test_the_trained_model_is_freed_before_train_adapter_returns(tmp_path):
+    """The worker loads the KL model next; the trainer's cycles must not keep its model."""
+    from transformers import PreTrainedModel
+
+    gc.collect()
+    gc.disable()  # only the collection train_adapter makes may free the trainer's cycles
+    try:
+        result = train_adapter(model_path="smoke-llama", data=separable_pairs(4), loss_fn=dpo,
+                               settings=smoke(max_steps=1), out_dir=tmp_path)
+        alive = [type(o).__name__ for o in gc.get_objects() if isinstance(o, PreTrainedModel)]
+    finally:
+        gc.enable()
+    assert result.status == "ok", result.error
+    assert alive == []
 
 
 def test_nan_loss_mid_training_is_a_diverged_result(tmp_path):

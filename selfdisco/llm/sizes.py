@@ -13,7 +13,7 @@ Memory estimates (GiB = 2**30 bytes):
   gradient checkpointing only each layer's input is kept, plus one layer), the logits with
   their fp32 log-softmax and gradient, and RUNTIME_GIB;
 - the KL model a worker loads to measure KL: weights in the served dtype, the logits of a batch
-  of KL_BATCH rows in fp32, and RUNTIME_GIB.
+  of kl_batch(...) rows (width + 8 bytes a logit, measured), and RUNTIME_GIB.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from typing import Any
 GIB = 1 << 30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 ACTIVATION_UNITS = 17
-KL_BATCH = 16  # selfdisco.tasks.kl.sequence_kls's batch size
+KL_BATCH = 16  # selfdisco.tasks.kl.sequence_kls's largest batch
+KL_LOGITS = 1 << 28  # logits a KL batch may hold (batch x tokens x vocabulary)
 RUNTIME_GIB = 1.5  # a training or KL process on a GPU: CUDA context and allocator slack
 CPU_RUNTIME_GIB = 1.0  # torch in a worker process on CPU
 
@@ -140,10 +141,14 @@ class ModelSize:
                 "runtime": RUNTIME_GIB if on_gpu else CPU_RUNTIME_GIB}
 
     def kl_gib(self, dtype: str, max_length: int, on_gpu: bool) -> dict[str, float]:
-        """The KL model's memory: the policy in `dtype` on batches of KL_BATCH sequences."""
+        """The KL model's memory: the policy in `dtype` on batches of kl_batch(...) sequences.
+
+        About width + 8 bytes a logit: a 7B model with a 152k vocabulary took 8.7 (bf16, 16 rows
+        of 1024 tokens: 34.5 GiB at peak on an H200, 14.2 of them weights)."""
         width = DTYPE_BYTES[dtype]
         return {"weights": self.params * width / GIB,
-                "logits": KL_BATCH * max_length * self.vocab * (width + 8) / GIB,
+                "logits": kl_batch(max_length, self.vocab) * max_length * self.vocab
+                * (width + 8) / GIB,
                 "runtime": RUNTIME_GIB if on_gpu else CPU_RUNTIME_GIB}
 
     def lora_params(self, rank: int, targets: tuple[str, ...]) -> int:
@@ -153,6 +158,12 @@ class ModelSize:
                  "v_proj": self.hidden + kv_out, "o_proj": q_out + self.hidden}
         per_layer = sum(sizes.get(t, self.hidden + self.intermediate) for t in targets)
         return self.layers * rank * per_layer
+
+
+def kl_batch(tokens: int, vocab: int) -> int:
+    """Rows per forward pass when measuring KL: up to KL_BATCH, fewer when a batch's logits
+    would pass KL_LOGITS (a 7B model with a 152k vocabulary at 1024 tokens: one row)."""
+    return max(1, min(KL_BATCH, KL_LOGITS // max(1, tokens * vocab)))
 
 
 def _hub_cache() -> Path:

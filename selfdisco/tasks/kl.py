@@ -17,14 +17,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from selfdisco.llm.sizes import kl_batch
 from selfdisco.tasks.sampling import Sample
 
 
 def sequence_kls(model_path: str, adapter_path: str, samples: Sequence[Sample],
-                 batch_size: int = 16, dtype: str = "float32") -> list[float]:
+                 batch_size: int | None = None, dtype: str = "float32") -> list[float]:
     """Per-sample estimates sum_t (log pi - log ref) over each sample's tokens.
 
     dtype is the one the samples were drawn in (the server's), so both sides share numerics.
+    batch_size: rows per forward pass; None: sizes.kl_batch (fewer for long rows and large
+    vocabularies, whose logits dominate the memory).
     """
     import torch
     from peft import PeftModel
@@ -40,6 +43,9 @@ def sequence_kls(model_path: str, adapter_path: str, samples: Sequence[Sample],
     if cuda:
         model.to("cuda")
     sequences = [(list(s.prompt_token_ids), list(s.token_ids)) for s in samples]
+    if batch_size is None:
+        longest = max((len(x) + len(y) for x, y in sequences), default=1)
+        batch_size = kl_batch(longest, base.config.vocab_size)
     policy = completion_logprob_sums(model, sequences, batch_size)
     with model.disable_adapter():
         reference = completion_logprob_sums(model, sequences, batch_size)
@@ -68,14 +74,18 @@ def completion_logprob_sums(model: Any, sequences: Sequence[tuple[list[int], lis
                 mask[r, :len(row)] = 1
             with torch.no_grad():
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            token_logprobs = logprobs.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
-            for r, index in enumerate(batch):
-                prompt, completion = sequences[index]
-                if not completion:
-                    continue
-                # Position t predicts token t + 1: completion tokens sit at len(prompt) onwards.
-                first = len(prompt) - 1
-                sums[index] = float(token_logprobs[r, first:first + len(completion)].sum())
+                for r, index in enumerate(batch):
+                    prompt, completion = sequences[index]
+                    if not completion:
+                        continue
+                    # Position t predicts token t + 1: completion tokens sit at len(prompt) on.
+                    # One row's completion in fp32 at a time: a batch's fp32 log-softmax was
+                    # 4x the bf16 logits (47 GiB for 16 x 1024 tokens of a 152k vocabulary).
+                    first = len(prompt) - 1
+                    logprobs = torch.log_softmax(
+                        logits[r, first:first + len(completion)].float(), dim=-1)
+                    targets = torch.tensor(completion, device=device).unsqueeze(-1)
+                    sums[index] = float(logprobs.gather(-1, targets).sum())
+                del logits
             progress.advance(len(batch))
     return sums

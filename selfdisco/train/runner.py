@@ -63,7 +63,7 @@ def train_adapter(*, model_path: str, data: Any, settings: TrainSettings, out_di
     log_path.unlink(missing_ok=True)
     shutil.rmtree(out_dir / ADAPTER_DIR, ignore_errors=True)  # never leave a stale adapter
 
-    run_log = None
+    run_log = trainer = None
     try:
         if candidate is not None:
             from selfdisco.losses import compile_loss
@@ -85,10 +85,24 @@ def train_adapter(*, model_path: str, data: Any, settings: TrainSettings, out_di
         result = TrainResult(status="failed", error=one_line(err),
                              steps_done=run_log.steps if run_log else 0,
                              metrics=dict(run_log.last) if run_log else {})
+    trainer = None  # the worker scores next: free the model before the KL model loads
+    release_memory()
     result.peak_rss_mb = peak_rss_mb()
     record = {**result.to_dict(), "settings": settings.to_dict(), "model": str(model_path)}
     (out_dir / METRICS_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
     return result
+
+
+def release_memory() -> None:
+    """Collect a finished trainer's reference cycles (its model stayed allocated until the
+    next collection: 14.3 GiB for a 7B model on a GPU) and return cached GPU blocks."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def build_trainer(*, model_path: str, dataset, settings: TrainSettings, loss_fn: Callable,
