@@ -116,7 +116,8 @@ def decide(current: list[str], challenger: list[str],
         return False, difference, stderr, (
             f"fitness lower by {-fitness['difference']:.4g}, more than 2 x "
             f"{fitness['stderr']:.4g}")
-    how = "tie" if difference == 0 else ("higher" if difference > 0 else "within noise")
+    how = ("tie" if difference == 0 else
+           "higher" if difference > 2 * stderr else "within noise")  # never better in noise
     return True, difference, stderr, f"valid-and-novel rate {how} ({difference:+.2f} ± " \
         f"{stderr:.2f})" + ("" if fitness is None else
                             f", fitness {fitness['difference']:+.4g} ± {fitness['stderr']:.4g}")

@@ -74,6 +74,9 @@ def test_the_rule_keeps_a_worse_challenger_out_and_lets_a_tie_in():
     promoted, _, _, reason = duel.decide([V, V], [V, V], fitness)
     assert not promoted and reason.startswith("fitness lower")
     assert duel.fitness_check(None, None, 0.3, 0.01) is None
+    # promoted either way, but "higher" only beyond 2 s.e.: 3/4 against 1/4 is +0.50 +- 0.29
+    assert "rate within noise (+0.50" in duel.decide([V, P, P, D], [V, V, V, P])[3]
+    assert "rate higher (+1.00" in duel.decide([P, P, P, P], [V, V, V, V])[3]
 
 
 def test_a_worse_challenger_is_not_promoted(tmp_path):
