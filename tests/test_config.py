@@ -53,13 +53,14 @@ def test_set_assignments_parse_toml_values():
 
 
 def test_self_improve_modes_and_the_older_bool(tmp_path):
-    assert load_config("cpu").discovery.self_improve == "policy"
+    assert load_config("cpu").discovery.self_improve == "off"  # what its measurement favours
+    assert load_config("smoke").discovery.self_improve == "policy"  # the class default
     for value, mode in ((True, "policy"), (False, "off"), ("proposals", "proposals")):
         config = load_config("cpu", overrides={"discovery": {"self_improve": value}})
         assert config.discovery.self_improve == mode
     # a run directory written before the modes (self_improve = false) still reads
     (tmp_path / "config.toml").write_text(
-        load_config("cpu").to_toml().replace('self_improve = "policy"', "self_improve = false"))
+        load_config("smoke").to_toml().replace('self_improve = "policy"', "self_improve = false"))
     assert read_run_config(tmp_path).discovery.self_improve == "off"
     with pytest.raises(UserError, match="off, policy, proposals"):
         load_config("cpu", overrides={"discovery": {"self_improve": "always"}})
