@@ -44,7 +44,14 @@ class DuelRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DuelRecord:
-        return cls(**data)
+        """A recorded duel; its reason is worded by today's rule when that rule reaches the same
+        decision (records before it said "higher" for a difference inside 2 s.e.)."""
+        record = cls(**data)
+        promoted, *_, reason = decide(record.current_outcomes, record.challenger_outcomes,
+                                      record.fitness)
+        if promoted == record.promoted:
+            record.reason = reason
+        return record
 
     def valid(self, side: str) -> int:
         """Valid-and-novel answers of the side ("current" or "challenger")."""

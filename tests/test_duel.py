@@ -79,6 +79,13 @@ def test_the_rule_keeps_a_worse_challenger_out_and_lets_a_tie_in():
     assert "rate higher (+1.00" in duel.decide([P, P, P, P], [V, V, V, V])[3]
 
 
+def test_a_recorded_duel_is_worded_by_todays_rule():
+    old = duel.DuelRecord(3, "self-g02", "self-g03", "a", 4, 0, [V, P, P, D], [V, V, V, P],
+                          0.5, 0.29, True, "valid-and-novel rate higher (+0.50 ± 0.29)")
+    again = duel.DuelRecord.from_json(old.to_json())
+    assert again.promoted and "within noise (+0.50" in again.reason
+
+
 def test_a_worse_challenger_is_not_promoted(tmp_path):
     run = tmp_path / "run"
     # the policy of generation 1 beats the base on fitness, but as a proposer it writes
