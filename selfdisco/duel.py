@@ -44,13 +44,9 @@ class DuelRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DuelRecord:
-        """A recorded duel; its reason is worded by today's rule when that rule reaches the same
-        decision (records before it said "higher" for a difference inside 2 s.e.)."""
+        """A recorded duel, its reason in today's words (see reworded)."""
         record = cls(**data)
-        promoted, *_, reason = decide(record.current_outcomes, record.challenger_outcomes,
-                                      record.fitness)
-        if promoted == record.promoted:
-            record.reason = reason
+        record.reason = reworded(record.reason, record.difference, record.stderr)
         return record
 
     def valid(self, side: str) -> int:
@@ -112,6 +108,18 @@ def fitness_check(current: float | None, current_stderr: float | None,
             "difference": challenger - current, "stderr": stderr}
 
 
+def rate_word(difference: float, stderr: float) -> str:
+    """How a promoted challenger's rate compares: never "higher" inside 2 s.e."""
+    return ("tie" if difference == 0 else
+            "higher" if difference > 2 * stderr else "within noise")
+
+
+def reworded(reason: str, difference: float, stderr: float) -> str:
+    """A recorded reason with today's word for the rate (older records said "higher" for any
+    positive difference)."""
+    return reason.replace("rate higher (", f"rate {rate_word(difference, stderr)} (", 1)
+
+
 def decide(current: list[str], challenger: list[str],
            fitness: dict | None = None) -> tuple[bool, float, float, str]:
     """(promoted, difference, stderr, reason) under RULE."""
@@ -123,8 +131,8 @@ def decide(current: list[str], challenger: list[str],
         return False, difference, stderr, (
             f"fitness lower by {-fitness['difference']:.4g}, more than 2 x "
             f"{fitness['stderr']:.4g}")
-    how = ("tie" if difference == 0 else
-           "higher" if difference > 2 * stderr else "within noise")  # never better in noise
-    return True, difference, stderr, f"valid-and-novel rate {how} ({difference:+.2f} ± " \
-        f"{stderr:.2f})" + ("" if fitness is None else
-                            f", fitness {fitness['difference']:+.4g} ± {fitness['stderr']:.4g}")
+    reason = (f"valid-and-novel rate {rate_word(difference, stderr)} ({difference:+.2f} ± "
+              f"{stderr:.2f})")
+    if fitness is not None:
+        reason += f", fitness {fitness['difference']:+.4g} ± {fitness['stderr']:.4g}"
+    return True, difference, stderr, reason

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from selfdisco import lineage, stats
+from selfdisco import duel, lineage, stats
 from selfdisco.control import apply_command
 from selfdisco.events import EVALUATED, EVENTS_FILE, FINAL, read_events
 from selfdisco.formatting import format_duration
@@ -343,6 +343,9 @@ class RunState:
         self._log(event, "info", f"proposer is now {self.proposer}{fitness_text}")
 
     def _on_proposer_duel(self, event: dict) -> None:
+        if isinstance(event.get("difference"), (int, float)) and event.get("reason"):
+            event = {**event, "reason": duel.reworded(event["reason"], event["difference"],
+                                                      event.get("stderr") or 0.0)}
         self.duels.append(event)
         promoted = bool(event.get("promoted"))
         n = event.get("samples")
