@@ -110,7 +110,8 @@ def test_a_scalar_mean_is_the_same_behaviour_as_per_example_cross_entropy():
 
 def test_a_digits_run_is_checked_with_one_message_naming_every_flag():
     with pytest.raises(UserError) as err:
-        check_run(load_config("cpu", overrides={"task": {"name": "digits"}}))
+        check_run(load_config("cpu", overrides={"task": {"name": "digits"},
+                                                 "discovery": {"self_improve": "policy"}}))
     message = str(err.value)
     for flag in ("discovery.burn_in=", "discovery.code_grammar=free",
                  "discovery.self_improve=off"):
