@@ -143,8 +143,8 @@ class ModelSize:
     def kl_gib(self, dtype: str, max_length: int, on_gpu: bool) -> dict[str, float]:
         """The KL model's memory: the policy in `dtype` on batches of kl_batch(...) sequences.
 
-        About width + 8 bytes a logit: a 7B model with a 152k vocabulary took 8.7 (bf16, 16 rows
-        of 1024 tokens: 34.5 GiB at peak on an H200, 14.2 of them weights)."""
+        About width + 8 bytes a logit: a 7B model with a 152k vocabulary took 8.6 (bf16, one row
+        of 1024 tokens: 15.43 GiB over its start on an H200, 14.18 of them weights)."""
         width = DTYPE_BYTES[dtype]
         return {"weights": self.params * width / GIB,
                 "logits": kl_batch(max_length, self.vocab) * max_length * self.vocab

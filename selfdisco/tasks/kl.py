@@ -79,8 +79,9 @@ def completion_logprob_sums(model: Any, sequences: Sequence[tuple[list[int], lis
                     if not completion:
                         continue
                     # Position t predicts token t + 1: completion tokens sit at len(prompt) on.
-                    # One row's completion in fp32 at a time: a batch's fp32 log-softmax was
-                    # 4x the bf16 logits (47 GiB for 16 x 1024 tokens of a 152k vocabulary).
+                    # One row's completion in fp32 at a time: the whole batch's fp32 copy and
+                    # log-softmax took 32 GiB beside a 7B model's weights (16 x 1024 tokens,
+                    # a 152k vocabulary).
                     first = len(prompt) - 1
                     logprobs = torch.log_softmax(
                         logits[r, first:first + len(completion)].float(), dim=-1)

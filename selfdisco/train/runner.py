@@ -63,7 +63,7 @@ def train_adapter(*, model_path: str, data: Any, settings: TrainSettings, out_di
     log_path.unlink(missing_ok=True)
     shutil.rmtree(out_dir / ADAPTER_DIR, ignore_errors=True)  # never leave a stale adapter
 
-    run_log = trainer = None
+    run_log = None
     try:
         if candidate is not None:
             from selfdisco.losses import compile_loss
