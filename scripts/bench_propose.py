@@ -22,15 +22,15 @@ from pathlib import Path
 
 
 def proposal_messages(grammar: str, beta: float) -> list[dict]:
-    from selfdisco import propose
+    from selfdisco.discovery import prompt
     from selfdisco.losses import catalog
     from selfdisco.tasks import get_task
 
     description = f"Fitness here is the {get_task('sentiment').description}; higher is better."
     rows = [{"name": e.name, "full_name": e.full_name, "fitness": e.paper_score,
              "code": e.candidate.code} for e in map(catalog.get, ("dpo", "hinge", "ipo"))]
-    return [{"role": "system", "content": propose.system_prompt(description, beta, grammar)},
-            {"role": "user", "content": propose.burn_in_message(rows)}]
+    return [{"role": "system", "content": prompt.system_prompt(description, beta, grammar)},
+            {"role": "user", "content": prompt.burn_in_message(rows)}]
 
 
 def bench_vllm(model_path: str, messages: list[dict], args, constraint: dict) -> list[str]:
@@ -105,8 +105,8 @@ def main() -> int:
     parser.add_argument("--skip-transformers", action="store_true")
     args = parser.parse_args()
 
-    from selfdisco.models import resolve_model
-    from selfdisco.propose import answer_format
+    from selfdisco.discovery.prompt import answer_format
+    from selfdisco.llm.models import resolve_model
 
     model_path = resolve_model(args.model)
     messages = proposal_messages(args.grammar, beta=0.1)

@@ -28,16 +28,16 @@ import time
 from pathlib import Path
 
 from selfdisco import stats
-from selfdisco.archive import Archive
 from selfdisco.config import load_config
-from selfdisco.control import send
-from selfdisco.events import EventWriter
+from selfdisco.discovery.loop import Discovery
+from selfdisco.execution.classification import ClassificationEvaluator, evaluate_job
+from selfdisco.launch.digits import classification_services
+from selfdisco.launch.start import prepare_run_dir
 from selfdisco.llm.client import BaseClient
 from selfdisco.llm.protocol import Completion
-from selfdisco.loop import Discovery
-from selfdisco.runner import prepare_run_dir
-from selfdisco.search.classification_eval import ClassificationEvaluator, evaluate_job
-from selfdisco.search.digits_run import classification_services
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.control import send
+from selfdisco.rundir.events import EventWriter
 from selfdisco.seeds import derive
 
 CONFIGS = {

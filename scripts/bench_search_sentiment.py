@@ -48,13 +48,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_search import CONFIGS, MutationProposer  # noqa: E402 - shared with digits
 
 from selfdisco import stats  # noqa: E402
-from selfdisco.archive import Archive  # noqa: E402
 from selfdisco.config import RunConfig, check_run, load_config  # noqa: E402
-from selfdisco.control import send  # noqa: E402
 from selfdisco.errors import UserError  # noqa: E402
-from selfdisco.events import EventWriter  # noqa: E402
+from selfdisco.launch.start import prepare_run_dir  # noqa: E402
 from selfdisco.losses.grammar import HEADER  # noqa: E402
-from selfdisco.runner import prepare_run_dir  # noqa: E402
+from selfdisco.rundir.archive import Archive  # noqa: E402
+from selfdisco.rundir.control import send  # noqa: E402
+from selfdisco.rundir.events import EventWriter  # noqa: E402
 
 FITNESS = re.compile(r"^Fitness: (-?\d+(?:\.\d+)?)")
 LOW, HIGH = 0.1, 4.9  # every number of the primitives grammar
@@ -223,9 +223,9 @@ def run_config(preset: str, seed: int, label: str, *, candidates: int | None,
 
 def start_server(config: RunConfig, out: Path, stack: ExitStack):
     """The one vLLM server of the benchmark, as a run's own managed server would start."""
-    from selfdisco.llm.plan import plan_run
+    from selfdisco.launch.plan import plan_run
+    from selfdisco.llm.models import resolve_model
     from selfdisco.llm.server import VLLMServer, detect_backend, resolve_dtype
-    from selfdisco.models import resolve_model
 
     settings = check_run(config)
     placement = plan_run(config)
@@ -243,8 +243,8 @@ def start_server(config: RunConfig, out: Path, stack: ExitStack):
 
 def run_one(out: Path, label: str, seed: int, budget: int, args, server_url: str) -> dict:
     """One configuration with one seed until the budget; its figures."""
-    from selfdisco.loop import Discovery
-    from selfdisco.runner import _live_services
+    from selfdisco.discovery.loop import Discovery
+    from selfdisco.launch.start import _live_services
     from selfdisco.tasks import get_task
 
     config = run_config(args.preset, seed, label, candidates=args.candidates,

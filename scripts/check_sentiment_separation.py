@@ -117,10 +117,10 @@ def main() -> int:
                         help="evaluate adapters already trained under --out instead of training")
     args = parser.parse_args()
 
+    from selfdisco.llm.models import resolve_model
     from selfdisco.llm.server import VLLMServer
     from selfdisco.losses import catalog, compile_loss
-    from selfdisco.models import resolve_model
-    from selfdisco.paths import checkpoints_dir
+    from selfdisco.rundir.paths import checkpoints_dir
     from selfdisco.tasks import TaskContext, get_task
     from selfdisco.train import train_adapter
     from selfdisco.train.settings import PRESET_MODELS

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from scipy.stats import fisher_exact
 
-from selfdisco import lineage
-from selfdisco.archive import Archive
 from selfdisco.config import read_run_config
-from selfdisco.duel import DuelRecord
+from selfdisco.discovery.proposer import lineage
+from selfdisco.discovery.proposer.duel import DuelRecord
+from selfdisco.rundir.archive import Archive
 
 
 def load(run_dir: Path) -> tuple[str, list, dict]:

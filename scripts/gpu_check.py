@@ -224,8 +224,8 @@ class Check:
         return figures
 
     def _serve(self, model: str, log: str, **options):
+        from selfdisco.llm.models import resolve_model
         from selfdisco.llm.server import VLLMServer
-        from selfdisco.models import resolve_model
 
         memory = {"gpu_memory_utilization": 0.3} if self.device == "cuda" else {
             "kv_cache_bytes": 256 << 20}
@@ -255,7 +255,7 @@ class Check:
                 f"{memory} {len(PROMPTS)} greedy answers of {len(self.answers['base'][0])} tokens")
 
     def step_lora(self) -> str:
-        from selfdisco.models import resolve_model
+        from selfdisco.llm.models import resolve_model
 
         server = self.need_server()
         path = make_random_adapter(resolve_model("smoke-llama"), self.args.out / "random-lora")
@@ -403,8 +403,8 @@ def train_worker(out_dir: Path, cpu: bool) -> int:
     """2 LoRA steps on the smoke model under LOSS_CODE; writes gpu_check_train.json."""
     import torch
 
+    from selfdisco.llm.models import resolve_model
     from selfdisco.losses import Candidate, screen
-    from selfdisco.models import resolve_model
     from selfdisco.train import train_adapter
     from selfdisco.train.settings import TrainSettings
 

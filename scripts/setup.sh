@@ -143,7 +143,7 @@ main() {
             say "packages installed in $((SECONDS - started)) s ($(du -sh "$VENV" | cut -f1) in .venv)"
         fi
     fi
-    act "$PY" -m selfdisco.models prepare
+    act "$PY" -m selfdisco.llm.models prepare
 }
 
 main "$@"

@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from selfdisco.archive import Archive
-from selfdisco.events import read_events
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import read_events
 
 
 def stage_times(run_dir: Path) -> list[dict]:

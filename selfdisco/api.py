@@ -1,7 +1,7 @@
 """selfdisco's Python API: start or resume a discovery, read its archive, screen, compile and
 train under a loss, export one. Thin wrappers over what the commands use; `import selfdisco`
 exposes them lazily (selfdisco/__init__.py), so importing the package stays light. (Training and
-export are train_loss and export_loss: selfdisco.train and selfdisco.export name modules.)
+export are train_loss and export_loss: selfdisco.train and selfdisco.export.recipe name modules.)
 
     import selfdisco
 
@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 from selfdisco.errors import UserError
 
 if TYPE_CHECKING:
-    from selfdisco.archive import Row
     from selfdisco.config import RunConfig
     from selfdisco.losses import Candidate, CompiledLoss, ScreenResult
+    from selfdisco.rundir.archive import Row
     from selfdisco.train import TrainResult
 
 
@@ -40,10 +40,10 @@ def run(config: str | Path | RunConfig = "cpu", *, overrides: dict | None = None
     Returns:
         The run directory (read it with load_archive, export a loss with export_loss).
     """
-    from selfdisco.background import run_locked
     from selfdisco.config import RunConfig, check_run, load_config
-    from selfdisco.llm.plan import plan_run
-    from selfdisco.runner import prepare_run_dir
+    from selfdisco.launch.background import run_locked
+    from selfdisco.launch.plan import plan_run
+    from selfdisco.launch.start import prepare_run_dir
 
     if isinstance(config, RunConfig):
         if overrides:
@@ -64,10 +64,10 @@ def run(config: str | Path | RunConfig = "cpu", *, overrides: dict | None = None
 def resume(run: str | Path, *, progress: bool = True) -> Path:
     """Continue a stopped or killed run (a run directory or a run id) until it ends; a run
     that has already finished is left as it is. Returns the run directory."""
-    from selfdisco.background import run_locked
     from selfdisco.config import check_run, read_run_config
-    from selfdisco.paths import resolve_run
-    from selfdisco.runner import run_finished
+    from selfdisco.launch.background import run_locked
+    from selfdisco.launch.start import run_finished
+    from selfdisco.rundir.paths import resolve_run
 
     path = resolve_run(run)
     check_run(read_run_config(path))
@@ -77,16 +77,16 @@ def resume(run: str | Path, *, progress: bool = True) -> Path:
 
 
 def _listeners(progress: bool, run_dir: Path | None = None) -> list:
-    from selfdisco.printer import Printer
+    from selfdisco.tui.printer import Printer
 
     return [Printer(run_dir=run_dir)] if progress else []
 
 
 def load_archive(run: str | Path) -> list[Row]:
     """Every candidate of a run (a run directory or a run id), in the order they were
-    proposed: id, name, code, status, fitness, stderr, metrics, ... (selfdisco.archive.Row)."""
-    from selfdisco.archive import ARCHIVE_FILE, Archive
-    from selfdisco.paths import resolve_run
+    proposed: id, name, code, status, fitness, stderr, metrics, ... (selfdisco.rundir.archive.Row)."""
+    from selfdisco.rundir.archive import ARCHIVE_FILE, Archive
+    from selfdisco.rundir.paths import resolve_run
 
     archive = Archive(resolve_run(run, required=ARCHIVE_FILE))
     try:
@@ -153,7 +153,7 @@ def train_loss(loss: str | Candidate | Callable, data: Any, *, preset: str = "cp
     """
     import time
 
-    from selfdisco.paths import checkpoints_dir
+    from selfdisco.rundir.paths import checkpoints_dir
     from selfdisco.train import train_adapter
     from selfdisco.train.settings import PRESET_MODELS, TrainSettings
 
@@ -175,9 +175,9 @@ def export_loss(run: str | Path, id: str | None = None, *,
                 out_dir: str | Path | None = None) -> Path:
     """Write a run's loss (`id`, default the best scored one) as loss.py, trainer.py and
     recipe.toml, as `selfdisco export` does; returns the directory written."""
-    from selfdisco.archive import ARCHIVE_FILE
-    from selfdisco.export import EXPORT_DIR, build_recipe, write_export
-    from selfdisco.paths import resolve_run
+    from selfdisco.export.recipe import EXPORT_DIR, build_recipe, write_export
+    from selfdisco.rundir.archive import ARCHIVE_FILE
+    from selfdisco.rundir.paths import resolve_run
 
     run_dir = resolve_run(run, required=ARCHIVE_FILE)
     recipe = build_recipe(run_dir, id)

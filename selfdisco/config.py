@@ -53,7 +53,7 @@ class ServerConfig:
     """Port for a managed server; 0 picks a free one."""
     kv_cache_gib: float = 1.0
     """KV-cache memory for vLLM on CPU, in GiB (0: 1 GiB). On GPUs the placement plan gives each
-    server its devices and memory share instead (`selfdisco plan`, selfdisco.llm.plan)."""
+    server its devices and memory share instead (`selfdisco plan`, selfdisco.launch.plan)."""
     max_model_len: int = 4096
     """Longest prompt plus answer the server accepts, in tokens."""
     max_lora_rank: int = 16
@@ -92,11 +92,11 @@ class DiscoveryConfig:
     burn_in: list = field(default_factory=lambda: ["dpo", "hinge", "ipo", "kto_pair"])
     """Catalog losses evaluated before the first generation and shown to the proposer."""
     self_improve: str = "policy"
-    """How the proposer improves (selfdisco/promotion.py): off (the base model proposes
+    """How the proposer improves (selfdisco/discovery/proposer/promotion.py): off (the base model proposes
     throughout); policy (the generation's best policy adapter, trained on the task, is the
     challenger); proposals (a proposer LoRA trained on preference pairs of the proposer's own
     answers in this run, under the best loss found so far, is the challenger). A challenger
-    becomes the proposer only by winning a duel (selfdisco/duel.py). The older true / false
+    becomes the proposer only by winning a duel (selfdisco/discovery/proposer/duel.py). The older true / false
     mean policy / off."""
     duel_samples: int = 4
     """Answers each side gives in a proposer duel (same context, same seeds; screened only)."""
@@ -132,14 +132,14 @@ class DiscoveryConfig:
     policies, and its standard error includes the variance between seeds (pooled across the
     run's candidates below 5 seeds; see selfdisco/stats.py). R times the training time."""
     fidelity: float = 0.0
-    """Multi-fidelity evaluation (selfdisco/search/fidelity.py): every valid candidate is first
+    """Multi-fidelity evaluation (selfdisco/discovery/search/fidelity.py): every valid candidate is first
     trained for this share of the full training, with one seed; only the best go on to the
     full evaluation. 0 turns it off (every candidate is evaluated fully)."""
     fidelity_keep: float = 0.5
     """Share of a generation's candidates that go on from the cheap stage (at least one, and
     any that match the best baseline measured at the same fidelity)."""
     islands: int = 1
-    """Islands of the proposer's population (selfdisco/search/population.py): each slot's
+    """Islands of the proposer's population (selfdisco/discovery/search/population.py): each slot's
     context shows parents sampled from its island; 1 keeps one history for all."""
     migration_interval: int = 2
     """Every this many generations each island's best candidate joins the next island."""
@@ -166,7 +166,7 @@ class RunConfig:
     seed: int = 0
     """Root seed: every sampling and training seed derives from it."""
     executor: str = "local"
-    """Where candidates are evaluated: local (child processes) or ray (selfdisco.executors)."""
+    """Where candidates are evaluated: local (child processes) or ray (selfdisco.execution.executors)."""
     executor_options: dict = field(default_factory=dict)
     """The executor's settings, e.g. for ray: {address = "auto", cpus_per_job = 2,
     gpus_per_job = 1}; local takes none."""
@@ -292,7 +292,7 @@ def _validate(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
-    from selfdisco.executors import executor_names
+    from selfdisco.execution.executors import executor_names
     from selfdisco.llm.server import DTYPES
     from selfdisco.llm.topology import parse_server_url, parse_source
     from selfdisco.tasks import task_names
@@ -354,13 +354,13 @@ def check_run(config: RunConfig) -> Any:
     Raises:
         UserError: saying which setting is wrong and how to change it.
     """
-    from selfdisco.executors import make_executor
+    from selfdisco.execution.executors import make_executor
     from selfdisco.tasks import get_task, task_names
 
     name = config.task.name
     task = get_task(name)
     if task.kind == "classification":
-        from selfdisco.search.digits_run import check_classification_run
+        from selfdisco.launch.digits import check_classification_run
 
         check_classification_run(config)
         return None

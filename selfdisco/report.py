@@ -8,12 +8,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from selfdisco import lineage, stats
-from selfdisco.archive import REFERENCE_SHAPE, Archive, HeldoutRow, Row
+from selfdisco import stats
 from selfdisco.config import read_run_config
-from selfdisco.events import UNSCORED
+from selfdisco.discovery.proposer import lineage
+from selfdisco.discovery.search import fidelity
 from selfdisco.formatting import format_number
-from selfdisco.search import fidelity
+from selfdisco.rundir.archive import REFERENCE_SHAPE, Archive, HeldoutRow, Row
+from selfdisco.rundir.events import UNSCORED
 
 
 def plot_fitness(rows: list[Row], path: Path, pooled: float | None = None) -> None:
@@ -68,7 +69,7 @@ def plot_shapes(rows: list[Row], reference: dict | None, path: Path) -> float | 
     they were recorded at, or None when no row has a shape (a run from before shapes were
     recorded)."""
     from selfdisco.losses.curves import plot_shapes as plot
-    from selfdisco.losses.shape import LossShape
+    from selfdisco.rundir.shape import LossShape
 
     shapes = [(f"{r.id} {r.name}", LossShape.from_dict(r.shape)) for r in rows if r.shape]
     if not shapes:

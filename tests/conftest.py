@@ -22,8 +22,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def _serve(model_name: str, tmp_path_factory: pytest.TempPathFactory, kv_cache_bytes: int):
     """Start a session-wide server; on teardown stop it and fail if any process is left."""
+    from selfdisco.llm.models import resolve_model
     from selfdisco.llm.server import VLLMServer
-    from selfdisco.models import resolve_model
 
     log_path = tmp_path_factory.mktemp(f"vllm-{model_name}") / "server.log"
     server = VLLMServer(resolve_model(model_name), log_path=log_path, served_model_name=model_name,
@@ -85,7 +85,7 @@ def make_random_lora_adapter(model_path: str, out_dir: Path, *, seed: int = 0,
 @pytest.fixture(scope="session")
 def smoke_lora_adapter(tmp_path_factory) -> Path:
     """A LoRA adapter directory (PEFT format, rank 8) for the smoke model; changes its outputs."""
-    from selfdisco.models import resolve_model
+    from selfdisco.llm.models import resolve_model
 
     out_dir = tmp_path_factory.mktemp("smoke-lora") / "adapter"
     return make_random_lora_adapter(resolve_model("smoke-llama"), out_dir, seed=1)

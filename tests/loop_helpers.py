@@ -11,16 +11,16 @@ import json
 import threading
 from pathlib import Path
 
-from selfdisco.archive import Archive
 from selfdisco.config import load_config
-from selfdisco.events import EventWriter
+from selfdisco.discovery.loop import Discovery, Services
+from selfdisco.execution.records import Result
+from selfdisco.launch.start import catalog_entry, parse_answer
 from selfdisco.llm.cache import Recorder
 from selfdisco.llm.client import BaseClient
 from selfdisco.llm.protocol import Completion
-from selfdisco.loop import Discovery, Services
 from selfdisco.losses import screen
-from selfdisco.records import Result
-from selfdisco.runner import catalog_entry, parse_answer
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import EventWriter
 
 DPO_LIKE = ("def loss_fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
             "reference_rejected_logps, beta):\n"

@@ -30,12 +30,12 @@ PAIRS = [{"prompt": f"Review {i}:", "chosen": " lovely", "rejected": " awful"} f
 def recorded(tmp_path_factory):
     """A finished run recorded with a scripted proposer (its answers in llm/), with the services
     start_run gives a replay, so a replay of it asks the same questions."""
-    from selfdisco.archive import Archive
     from selfdisco.config import load_config, run_train_settings
-    from selfdisco.events import EventWriter
-    from selfdisco.loop import Discovery, Services
+    from selfdisco.discovery.loop import Discovery, Services
+    from selfdisco.launch.start import catalog_entry, parse_answer
     from selfdisco.losses import screen
-    from selfdisco.runner import catalog_entry, parse_answer
+    from selfdisco.rundir.archive import Archive
+    from selfdisco.rundir.events import EventWriter
     from selfdisco.tasks import get_task
 
     run = tmp_path_factory.mktemp("api") / "recorded"
@@ -79,7 +79,7 @@ def test_run_then_load_archive(recorded, tmp_path):
 
 
 def test_resume_a_run_that_had_not_started(recorded, tmp_path):
-    from selfdisco.runner import prepare_run_dir, run_finished
+    from selfdisco.launch.start import prepare_run_dir, run_finished
 
     run_dir = prepare_run_dir(replay_config(recorded), tmp_path / "run")
     assert selfdisco.resume(run_dir, progress=False) == run_dir.resolve()

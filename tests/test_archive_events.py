@@ -3,10 +3,10 @@ import re
 
 import pytest
 
-from selfdisco.archive import Archive
-from selfdisco.control import ControlReader, send
-from selfdisco.events import EventTail, EventWriter, read_events
-from selfdisco.propose import Entry, build_messages, candidate_schema, select_history
+from selfdisco.discovery.prompt import Entry, build_messages, candidate_schema, select_history
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.control import ControlReader, send
+from selfdisco.rundir.events import EventTail, EventWriter, read_events
 from selfdisco.seeds import derive
 
 

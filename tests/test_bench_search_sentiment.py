@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from selfdisco.execution.records import Result
 from selfdisco.losses import Candidate, screen
 from selfdisco.losses.grammar import matches
-from selfdisco.records import Result
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from loop_helpers import CurveEvaluator, ScriptedProposer, answer, make_loop
 
-from selfdisco.archive import Archive
 from selfdisco.config import load_config
-from selfdisco.events import read_events
-from selfdisco.records import Result
-from selfdisco.runner import BurnInCache, burn_in_key, catalog_entry, pairs_digest
+from selfdisco.execution.records import Result
+from selfdisco.launch.start import BurnInCache, burn_in_key, catalog_entry, pairs_digest
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import read_events
 from selfdisco.tui.state import RunState
 
 PAIRS = [{"prompt": "The film", "chosen": " was great", "rejected": " was bad"}]

@@ -72,7 +72,7 @@ def test_a_bad_setting_without_run_dir_leaves_checkpoints_empty(tmp_path):
 
 
 def test_resume_checks_settings_before_starting(tmp_path):
-    from selfdisco.runner import prepare_run_dir
+    from selfdisco.launch.start import prepare_run_dir
 
     config = load_config("smoke", overrides={"train": {"overrides": {"lora_r": 64}}})
     run_dir = prepare_run_dir(config, tmp_path / "run")

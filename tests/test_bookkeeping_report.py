@@ -33,7 +33,7 @@ def test_shapes_are_drawn_at_the_trained_beta(tmp_path, preset, overrides, beta)
 
 def test_a_run_without_recorded_shapes_gets_a_report_without_them(tmp_path):
     from selfdisco import report
-    from selfdisco.archive import REFERENCE_SHAPE, Archive
+    from selfdisco.rundir.archive import REFERENCE_SHAPE, Archive
 
     run = tmp_path / "run"
     make_loop(run, ScriptedProposer(list(ANSWERS)), CurveEvaluator(), generations=1).run()

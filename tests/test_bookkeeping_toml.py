@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 
 from selfdisco.config import load_config, read_run_config
-from selfdisco.runner import prepare_run_dir
+from selfdisco.launch.start import prepare_run_dir
 
 ODD_OPTIONS = {"review column": "text", "a.b": 1, "quote\"d": "x = \"y\"",
                "nested": {"inner key": [1, 2, 3], "deeper": {"x.y": True, "z": 0.5}},

@@ -10,15 +10,15 @@ import pytest
 from loop_helpers import ScriptedProposer
 
 from selfdisco import stats
-from selfdisco.archive import REFERENCE_SHAPE, Archive
 from selfdisco.config import check_run, load_config
 from selfdisco.errors import UserError
-from selfdisco.events import EventWriter, read_events
+from selfdisco.execution.classification import ClassificationEvaluator
+from selfdisco.launch.digits import classification_services
 from selfdisco.losses import Candidate
-from selfdisco.search import classification
-from selfdisco.search.classification_eval import ClassificationEvaluator
-from selfdisco.search.digits_run import classification_services
+from selfdisco.rundir.archive import REFERENCE_SHAPE, Archive
+from selfdisco.rundir.events import EventWriter, read_events
 from selfdisco.tasks import get_task
+from selfdisco.tasks.digits import screening
 
 DIGITS = {"task": {"name": "digits", "options": {"epochs": 2}},
           "discovery": {"burn_in": ["cross_entropy", "focal"], "code_grammar": "free",
@@ -50,7 +50,7 @@ def answer(name: str, code: str) -> str:
 
 
 def screen(code: str):
-    return classification.screen(Candidate(thought="", name="x", code=code), timeout_s=10)
+    return screening.screen(Candidate(thought="", name="x", code=code), timeout_s=10)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def digits_config(**discovery):
 
 
 def make_digits_loop(run_dir, proposer, evaluator, **discovery):
-    from selfdisco.loop import Discovery
+    from selfdisco.discovery.loop import Discovery
 
     config = digits_config(**discovery)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -78,8 +78,8 @@ def make_digits_loop(run_dir, proposer, evaluator, **discovery):
 
 
 def test_the_baselines_pass_screening_with_their_shapes():
-    for name in classification.CATALOG:
-        result = screen(classification.catalog_entry(name)["code"])
+    for name in screening.CATALOG:
+        result = screen(screening.catalog_entry(name)["code"])
         assert result.ok, (name, result.reason)
         losses = [x for x in result.shape.loss if x is not None]
         assert losses[0] > losses[-1]  # lower when the true class's margin is larger
@@ -103,7 +103,7 @@ def test_screening_rejects_leaks_and_broken_losses_with_a_reason(code, says):
 
 def test_a_scalar_mean_is_the_same_behaviour_as_per_example_cross_entropy():
     scalar = screen("def ce(logits, targets):\n    return F.cross_entropy(logits, targets)\n")
-    per_example = screen(classification.catalog_entry("cross_entropy")["code"])
+    per_example = screen(screening.catalog_entry("cross_entropy")["code"])
     assert scalar.fingerprint.is_duplicate(per_example.fingerprint)
     assert not screen(TEMPERED).fingerprint.is_duplicate(per_example.fingerprint)
 

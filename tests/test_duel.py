@@ -7,14 +7,14 @@ import threading
 
 from loop_helpers import CurveEvaluator, answer, make_loop
 
-from selfdisco import duel
-from selfdisco.archive import Archive
-from selfdisco.evaluation import RecordedEvaluator
-from selfdisco.events import read_events
+from selfdisco.discovery.evaluation import RecordedEvaluator
+from selfdisco.discovery.proposer import duel
 from selfdisco.llm.cache import Recorder
 from selfdisco.llm.client import BaseClient
 from selfdisco.llm.protocol import Completion
 from selfdisco.llm.replay import ReplayClient
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import read_events
 
 V, P, D = duel.VALID, "parse", "duplicate"
 

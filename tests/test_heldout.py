@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from selfdisco.archive import Archive
 from selfdisco.config import load_config
-from selfdisco.events import check_event, read_events
+from selfdisco.execution.records import Result
 from selfdisco.heldout.frontier import FrontierPoint, dominance, dominated_by
 from selfdisco.heldout.runner import HeldoutRequest, run_heldout
 from selfdisco.heldout.session import choose_losses, fresh_seeds, measured_seconds
+from selfdisco.launch.start import prepare_run_dir
 from selfdisco.losses import catalog
-from selfdisco.records import Result
-from selfdisco.runner import prepare_run_dir
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import check_event, read_events
 
 BETAS = [0.025, 0.05, 0.1, 0.25]
 # Per loss: reward at KL -> 0 and KL scale; lrml reaches dpo's reward at 60% of its KL.
@@ -165,7 +165,7 @@ def test_losses_are_the_best_discoveries_then_the_references(run_dir):
 
 
 def test_fresh_seeds_differ_from_every_seed_the_run_trained_with():
-    from selfdisco.evaluation import replicate_seed
+    from selfdisco.discovery.evaluation import replicate_seed
     from selfdisco.seeds import derive
 
     config = load_config("cpu", overrides={"discovery": {"replicates": 3}})
@@ -232,7 +232,7 @@ def test_bad_input_is_a_clear_error(run_dir, capsys):
 def test_the_tui_and_the_progress_lines_show_each_point(run_dir):
     import io
 
-    from selfdisco.printer import Printer
+    from selfdisco.tui.printer import Printer
     from selfdisco.tui.state import RunState
 
     out = io.StringIO()

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from selfdisco.archive import Archive
 from selfdisco.config import load_config
-from selfdisco.runner import prepare_run_dir
+from selfdisco.launch.start import prepare_run_dir
+from selfdisco.rundir.archive import Archive
 
 pytestmark = pytest.mark.integration
 

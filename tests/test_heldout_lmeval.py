@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from selfdisco.archive import Archive, HeldoutRow
 from selfdisco.errors import UserError
 from selfdisco.heldout import lmeval
 from selfdisco.heldout.lmeval import (
@@ -18,6 +17,7 @@ from selfdisco.heldout.lmeval import (
     model_args,
     report_lines,
 )
+from selfdisco.rundir.archive import Archive, HeldoutRow
 
 TASK_DIR = SHIPPED_TASKS / SHIPPED_TASK
 
@@ -133,8 +133,8 @@ def test_lm_eval_runs_through_selfdisco_for_base_and_adapter(tmp_path, smoke_lor
     replaced by the fixture's adapter) each get accuracy figures on the shipped task, recorded
     in the archive, and a second run measures nothing again."""
     from selfdisco.config import RunConfig
+    from selfdisco.execution.records import Result
     from selfdisco.heldout import HeldoutContext, HeldoutLoss
-    from selfdisco.records import Result
 
     archive = Archive(tmp_path)
     trained = []
@@ -174,8 +174,8 @@ def test_lm_eval_runs_through_selfdisco_for_base_and_adapter(tmp_path, smoke_lor
 def cpu_run(tmp_path):
     """A cpu-preset run with one scored discovery (60 s training, 40 s scoring)."""
     from selfdisco.config import load_config
+    from selfdisco.launch.start import prepare_run_dir
     from selfdisco.losses import catalog
-    from selfdisco.runner import prepare_run_dir
 
     run = prepare_run_dir(load_config("cpu"), tmp_path / "run")
     archive = Archive(run)

@@ -11,7 +11,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from selfdisco.archive import HeldoutRow
 from selfdisco.errors import UserError
 from selfdisco.heldout import pairwise
 from selfdisco.heldout.pairwise import (
@@ -24,8 +23,9 @@ from selfdisco.heldout.pairwise import (
     report_lines,
 )
 from selfdisco.heldout.winrate import Comparison, length_controlled, summarise, win_rate
-from selfdisco.judge import Judge
 from selfdisco.llm.protocol import Completion
+from selfdisco.rundir.archive import HeldoutRow
+from selfdisco.tasks.judge import Judge
 
 _ANSWER = re.compile(r"\[The Start of Assistant (A|B)'s Answer\]\n(.*?)\n\[The End", re.S)
 
@@ -220,10 +220,10 @@ class ScriptedPolicyServer(ScriptedJudgeClient):
 
 
 def test_run_records_each_loss_against_the_base_model(tmp_path):
-    from selfdisco.archive import Archive
     from selfdisco.config import RunConfig
+    from selfdisco.execution.records import Result
     from selfdisco.heldout import HeldoutContext, HeldoutLoss
-    from selfdisco.records import Result
+    from selfdisco.rundir.archive import Archive
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -272,7 +272,7 @@ def test_registered_as_a_protocol():
 
 
 def test_seconds_per_point_is_the_measured_mean(tmp_path):
-    from selfdisco.archive import Archive
+    from selfdisco.rundir.archive import Archive
 
     archive = Archive(tmp_path)
     assert pairwise.seconds_per_point(archive) is None  # nothing trained, nothing measured
@@ -290,10 +290,10 @@ def test_pairwise_runs_against_a_served_policy_and_judge(tmp_path, vllm_smoke,
     held-out prompts, the smoke model judges (with the opt-in) every pair in both orders under
     structured outputs, and the archive keeps the win rates and the self-judge note (the
     trainer is replaced by the fixture's adapter)."""
-    from selfdisco.archive import Archive
     from selfdisco.config import RunConfig
+    from selfdisco.execution.records import Result
     from selfdisco.heldout import HeldoutContext, HeldoutLoss
-    from selfdisco.records import Result
+    from selfdisco.rundir.archive import Archive
 
     archive = Archive(tmp_path)
     client = vllm_smoke.client()

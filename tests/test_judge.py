@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from selfdisco import judge
-from selfdisco.judge import PairGame, Rating, combine_orders, parse_rating, parse_verdict
 from selfdisco.llm.protocol import Completion
-from selfdisco.paths import prompts_dir
+from selfdisco.rundir.paths import prompts_dir
+from selfdisco.tasks import judge
+from selfdisco.tasks.judge import PairGame, Rating, combine_orders, parse_rating, parse_verdict
 
 DATA = Path(__file__).parent / "data"
 

@@ -9,9 +9,9 @@ import pytest
 from loop_helpers import CurveEvaluator, make_loop
 from test_duel import GOOD, ByModel
 
-from selfdisco import lineage
-from selfdisco.archive import Row
+from selfdisco.discovery.proposer import lineage
 from selfdisco.report import write_report
+from selfdisco.rundir.archive import Row
 
 
 def row(id, generation, proposer, status, stage=None, fitness=None):

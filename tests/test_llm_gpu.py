@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from selfdisco.llm.models import resolve_model
 from selfdisco.llm.server import VLLMServer, detect_backend
-from selfdisco.models import resolve_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.gpu]
 

@@ -64,8 +64,8 @@ def test_a_server_whose_weights_differ_is_refused(tmp_path):
     import torch
     from safetensors.torch import load_file, save_file
 
+    from selfdisco.llm.models import resolve_model
     from selfdisco.llm.server import NumericsError, VLLMServer
-    from selfdisco.models import resolve_model
 
     original = resolve_model("smoke-llama")
     broken = tmp_path / "smoke-llama-broken"

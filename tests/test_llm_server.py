@@ -77,7 +77,7 @@ def peft_prompt_logprobs(token_ids: list[int], adapter=None) -> list[float]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from selfdisco.models import resolve_model
+    from selfdisco.llm.models import resolve_model
 
     model = AutoModelForCausalLM.from_pretrained(resolve_model("smoke-llama"),
                                                  dtype=torch.float32)
@@ -158,7 +158,7 @@ def test_loading_a_name_again_serves_the_new_files(vllm_smoke, smoke_lora_adapte
     """A candidate re-trained after a resume reuses its adapter's name."""
     from conftest import make_random_lora_adapter
 
-    from selfdisco.models import resolve_model
+    from selfdisco.llm.models import resolve_model
 
     other = make_random_lora_adapter(resolve_model("smoke-llama"), tmp_path / "other", seed=7)
     client = vllm_smoke.client()

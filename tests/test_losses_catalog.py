@@ -102,7 +102,7 @@ def smoke_model_and_data():
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selfdisco.models import resolve_model
+    from selfdisco.llm.models import resolve_model
 
     path = resolve_model("smoke-llama")
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from selfdisco.errors import UserError
-from selfdisco.models import BUNDLED, SMOKE, SMOLLM2, resolve_model, sha256_file
+from selfdisco.llm.models import BUNDLED, SMOKE, SMOLLM2, resolve_model, sha256_file
 
 
 def test_manifests_match_the_weights():

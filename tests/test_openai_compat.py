@@ -13,20 +13,25 @@ import pytest
 from loop_helpers import CurveEvaluator, answer
 from openai_server import OpenAIServer
 
-from selfdisco.archive import Archive
 from selfdisco.cli import build_parser, main
 from selfdisco.commands.run import resolve
 from selfdisco.config import check_run, load_config
+from selfdisco.discovery.loop import Discovery, ProposerUnavailable, Services
+from selfdisco.discovery.prompt import candidate_schema
 from selfdisco.errors import UserError
-from selfdisco.events import EventWriter
-from selfdisco.judge import Judge, verdict_schema
+from selfdisco.launch.start import (
+    catalog_entry,
+    open_attached_proposer,
+    parse_answer,
+    prepare_run_dir,
+)
 from selfdisco.llm import open_llm
 from selfdisco.llm.client import LLMAuthError, LLMClient
 from selfdisco.llm.server import free_port
-from selfdisco.loop import Discovery, ProposerUnavailable, Services
 from selfdisco.losses import grammar, screen
-from selfdisco.propose import candidate_schema
-from selfdisco.runner import catalog_entry, open_attached_proposer, parse_answer, prepare_run_dir
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import EventWriter
+from selfdisco.tasks.judge import Judge, verdict_schema
 
 KEY_ENV = "SELFDISCO_TEST_API_KEY"
 KEY = "sk-test-5f1e9c2a7d"

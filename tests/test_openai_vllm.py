@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from selfdisco.judge import Judge
 from selfdisco.llm.cache import Recorder
 from selfdisco.llm.client import LLMClient
 from selfdisco.llm.protocol import parse_json_answer
+from selfdisco.tasks.judge import Judge
 
 pytestmark = pytest.mark.integration
 

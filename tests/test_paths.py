@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from selfdisco.errors import UserError
-from selfdisco.paths import resolve_run, run_ids
+from selfdisco.rundir.paths import resolve_run, run_ids
 
 
 def make_run(root, name, files=("config.toml", "events.jsonl")):

@@ -15,11 +15,11 @@ import pytest
 from selfdisco.cli import main
 from selfdisco.config import load_config
 from selfdisco.errors import UserError
+from selfdisco.launch.plan import USABLE, make_plan
+from selfdisco.launch.start import _train_on, prepare_run_dir, start_run
 from selfdisco.llm.machine import detect_machine, parse_machine
-from selfdisco.llm.plan import USABLE, make_plan
 from selfdisco.llm.server import VLLMServer
 from selfdisco.llm.sizes import GIB, KL_BATCH, kl_batch, model_size
-from selfdisco.runner import _train_on, prepare_run_dir, start_run
 
 GEMMA_7B_PARAMS = 8.54e9  # zephyr-7b-gemma's base, as published
 QWEN25_7B_PARAMS = 7.62e9

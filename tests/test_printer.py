@@ -10,8 +10,8 @@ import sys
 
 from test_tui_data import RECORDED_RUN
 
-from selfdisco.events import read_events
-from selfdisco.printer import Printer
+from selfdisco.rundir.events import read_events
+from selfdisco.tui.printer import Printer
 from selfdisco.tui.state import RunState
 
 
@@ -68,7 +68,7 @@ def test_printer_redraws_progress_in_place_on_a_terminal():
 
 
 def test_printer_imports_neither_textual_nor_torch():
-    code = ("import sys, json; import selfdisco.printer; "
+    code = ("import sys, json; import selfdisco.tui.printer; "
             "print(json.dumps(sorted(m for m in ('textual', 'torch') if m in sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)

@@ -12,13 +12,13 @@ import uuid
 import psutil
 import pytest
 
-from selfdisco.events import read_events
+from selfdisco.rundir.events import read_events
 
 pytestmark = pytest.mark.integration
 
 RUN_TIMEOUT_S = 900
 MARK = "SELFDISCO_RAY_RUN_TEST"  # in the run's environment, so in every process it starts
-PATTERNS = ("ray::", "raylet", "selfdisco.worker")
+PATTERNS = ("ray::", "raylet", "selfdisco.execution.worker")
 
 
 def marked(mark: str, since: float) -> list[tuple[int, str]]:
@@ -74,7 +74,7 @@ def test_a_smoke_run_on_a_local_ray_cluster(vllm_smoke, tmp_path):
     assert proc.returncode == 0, output[-4000:]
     assert "run finished" in output
     assert any("raylet" in line for line in seen), "the run started no Ray cluster"
-    assert any("selfdisco.worker" in line for line in seen), "no worker ran"
+    assert any("selfdisco.execution.worker" in line for line in seen), "no worker ran"
 
     events = list(read_events(run_dir / "events.jsonl"))
     assert events[0]["type"] == "run_started" and events[-1]["type"] == "run_finished"

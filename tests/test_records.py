@@ -12,13 +12,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from loop_helpers import CurveEvaluator, ScriptedProposer, answer, make_loop
 
-from selfdisco import worker
-from selfdisco.archive import Archive
-from selfdisco.events import read_events
-from selfdisco.executors import JOB_FILE, LocalExecutor
+from selfdisco.execution import worker
+from selfdisco.execution.executors import JOB_FILE, LocalExecutor
+from selfdisco.execution.records import Job, Result
 from selfdisco.llm.client import LLMClient, LLMError, LLMUnavailable
 from selfdisco.llm.server import free_port
-from selfdisco.records import Job, Result
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import read_events
 from selfdisco.tasks import EvaluationError
 from selfdisco.train import TrainSettings
 

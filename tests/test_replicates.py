@@ -13,9 +13,9 @@ import pytest
 from loop_helpers import ScriptedProposer, answer, make_loop
 
 from selfdisco import stats
-from selfdisco.archive import Archive
-from selfdisco.evaluation import WorkerEvaluator, replicate_seed
-from selfdisco.records import Job, Result
+from selfdisco.discovery.evaluation import WorkerEvaluator, replicate_seed
+from selfdisco.execution.records import Job, Result
+from selfdisco.rundir.archive import Archive
 from selfdisco.seeds import derive
 from selfdisco.train.settings import TrainSettings
 

@@ -12,8 +12,8 @@ import time
 import psutil
 import pytest
 
-from selfdisco.archive import Archive
-from selfdisco.events import read_events
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import read_events
 
 pytestmark = pytest.mark.integration
 

@@ -6,11 +6,11 @@ import pytest
 from loop_helpers import ScriptedProposer
 from test_digits_discovery import answer, make_digits_loop
 
-from selfdisco.archive import Archive
-from selfdisco.events import read_events
+from selfdisco.discovery.search.fidelity import CHEAP
+from selfdisco.execution.classification import ClassificationEvaluator
 from selfdisco.report import write_report
-from selfdisco.search.classification_eval import ClassificationEvaluator
-from selfdisco.search.fidelity import CHEAP
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import read_events
 from selfdisco.tui.state import RunState
 
 CODES = {
@@ -122,8 +122,8 @@ def test_a_run_killed_in_the_cheap_stage_resumes_with_the_same_decisions(tmp_pat
 def test_a_replay_of_a_multi_fidelity_digits_run_takes_the_same_decisions(tmp_path, evaluator):
     from test_digits_discovery import digits_config
 
+    from selfdisco.launch.start import prepare_run_dir, start_run
     from selfdisco.llm.cache import Recorder
-    from selfdisco.runner import prepare_run_dir, start_run
 
     recorded = tmp_path / "recorded"
     proposer = ScriptedProposer(ANSWERS, recorder=Recorder(recorded / "llm"))
@@ -139,8 +139,8 @@ def test_a_replay_of_a_multi_fidelity_digits_run_takes_the_same_decisions(tmp_pa
 
 
 def test_a_cheap_stage_scores_a_task_on_the_first_share_of_its_prompts():
+    from selfdisco.execution.worker import fewer_prompts
     from selfdisco.tasks import TaskContext, get_task
-    from selfdisco.worker import fewer_prompts
 
     sentiment = get_task("sentiment")
     ctx = TaskContext(preset="cpu", options={"eval_prompts": 32})
@@ -165,8 +165,8 @@ def test_only_promoted_candidates_get_their_replicates(tmp_path, evaluator):
 
 
 def test_beating_the_best_baseline_lets_a_low_rank_through_only_beyond_noise():
-    from selfdisco.records import Result
-    from selfdisco.search.fidelity import _rule
+    from selfdisco.discovery.search.fidelity import _rule
+    from selfdisco.execution.records import Result
 
     def scored(correct: int, shift: int = 0, n: int = 400) -> Result:
         per_example = [1.0] * correct + [0.0] * (n - correct)
@@ -187,7 +187,7 @@ def test_beating_the_best_baseline_lets_a_low_rank_through_only_beyond_noise():
 def test_the_best_known_loss_includes_earlier_candidates_not_later_ones():
     from types import SimpleNamespace
 
-    from selfdisco.search.fidelity import _best_known
+    from selfdisco.discovery.search.fidelity import _best_known
 
     def row(id, name, generation):
         return SimpleNamespace(id=id, name=name, generation=generation)

@@ -9,9 +9,9 @@ from loop_helpers import ScriptedProposer
 from test_digits_discovery import answer, make_digits_loop
 from test_search_fidelity import ANSWERS, evaluator  # noqa: F401 - the module's fixture
 
-from selfdisco.archive import Row
 from selfdisco.config import load_config
-from selfdisco.search import population
+from selfdisco.discovery.search import population
+from selfdisco.rundir.archive import Row
 
 K, ISLANDS = 2, 2
 

@@ -9,10 +9,10 @@ import pytest
 from loop_helpers import CurveEvaluator, make_loop
 from test_duel import GOOD, ByModel
 
-from selfdisco import selftrain
-from selfdisco.archive import Archive
 from selfdisco.config import load_config
-from selfdisco.runner import catalog_entry
+from selfdisco.discovery.proposer import selftrain
+from selfdisco.launch.start import catalog_entry
+from selfdisco.rundir.archive import Archive
 
 CONTEXT = [{"role": "system", "content": "write a loss"}, {"role": "user", "content": "next"}]
 

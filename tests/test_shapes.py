@@ -12,9 +12,9 @@ import textwrap
 import pytest
 from loop_helpers import CurveEvaluator, ScriptedProposer, answer, make_loop
 
-from selfdisco.archive import ARCHIVE_FILE, REFERENCE_SHAPE, SCHEMA, Archive, read_shapes
 from selfdisco.losses import catalog, compile_loss
-from selfdisco.losses.shape import GRID, LossShape, grid_logps
+from selfdisco.rundir.archive import ARCHIVE_FILE, REFERENCE_SHAPE, SCHEMA, Archive, read_shapes
+from selfdisco.rundir.shape import GRID, LossShape, grid_logps
 
 BETA = 0.3  # neither the screening checks' beta nor a fingerprint beta
 ANSWERS = [answer("cell_like", "0.5 * F.softplus(-x) + 0.5 * torch.exp(-x)"),

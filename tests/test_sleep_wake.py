@@ -15,7 +15,7 @@ import pytest
 
 from selfdisco.cli import main
 from selfdisco.errors import UserError
-from selfdisco.executors import JOB_FILE, LocalExecutor
+from selfdisco.execution.executors import JOB_FILE, LocalExecutor
 from selfdisco.llm import topology
 from selfdisco.llm.server import VLLMServer
 

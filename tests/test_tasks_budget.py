@@ -92,7 +92,7 @@ def test_scaling_the_delta_scales_the_policy_and_zero_is_the_reference(tmp_path)
     from conftest import make_random_lora_adapter
     from safetensors.torch import load_file
 
-    from selfdisco.models import resolve_model
+    from selfdisco.llm.models import resolve_model
     from selfdisco.tasks.kl import sequence_kls
     from selfdisco.tasks.sampling import Sample
 

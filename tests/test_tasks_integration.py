@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from selfdisco.errors import UserError
-from selfdisco.models import resolve_model
+from selfdisco.llm.models import resolve_model
 from selfdisco.tasks import TaskContext, get_task
 from selfdisco.tasks.sampling import sample_completions
 from selfdisco.tasks.sentiment import PRESET_SETTINGS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfdisco.models import resolve_model
+from selfdisco.llm.models import resolve_model
 from selfdisco.tasks.kl import completion_logprob_sums, sequence_kls
 from selfdisco.tasks.sampling import Sample
 

@@ -9,9 +9,9 @@ import math
 import pytest
 
 from selfdisco.errors import UserError
-from selfdisco.judge import load_known_pairs
 from selfdisco.llm.protocol import Completion
 from selfdisco.tasks import TaskContext, get_task
+from selfdisco.tasks.judge import load_known_pairs
 from selfdisco.tasks.mtbench import SHIPPED_QUESTIONS, judge_warning, load_questions
 
 

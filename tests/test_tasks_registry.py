@@ -68,7 +68,7 @@ def test_unknown_task_error_lists_the_known_ones():
 
 def test_a_registry_checks_the_target_form():
     with pytest.raises(ValueError, match="module:attr"):
-        Registry("task", {"broken": "selfdisco.tasks.digits.DigitsTask"})
+        Registry("task", {"broken": "selfdisco.tasks.digits.task.DigitsTask"})
 
 
 def test_importing_the_registry_imports_no_task_and_no_heavy_library():

@@ -11,7 +11,7 @@ import pytest
 
 from selfdisco.config import check_run, load_config, run_train_settings
 from selfdisco.errors import UserError
-from selfdisco.records import Job, Result
+from selfdisco.execution.records import Job, Result
 from selfdisco.train.settings import TrainSettings
 from selfdisco.train.tracking import check_trackers, log_summary, summary_scalars
 
@@ -91,7 +91,7 @@ def test_wandb_summary_gets_fitness_and_metrics(monkeypatch, tmp_path):
 
 
 def test_a_failing_tracker_changes_no_result(monkeypatch, tmp_path, capsys):
-    from selfdisco import worker
+    from selfdisco.execution import worker
 
     broken = types.ModuleType("wandb")
     broken.run = None

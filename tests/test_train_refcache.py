@@ -9,7 +9,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from selfdisco.models import model_identity
+from selfdisco.llm.models import model_identity
 from selfdisco.train.refcache import RefCache, cache_key
 
 TOKENS = Dataset.from_list([{"prompt_ids": [1, 2, 3], "chosen_ids": [4, 5], "rejected_ids": [6]},

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from selfdisco.errors import UserError
+from selfdisco.llm.models import resolve_model
 from selfdisco.losses import catalog, compile_loss
-from selfdisco.models import resolve_model
 from selfdisco.train import TrainSettings, train_adapter
 
 dpo = compile_loss(catalog.get("dpo").candidate.code)

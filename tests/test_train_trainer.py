@@ -8,8 +8,8 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
+from selfdisco.llm.models import model_identity, resolve_model
 from selfdisco.losses import catalog, compile_loss
-from selfdisco.models import model_identity, resolve_model
 from selfdisco.train.refcache import RefCache
 from selfdisco.train.trainer import RuntimeLossDPOTrainer
 

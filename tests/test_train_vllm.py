@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from selfdisco.llm.models import resolve_model
 from selfdisco.losses import catalog, compile_loss
-from selfdisco.models import resolve_model
 from selfdisco.train import TrainSettings, train_adapter
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import time
 import pytest
 from test_tui_data import recorded_lines
 
-from selfdisco.control import ControlReader
-from selfdisco.losses.shape import GRID
+from selfdisco.rundir.control import ControlReader
+from selfdisco.rundir.shape import GRID
 from selfdisco.tui.app import CloseRunScreen, DetailScreen, DiscoApp
 from selfdisco.tui.widgets import COLUMNS, CandidatesTable, CandidateView
 
@@ -44,8 +44,8 @@ SCREENED: dict[str, dict | None] = {}  # code -> its recorded shape (screened on
 def record_shapes(run_dir, lines: list[str], beta: float = 0.05) -> None:
     """Screen each proposed candidate's code in the sandbox and store the shapes, and dpo's as
     the reference, in the run's archive, as the loop does."""
-    from selfdisco.archive import REFERENCE_SHAPE, Archive
     from selfdisco.losses import Candidate, catalog, screen
+    from selfdisco.rundir.archive import REFERENCE_SHAPE, Archive
 
     def shape(code: str) -> dict | None:
         if code not in SCREENED:

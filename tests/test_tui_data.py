@@ -1,7 +1,7 @@
 """The recorded event log the TUI tests replay, how it is made, and that it fits the schema.
 
 tests/data/events_run.jsonl is written by `write_recorded_run` through EventWriter with a
-simulated clock, in the order and with the ids selfdisco.loop uses: a cpu-preset-like sentiment
+simulated clock, in the order and with the ids selfdisco.discovery.loop uses: a cpu-preset-like sentiment
 run (burn-in, two generations of three) with rejections, a duplicate, a divergence, a killed
 worker, a server restart, a pause and a proposer change. Regenerate it with
 `python tests/test_tui_data.py` after changing the schema.
@@ -15,8 +15,8 @@ import types
 from pathlib import Path
 from unittest import mock
 
-from selfdisco import events
-from selfdisco.events import EVENT_TYPES, EventWriter, check_event
+from selfdisco.rundir import events
+from selfdisco.rundir.events import EVENT_TYPES, EventWriter, check_event
 
 DATA = Path(__file__).parent / "data"
 RECORDED_RUN = DATA / "events_run.jsonl"
@@ -104,7 +104,7 @@ class Clock:
 
 
 class Recorder:
-    """Emits events in the order selfdisco.loop does, with simulated durations."""
+    """Emits events in the order selfdisco.discovery.loop does, with simulated durations."""
 
     def __init__(self, writer: EventWriter, clock: Clock):
         self.writer, self.clock = writer, clock

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from selfdisco.archive import Archive
-from selfdisco.events import read_events
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import read_events
 from selfdisco.tui.app import DiscoApp
 from selfdisco.tui.widgets import CandidatesTable
 

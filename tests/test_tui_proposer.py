@@ -9,7 +9,7 @@ import re
 
 from test_tui_app import SIZE, wait_for
 
-from selfdisco.events import EventWriter
+from selfdisco.rundir.events import EventWriter
 from selfdisco.tui.app import DiscoApp
 from selfdisco.tui.proposers import ProposersScreen
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 from test_tui_data import RECORDED_RUN, recorded_lines
 
-from selfdisco.events import EventWriter, read_events
 from selfdisco.formatting import format_duration, format_offset
+from selfdisco.rundir.events import EventWriter, read_events
 from selfdisco.tui.feed import EventFeed, coalesce
 from selfdisco.tui.rundir import config_value
 from selfdisco.tui.state import RunState

@@ -47,8 +47,8 @@ def numerics(model: str, dtype: str) -> dict:
     """Serve the model and compare it with transformers (selfdisco.llm.numerics)."""
     import tempfile
 
+    from selfdisco.llm.models import resolve_model
     from selfdisco.llm.server import ServerError, VLLMServer
-    from selfdisco.models import resolve_model
 
     log = Path(tempfile.mkdtemp(prefix="selfdisco-doctor-")) / "server.log"
     try:
@@ -134,8 +134,8 @@ def collect(numerics_model: str | None = None, dtype: str = "auto") -> dict:
     """
     import psutil
 
-    from selfdisco.models import BUNDLED, SMOLLM2
-    from selfdisco.paths import checkpoints_dir
+    from selfdisco.llm.models import BUNDLED, SMOLLM2
+    from selfdisco.rundir.paths import checkpoints_dir
 
     problems: list[str] = []
     report: dict = {"python": platform.python_version(), "executable": sys.executable}
@@ -266,8 +266,8 @@ def _print(report: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from selfdisco.llm.models import SMOLLM2
     from selfdisco.llm.server import DTYPES
-    from selfdisco.models import SMOLLM2
 
     if args.dtype not in DTYPES:
         from selfdisco.errors import UserError

@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate_with_server(args: argparse.Namespace, task: Any, options: dict[str, str]) -> int:
     from selfdisco.llm import open_llm
-    from selfdisco.models import resolve_model
-    from selfdisco.paths import checkpoints_dir
+    from selfdisco.llm.models import resolve_model
+    from selfdisco.rundir.paths import checkpoints_dir
     from selfdisco.tasks import TaskContext
 
     model_name, server_config = preset_model(args.preset)

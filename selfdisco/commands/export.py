@@ -19,10 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.archive import ARCHIVE_FILE
-    from selfdisco.export import EXPORT_DIR, build_recipe, write_export
+    from selfdisco.export.recipe import EXPORT_DIR, build_recipe, write_export
     from selfdisco.formatting import format_fitness, print_json
-    from selfdisco.paths import resolve_run
+    from selfdisco.rundir.archive import ARCHIVE_FILE
+    from selfdisco.rundir.paths import resolve_run
 
     run_dir = resolve_run(args.run_dir, required=ARCHIVE_FILE)
     recipe = build_recipe(run_dir, args.id)

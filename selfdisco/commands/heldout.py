@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from selfdisco.commands.eval import parse_options
     from selfdisco.formatting import print_json
     from selfdisco.heldout.runner import HeldoutRequest, run_heldout
-    from selfdisco.paths import resolve_run
-    from selfdisco.printer import Printer
+    from selfdisco.rundir.paths import resolve_run
+    from selfdisco.tui.printer import Printer
 
     if args.top < 0:
         raise UserError(f"--top must be 0 or more, not {args.top}")
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _result(run_dir: Path, plan: Any, with_points: bool) -> dict:
     """The --json answer: the plan, and the archive's held-out rows after a run."""
-    from selfdisco.archive import Archive
+    from selfdisco.rundir.archive import Archive
 
     result = {"run": str(run_dir), "protocols": [asdict(p) for p in plan.protocols],
               "estimate_s": plan.estimate_s}

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from selfdisco.errors import UserError
-from selfdisco.losses.shape import GRID
+from selfdisco.rundir.shape import GRID
 
 HELP = "the loss library: list, show, eval and plot losses; check a candidate file"
 

@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.models import BUNDLED, prepare_all
+    from selfdisco.llm.models import BUNDLED, prepare_all
 
     if args.action == "prepare":
         prepare_all()

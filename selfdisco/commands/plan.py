@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from selfdisco.config import check_run, load_config
     from selfdisco.errors import UserError
     from selfdisco.formatting import print_json
-    from selfdisco.llm.plan import make_plan
+    from selfdisco.launch.plan import make_plan
 
     config = load_config(args.preset, args.config, assignments(args.set))
     check_run(config)

@@ -16,10 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.archive import ARCHIVE_FILE
     from selfdisco.formatting import print_json
-    from selfdisco.paths import resolve_run
     from selfdisco.report import write_report
+    from selfdisco.rundir.archive import ARCHIVE_FILE
+    from selfdisco.rundir.paths import resolve_run
 
     run_dir = resolve_run(args.run_dir, required=ARCHIVE_FILE)
     path = write_report(run_dir)
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 def ranking(run_dir: Path) -> list[dict[str, Any]]:
     """The scored rows, best fitness first, with the standard errors and ties of the report."""
     from selfdisco import stats
-    from selfdisco.archive import Archive
+    from selfdisco.rundir.archive import Archive
 
     archive = Archive(run_dir)
     scored = sorted((r for r in archive.rows() if r.status == "scored"), key=lambda r: -r.fitness)

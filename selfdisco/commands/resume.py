@@ -14,12 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.background import run_locked
     from selfdisco.commands.run import follow, wants_tui
     from selfdisco.config import check_run, read_run_config
-    from selfdisco.paths import resolve_run
-    from selfdisco.printer import Printer
-    from selfdisco.runner import run_finished
+    from selfdisco.launch.background import run_locked
+    from selfdisco.launch.start import run_finished
+    from selfdisco.rundir.paths import resolve_run
+    from selfdisco.tui.printer import Printer
 
     args.run_dir = resolve_run(args.run_dir)
     check_run(read_run_config(args.run_dir))  # not a run directory, or a bad setting: say so

@@ -68,7 +68,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
 def resolve(args: argparse.Namespace):
     """The run's config; a replay starts from the recorded run's own config."""
     from selfdisco.config import _merge, load_config, read_run_config
-    from selfdisco.paths import resolve_run
+    from selfdisco.rundir.paths import resolve_run
 
     source = None
     if args.proposer and args.proposer.startswith("replay:"):  # a run directory or a run id
@@ -94,7 +94,7 @@ def follow(run_dir: Path, resume: bool) -> int:
     import os
     import signal
 
-    from selfdisco.background import launch
+    from selfdisco.launch.background import launch
     from selfdisco.tui import run_app
 
     proc = launch(run_dir, resume=resume)
@@ -110,11 +110,11 @@ def follow(run_dir: Path, resume: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.background import run_locked
     from selfdisco.config import check_run
-    from selfdisco.llm.plan import plan_run
-    from selfdisco.printer import Printer
-    from selfdisco.runner import prepare_run_dir
+    from selfdisco.launch.background import run_locked
+    from selfdisco.launch.plan import plan_run
+    from selfdisco.launch.start import prepare_run_dir
+    from selfdisco.tui.printer import Printer
 
     config = resolve(args)
     settings = check_run(config)  # a typo costs a second here, not a server start-up

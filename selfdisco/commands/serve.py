@@ -55,9 +55,9 @@ def parse_adapters(values: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from selfdisco.errors import UserError
+    from selfdisco.llm.models import resolve_model
     from selfdisco.llm.server import VLLMServer, free_port, sigterm_as_interrupt
-    from selfdisco.models import resolve_model
-    from selfdisco.paths import checkpoints_dir
+    from selfdisco.rundir.paths import checkpoints_dir
 
     adapters = parse_adapters(args.adapter)
     if args.port is not None and not 0 < args.port < 65536:

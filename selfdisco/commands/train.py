@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from selfdisco.errors import UserError
     from selfdisco.losses import load_loss, screen
-    from selfdisco.paths import checkpoints_dir
+    from selfdisco.rundir.paths import checkpoints_dir
     from selfdisco.train.data import load_preferences
     from selfdisco.train.settings import PRESET_MODELS, TrainSettings
 

@@ -30,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.export import resolve_source
+    from selfdisco.export.recipe import resolve_source
     from selfdisco.formatting import format_fitness, print_json
-    from selfdisco.paths import checkpoints_dir
+    from selfdisco.rundir.paths import checkpoints_dir
 
     given = [f"--{name}" for name in RECIPE_OPTIONS if getattr(args, name, None) is not None]
     if given:
@@ -82,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _reproduce(args, recipe, out_dir, ref_cache):
     """Open the policy's server (and the judge's), then train and score."""
+    from selfdisco.export.reproduce import reproduce
     from selfdisco.llm import open_llm
-    from selfdisco.paths import checkpoints_dir
-    from selfdisco.reproduce import reproduce
+    from selfdisco.rundir.paths import checkpoints_dir
 
     if args.server:
         policy = open_llm(args.server, option="--server")

@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.events import EVENTS_FILE
-    from selfdisco.paths import resolve_run
+    from selfdisco.rundir.events import EVENTS_FILE
+    from selfdisco.rundir.paths import resolve_run
 
     run_dir = resolve_run(args.run_dir, required=EVENTS_FILE)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):

@@ -81,7 +81,7 @@ class HeldoutContext:
             and emits heldout_point (metrics["summary"]: its one-line progress text;
             metrics["reason"]: why a failed point failed).
         done: done(point) -> True when the point is recorded (skip it).
-        emit: emit(type, **fields) appends an event (selfdisco/events.py).
+        emit: emit(type, **fields) appends an event (selfdisco/rundir/events.py).
     """
 
     run_dir: Path

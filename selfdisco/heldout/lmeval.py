@@ -16,9 +16,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from selfdisco.rundir.paths import DATA_DIR
 from selfdisco.errors import UserError
 
-SHIPPED_TASKS = Path(__file__).resolve().parent.parent / "data" / "lmeval"
+SHIPPED_TASKS = DATA_DIR / "lmeval"
 SHIPPED_TASK = "selfdisco_sentiment_mc"
 BACKENDS = ("hf", "vllm")
 ADAPTER_SOURCES = ("heldout", "run")
@@ -157,7 +158,7 @@ def points(ctx: Any) -> list[Any]:
 
 
 def run(ctx: Any) -> None:
-    from selfdisco.models import resolve_model
+    from selfdisco.llm.models import resolve_model
 
     settings = LmEvalSettings.from_options(ctx.options)
     todo = [point for point in points(ctx) if not ctx.done(point)]
@@ -196,7 +197,7 @@ def _adapter(ctx: Any, point: Any, loss: Any,
         from selfdisco.heldout.pairwise import heldout_adapter
 
         return heldout_adapter(ctx, point, loss)
-    from selfdisco.archive import Archive
+    from selfdisco.rundir.archive import Archive
 
     archive = Archive(ctx.run_dir)
     try:

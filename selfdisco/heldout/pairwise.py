@@ -2,7 +2,7 @@
 
 The policy (base + the adapter trained under a loss) and the reference policy (the base model)
 answer the same held-out instructions (selfdisco/data/heldout_prompts.jsonl, or a Hub prompt
-set by name); an open judge compares the two answers in both orders (selfdisco.judge, its
+set by name); an open judge compares the two answers in both orders (selfdisco.tasks.judge, its
 verdict constrained to JSON by the server). Each order is one comparison, scored 1 (policy
 wins), 0.5 (tie) or 0; the raw win rate is their mean, its standard error over prompts. Judges
 favour longer answers, so, as AlpacaEval 2 does, a logistic regression of the outcome on the
@@ -21,9 +21,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from selfdisco.rundir.paths import DATA_DIR
 from selfdisco.errors import UserError
 from selfdisco.heldout.winrate import summarise
-from selfdisco.judge import (
+from selfdisco.tasks.judge import (
     Judge,
     PairGame,
     load_known_pairs,
@@ -32,7 +33,7 @@ from selfdisco.judge import (
 )
 from selfdisco.tasks.sampling import parallel_map, served_adapter
 
-SHIPPED_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "heldout_prompts.jsonl"
+SHIPPED_PROMPTS = DATA_DIR / "heldout_prompts.jsonl"
 SELF_JUDGE_OPT_IN = "--option allow_self_judge=true"
 
 
@@ -240,7 +241,7 @@ def heldout_adapter(ctx: Any, point: Any, loss: Any) -> tuple[str | None, str]:
 
     An adapter another held-out protocol recorded for the same loss, beta and seed (its
     metrics' "adapter") is reused; otherwise ctx.evaluate trains one."""
-    from selfdisco.archive import Archive
+    from selfdisco.rundir.archive import Archive
 
     archive = Archive(ctx.run_dir)
     try:
@@ -261,7 +262,7 @@ def heldout_adapter(ctx: Any, point: Any, loss: Any) -> tuple[str | None, str]:
 def open_judge(config: Any, settings: PairwiseSettings) -> tuple[Any, str, str]:
     """(the judge's endpoint, or None for the policy's own server; the judge's name; the
     self-judge note, empty for another judge). UserError for a self-judge without the opt-in."""
-    from selfdisco.models import resolve_model
+    from selfdisco.llm.models import resolve_model
 
     policy = config.models.policy
     policy_names = {policy, Path(policy).name}

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfdisco.archive import Archive
 from selfdisco.formatting import format_duration
 from selfdisco.heldout import PROTOCOLS, HeldoutContext, protocol_hook
+from selfdisco.rundir.archive import Archive
 
 
 @dataclass
@@ -73,8 +73,8 @@ def run_heldout(run_dir: Path, request: HeldoutRequest, *, listeners: list | Non
     `trials` trains and scores points (default: WorkerTrials, a worker process each
     against a vLLM server started on first use)."""
     from selfdisco.config import check_run, read_run_config
-    from selfdisco.events import EventWriter
     from selfdisco.heldout.session import PointStore, WorkerTrials, choose_losses, fresh_seeds
+    from selfdisco.rundir.events import EventWriter
 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)

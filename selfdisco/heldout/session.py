@@ -9,11 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from selfdisco.archive import Archive
+from selfdisco.discovery.evaluation import replicate_seed
 from selfdisco.errors import UserError
-from selfdisco.evaluation import replicate_seed
+from selfdisco.execution.records import Result
 from selfdisco.heldout import HeldoutLoss, Point
-from selfdisco.records import Result
+from selfdisco.rundir.archive import Archive
 from selfdisco.seeds import derive
 
 # Failures that say nothing about the loss: a rerun measures such a point again.
@@ -135,7 +135,7 @@ class PointStore:
 
 
 class WorkerTrials:
-    """Trains and scores held-out points in worker processes (selfdisco.worker), one at a
+    """Trains and scores held-out points in worker processes (selfdisco.execution.worker), one at a
     time, against the run's policy model served by vLLM: a server at `server_url` (or the
     run's server.url), else one started on first use and stopped by close()."""
 
@@ -164,13 +164,13 @@ class WorkerTrials:
         return self._template
 
     def _start(self) -> Any:
+        from selfdisco.execution.records import Job
+        from selfdisco.launch.plan import plan_run
         from selfdisco.llm import topology
         from selfdisco.llm.client import LLMClient
-        from selfdisco.llm.plan import plan_run
+        from selfdisco.llm.models import resolve_model
         from selfdisco.llm.server import VLLMServer, detect_backend, resolve_dtype
-        from selfdisco.models import resolve_model
-        from selfdisco.paths import checkpoints_dir
-        from selfdisco.records import Job
+        from selfdisco.rundir.paths import checkpoints_dir
 
         config = self.config
         policy_path = resolve_model(config.models.policy)
@@ -206,7 +206,7 @@ class WorkerTrials:
     def evaluate(self, point: Point, code: str, task_options: dict | None = None) -> Result:
         """Train under `code` at point.beta with training seed point.seed, then score with the
         run's task (its options updated with task_options); files in heldout/<point>/."""
-        from selfdisco.executors import JOB_FILE, run_job_process
+        from selfdisco.execution.executors import JOB_FILE, run_job_process
 
         template = self.template()
         job_dir = self.run_dir / "heldout" / point.dir_name()

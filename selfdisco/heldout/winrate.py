@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from selfdisco.judge import PairGame, pairwise_statistics
+from selfdisco.tasks.judge import PairGame, pairwise_statistics
 
 # Bootstrap resamples for the length-controlled rate's standard error; 200 puts the s.e.'s own
 # sampling error near 5%.

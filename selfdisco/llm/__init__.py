@@ -85,9 +85,9 @@ def open_llm(source: str, *, option: str = "--proposer", model_path: str | None 
         return LLMEndpoint("http", client)
     if not model_path:
         raise UserError(f"{option} local needs a model to serve (the preset's model)")
+    from selfdisco.llm.models import resolve_model
     from selfdisco.llm.server import VLLMServer
-    from selfdisco.models import resolve_model
-    from selfdisco.paths import checkpoints_dir
+    from selfdisco.rundir.paths import checkpoints_dir
 
     log_path = (run_dir or checkpoints_dir() / "serve") / "server.log"
     server = VLLMServer(resolve_model(model_path), log_path=log_path, **(server_options or {}))

@@ -175,7 +175,7 @@ def _hub_cache() -> Path:
 
 def _config_file(model: str) -> Path | None:
     """config.json of a bundled model, a local directory or a Hub id in the local cache."""
-    from selfdisco.models import BUNDLED
+    from selfdisco.llm.models import BUNDLED
 
     if model in BUNDLED:
         directory = BUNDLED[model].path

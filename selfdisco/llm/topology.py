@@ -15,7 +15,7 @@ policy's server, by the loop's health check after an evaluation failed on the se
 server (a URL) is never restarted: it is someone else's.
 
 Sleep: on a GPU the policy's server, when selfdisco started it and the placement plan
-(selfdisco.llm.plan) trains on its GPU, sleeps while a worker trains (sleep_url). Attached
+(selfdisco.launch.plan) trains on its GPU, sleeps while a worker trains (sleep_url). Attached
 servers and the proposer's or judge's own servers never sleep. Sleep and wake-up are owned here:
 each training job holds a lease (a file per holder in a directory per server, under a file lock,
 so separate worker processes agree); the first lease puts the server to sleep and the server

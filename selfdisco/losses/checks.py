@@ -14,8 +14,8 @@ import torch
 
 from selfdisco.losses import fingerprint as fp
 from selfdisco.losses.compiler import CompiledLoss, compile_loss
-from selfdisco.losses.shape import GRID, LossShape, grid_logps
 from selfdisco.losses.static import CodeRejected
+from selfdisco.rundir.shape import GRID, LossShape, grid_logps
 
 INPUT_NAMES = ("policy_chosen_logps", "policy_rejected_logps", "reference_chosen_logps",
                "reference_rejected_logps")

@@ -14,8 +14,8 @@ from pathlib import Path
 from selfdisco.errors import UserError
 from selfdisco.losses.candidate import Candidate
 from selfdisco.losses.compiler import compile_loss
-from selfdisco.losses.shape import LossShape
 from selfdisco.losses.static import CodeRejected
+from selfdisco.rundir.shape import LossShape
 
 
 def loss_curve(candidate: Candidate, rho: list[float], beta: float) -> tuple[list, list]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from selfdisco.losses.shape import finite_or_none
+from selfdisco.rundir.shape import finite_or_none
 
 # 3: policy gradients only, compared up to a positive factor per beta
 # (2: loss and every gradient on the rho grid of shape.py; 1: a grid of -40 to 40 in steps of 2)

@@ -13,6 +13,7 @@ Run as `python -m selfdisco.losses.sandbox` it is the server; `Sandbox` is the c
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import select
@@ -28,7 +29,7 @@ from pathlib import Path
 MAX_RESULT_BYTES = 1 << 20
 # The kinds of loss the sandbox screens -> the module whose run_checks(code, beta) it calls.
 CHECKS = {"preference": "selfdisco.losses.checks",
-          "classification": "selfdisco.search.classification_checks"}
+          "classification": "selfdisco.tasks.digits.checks"}
 START_TIMEOUT_S = 180.0
 
 
@@ -169,8 +170,8 @@ def serve() -> None:
     """Import torch once, then answer one JSON job per line on stdin with one line on stdout."""
     import torch
 
-    from selfdisco.losses import checks  # noqa: F401 - imported once here, used in children
-    from selfdisco.search import classification_checks  # noqa: F401 - likewise
+    for module in CHECKS.values():  # imported once here, used in the forked children
+        importlib.import_module(module)
 
     torch.set_num_threads(1)
     protocol_out = os.fdopen(os.dup(1), "wb")

@@ -17,8 +17,8 @@ from selfdisco.losses.candidate import Candidate
 from selfdisco.losses.fingerprint import Fingerprint
 from selfdisco.losses.parse import ParseError, parse_candidate
 from selfdisco.losses.sandbox import Sandbox
-from selfdisco.losses.shape import LossShape
 from selfdisco.losses.static import CodeRejected, check_code
+from selfdisco.rundir.shape import LossShape
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MEMORY_MB = 1024

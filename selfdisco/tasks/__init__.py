@@ -22,7 +22,7 @@ DEFAULT_TASK = "sentiment"
 TASKS = Registry("task", {
     "sentiment": "selfdisco.tasks.sentiment:SentimentTask",
     "mtbench": "selfdisco.tasks.mtbench:MTBenchTask",
-    "digits": "selfdisco.tasks.digits:DigitsTask",
+    "digits": "selfdisco.tasks.digits.task:DigitsTask",
 })
 
 _made: dict[str, Task] = {}

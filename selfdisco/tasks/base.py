@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from selfdisco.errors import UserError
 from selfdisco.formatting import format_fitness
-from selfdisco.paths import checkpoints_dir
+from selfdisco.rundir.paths import checkpoints_dir
 
 PRESETS = ("smoke", "cpu", "gpu-zephyr", "gpu-selfimprove")
 

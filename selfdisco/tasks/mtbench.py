@@ -4,7 +4,7 @@ Questions come in MT-Bench's JSONL form (question_id, category, turns: two user 
 optional reference answers), from a local file or a Hugging Face dataset id. The policy (base +
 adapter) answers both turns through vLLM; the judge rates each answer 1-10 (single mode,
 reference-guided for math, reasoning and coding) or compares it with the base model's answer in
-both orders (pairwise mode), its verdict constrained to JSON by the server (selfdisco.judge).
+both orders (pairwise mode), its verdict constrained to JSON by the server (selfdisco.tasks.judge).
 
 Every evaluation also measures the judge's agreement on answer pairs whose better answer is
 known (selfdisco/data/judge_pairs.jsonl) and reports it with the parse rate; below
@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfdisco.rundir.paths import DATA_DIR
 from selfdisco.errors import UserError
-from selfdisco.judge import (
+from selfdisco.tasks.base import Fitness, TaskContext, mean_and_stderr, preset_settings
+from selfdisco.tasks.judge import (
     MIN_AGREEMENT,
     MIN_PARSE_RATE,
     Judge,
@@ -38,11 +40,10 @@ from selfdisco.judge import (
     rating_statistics,
     unreliable_reason,
 )
-from selfdisco.tasks.base import Fitness, TaskContext, mean_and_stderr, preset_settings
 from selfdisco.tasks.sampling import parallel_map, served_adapter
 
-SHIPPED_QUESTIONS = Path(__file__).resolve().parent.parent / "data" / "mtbench_mini.jsonl"
-SHIPPED_PREFERENCES = Path(__file__).resolve().parent.parent / "data" / "preferences_mini.jsonl"
+SHIPPED_QUESTIONS = DATA_DIR / "mtbench_mini.jsonl"
+SHIPPED_PREFERENCES = DATA_DIR / "preferences_mini.jsonl"
 
 # Answer temperature per category, as MT-Bench samples them (deterministic where an answer is
 # right or wrong, some freedom for writing and role-play).
@@ -73,13 +74,13 @@ class MTBenchSettings:
     answer_tokens: int = 256
     """Longest policy answer per turn, in tokens."""
     judge_tokens: int = 256
-    """Longest judge reply, in tokens (its reasoning is cut to fit, see selfdisco.judge)."""
+    """Longest judge reply, in tokens (its reasoning is cut to fit, see selfdisco.tasks.judge)."""
     judge_model: str = ""
     """Model name to ask on the judge's server (empty: the server's base model)."""
     allow_self_judge: bool = False
     """Let the policy's own base model judge (it favours its own style; refused otherwise)."""
     min_parse_rate: float = MIN_PARSE_RATE
-    """Below this share of parsed verdicts the score is not a fitness (selfdisco.judge)."""
+    """Below this share of parsed verdicts the score is not a fitness (selfdisco.tasks.judge)."""
     min_agreement: float = MIN_AGREEMENT
     """Below this agreement on the known pairs the score is not a fitness (0.5: guessing)."""
     concurrency: int = 8

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfdisco.errors import UserError
-from selfdisco.paths import prompts_dir
+from selfdisco.rundir.paths import prompts_dir
 
 OPENINGS_FILE = "sentiment/openings.toml"
 

@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from selfdisco.errors import UserError
-from selfdisco.models import model_identity
-from selfdisco.paths import write_text_atomic
+from selfdisco.llm.models import model_identity
+from selfdisco.rundir.paths import write_text_atomic
 from selfdisco.tasks.base import Fitness, TaskContext, mean_and_stderr, preset_settings
 from selfdisco.tasks.budget import Point, at_budget, reach_budget, scaled_adapter
 from selfdisco.tasks.openings import Split, dataset_openings, split_openings, template_openings

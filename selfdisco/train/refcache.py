@@ -3,7 +3,7 @@
 The reference policy is fixed for a whole run, so log pi_ref(chosen | prompt) and
 log pi_ref(rejected | prompt) of every pair are computed once and stored on disk, one
 safetensors file per key. The key covers everything the numbers depend on: the model (its
-identity, selfdisco.models.model_identity, and the dtype it runs in), the tokenized pairs
+identity, selfdisco.llm.models.model_identity, and the dtype it runs in), the tokenized pairs
 (which stand for the data, the tokenizer and its chat template, and the prompt cut) and the
 collator's length settings. Every candidate of a run, and every later run, reads the same file.
 """
@@ -24,7 +24,7 @@ def cache_key(*, model: dict, dtype: str, tokenized, length_settings: dict) -> s
     """The cache key: a sha256 over the model identity, dtype, tokenized pairs and lengths.
 
     Args:
-        model: `selfdisco.models.model_identity(...)` of the reference model.
+        model: `selfdisco.llm.models.model_identity(...)` of the reference model.
         dtype: the dtype the reference runs in (float32 and bf16 give different numbers).
         tokenized: the tokenized dataset (prompt_ids, chosen_ids, rejected_ids), in order.
         length_settings: max_length, truncation_mode and the like.

@@ -110,7 +110,7 @@ def build_trainer(*, model_path: str, dataset, settings: TrainSettings, loss_fn:
     """A RuntimeLossDPOTrainer for this recipe, with the reference cache attached."""
     from transformers.trainer_callback import PrinterCallback
 
-    from selfdisco.models import model_identity
+    from selfdisco.llm.models import model_identity
     from selfdisco.train.refcache import RefCache
     from selfdisco.train.trainer import RuntimeLossDPOTrainer
 
@@ -137,7 +137,7 @@ def trainer_parts(model_path: str, settings: TrainSettings, out_dir: Path,
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig
 
-    from selfdisco.models import resolve_model
+    from selfdisco.llm.models import resolve_model
 
     if not settings.use_cpu and not torch.cuda.is_available():
         raise UserError("these training settings need a CUDA GPU; use the cpu or smoke preset")

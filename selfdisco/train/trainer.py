@@ -70,7 +70,7 @@ class RuntimeLossDPOTrainer(DPOTrainer):
     Args (beyond DPOTrainer's):
         loss_fn: the per-pair loss (see LossFn).
         ref_cache: where cached reference log-probs live; None computes them per batch.
-        model_identity: `selfdisco.models.model_identity(path)` of the policy's base model;
+        model_identity: `selfdisco.llm.models.model_identity(path)` of the policy's base model;
             keys the cache.
         max_prompt_length: keep only the last this many prompt tokens (None keeps all).
     """

@@ -22,7 +22,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label
 from textual.worker import get_current_worker
 
-from selfdisco import control
+from selfdisco.rundir import control
 from selfdisco.tui.feed import EventFeed
 from selfdisco.tui.proposers import ProposerPanel, ProposersScreen
 from selfdisco.tui.rundir import header_fields, read_config

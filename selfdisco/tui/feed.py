@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from selfdisco.events import EVENTS_FILE, EventTail
+from selfdisco.rundir.events import EVENTS_FILE, EventTail
 
 # Event types of which only the latest per candidate matters.
 COALESCED_TYPES = ("training_progress",)

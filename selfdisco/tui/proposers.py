@@ -1,4 +1,4 @@
-"""The proposers view: the current proposer, each proposer's lineage figures (selfdisco/lineage.py)
+"""The proposers view: the current proposer, each proposer's lineage figures (selfdisco/discovery/proposer/lineage.py)
 and every duel's outcome, updated live from the run's events."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A candidate's loss shape beside dpo's (as in the paper's Figure 6), read from the archive.
 
 Shapes are computed once, in the screening sandbox at the run's beta, and stored with the
-fingerprint (selfdisco/losses/shape.py); the TUI only reads them, so no candidate code runs in
+fingerprint (selfdisco/rundir/shape.py); the TUI only reads them, so no candidate code runs in
 its process.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from selfdisco.archive import read_shapes
-from selfdisco.losses.shape import LossShape
+from selfdisco.rundir.archive import read_shapes
+from selfdisco.rundir.shape import LossShape
 
 
 @dataclass(frozen=True)

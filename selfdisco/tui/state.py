@@ -1,5 +1,5 @@
 """A run's state, folded from its event log: the one fold that both the TUI and the headless
-printer (selfdisco/printer.py) render from.
+printer (selfdisco/tui/printer.py) render from.
 
 Pure Python (no Textual): `RunState.apply(event)` takes events in log order and keeps the
 candidates table, the header fields, the log lines and what changed since the view last looked
@@ -15,10 +15,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from selfdisco import duel, lineage, stats
-from selfdisco.control import apply_command
-from selfdisco.events import EVALUATED, EVENTS_FILE, FINAL, read_events
+from selfdisco import stats
+from selfdisco.discovery.proposer import duel, lineage
 from selfdisco.formatting import format_duration
+from selfdisco.rundir.control import apply_command
+from selfdisco.rundir.events import EVALUATED, EVENTS_FILE, FINAL, read_events
 from selfdisco.tui.rows import CandidateRow as CandidateRow  # imported from here by the views
 from selfdisco.tui.rows import LogLine as LogLine
 from selfdisco.tui.rows import row_sort_key
@@ -134,7 +135,7 @@ class RunState:
         return running
 
     def lineage(self) -> list[lineage.Figures]:
-        """Each proposer's figures so far (selfdisco/lineage.py)."""
+        """Each proposer's figures so far (selfdisco/discovery/proposer/lineage.py)."""
         return lineage.by_proposer(self.candidates.values())
 
     def counts(self, generation: int | None = None) -> dict[str, int]:

@@ -12,9 +12,9 @@ from textual.widgets import DataTable, RichLog, Static
 from textual_plotext import PlotextPlot
 
 from selfdisco import stats
-from selfdisco.events import FAILED
 from selfdisco.formatting import format_duration, format_fitness, format_offset
-from selfdisco.losses.shape import LossShape
+from selfdisco.rundir.events import FAILED
+from selfdisco.rundir.shape import LossShape
 from selfdisco.tui.shapes import RecordedShape
 from selfdisco.tui.state import CandidateRow, LogLine, RunState
 

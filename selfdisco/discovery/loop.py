@@ -1,0 +1,408 @@
+"""The discovery loop (the paper's Algorithm 1): burn-in, then generations of propose, screen,
+evaluate, record and promote. No UI and no torch here: it writes the archive and the event log.
+
+Every decision is recorded before it is acted on, and the loop's state is rebuilt from the
+archive on start, so a run killed at any moment resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from selfdisco import stats
+from selfdisco.config import RunConfig
+from selfdisco.discovery import propose
+from selfdisco.discovery.evaluation import code_sha, combine
+from selfdisco.discovery.propose import (
+    ProposerUnavailable as ProposerUnavailable,  # raised by run()
+)
+from selfdisco.discovery.proposer import promotion
+from selfdisco.discovery.search import fidelity
+from selfdisco.execution.records import Result
+from selfdisco.rundir.archive import REFERENCE_SHAPE, Archive, Row
+from selfdisco.rundir.control import ControlReader, apply_command
+from selfdisco.rundir.events import EVALUATED, EventWriter
+
+STOPPED = "stopped on request"  # the reason a run ends with when the user stops it
+FAILED_GENERATIONS = 2  # generations in a row whose every proposer request failed end a run
+
+
+@dataclass
+class Services:
+    """What the loop talks to. proposer answers chat(); adapters loads proposer adapters
+    (the policy server's client, or None when nothing can be served, as in a replay)."""
+
+    proposer: Any
+    evaluator: Any
+    screen: Callable  # screen(candidate, timeout_s=..., beta=...) -> ScreenResult
+    parse: Callable  # parse(text) -> Candidate, raising ValueError with a reason
+    catalog: Callable  # catalog(name) -> dict(name, full_name, code)
+    adapters: Any = None
+    burn_in_cache: Any = None  # get(id, code) -> Result | None, put(id, code, result)
+    task_description: str = ""
+    beta: float = 0.05
+    prompts: str = ""  # the task's own prompts folder under prompts/ ("": the preference ones)
+    reference_loss: str = "dpo"  # the catalog loss whose shape is drawn beside the others
+    health: Callable | None = None  # restarts a crashed model server; True if it did
+    proposer_trainer: Any = None  # trains proposer adapters (selftrain.py); None: the default
+
+
+@dataclass
+class State:
+    proposer_id: str = "base"
+    proposer_model: str | None = None  # the adapter name served for the proposer, None = base
+    proposer_fitness: float | None = None
+    fingerprints: dict = field(default_factory=dict)  # candidate id -> Fingerprint
+    catalog_fingerprints: dict = field(default_factory=dict)  # catalog name -> Fingerprint
+
+
+class Discovery:
+    def __init__(self, config: RunConfig, run_dir, archive: Archive, events: EventWriter,
+                 services: Services):
+        self.config = config
+        self.d = config.discovery
+        self.run_dir = run_dir
+        self.archive = archive
+        self.events = events
+        self.s = services
+        self.control = ControlReader(run_dir)
+        self.state = State()
+        self.paused = False
+        self.stop_requested = False
+        self.started = time.monotonic()
+        self.requests = [0, 0]  # proposer requests of this generation: sent, failed
+        self.last_request_error = ""
+        self.can_self_improve = self.d.self_improve != "off" and (
+            config.proposer_model == config.models.policy)
+
+    # ---- the run ---------------------------------------------------------------------------
+    def run(self) -> str:
+        """Run until done; returns why it ended."""
+        try:
+            return self._run()
+        finally:
+            self._release_proposer()
+
+    def _release_proposer(self) -> None:
+        """Unload the proposer's adapter (a shared server keeps no adapters of a finished run)."""
+        if self.state.proposer_model and self.s.adapters is not None:
+            try:
+                self.s.adapters.unload_adapter(self.state.proposer_model)
+            except Exception:  # noqa: BLE001 - the server may already be gone
+                pass
+
+    def _run(self) -> str:
+        self._restore()
+        self.burn_in()
+        reason = "generation limit reached"
+        stale = failed = 0
+        best_before = self._best_fitness()
+        for generation in range(1, self.d.generations + 1):
+            if self.archive.generation_state(generation) == "done":
+                continue
+            if self._checkpoint():
+                reason = STOPPED
+                break
+            if self.d.time_budget_min and self._elapsed_min() >= self.d.time_budget_min:
+                reason = f"time budget of {self.d.time_budget_min} minutes used"
+                break
+            self.requests = [0, 0]
+            self.generation(generation)
+            failed = failed + 1 if self.requests[0] and self.requests[1] == self.requests[0] else 0
+            if failed >= FAILED_GENERATIONS:
+                reason = (f"every proposer request failed for {failed} generations (last error: "
+                          f"{self.last_request_error}); fix the cause, then resume the run")
+                self.events.emit("log", level="error", message=reason)
+                break
+            best = self._best_fitness()
+            improved = best is not None and (best_before is None or best > best_before)
+            stale = 0 if improved else stale + 1
+            best_before = best
+            if self.d.patience and stale >= self.d.patience:
+                reason = f"no improvement for {stale} generations"
+                break
+            if self.stop_requested:
+                reason = STOPPED
+                break
+        best = self.archive.best()
+        self.events.emit("run_finished", reason=reason, stopped=reason == STOPPED,
+                         best_id=best.id if best else None,
+                         best_fitness=best.fitness if best else None)
+        return reason
+
+    def _elapsed_min(self) -> float:
+        return (time.monotonic() - self.started) / 60
+
+    def _best_fitness(self) -> float | None:
+        best = self.archive.best()
+        return best.fitness if best else None
+
+    # ---- control ---------------------------------------------------------------------------
+    def _checkpoint(self) -> bool:
+        """Obey pause/resume/stop commands; True when the run should stop now."""
+        while True:
+            for command in self.control.poll():
+                self.events.emit("control", command=command)
+                self.paused, self.stop_requested = apply_command(command, self.paused,
+                                                                 self.stop_requested)
+            if not self.paused:
+                return self.stop_requested
+            time.sleep(0.5)
+
+    # ---- restore ---------------------------------------------------------------------------
+    def _restore(self) -> None:
+        from selfdisco.losses import Fingerprint
+        from selfdisco.losses.fingerprint import VERSION
+
+        for row in self.archive.rows():
+            if row.fingerprint and row.status != "rejected":
+                fingerprint = Fingerprint.from_dict(row.fingerprint)
+                if fingerprint.version == VERSION:
+                    self.state.fingerprints[row.id] = fingerprint
+                elif row.code:  # an archive from before the current fingerprint
+                    self._fingerprint_row(row)
+        promoted = self.archive.get_meta("proposer")
+        base = self.archive.get("base")
+        self.state.proposer_fitness = base.fitness if base and base.status == "scored" else None
+        if promoted:
+            self.state.proposer_id = promoted["id"]
+            self.state.proposer_fitness = promoted["fitness"]
+            self.state.proposer_model = promoted["model"]
+            if self.s.adapters is not None:
+                self.s.adapters.load_adapter(promoted["model"], promoted["adapter"])
+
+    # ---- burn-in ---------------------------------------------------------------------------
+    def burn_in(self) -> None:
+        """Measure the untrained policy and the baseline losses on this task (cached)."""
+        wanted = [("base", "base", None, None)]
+        for name in self.d.burn_in:
+            entry = self.s.catalog(name)
+            wanted.append((f"burn-{name}", "burn_in", name, entry))
+        todo = []
+        for id, kind, name, entry in wanted:
+            row = self.archive.get(id)
+            if row is None:
+                fields = {"name": name or "base (untrained policy)", "proposer": "catalog"}
+                if entry:
+                    fields.update(code=entry["code"], code_sha=code_sha(entry["code"]),
+                                  thought=entry.get("full_name", ""))
+                row = self.archive.add(id, 0, kind, "proposed", **fields)
+                self.events.emit("candidate_proposed", id=id, generation=0, name=row.name,
+                                 thought=row.thought or "", code=row.code or "",
+                                 proposer="catalog", attempt=0)
+            if row.code and id not in self.state.fingerprints:
+                self._fingerprint_row(row)
+            if row.status in EVALUATED:
+                continue
+            for k in self._missing_replicates(row) if self.s.burn_in_cache else []:
+                cached = self.s.burn_in_cache.get(_cache_id(id, k), row.code)
+                if cached:
+                    source = cached.cached_from or "an earlier run"
+                    self.events.emit("log", level="info", message=(
+                        f"{id}{self._seed_label(row, k)} reused from the burn-in cache (run "
+                        f"{source})"))
+                    self._store_replicate(row, k, replace(cached, cached_from=source))
+            if self.archive.get(id).status not in EVALUATED:
+                todo.append(row)
+        if todo:
+            self._stage(0, "burn_in", "start", f"{len(todo)} to evaluate")
+            self._evaluate(todo, cache=True)
+            self._stage(0, "burn_in", "end", "")
+        base = self.archive.get("base")
+        if base and base.status == "scored" and self.state.proposer_id == "base":
+            self.state.proposer_fitness = base.fitness
+        if self.archive.get_meta(REFERENCE_SHAPE) is None:
+            self._record_reference_shape()
+
+    def _screen(self, name: str, code: str):
+        """Screen code in the sandbox; a passing result carries its shape at the run's beta."""
+        from selfdisco.losses import Candidate
+
+        return self.s.screen(Candidate(thought="", name=name, code=code),
+                             timeout_s=self.d.screen_timeout_s, beta=self.s.beta)
+
+    def _fingerprint_row(self, row: Row) -> None:
+        result = self._screen(row.name, row.code)
+        if result.ok:
+            self.state.fingerprints[row.id] = result.fingerprint
+            self.archive.update(row.id, fingerprint=result.fingerprint.to_dict(),
+                                shape=result.shape.to_dict())
+
+    def _record_reference_shape(self) -> None:
+        """dpo's shape at the run's beta, which the TUI and the report draw beside the others."""
+        name = self.s.reference_loss
+        result = self._screen(name, self.s.catalog(name)["code"])
+        if result.ok:
+            self.archive.set_meta(REFERENCE_SHAPE, result.shape.to_dict())
+
+    # ---- one generation ----------------------------------------------------------------------
+    def generation(self, g: int) -> None:
+        self.events.emit("generation_started", generation=g)
+        self._check_server()
+        if self.archive.generation_state(g) in (None, "proposing"):
+            self.archive.set_generation(g, "proposing", proposer=self.state.proposer_id)
+            self._stage(g, "propose", "start", f"proposer: {self.state.proposer_id}")
+            self._propose(g)
+            self._stage(g, "propose", "end", "")
+        self.archive.set_generation(g, "evaluating")
+        pending = self.archive.rows("generation = ? AND status = 'proposed'", (g,))
+        if pending and fidelity.enabled(self.d):
+            pending = fidelity.cheap_stage(self, g, pending)
+        if pending:
+            self._stage(g, "evaluate", "start", f"{len(pending)} candidates")
+            self._evaluate(pending)
+            self._stage(g, "evaluate", "end", "")
+        self._promote(g)
+        self.archive.set_generation(g, "done")
+        best = self.archive.best()
+        self.events.emit("generation_finished", generation=g, best_id=best.id if best else None,
+                         best_fitness=best.fitness if best else None)
+
+    # ---- propose and screen (propose.py) -----------------------------------------------------
+    def _propose(self, g: int) -> None:
+        propose.propose_generation(self, g)
+
+    def _messages(self, shown: list[Row] | None = None) -> list[dict]:
+        """The proposer's context (promotion.py and the islands ask for it too)."""
+        return propose.context(self, shown)
+
+    def _ask(self, messages: list[dict], n: int, seed: int, model: str | None) -> list[str]:
+        return propose.ask(self, messages, n, seed, model)
+
+    # ---- evaluate and record --------------------------------------------------------------------
+    def _evaluate(self, rows: list[Row], cache: bool = False, retry: bool = True) -> None:
+        """Train and score rows, each with its training seeds not yet recorded (replicates);
+        one that failed because of the model server (cause "server") is evaluated once more,
+        after a health check of the server."""
+        last_emit: dict[str, float] = {}
+        scoring: set[str] = set()
+        hit_by_crash: list[Row] = []
+        missing = {row.id: self._missing_replicates(row) for row in rows}
+        for row in [r for r in rows if not missing[r.id]]:  # killed after its last seed
+            self._record_if_complete(row)
+        rows = [r for r in rows if missing[r.id]]
+        started: set[str] = set()
+
+        def on_progress(row: Row, progress: dict) -> None:
+            now = time.monotonic()
+            step, total = progress.get("step", 0), progress.get("total", 0)
+            if total and step >= total and row.id not in scoring:
+                scoring.add(row.id)
+                self.archive.update(row.id, status="scoring")
+                self.events.emit("candidate_status", id=row.id, status="scoring")
+            if now - last_emit.get(row.id, 0) >= 1.0 or step >= total:
+                last_emit[row.id] = now
+                self.events.emit("training_progress", id=row.id, step=step, total=total,
+                                 loss=progress.get("loss"))
+
+        def on_done(row: Row, result: Result) -> None:
+            if retry and result.cause == "server":
+                if row not in hit_by_crash:
+                    hit_by_crash.append(row)
+                return
+            k = result.replicate or 0
+            if cache and self.s.burn_in_cache and result.status == "scored":
+                self.s.burn_in_cache.put(_cache_id(row.id, k), row.code, result)
+            self._store_replicate(row, k, result)
+
+        def on_start(row: Row) -> None:
+            if row.id in started:  # another training seed of the same row
+                return
+            started.add(row.id)
+            status = "scoring" if row.code is None else "training"
+            self.archive.update(row.id, status=status)
+            self.events.emit("candidate_status", id=row.id, status=status)
+
+        if not rows:
+            return
+        if self.d.replicates > 1:
+            self.s.evaluator.evaluate(rows, on_progress, on_done, on_start, replicates=missing)
+        else:
+            self.s.evaluator.evaluate(rows, on_progress, on_done, on_start)
+        if hit_by_crash:
+            restarted = self._check_server()
+            self.events.emit("log", level="warning", message=(
+                f"the model server failed during {', '.join(r.id for r in hit_by_crash)}"
+                f"{' and was restarted' if restarted else ''}; evaluating again"))
+            self._evaluate(hit_by_crash, cache=cache, retry=False)
+
+    def _check_server(self) -> bool:
+        if self.s.health is None:
+            return False
+        restarted = bool(self.s.health())
+        if restarted:
+            self.events.emit("server", state="restarted", detail="after a crash")
+        return restarted
+
+    def _missing_replicates(self, row: Row) -> list[int]:
+        """The row's training seeds without a recorded result; the untrained base policy has
+        one (it is not trained, and every policy is scored with the same sampling seeds)."""
+        wanted = 1 if row.code is None else self.d.replicates
+        have = self.archive.replicates(row.id)
+        return [k for k in range(wanted) if k not in have]
+
+    def _store_replicate(self, row: Row, k: int, result: Result) -> None:
+        """Keep training seed k's result; record the row once all its seeds are in."""
+        self.archive.put_replicate(row.id, k, result.to_dict())
+        if self.d.replicates > 1 and row.code is not None:
+            self.events.emit("log", level="info", message=(
+                f"{row.id}{self._seed_label(row, k)}: {result.status}"
+                + (f" {result.fitness:.4g}" if result.status == "scored" else "")))
+        self._record_if_complete(row)
+
+    def _seed_label(self, row: Row, k: int) -> str:
+        return f" (training seed {k})" if row.code is not None and self.d.replicates > 1 else ""
+
+    def _record_if_complete(self, row: Row) -> None:
+        """Record the combination of the row's per-seed results once all are in (the standard
+        error pools the seed variance over the run's rows, stats.py)."""
+        if self._missing_replicates(row):
+            return
+        results = [Result.from_dict(r) for r in self.archive.replicates(row.id).values()]
+        own = [(float(r.fitness), r.stderr) for r in results if r.status == "scored"]
+        others = [stats.replicates_of(r) for r in self.archive.rows("status = 'scored'")
+                  if r.id != row.id]
+        pooled = stats.pooled_seed_variance([*others, own])
+        self._record_result(row, self._versus_dpo(row, combine(results, pooled), pooled))
+
+    def _versus_dpo(self, row: Row, result: Result, pooled: float | None) -> Result:
+        """The result with its paired difference to dpo in metrics["vs_dpo"], once dpo is
+        scored (the report and the TUI recompute it with the run's final seed variance)."""
+        reference = self.archive.get(stats.REFERENCE_ID)
+        if result.status != "scored" or row.id == stats.REFERENCE_ID or reference is None \
+                or reference.status != "scored":
+            return result
+        scored = replace(row, fitness=result.fitness, stderr=result.stderr,
+                         metrics=result.metrics)
+        d = stats.difference(scored, reference, pooled)
+        return replace(result, metrics={**result.metrics, "vs_dpo": {
+            "difference": d.mean, "stderr": d.stderr, "paired": d.paired}})
+
+    def _record_result(self, row: Row, result: Result) -> None:
+        fields = result.archive_fields()
+        self.archive.update(row.id, **fields)
+        if result.status == "scored":
+            self.events.emit("candidate_scored", id=row.id, fitness=fields["fitness"],
+                             stderr=result.stderr, metrics=fields["metrics"])
+        elif result.status == "diverged":
+            self.events.emit("candidate_diverged", id=row.id, step=result.step,
+                             reason=result.reason)
+        else:
+            self.events.emit("candidate_failed", id=row.id, reason=result.reason)
+
+    # ---- self-improvement ---------------------------------------------------------------------
+    def _promote(self, g: int) -> None:
+        """A challenger proposer, nominated by the self_improve mode, takes over if it wins its
+        duel (promotion.py)."""
+        promotion.promote(self, g)
+
+    def _stage(self, g: int, stage: str, state: str, detail: str) -> None:
+        self.events.emit("stage", generation=g, stage=stage, state=state, detail=detail)
+
+
+def _cache_id(id: str, replicate: int) -> str:
+    """A baseline's burn-in cache entry for one training seed (seed 0: the row's own id)."""
+    return id if replicate == 0 else f"{id}/r{replicate}"

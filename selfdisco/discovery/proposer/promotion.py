@@ -1,0 +1,174 @@
+"""Promotion after a generation: the discovery.self_improve mode nominates a challenger proposer
+(policy: the generation's best policy adapter, if its fitness is above the current proposer's;
+proposals: a proposer LoRA trained on the run's own answers, selftrain.py), the duel decides
+(duel.py), and a winner is served as the proposer from the next generation on.
+
+A duel is recorded (archive, event) before its decision is acted on; a resumed run applies a
+recorded duel's decision instead of duelling again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from selfdisco.discovery.proposer import duel, selftrain
+from selfdisco.seeds import derive
+
+
+@dataclass
+class Challenger:
+    id: str  # the name rows record as their proposer
+    adapter: str
+    fitness: float | None = None  # its policy's task fitness, when it is a policy
+    stderr: float | None = None
+
+    @property
+    def model(self) -> str:
+        """The adapter's name on the server."""
+        return f"proposer-{self.id}"
+
+
+def promote(loop: Any, g: int) -> None:
+    """Nominate, duel and promote after generation g (loop: the running Discovery)."""
+    if loop.d.self_improve == "off" or not loop.can_self_improve:
+        return
+    recorded = loop.archive.duels().get(g)
+    if recorded is not None:
+        record = duel.DuelRecord.from_json(recorded)
+        if record.promoted and loop.state.proposer_id != record.challenger:
+            challenger = Challenger(record.challenger, record.adapter,
+                                    (record.fitness or {}).get("challenger"))
+            if _serve(loop, challenger):
+                _apply(loop, challenger, g)
+        return
+    challenger = (_policy_challenger(loop, g) if loop.d.self_improve == "policy"
+                  else _trained_challenger(loop, g))
+    if challenger is None or not _serve(loop, challenger):
+        return
+    record = _duel(loop, g, challenger)
+    loop.archive.put_duel(g, record.to_json())
+    loop.events.emit("proposer_duel", generation=g, current=record.current,
+                     challenger=record.challenger, samples=record.samples,
+                     current_valid=record.valid("current"),
+                     challenger_valid=record.valid("challenger"),
+                     difference=record.difference, stderr=record.stderr,
+                     promoted=record.promoted, reason=record.reason)
+    if record.promoted:
+        _apply(loop, challenger, g)
+    elif loop.s.adapters is not None:
+        loop.s.adapters.unload_adapter(challenger.model)
+
+
+def _policy_challenger(loop: Any, g: int) -> Challenger | None:
+    scored = [r for r in loop.archive.rows("generation = ? AND status = 'scored'", (g,))
+              if r.metrics.get("adapter")]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: r.fitness)
+    current = loop.state.proposer_fitness
+    if current is not None and best.fitness <= current:
+        return None
+    return Challenger(best.id, best.metrics["adapter"], best.fitness, best.stderr)
+
+
+def _trained_challenger(loop: Any, g: int) -> Challenger | None:
+    """A proposer LoRA trained on the run's pairs so far (after a round of practice), or None
+    (too few pairs, or training failed: logged)."""
+    name = f"g{g:02d}"
+    _practice(loop, g)
+    rows = loop.archive.rows()
+    pairs = selftrain.build_pairs(loop.run_dir, rows, loop.archive.duels())
+    if len(pairs) < loop.d.proposer_min_pairs:
+        loop.events.emit("log", level="info", message=(
+            f"no proposer training after generation {g}: {len(pairs)} preference pair(s) from "
+            f"its answers, {loop.d.proposer_min_pairs} needed (discovery.proposer_min_pairs)"))
+        return None
+    loss = selftrain.best_loss(rows, loop.s.catalog)
+    path = selftrain.proposer_dir(loop.run_dir) / name / "pairs.jsonl"
+    selftrain.write_pairs(path, pairs)
+    loop.events.emit("stage", generation=g, stage="self_train", state="start",
+                     detail=f"{len(pairs)} pairs under {loss['name']} ({loss['why']})")
+    trainer = loop.s.proposer_trainer or selftrain.default_trainer(loop.config, loop.run_dir)
+    trained = trainer.train(name, path, loss, derive(loop.config.seed, "proposer", g),
+                            loop.d.proposer_steps)
+    loop.events.emit("stage", generation=g, stage="self_train", state="end",
+                     detail=trained.reason)
+    if not trained.ok:
+        loop.events.emit("log", level="error",
+                         message=f"proposer training after generation {g} failed: "
+                                 f"{trained.reason}")
+        return None
+    return Challenger(f"self-{name}", trained.adapter)
+
+
+def _practice(loop: Any, g: int) -> None:
+    """The current proposer answers the next generation's context duel_samples times (seeded,
+    screened only); kept for pairs. A resumed run keeps the round it has."""
+    path = selftrain.proposer_dir(loop.run_dir) / f"g{g:02d}" / "practice.json"
+    if path.is_file():
+        return
+    messages = loop._messages()
+    selftrain.save_context(loop.run_dir, f"practice-g{g:02d}", messages)
+    seed = derive(loop.config.seed, "practice", g)
+    texts = loop._ask(messages, loop.d.duel_samples, seed, loop.state.proposer_model)
+    selftrain.save_practice(loop.run_dir, g, texts, _outcomes(loop, texts), seed)
+
+
+def _outcomes(loop: Any, texts: list[str]) -> list[str]:
+    return duel.outcomes(texts, loop.s.parse, loop.s.screen,
+                         list(loop.state.fingerprints.values()), loop.d.duplicate_tolerance,
+                         timeout_s=loop.d.screen_timeout_s, beta=loop.s.beta)
+
+
+def _serve(loop: Any, challenger: Challenger) -> bool:
+    if loop.s.adapters is None:
+        return True
+    try:
+        loop.s.adapters.load_adapter(challenger.model, challenger.adapter)
+    except Exception as err:  # noqa: BLE001 - keep the current proposer
+        loop.events.emit("log", level="error",
+                         message=f"could not serve {challenger.id} as a proposer: {err}")
+        return False
+    return True
+
+
+def _duel(loop: Any, g: int, challenger: Challenger) -> duel.DuelRecord:
+    """Both proposers answer the next generation's context with the same seeds; screened."""
+    n, seed = loop.d.duel_samples, derive(loop.config.seed, "duel", g)
+    messages = loop._messages()
+    selftrain.save_context(loop.run_dir, f"duel-g{g:02d}", messages)
+    loop.events.emit("stage", generation=g, stage="duel", state="start",
+                     detail=f"{loop.state.proposer_id} vs {challenger.id}, {n} answers each")
+    answers = {side: loop._ask(messages, n, seed, model)
+               for side, model in (("current", loop.state.proposer_model),
+                                   ("challenger", challenger.model))}
+    found = {side: _outcomes(loop, texts) for side, texts in answers.items()}
+    current = loop.archive.get(loop.state.proposer_id)
+    fitness = duel.fitness_check(
+        current.fitness if current is not None and current.status == "scored" else None,
+        current.stderr if current is not None else None, challenger.fitness, challenger.stderr)
+    promoted, difference, stderr, reason = duel.decide(found["current"], found["challenger"],
+                                                       fitness)
+    loop.events.emit("stage", generation=g, stage="duel", state="end",
+                     detail="promoted" if promoted else "not promoted")
+    return duel.DuelRecord(
+        generation=g, current=loop.state.proposer_id, challenger=challenger.id,
+        adapter=challenger.adapter, samples=n, seed=seed, current_outcomes=found["current"],
+        challenger_outcomes=found["challenger"], difference=difference, stderr=stderr,
+        promoted=promoted, reason=reason, fitness=fitness, current_answers=answers["current"],
+        challenger_answers=answers["challenger"])
+
+
+def _apply(loop: Any, challenger: Challenger, g: int) -> None:
+    """Serve the challenger as the proposer (recorded first, then announced)."""
+    if loop.state.proposer_model and loop.s.adapters is not None:
+        loop.s.adapters.unload_adapter(loop.state.proposer_model)
+    loop.state.proposer_id, loop.state.proposer_model = challenger.id, challenger.model
+    if challenger.fitness is not None:
+        loop.state.proposer_fitness = challenger.fitness
+    loop.archive.set_meta("proposer", {"id": challenger.id, "model": challenger.model,
+                                       "adapter": challenger.adapter,
+                                       "fitness": challenger.fitness, "generation": g})
+    loop.events.emit("proposer_changed", proposer=challenger.id, adapter=challenger.adapter,
+                     fitness=challenger.fitness)

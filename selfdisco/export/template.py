@@ -1,0 +1,227 @@
+"""The Python files of an export: loss.py (the candidate's code as a standalone function) and
+trainer.py (a TRL DPOTrainer that trains under it with the recipe's settings)."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import TYPE_CHECKING, Any
+
+from selfdisco.formatting import format_fitness
+
+if TYPE_CHECKING:
+    from selfdisco.export.recipe import Recipe
+
+ARGS = ("policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
+        "reference_rejected_logps")
+WRAPPED_ARGS = ARGS.replace(" reference_chosen", "\n        reference_chosen")
+
+
+def trl_equivalent(code: str, tolerance: float, fingerprint: dict | None = None) -> str:
+    """The built-in TRL loss_type that trains like `code` (the project's de-duplication
+    fingerprint: policy gradients equal up to a positive factor), or "" when none does."""
+    from selfdisco.export.recipe import TRL_LOSS_TYPES
+    from selfdisco.losses import Candidate, catalog, screen
+    from selfdisco.losses.fingerprint import VERSION, Fingerprint
+
+    mine = Fingerprint.from_dict(fingerprint) if fingerprint else None
+    if mine is None or mine.version != VERSION:
+        result = screen(Candidate(thought="", name="export", code=code))
+        mine = result.fingerprint if result.ok else None
+    if mine is None:
+        return ""
+    for name, loss_type in TRL_LOSS_TYPES.items():
+        theirs = screen(catalog.get(name).candidate).fingerprint
+        if theirs is not None and mine.is_duplicate(theirs, tolerance):
+            return loss_type
+    return ""
+
+
+def _imports(code: str) -> list[str]:
+    """The import lines for the names the candidate's code uses (the compiler binds them)."""
+    from selfdisco.losses import check_code
+
+    checked = check_code(code)
+    lines = set()
+    for name, module in checked.module_names.items():
+        lines.add(f"import {module}" if name == module else f"import {module} as {name}")
+    for name, (module, attr) in checked.imported_values.items():
+        lines.add(f"from {module} import {attr}" + ("" if name == attr else f" as {name}"))
+    if checked.method_form:
+        lines.add("from types import SimpleNamespace")
+    return sorted(lines)
+
+
+def _entry(code: str) -> str:
+    """per_pair_loss: the candidate's function called in the project's (and TRL's) order."""
+    from selfdisco.export.recipe import ENTRY
+    from selfdisco.losses import check_code
+
+    checked = check_code(code)
+    fn = checked.function_name
+    if not checked.method_form and checked.takes_beta:
+        return "" if fn == ENTRY else f"{ENTRY} = {fn}\n"
+    first = "SimpleNamespace(beta=beta), " if checked.method_form else ""  # reads self.beta
+    return (f"def {ENTRY}({WRAPPED_ARGS}, beta):\n"
+            f'    """{fn} in the order (four log-prob tensors, beta)."""\n'
+            f"    return {fn}({first}{WRAPPED_ARGS})\n")
+
+
+def _equivalence(recipe: Recipe) -> str:
+    if not recipe.trl_loss_type:
+        return ("No built-in TRL loss_type trains like it (compared by the project's "
+                "de-duplication fingerprint).")
+    return (f'It trains like TRL\'s built-in loss_type="{recipe.trl_loss_type}": their policy '
+            "gradients agree up to a positive factor (the project's de-duplication "
+            "fingerprint), which AdamW does not tell apart.")
+
+
+def loss_module(recipe: Recipe) -> str:
+    """loss.py: a docstring saying where the loss came from, its imports and exact code."""
+    from selfdisco.export.recipe import ENTRY, RECIPE_FILE
+
+    fitness = format_fitness(recipe.fitness, recipe.stderr, missing="none")
+    n = f" (n={recipe.n})" if recipe.n is not None else ""
+    origin = (f"Run {recipe.run}, candidate {recipe.id}. Fitness {fitness}{n} on the "
+              f"{recipe.task} task ({recipe.task_preset} preset), mean over "
+              f"{len(recipe.train_seeds)} training seed(s); the recipe that produced it is in "
+              f"{RECIPE_FILE}.")
+    use = (f"{ENTRY}({ARGS}, beta) returns one loss per preference pair (shape (B,)); "
+           "training minimises their mean. Log-probs are summed over each completion's tokens. "
+           f"{_equivalence(recipe)}")
+    doc = (f'"""{recipe.name}: a preference-optimization loss discovered by selfdisco.\n\n'
+           f'{_wrap(origin)}\n\n{_wrap(use)}\n"""\n')
+    code = recipe.code.rstrip() + "\n"
+    entry = _entry(recipe.code)
+    return (doc + "\n" + "\n".join(_imports(recipe.code)) + "\n\n\n" + code
+            + ("\n\n" + entry if entry else ""))
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=99, break_long_words=False, break_on_hyphens=False)
+
+
+def dpo_args(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's training settings as DPOConfig arguments (as selfdisco's trainer sets them;
+    selfdisco/train/runner.py trainer_parts)."""
+    t = recipe.train
+    return {"max_steps": t.max_steps, "per_device_train_batch_size": t.batch_size,
+            "gradient_accumulation_steps": t.grad_accum, "learning_rate": t.learning_rate,
+            "lr_scheduler_type": t.lr_scheduler, "warmup_steps": t.warmup_ratio,
+            "beta": t.beta, "max_length": t.max_length, "seed": recipe.train_seeds[0],
+            "use_cpu": t.use_cpu, "bf16": t.bf16,
+            "gradient_checkpointing": t.gradient_checkpointing, "logging_steps": 1,
+            "save_strategy": "no", "report_to": []}
+
+
+def trainer_module(recipe: Recipe) -> str:
+    """trainer.py: a DPOTrainer subclass whose loss is loss.py's, and the recipe's settings."""
+    from selfdisco.export.recipe import ENTRY
+
+    t = recipe.train
+    lora = {"r": t.lora_r, "lora_alpha": t.lora_alpha, "lora_dropout": t.lora_dropout,
+            "target_modules": list(t.target_modules), "bias": "none", "task_type": "CAUSAL_LM"}
+    return TRAINER_TEMPLATE.format(
+        name=recipe.name, id=recipe.id, run=recipe.run, entry=ENTRY,
+        equivalence=_wrap(_equivalence(recipe)), trl_loss_type=recipe.trl_loss_type,
+        dpo_args=_literal(dpo_args(recipe)), lora=_literal(lora),
+        max_prompt_length=t.max_prompt_length, model=recipe.model_path)
+
+
+def _literal(data: dict) -> str:
+    items = "".join(f"    {key!r}: {value!r},\n" for key, value in data.items())
+    return "{\n" + items + "}"
+
+
+TRAINER_TEMPLATE = '''"""A TRL DPOTrainer that trains under {name} (loss.py).
+
+Exported by selfdisco from {run}, candidate {id}.
+
+{equivalence}
+
+TRL 1.16 computes the DPO loss inline in the private DPOTrainer._compute_loss. This subclass lets
+TRL run it unchanged (every metric TRL logs stays TRL's), keeps the policy's log-probs from its
+forward pass, and returns the mean of loss.py's per-pair losses instead. The override touches
+private code: use trl==1.16.0. selfdisco's own trainer does the same and is tested against TRL's
+"sigmoid" and "discopop" losses.
+
+    from peft import LoraConfig
+    from trainer import LORA_CONFIG, ExportedLossDPOTrainer, dpo_config
+
+    trainer = ExportedLossDPOTrainer(model, args=dpo_config("out"), train_dataset=pairs,
+                                     processing_class=tokenizer,
+                                     peft_config=LoraConfig(**LORA_CONFIG))
+    trainer.train()
+"""
+
+from __future__ import annotations
+
+from trl import DPOConfig, DPOTrainer
+
+from loss import {entry}
+
+TRL_LOSS_TYPE = "{trl_loss_type}"  # a built-in loss_type that trains the same; "" for none
+# The policy the recipe trained (a LoRA adapter on it).
+MODEL = "{model}"
+# The recipe's training settings (recipe.toml [train]) as DPOConfig arguments.
+DPO_ARGS = {dpo_args}
+LORA_CONFIG = {lora}
+MAX_PROMPT_LENGTH = {max_prompt_length}  # prompts keep their last this many tokens (None: all)
+
+
+def dpo_config(output_dir: str, **changes) -> DPOConfig:
+    """The recipe's DPOConfig; `changes` replace any of its arguments."""
+    return DPOConfig(output_dir=output_dir, **{{**DPO_ARGS, **changes}})
+
+
+class _FirstOutputs:
+    """Calls the model and keeps the outputs of the first call (the policy forward)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.outputs = None
+
+    def __call__(self, *args, **kwargs):
+        outputs = self.model(*args, **kwargs)
+        if self.outputs is None:
+            self.outputs = outputs
+        return outputs
+
+
+class ExportedLossDPOTrainer(DPOTrainer):
+    """A DPOTrainer whose loss is {entry}(...).mean() from loss.py."""
+
+    def __init__(self, *args, max_prompt_length=MAX_PROMPT_LENGTH, **kwargs):
+        self.max_prompt_length = max_prompt_length
+        super().__init__(*args, **kwargs)
+        self.precompute_ref_logps = True  # _compute_loss puts reference log-probs in the batch
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if self.max_prompt_length is None:
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        # TRL would drop pairs whose prompt reaches max_length; they are cut below instead.
+        max_length, args.max_length = args.max_length, None
+        try:
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        finally:
+            args.max_length = max_length
+        if "prompt_ids" in dataset.column_names:
+            keep = self.max_prompt_length
+            dataset = dataset.map(lambda row: {{"prompt_ids": row["prompt_ids"][-keep:]}})
+        return dataset
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        if "ref_chosen_logps" not in inputs:
+            ref_chosen, ref_rejected = self.compute_ref_log_probs(self.model, inputs)
+            inputs = {{**inputs, "ref_chosen_logps": ref_chosen,
+                      "ref_rejected_logps": ref_rejected}}
+        recorder = _FirstOutputs(model)
+        result = super()._compute_loss(recorder, inputs, return_outputs)
+        seq_len = inputs["completion_mask"].size(1) - 1
+        logps = recorder.outputs.log_probs[:, -seq_len:].sum(dim=1)
+        chosen, rejected = logps.chunk(2, dim=0)
+        ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        loss = {entry}(chosen, rejected, ref_chosen, ref_rejected, self.beta).mean()
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * recorder.outputs.aux_loss
+        return (loss, result[1]) if return_outputs else loss
+'''
