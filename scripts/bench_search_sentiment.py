@@ -48,8 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_search import CONFIGS, MutationProposer  # noqa: E402 - shared with digits
 
 from selfdisco import stats  # noqa: E402
-from selfdisco.config import RunConfig, check_run, load_config  # noqa: E402
+from selfdisco.config import RunConfig, load_config  # noqa: E402
 from selfdisco.errors import UserError  # noqa: E402
+from selfdisco.launch.checks import check_run  # noqa: E402
 from selfdisco.launch.start import prepare_run_dir  # noqa: E402
 from selfdisco.losses.grammar import HEADER  # noqa: E402
 from selfdisco.rundir.archive import Archive  # noqa: E402
@@ -224,8 +225,9 @@ def run_config(preset: str, seed: int, label: str, *, candidates: int | None,
 def start_server(config: RunConfig, out: Path, stack: ExitStack):
     """The one vLLM server of the benchmark, as a run's own managed server would start."""
     from selfdisco.launch.plan import plan_run
+    from selfdisco.llm.backend import detect_backend, resolve_dtype
     from selfdisco.llm.models import resolve_model
-    from selfdisco.llm.server import VLLMServer, detect_backend, resolve_dtype
+    from selfdisco.llm.server import VLLMServer
 
     settings = check_run(config)
     placement = plan_run(config)

@@ -40,8 +40,9 @@ def run(config: str | Path | RunConfig = "cpu", *, overrides: dict | None = None
     Returns:
         The run directory (read it with load_archive, export a loss with export_loss).
     """
-    from selfdisco.config import RunConfig, check_run, load_config
+    from selfdisco.config import RunConfig, load_config
     from selfdisco.launch.background import run_locked
+    from selfdisco.launch.checks import check_run
     from selfdisco.launch.plan import plan_run
     from selfdisco.launch.start import prepare_run_dir
 
@@ -64,8 +65,9 @@ def run(config: str | Path | RunConfig = "cpu", *, overrides: dict | None = None
 def resume(run: str | Path, *, progress: bool = True) -> Path:
     """Continue a stopped or killed run (a run directory or a run id) until it ends; a run
     that has already finished is left as it is. Returns the run directory."""
-    from selfdisco.config import check_run, read_run_config
+    from selfdisco.config import read_run_config
     from selfdisco.launch.background import run_locked
+    from selfdisco.launch.checks import check_run
     from selfdisco.launch.start import run_finished
     from selfdisco.rundir.paths import resolve_run
 
@@ -175,7 +177,8 @@ def export_loss(run: str | Path, id: str | None = None, *,
                 out_dir: str | Path | None = None) -> Path:
     """Write a run's loss (`id`, default the best scored one) as loss.py, trainer.py and
     recipe.toml, as `selfdisco export` does; returns the directory written."""
-    from selfdisco.export.recipe import EXPORT_DIR, build_recipe, write_export
+    from selfdisco.export.build import build_recipe, write_export
+    from selfdisco.export.recipe import EXPORT_DIR
     from selfdisco.rundir.archive import ARCHIVE_FILE
     from selfdisco.rundir.paths import resolve_run
 

@@ -14,11 +14,12 @@ from pathlib import Path
 from selfdisco.config import load_config
 from selfdisco.discovery.loop import Discovery, Services
 from selfdisco.execution.records import Result
-from selfdisco.launch.start import catalog_entry, parse_answer
 from selfdisco.llm.cache import Recorder
 from selfdisco.llm.client import BaseClient
 from selfdisco.llm.protocol import Completion
 from selfdisco.losses import screen
+from selfdisco.losses.catalog import catalog_entry
+from selfdisco.losses.parse import parse_answer
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import EventWriter
 

@@ -30,13 +30,14 @@ PAIRS = [{"prompt": f"Review {i}:", "chosen": " lovely", "rejected": " awful"} f
 def recorded(tmp_path_factory):
     """A finished run recorded with a scripted proposer (its answers in llm/), with the services
     start_run gives a replay, so a replay of it asks the same questions."""
-    from selfdisco.config import load_config, run_train_settings
+    from selfdisco.config import load_config
     from selfdisco.discovery.loop import Discovery, Services
-    from selfdisco.launch.start import catalog_entry, parse_answer
     from selfdisco.losses import screen
+    from selfdisco.losses.catalog import catalog_entry
+    from selfdisco.losses.parse import parse_answer
     from selfdisco.rundir.archive import Archive
     from selfdisco.rundir.events import EventWriter
-    from selfdisco.tasks import get_task
+    from selfdisco.tasks import get_task, run_train_settings
 
     run = tmp_path_factory.mktemp("api") / "recorded"
     answers = [answer("steeper", "1.0 * F.softplus(-3.0 * x)"),

@@ -7,7 +7,8 @@ from loop_helpers import CurveEvaluator, ScriptedProposer, answer, make_loop
 
 from selfdisco.config import load_config
 from selfdisco.execution.records import Result
-from selfdisco.launch.start import BurnInCache, burn_in_key, catalog_entry, pairs_digest
+from selfdisco.launch.start import BurnInCache, burn_in_key, pairs_digest
+from selfdisco.losses.catalog import catalog_entry
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import read_events
 from selfdisco.tui.state import RunState
@@ -92,7 +93,7 @@ BASELINES = {"base", "burn-dpo", "burn-hinge"}
 def run_with_cache(run_dir, cache_dir, run_id: str) -> CurveEvaluator:
     evaluator = CurveEvaluator()
     loop = make_loop(run_dir, ScriptedProposer(list(ANSWERS)), evaluator, generations=1)
-    loop.s.burn_in_cache = BurnInCache(cache_dir, key_of(), run_id=run_id)
+    loop.services.burn_in_cache = BurnInCache(cache_dir, key_of(), run_id=run_id)
     loop.run()
     return evaluator
 
@@ -145,7 +146,7 @@ def test_a_changed_loss_code_is_evaluated_again(tmp_path):
 
 
 def test_the_detail_view_says_a_row_was_reused():
-    from selfdisco.tui.state import CandidateRow
+    from selfdisco.tui.rows import CandidateRow
     from selfdisco.tui.widgets import _outcome
 
     row = CandidateRow(id="burn-dpo", generation=0, name="dpo", order=0, status="scored",

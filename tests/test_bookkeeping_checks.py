@@ -10,8 +10,10 @@ import sys
 import pytest
 from console import SELFDISCO
 
-from selfdisco.config import check_run, load_config, run_train_settings
+from selfdisco.config import load_config
 from selfdisco.errors import UserError
+from selfdisco.launch.checks import check_run
+from selfdisco.tasks import run_train_settings
 
 BAD_SETTINGS = [
     (["task.options.margn=0.5"], ["unknown task option", "margn", "known:", "margin"]),

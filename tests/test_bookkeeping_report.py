@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from loop_helpers import CurveEvaluator, ScriptedProposer, answer, make_loop
 
-from selfdisco.config import load_config, run_train_settings
+from selfdisco.config import load_config
+from selfdisco.tasks import run_train_settings
 
 ANSWERS = [answer("cell_like", "0.5 * F.softplus(-1.0 * x) + 0.5 * torch.exp(-1.0 * x)"),
            answer("steeper", "1.0 * F.softplus(-3.0 * x)")]
@@ -23,7 +24,7 @@ def test_shapes_are_drawn_at_the_trained_beta(tmp_path, preset, overrides, beta)
     assert run_train_settings(config).beta == beta
     run = tmp_path / "run"
     loop = make_loop(run, ScriptedProposer(list(ANSWERS)), CurveEvaluator(), generations=1)
-    loop.s.beta = run_train_settings(config).beta  # as runner.py sets it
+    loop.services.beta = run_train_settings(config).beta  # as runner.py sets it
     loop.run()
     (run / "config.toml").write_text(config.to_toml())
     text = report.write_report(run).read_text()

@@ -4,6 +4,7 @@ import pytest
 
 from selfdisco.config import load_config, parse_assignment, read_run_config
 from selfdisco.errors import UserError
+from selfdisco.launch.checks import check_names
 
 
 def test_precedence_preset_then_file_then_flags(tmp_path):
@@ -33,7 +34,7 @@ def test_unknown_keys_and_bad_types_are_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_config(None, tmp_path / "missing.toml")
     with pytest.raises(UserError, match="--proposer"):
-        load_config("smoke", overrides={"server": {"proposer": "gpt-4"}})
+        check_names(load_config("smoke", overrides={"server": {"proposer": "gpt-4"}}))
 
 
 def test_resolved_config_round_trips_through_toml(tmp_path):
@@ -76,12 +77,12 @@ def test_self_improve_modes_and_the_older_bool(tmp_path):
 ])
 def test_names_and_sources_are_checked_against_their_registries(overrides, words):
     with pytest.raises(UserError) as err:
-        load_config("smoke", overrides=overrides)
+        check_names(load_config("smoke", overrides=overrides))
     assert words in str(err.value)
 
 
 def test_executor_options_are_checked_by_the_executor():
-    from selfdisco.config import check_run
+    from selfdisco.launch.checks import check_run
 
     with pytest.raises(UserError, match="executor_options for the local executor.*'gpus'"):
         check_run(load_config("smoke", overrides={"executor_options": {"gpus": 1}}))

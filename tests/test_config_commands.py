@@ -12,7 +12,8 @@ import pytest
 
 from selfdisco.cli import main
 from selfdisco.commands.config import example_text, field_docs, schema
-from selfdisco.config import RunConfig, check_run, load_config
+from selfdisco.config import RunConfig, load_config
+from selfdisco.launch.checks import check_run
 
 
 def test_every_config_key_has_a_docstring():

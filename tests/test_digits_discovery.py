@@ -10,9 +10,10 @@ import pytest
 from loop_helpers import ScriptedProposer
 
 from selfdisco import stats
-from selfdisco.config import check_run, load_config
+from selfdisco.config import load_config
 from selfdisco.errors import UserError
 from selfdisco.execution.classification import ClassificationEvaluator
+from selfdisco.launch.checks import check_run
 from selfdisco.launch.digits import classification_services
 from selfdisco.losses import Candidate
 from selfdisco.rundir.archive import REFERENCE_SHAPE, Archive

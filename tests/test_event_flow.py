@@ -20,8 +20,10 @@ from selfdisco.config import load_config
 from selfdisco.discovery.loop import Services
 from selfdisco.execution.records import Result
 from selfdisco.launch import start
-from selfdisco.launch.start import catalog_entry, parse_answer, prepare_run_dir, start_run
+from selfdisco.launch.start import prepare_run_dir, start_run
 from selfdisco.losses import screen
+from selfdisco.losses.catalog import catalog_entry
+from selfdisco.losses.parse import parse_answer
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.control import send
 from selfdisco.rundir.events import EVENT_TYPES, EVENTS_FILE, check_event, read_events

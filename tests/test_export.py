@@ -12,22 +12,15 @@ import sys
 import pytest
 import torch
 from loop_helpers import CurveEvaluator, ScriptedProposer, answer, make_loop
-from selfdisco.export.recipe import (
-    LOSS_FILE,
-    PAIRS_FILE,
-    RECIPE_FILE,
-    TRAINER_FILE,
-    build_recipe,
-    read_export,
-    resolve_source,
-    write_export,
-)
 
-from selfdisco.config import read_run_config, run_train_settings
+from selfdisco.config import read_run_config
 from selfdisco.errors import UserError
+from selfdisco.export.build import build_recipe, resolve_source, write_export
+from selfdisco.export.recipe import LOSS_FILE, PAIRS_FILE, RECIPE_FILE, TRAINER_FILE, read_export
 from selfdisco.formatting import format_fitness
 from selfdisco.losses import compile_loss
 from selfdisco.seeds import derive
+from selfdisco.tasks import run_train_settings
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +81,7 @@ def test_exported_loss_is_the_candidates_code_as_a_standalone_function(run_dir, 
 
 def test_the_job_the_run_wrote_is_the_recipe(run_dir, tmp_path):
     """A candidate trained by a worker has candidates/<id>/job.json: its settings and seed win."""
-    from selfdisco.export.recipe import _template
+    from selfdisco.export.build import _template
 
     run = tmp_path / "run"
     subprocess.run(["cp", "-r", str(run_dir), str(run)], check=True)
@@ -214,7 +207,6 @@ def test_every_written_form_exports_as_per_pair_loss(name, tmp_path):
     from types import SimpleNamespace
 
     from selfdisco.export.template import loss_module
-
     from selfdisco.losses import catalog
 
     code = catalog.get(name).candidate.code

@@ -13,8 +13,8 @@ from test_train_run import separable_pairs
 
 from selfdisco.config import load_config
 from selfdisco.discovery import prompt
-from selfdisco.launch.start import catalog_entry
 from selfdisco.losses import ParseError, check_code, compile_loss, grammar, parse_candidate, screen
+from selfdisco.losses.catalog import catalog_entry
 from selfdisco.presets import PRESETS
 from selfdisco.rundir.paths import prompts_dir
 from selfdisco.train import TrainSettings, train_adapter

@@ -13,6 +13,7 @@ from selfdisco.heldout.runner import HeldoutRequest, run_heldout
 from selfdisco.heldout.session import choose_losses, fresh_seeds, measured_seconds
 from selfdisco.launch.start import prepare_run_dir
 from selfdisco.losses import catalog
+from selfdisco.report import write_report
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import check_event, read_events
 
@@ -106,6 +107,7 @@ def test_a_killed_evaluation_reruns_only_the_missing_points(run_dir):
     assert [e["stopped"] for e in ends] == [True, False]
     last = [e for e in heldout_events(run_dir) if e["type"] == "heldout_point"][-1]
     assert (last["done"], last["total"]) == (24, 24)
+    write_report(run_dir)
     assert "## Held-out evaluation" in (run_dir / "report.md").read_text()
 
     third = FakeTrials()
@@ -165,8 +167,7 @@ def test_losses_are_the_best_discoveries_then_the_references(run_dir):
 
 
 def test_fresh_seeds_differ_from_every_seed_the_run_trained_with():
-    from selfdisco.discovery.evaluation import replicate_seed
-    from selfdisco.seeds import derive
+    from selfdisco.seeds import derive, replicate_seed
 
     config = load_config("cpu", overrides={"discovery": {"replicates": 3}})
     train = derive(config.seed, "train")
@@ -202,6 +203,7 @@ def test_dominance_per_loss_says_every_some_or_none_and_by_whom():
 
 def test_the_report_section_shows_plot_table_dominance_and_the_paper(run_dir):
     run_heldout(run_dir, request(), trials=FakeTrials(), log=lambda text: None)
+    write_report(run_dir)
     text = (run_dir / "report.md").read_text()
     section = text[text.index("## Held-out evaluation"):]
     assert "![reward vs KL](heldout_frontier.png)" in section

@@ -11,10 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from selfdisco.llm.backend import free_port
 from selfdisco.llm.cache import Recorder
 from selfdisco.llm.client import LLMClient, LLMError
 from selfdisco.llm.replay import ReplayClient
-from selfdisco.llm.server import free_port
 
 CHAT_ANSWER = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
                             "finish_reason": "stop", "token_ids": [1]}]}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from selfdisco.llm.backend import detect_backend
 from selfdisco.llm.models import resolve_model
-from selfdisco.llm.server import VLLMServer, detect_backend
+from selfdisco.llm.server import VLLMServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.gpu]
 

@@ -13,10 +13,11 @@ from console import SELFDISCO
 from selfdisco.commands.serve import parse_adapters
 from selfdisco.errors import UserError
 from selfdisco.llm import open_llm
+from selfdisco.llm.backend import free_port
 from selfdisco.llm.cache import Recorder
 from selfdisco.llm.protocol import CHAT, Completion, build_request
 from selfdisco.llm.replay import ReplayClient
-from selfdisco.llm.server import VLLMServer, free_port
+from selfdisco.llm.server import VLLMServer
 from selfdisco.llm.topology import parse_server_url, parse_source
 
 

@@ -15,20 +15,18 @@ from openai_server import OpenAIServer
 
 from selfdisco.cli import build_parser, main
 from selfdisco.commands.run import resolve
-from selfdisco.config import check_run, load_config
+from selfdisco.config import load_config
 from selfdisco.discovery.loop import Discovery, ProposerUnavailable, Services
 from selfdisco.discovery.prompt import candidate_schema
 from selfdisco.errors import UserError
-from selfdisco.launch.start import (
-    catalog_entry,
-    open_attached_proposer,
-    parse_answer,
-    prepare_run_dir,
-)
+from selfdisco.launch.checks import check_run
+from selfdisco.launch.start import open_attached_proposer, prepare_run_dir
 from selfdisco.llm import open_llm
+from selfdisco.llm.backend import free_port
 from selfdisco.llm.client import LLMAuthError, LLMClient
-from selfdisco.llm.server import free_port
 from selfdisco.losses import grammar, screen
+from selfdisco.losses.catalog import catalog_entry
+from selfdisco.losses.parse import parse_answer
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import EventWriter
 from selfdisco.tasks.judge import Judge, verdict_schema

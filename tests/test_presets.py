@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from selfdisco.commands.train import PRESET_CHOICES
-from selfdisco.config import check_run, load_config
+from selfdisco.config import load_config
+from selfdisco.launch.checks import check_run
 from selfdisco.presets import PRESETS
 from selfdisco.tasks import get_task, task_names
 from selfdisco.tasks.base import PRESETS as TASK_PRESETS

@@ -8,7 +8,8 @@ import sys
 import textwrap
 
 from selfdisco import progress as progress_module
-from selfdisco.llm.server import VLLMServer, free_port
+from selfdisco.llm.backend import free_port
+from selfdisco.llm.server import VLLMServer
 from selfdisco.progress import DELAY_S, Progress
 from selfdisco.tasks.sampling import parallel_map
 

@@ -15,8 +15,8 @@ from loop_helpers import CurveEvaluator, ScriptedProposer, answer, make_loop
 from selfdisco.execution import worker
 from selfdisco.execution.executors import JOB_FILE, LocalExecutor
 from selfdisco.execution.records import Job, Result
+from selfdisco.llm.backend import free_port
 from selfdisco.llm.client import LLMClient, LLMError, LLMUnavailable
-from selfdisco.llm.server import free_port
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import read_events
 from selfdisco.tasks import EvaluationError

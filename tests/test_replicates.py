@@ -13,10 +13,10 @@ import pytest
 from loop_helpers import ScriptedProposer, answer, make_loop
 
 from selfdisco import stats
-from selfdisco.discovery.evaluation import WorkerEvaluator, replicate_seed
+from selfdisco.discovery.evaluation import WorkerEvaluator
 from selfdisco.execution.records import Job, Result
 from selfdisco.rundir.archive import Archive
-from selfdisco.seeds import derive
+from selfdisco.seeds import derive, replicate_seed
 from selfdisco.train.settings import TrainSettings
 
 ANSWERS = [answer("cell_like", "0.5 * F.softplus(-1.0 * x) + 0.5 * torch.exp(-1.0 * x)"),

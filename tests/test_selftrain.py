@@ -11,7 +11,7 @@ from test_duel import GOOD, ByModel
 
 from selfdisco.config import load_config
 from selfdisco.discovery.proposer import selftrain
-from selfdisco.launch.start import catalog_entry
+from selfdisco.losses.catalog import catalog_entry
 from selfdisco.rundir.archive import Archive
 
 CONTEXT = [{"role": "system", "content": "write a loss"}, {"role": "user", "content": "next"}]
@@ -113,7 +113,7 @@ def test_proposals_mode_trains_a_challenger_on_the_runs_answers(tmp_path):
     loop = make_loop(run, ByModel(base, GOOD[6:]), CurveEvaluator(), self_improve="proposals",
                      duel_samples=2, proposer_min_pairs=1)
     trainer = FakeTrainer()
-    loop.s.proposer_trainer = trainer
+    loop.services.proposer_trainer = trainer
     loop.run()
     assert trainer.calls and trainer.calls[0][0] == "g01"
     # under the curve fitness a generation-1 loss beats dpo beyond noise: the proposer trains

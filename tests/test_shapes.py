@@ -28,7 +28,7 @@ def run_dir(tmp_path_factory):
     run = tmp_path_factory.mktemp("shapes") / "run"
     loop = make_loop(run, ScriptedProposer(list(ANSWERS)), CurveEvaluator(), generations=2,
                      candidates_per_generation=2, self_improve="off")  # no duel takes answers
-    loop.s.beta = BETA  # the run's training beta, as runner.py sets it
+    loop.services.beta = BETA  # the run's training beta, as runner.py sets it
     loop.run()
     return run
 

@@ -240,7 +240,8 @@ def test_preference_data_defaults_to_the_shipped_pairs():
 
 
 def test_a_run_refuses_a_judge_from_the_policys_base_unless_opted_in():
-    from selfdisco.config import check_run, judge_note, load_config
+    from selfdisco.config import load_config
+    from selfdisco.launch.checks import check_run, judge_note
 
     def mtbench(options: dict, **models) -> object:
         config = load_config("cpu", overrides={"task": {"name": "mtbench"}, "models": models})

@@ -9,9 +9,11 @@ import types
 
 import pytest
 
-from selfdisco.config import check_run, load_config, run_train_settings
+from selfdisco.config import load_config
 from selfdisco.errors import UserError
 from selfdisco.execution.records import Job, Result
+from selfdisco.launch.checks import check_run
+from selfdisco.tasks import run_train_settings
 from selfdisco.train.settings import TrainSettings
 from selfdisco.train.tracking import check_trackers, log_summary, summary_scalars
 

@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from selfdisco.config import load_config
     from selfdisco.formatting import print_json
+    from selfdisco.launch.checks import check_names
 
     config = load_config(args.preset, args.config, assignments(args.set))
+    check_names(config)
     if args.json:
         print_json(config.to_dict())
     else:

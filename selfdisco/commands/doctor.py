@@ -266,8 +266,8 @@ def _print(report: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from selfdisco.llm.backend import DTYPES
     from selfdisco.llm.models import SMOLLM2
-    from selfdisco.llm.server import DTYPES
 
     if args.dtype not in DTYPES:
         from selfdisco.errors import UserError

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.export.recipe import EXPORT_DIR, build_recipe, write_export
+    from selfdisco.export.build import build_recipe, write_export
+    from selfdisco.export.recipe import EXPORT_DIR
     from selfdisco.formatting import format_fitness, print_json
     from selfdisco.rundir.archive import ARCHIVE_FILE
     from selfdisco.rundir.paths import resolve_run

@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from selfdisco.commands.eval import parse_options
     from selfdisco.formatting import print_json
     from selfdisco.heldout.runner import HeldoutRequest, run_heldout
+    from selfdisco.report import write_report
     from selfdisco.rundir.paths import resolve_run
     from selfdisco.tui.printer import Printer
 
@@ -86,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stderr if args.json else sys.stdout
     plan = run_heldout(run_dir, request, listeners=[Printer(out, run_dir=run_dir)],
                        estimate_only=args.estimate, log=lambda text: print(text, file=out))
+    if not args.estimate:
+        write_report(run_dir)
     if args.json:
         print_json(_result(run_dir, plan, with_points=not args.estimate))
     elif args.estimate:

@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def machine_from(args: argparse.Namespace):
     """The described machine, or this one (its GPUs when vLLM is the CUDA build)."""
     from selfdisco.errors import UserError
+    from selfdisco.llm.backend import detect_backend
     from selfdisco.llm.machine import described_gpus, detect_machine, parse_machine
-    from selfdisco.llm.server import detect_backend
 
     described = args.gpus is not None or args.gpu_memory_gib is not None
     if args.machine and described:
@@ -66,9 +66,10 @@ def parse_params(values: list[str]) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     from selfdisco.commands.config import assignments
-    from selfdisco.config import check_run, load_config
+    from selfdisco.config import load_config
     from selfdisco.errors import UserError
     from selfdisco.formatting import print_json
+    from selfdisco.launch.checks import check_run
     from selfdisco.launch.plan import make_plan
 
     config = load_config(args.preset, args.config, assignments(args.set))

@@ -15,8 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from selfdisco.commands.run import follow, wants_tui
-    from selfdisco.config import check_run, read_run_config
+    from selfdisco.config import read_run_config
     from selfdisco.launch.background import run_locked
+    from selfdisco.launch.checks import check_run
     from selfdisco.launch.start import run_finished
     from selfdisco.rundir.paths import resolve_run
     from selfdisco.tui.printer import Printer

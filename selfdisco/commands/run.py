@@ -110,8 +110,8 @@ def follow(run_dir: Path, resume: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.config import check_run
     from selfdisco.launch.background import run_locked
+    from selfdisco.launch.checks import check_run
     from selfdisco.launch.plan import plan_run
     from selfdisco.launch.start import prepare_run_dir
     from selfdisco.tui.printer import Printer

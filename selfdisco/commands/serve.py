@@ -55,8 +55,9 @@ def parse_adapters(values: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from selfdisco.errors import UserError
+    from selfdisco.llm.backend import free_port
     from selfdisco.llm.models import resolve_model
-    from selfdisco.llm.server import VLLMServer, free_port, sigterm_as_interrupt
+    from selfdisco.llm.server import VLLMServer, sigterm_as_interrupt
     from selfdisco.rundir.paths import checkpoints_dir
 
     adapters = parse_adapters(args.adapter)

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.export.recipe import resolve_source
+    from selfdisco.export.build import resolve_source
     from selfdisco.formatting import format_fitness, print_json
     from selfdisco.rundir.paths import checkpoints_dir
 

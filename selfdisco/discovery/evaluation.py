@@ -21,17 +21,12 @@ from selfdisco import stats
 from selfdisco.execution.executors import JOB_FILE, Executor
 from selfdisco.execution.records import Job, Result
 from selfdisco.rundir.archive import Archive, Row
-from selfdisco.seeds import derive
+from selfdisco.seeds import replicate_seed
 
 Progress = Callable[[Row, dict], None]
 Done = Callable[[Row, Result], None]
 Start = Callable[[Row], None]
 Replicates = dict[str, list[int]] | None  # row id -> replicates to run; None: each row once
-
-
-def replicate_seed(train_seed: int, replicate: int) -> int:
-    """Replicate k's training seed; replicate 0 trains with the run's own, as with R = 1."""
-    return train_seed if replicate == 0 else derive(train_seed, "replicate", replicate)
 
 
 def code_sha(code: str | None) -> str | None:

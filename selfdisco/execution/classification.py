@@ -15,8 +15,8 @@ from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 
-from selfdisco.discovery.evaluation import replicate_seed
 from selfdisco.execution.records import Result
+from selfdisco.seeds import replicate_seed
 
 
 def evaluate_job(code: str | None, options: dict, seed: int, fidelity: float) -> dict:

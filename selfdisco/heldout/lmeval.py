@@ -16,8 +16,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from selfdisco.rundir.paths import DATA_DIR
 from selfdisco.errors import UserError
+from selfdisco.rundir.paths import DATA_DIR
 
 SHIPPED_TASKS = DATA_DIR / "lmeval"
 SHIPPED_TASK = "selfdisco_sentiment_mc"
@@ -147,8 +147,8 @@ def _default_device() -> str:
 # The protocol (selfdisco.heldout): the base model, then each loss's adapter.
 
 def points(ctx: Any) -> list[Any]:
-    from selfdisco.config import run_train_settings
     from selfdisco.heldout import Point
+    from selfdisco.tasks import run_train_settings
 
     beta = run_train_settings(ctx.config).beta
     from_run = LmEvalSettings.from_options(ctx.options).lm_eval_adapters == "run"

@@ -21,9 +21,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from selfdisco.rundir.paths import DATA_DIR
 from selfdisco.errors import UserError
 from selfdisco.heldout.winrate import summarise
+from selfdisco.rundir.paths import DATA_DIR
 from selfdisco.tasks.judge import (
     Judge,
     PairGame,
@@ -167,8 +167,8 @@ def judge_games(judge: Judge, prompts: list[Prompt], policy: list[str], referenc
 # seed; the reference's answers are sampled once per command.
 
 def points(ctx: Any) -> list[Any]:
-    from selfdisco.config import run_train_settings
     from selfdisco.heldout import Point
+    from selfdisco.tasks import run_train_settings
 
     beta = run_train_settings(ctx.config).beta
     return [Point("pairwise", loss.id, beta, ctx.seeds[0]) for loss in ctx.losses]

@@ -72,8 +72,9 @@ def run_heldout(run_dir: Path, request: HeldoutRequest, *, listeners: list | Non
     """Plan, estimate and run the requested protocols on the run in run_dir; returns the plan.
     `trials` trains and scores points (default: WorkerTrials, a worker process each
     against a vLLM server started on first use)."""
-    from selfdisco.config import check_run, read_run_config
+    from selfdisco.config import read_run_config
     from selfdisco.heldout.session import PointStore, WorkerTrials, choose_losses, fresh_seeds
+    from selfdisco.launch.checks import check_run
     from selfdisco.rundir.events import EventWriter
 
     run_dir = Path(run_dir)
@@ -113,9 +114,6 @@ def run_heldout(run_dir: Path, request: HeldoutRequest, *, listeners: list | Non
             stopped = False
         finally:
             events.emit("heldout_finished", protocols=list(request.protocols), stopped=stopped)
-    from selfdisco.report import write_report
-
-    write_report(run_dir)
     return plan
 
 

@@ -9,12 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from selfdisco.discovery.evaluation import replicate_seed
 from selfdisco.errors import UserError
 from selfdisco.execution.records import Result
 from selfdisco.heldout import HeldoutLoss, Point
 from selfdisco.rundir.archive import Archive
-from selfdisco.seeds import derive
+from selfdisco.seeds import derive, replicate_seed
 
 # Failures that say nothing about the loss: a rerun measures such a point again.
 TRANSIENT_CAUSES = ("server", "timeout", "killed")
@@ -167,9 +166,10 @@ class WorkerTrials:
         from selfdisco.execution.records import Job
         from selfdisco.launch.plan import plan_run
         from selfdisco.llm import topology
+        from selfdisco.llm.backend import detect_backend, resolve_dtype
         from selfdisco.llm.client import LLMClient
         from selfdisco.llm.models import resolve_model
-        from selfdisco.llm.server import VLLMServer, detect_backend, resolve_dtype
+        from selfdisco.llm.server import VLLMServer
         from selfdisco.rundir.paths import checkpoints_dir
 
         config = self.config

@@ -1,4 +1,5 @@
-"""A discovery run on a classification task (digits): its config check and its services.
+"""A discovery run on a classification task (digits): its services (its config check is
+selfdisco/launch/checks.py's).
 
 Nothing is served but the proposer: candidates are classification losses, screened by
 classification_checks.py in the sandbox and evaluated by ClassificationEvaluator, and no policy
@@ -7,41 +8,11 @@ adapter is trained (so the proposer does not self-improve here).
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 
 from selfdisco.config import RunConfig
-from selfdisco.errors import UserError
 from selfdisco.tasks.digits import screening
-
-
-def check_classification_run(config: RunConfig) -> None:
-    """UserError, saying what to change, for a setting a classification run cannot use."""
-    from selfdisco.tasks import get_task
-
-    d = config.discovery
-    try:
-        get_task(config.task.name).check_options(config.preset, config.task.options)
-    except UserError as err:
-        raise UserError(f"task.options of the {config.task.name} task: {err}; change it in the "
-                        "config file or with --set task.options.KEY=VALUE") from None
-    fixes = []
-    if any(name not in screening.CATALOG for name in d.burn_in):
-        fixes.append(("discovery.burn_in names losses that are not classification baselines "
-                      f"(choose from {', '.join(screening.CATALOG)})",
-                      "discovery.burn_in=" + json.dumps(list(screening.CATALOG))))
-    if d.code_grammar != "free":
-        fixes.append(("the primitives code grammar writes preference losses",
-                      "discovery.code_grammar=free"))
-    if d.self_improve not in (False, "off"):
-        fixes.append(("no policy adapter is trained that could propose",
-                      "discovery.self_improve=off"))
-    if fixes:
-        flags = " ".join(f"--set '{flag}'" for _, flag in fixes)
-        raise UserError(f"the {config.task.name} task discovers classification losses: "
-                        f"{'; '.join(why for why, _ in fixes)}. Run with {flags} (or set them "
-                        "in the config file)")
 
 
 def start_services(config: RunConfig, run_dir: Path, source, events, stack,
@@ -69,7 +40,7 @@ def start_services(config: RunConfig, run_dir: Path, source, events, stack,
 def classification_services(proposer, evaluator, description: str):
     """Services with the classification screening, baselines and prompts."""
     from selfdisco.discovery.loop import Services
-    from selfdisco.launch.start import parse_answer
+    from selfdisco.losses.parse import parse_answer
 
     return Services(proposer=proposer, evaluator=evaluator, screen=screening.screen,
                     parse=partial(parse_answer, grammar="free"),
@@ -81,7 +52,7 @@ def _proposer(config: RunConfig, run_dir: Path, source, events, stack):
     """The proposer's client: a server selfdisco starts for the proposer model (stopped when
     the run ends), or the server at the configured URL."""
     from selfdisco.llm import open_llm
-    from selfdisco.llm.server import detect_backend, resolve_dtype
+    from selfdisco.llm.backend import detect_backend, resolve_dtype
 
     options = dict(max_model_len=config.server.max_model_len,
                    startup_timeout_s=config.server.start_timeout_s,

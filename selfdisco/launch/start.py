@@ -15,10 +15,13 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from selfdisco.config import RunConfig, check_run, judge_note, read_run_config
+from selfdisco.config import RunConfig, read_run_config
 from selfdisco.discovery.evaluation import code_sha
 from selfdisco.errors import UserError
 from selfdisco.execution.records import Result
+from selfdisco.launch.checks import check_run, judge_note
+from selfdisco.losses.catalog import catalog_entry
+from selfdisco.losses.parse import parse_answer
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import EventWriter, read_events
 from selfdisco.rundir.paths import checkpoints_dir, write_text_atomic
@@ -104,29 +107,6 @@ class BurnInCache:
         write_text_atomic(self.path, json.dumps(data, indent=2, default=str))
 
 
-def catalog_entry(name: str) -> dict:
-    """A catalog loss as the loop's burn-in needs it: name, full name, code."""
-    from selfdisco.losses import catalog
-
-    try:
-        entry = catalog.get(name)
-    except (KeyError, UserError):
-        raise UserError(f"burn-in loss {name!r} is not in the catalog; see `selfdisco losses "
-                        "list`") from None
-    return {"name": entry.name, "full_name": entry.full_name, "code": entry.candidate.code}
-
-
-def parse_answer(text: str, grammar: str = "free"):
-    """A proposer's answer as a Candidate (its code re-checked against the run's code grammar);
-    ValueError with the reason otherwise."""
-    from selfdisco.losses import ParseError, parse_candidate
-
-    try:
-        return parse_candidate(text, grammar)
-    except ParseError as err:
-        raise ValueError(str(err)) from None
-
-
 def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> str:
     """Run (or resume) the discovery loop in run_dir until it ends; returns why it ended."""
     from selfdisco.discovery.evaluation import RecordedEvaluator
@@ -182,10 +162,11 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
     from selfdisco.execution.records import Job
     from selfdisco.launch.plan import plan_run
     from selfdisco.llm import topology
+    from selfdisco.llm.backend import detect_backend, resolve_dtype
     from selfdisco.llm.cache import Recorder
     from selfdisco.llm.client import LLMClient
     from selfdisco.llm.models import model_identity, resolve_model
-    from selfdisco.llm.server import VLLMServer, detect_backend, resolve_dtype
+    from selfdisco.llm.server import VLLMServer
     from selfdisco.losses import screen
     from selfdisco.tasks import TaskContext
 

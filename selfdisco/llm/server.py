@@ -26,7 +26,6 @@ import psutil
 
 from selfdisco.errors import UserError
 from selfdisco.llm import topology
-from selfdisco.llm.backend import DTYPES as DTYPES  # imported from here too
 from selfdisco.llm.backend import (
     detect_backend,
     free_port,

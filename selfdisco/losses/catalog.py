@@ -161,3 +161,13 @@ def get(name: str) -> CatalogEntry:
         return CATALOG[name]
     except KeyError:
         raise UserError(f"unknown loss '{name}'; the catalog has: {', '.join(CATALOG)}") from None
+
+
+def catalog_entry(name: str) -> dict:
+    """A catalog loss as the loop's burn-in needs it: name, full name, code."""
+    try:
+        entry = get(name)
+    except (KeyError, UserError):
+        raise UserError(f"burn-in loss {name!r} is not in the catalog; see `selfdisco losses "
+                        "list`") from None
+    return {"name": entry.name, "full_name": entry.full_name, "code": entry.candidate.code}

@@ -204,3 +204,12 @@ def _unescape(text: str) -> str:
         return table[escape]
 
     return re.sub(r"\\(u[0-9a-fA-F]{4}|[ntrbf\"'\\/])", replace, text)
+
+
+def parse_answer(text: str, grammar: str = "free"):
+    """A proposer's answer as a Candidate (its code re-checked against the run's code grammar);
+    ValueError with the reason otherwise."""
+    try:
+        return parse_candidate(text, grammar)
+    except ParseError as err:
+        raise ValueError(str(err)) from None

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import inspect
 
+from selfdisco.config import RunConfig
+from selfdisco.errors import UserError
 from selfdisco.registry import Registry
 from selfdisco.tasks.base import KINDS, EvaluationError, Fitness, Task, TaskContext
+from selfdisco.train.settings import TrainSettings
 
 __all__ = ["DEFAULT_TASK", "EvaluationError", "Fitness", "Task", "TaskContext", "get_task",
-           "task_names"]
+           "run_train_settings", "task_names"]
 
 DEFAULT_TASK = "sentiment"
 
@@ -44,3 +47,16 @@ def get_task(name: str) -> Task:
                             "(selfdisco/tasks/base.py)")
         _made[name] = task
     return _made[name]
+
+
+def run_train_settings(config: RunConfig) -> TrainSettings:
+    """The training settings a run trains with: its task's recipe for the training preset with
+    the config's overrides on (UserError when an override is unknown, mistyped or out of range)."""
+    recipe = get_task(config.task.name).train_settings(config.train.preset)
+    try:
+        recipe = recipe.with_overrides(**config.train.overrides)
+    except UserError as err:
+        raise UserError(f"train.overrides: {err}; change it in the config file or with --set "
+                        "train.overrides.NAME=VALUE") from None
+    return recipe.with_overrides(report_to=config.train.report_to) if config.train.report_to \
+        else recipe

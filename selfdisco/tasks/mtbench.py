@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfdisco.rundir.paths import DATA_DIR
 from selfdisco.errors import UserError
+from selfdisco.rundir.paths import DATA_DIR
 from selfdisco.tasks.base import Fitness, TaskContext, mean_and_stderr, preset_settings
 from selfdisco.tasks.judge import (
     MIN_AGREEMENT,

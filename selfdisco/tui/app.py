@@ -25,9 +25,10 @@ from textual.worker import get_current_worker
 from selfdisco.rundir import control
 from selfdisco.tui.feed import EventFeed
 from selfdisco.tui.proposers import ProposerPanel, ProposersScreen
+from selfdisco.tui.rows import CandidateRow, LogLine
 from selfdisco.tui.rundir import header_fields, read_config
 from selfdisco.tui.shapes import RecordedShape, read_shape
-from selfdisco.tui.state import CandidateRow, LogLine, RunState
+from selfdisco.tui.state import RunState
 from selfdisco.tui.widgets import (
     CandidatesTable,
     CandidateView,

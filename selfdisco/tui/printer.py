@@ -10,7 +10,8 @@ from typing import TextIO
 
 from selfdisco.formatting import format_fitness
 from selfdisco.rundir.events import IN_EVALUATION
-from selfdisco.tui.state import CandidateRow, RunState
+from selfdisco.tui.rows import CandidateRow
+from selfdisco.tui.state import RunState
 
 
 def bar(done: int, total: int, width: int = 20) -> str:

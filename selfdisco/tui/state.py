@@ -20,9 +20,7 @@ from selfdisco.discovery.proposer import duel, lineage
 from selfdisco.formatting import format_duration
 from selfdisco.rundir.control import apply_command
 from selfdisco.rundir.events import EVALUATED, EVENTS_FILE, FINAL, read_events
-from selfdisco.tui.rows import CandidateRow as CandidateRow  # imported from here by the views
-from selfdisco.tui.rows import LogLine as LogLine
-from selfdisco.tui.rows import row_sort_key
+from selfdisco.tui.rows import CandidateRow, LogLine, row_sort_key
 
 LOG_LINES_KEPT = 1000
 

@@ -15,8 +15,9 @@ from selfdisco import stats
 from selfdisco.formatting import format_duration, format_fitness, format_offset
 from selfdisco.rundir.events import FAILED
 from selfdisco.rundir.shape import LossShape
+from selfdisco.tui.rows import CandidateRow, LogLine
 from selfdisco.tui.shapes import RecordedShape
-from selfdisco.tui.state import CandidateRow, LogLine, RunState
+from selfdisco.tui.state import RunState
 
 STATUS_STYLES = {
     "proposed": "dim",
