@@ -13,7 +13,7 @@ __all__ = ["__version__", *API]
 
 def __getattr__(name: str):
     if name in API:
-        from selfdisco import api
+        from selfdisco import api  # lazy: `import selfdisco` stays light until the API is used
 
         return getattr(api, name)
     raise AttributeError(f"module 'selfdisco' has no attribute {name!r}")

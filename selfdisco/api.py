@@ -13,11 +13,25 @@ export are train_loss and export_loss: selfdisco.train and selfdisco.export.reci
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from selfdisco.config import RunConfig, load_config, read_run_config
 from selfdisco.errors import UserError
+from selfdisco.export.build import build_recipe, write_export
+from selfdisco.export.recipe import EXPORT_DIR
+from selfdisco.launch.background import run_locked
+from selfdisco.launch.checks import check_run
+from selfdisco.launch.plan import plan_run
+from selfdisco.launch.start import prepare_run_dir, run_finished
+from selfdisco.losses import Candidate, load_loss, screen
+from selfdisco.losses import compile_loss as compile_code
+from selfdisco.rundir.archive import ARCHIVE_FILE, Archive
+from selfdisco.rundir.paths import checkpoints_dir, resolve_run
+from selfdisco.train.settings import PRESET_MODELS, TrainSettings
+from selfdisco.tui.printer import Printer
 
 if TYPE_CHECKING:
     from selfdisco.config import RunConfig
@@ -40,12 +54,6 @@ def run(config: str | Path | RunConfig = "cpu", *, overrides: dict | None = None
     Returns:
         The run directory (read it with load_archive, export a loss with export_loss).
     """
-    from selfdisco.config import RunConfig, load_config
-    from selfdisco.launch.background import run_locked
-    from selfdisco.launch.checks import check_run
-    from selfdisco.launch.plan import plan_run
-    from selfdisco.launch.start import prepare_run_dir
-
     if isinstance(config, RunConfig):
         if overrides:
             raise UserError("give overrides with a preset or a config file; change a RunConfig "
@@ -65,12 +73,6 @@ def run(config: str | Path | RunConfig = "cpu", *, overrides: dict | None = None
 def resume(run: str | Path, *, progress: bool = True) -> Path:
     """Continue a stopped or killed run (a run directory or a run id) until it ends; a run
     that has already finished is left as it is. Returns the run directory."""
-    from selfdisco.config import read_run_config
-    from selfdisco.launch.background import run_locked
-    from selfdisco.launch.checks import check_run
-    from selfdisco.launch.start import run_finished
-    from selfdisco.rundir.paths import resolve_run
-
     path = resolve_run(run)
     check_run(read_run_config(path))
     if not run_finished(path):
@@ -79,17 +81,12 @@ def resume(run: str | Path, *, progress: bool = True) -> Path:
 
 
 def _listeners(progress: bool, run_dir: Path | None = None) -> list:
-    from selfdisco.tui.printer import Printer
-
     return [Printer(run_dir=run_dir)] if progress else []
 
 
 def load_archive(run: str | Path) -> list[Row]:
     """Every candidate of a run (a run directory or a run id), in the order they were
     proposed: id, name, code, status, fitness, stderr, metrics, ... (selfdisco.rundir.archive.Row)."""
-    from selfdisco.rundir.archive import ARCHIVE_FILE, Archive
-    from selfdisco.rundir.paths import resolve_run
-
     archive = Archive(resolve_run(run, required=ARCHIVE_FILE))
     try:
         return archive.rows()
@@ -99,8 +96,6 @@ def load_archive(run: str | Path) -> list[Row]:
 
 def _candidate(loss: str | Candidate, name: str = "loss") -> Candidate:
     """A Candidate from code, a catalog name, a .py or .json file, or a Candidate."""
-    from selfdisco.losses import Candidate, load_loss
-
     if isinstance(loss, Candidate):
         return loss
     if "def " in loss:
@@ -118,8 +113,6 @@ def screen_loss(loss: str | Candidate, *, beta: float = 0.05) -> ScreenResult:
     Returns:
         A ScreenResult: ok, the reason when not, its fingerprint and shape.
     """
-    from selfdisco.losses import screen
-
     return screen(_candidate(loss), beta=beta)
 
 
@@ -127,8 +120,6 @@ def compile_loss(code: str) -> CompiledLoss:
     """Statically check loss code and build its function, called as
     fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
     reference_rejected_logps, beta) -> per-pair losses (raises CodeRejected when refused)."""
-    from selfdisco.losses import compile_loss as compile_code
-
     return compile_code(code)
 
 
@@ -153,11 +144,8 @@ def train_loss(loss: str | Candidate | Callable, data: Any, *, preset: str = "cp
     Returns:
         A TrainResult (status, steps_done, metrics, adapter_path, ...).
     """
-    import time
-
-    from selfdisco.rundir.paths import checkpoints_dir
-    from selfdisco.train import train_adapter
-    from selfdisco.train.settings import PRESET_MODELS, TrainSettings
+    # lazy: loads torch, transformers
+    from selfdisco.train.runner import train_adapter
 
     recipe = TrainSettings.for_preset(preset).with_overrides(**settings)
     kwargs: dict[str, Any] = {"loss_fn": loss} if callable(loss) else {}
@@ -177,11 +165,6 @@ def export_loss(run: str | Path, id: str | None = None, *,
                 out_dir: str | Path | None = None) -> Path:
     """Write a run's loss (`id`, default the best scored one) as loss.py, trainer.py and
     recipe.toml, as `selfdisco export` does; returns the directory written."""
-    from selfdisco.export.build import build_recipe, write_export
-    from selfdisco.export.recipe import EXPORT_DIR
-    from selfdisco.rundir.archive import ARCHIVE_FILE
-    from selfdisco.rundir.paths import resolve_run
-
     run_dir = resolve_run(run, required=ARCHIVE_FILE)
     recipe = build_recipe(run_dir, id)
     out = Path(out_dir) if out_dir else run_dir / EXPORT_DIR / recipe.id

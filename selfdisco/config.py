@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from selfdisco.errors import UserError
 from selfdisco.presets import DEFAULT_PRESET, PRESETS
 
@@ -183,8 +185,6 @@ class RunConfig:
 
     def to_toml(self) -> str:
         """The config as TOML; None values are left out (TOML has no null)."""
-        import tomli_w
-
         return tomli_w.dumps(_without_none(self.to_dict()))
 
     @property

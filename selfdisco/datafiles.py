@@ -69,6 +69,7 @@ def load_table(text: str, *, split: str = "train", what: str = "input") -> tuple
         UserError: the file is missing, of an unknown kind or unreadable, or the Hub dataset
             cannot be loaded; the message says which and what to give instead.
     """
+    # lazy: loads datasets
     import datasets
 
     spec = parse_spec(text, split)
@@ -95,6 +96,7 @@ def load_table(text: str, *, split: str = "train", what: str = "input") -> tuple
 
 
 def _load_file(path: Path, what: str) -> Any:
+    # lazy: loads datasets
     import datasets
 
     builder = BUILDERS.get(path.suffix.lower())

@@ -3,6 +3,9 @@ proposer's prompts all format through here."""
 
 from __future__ import annotations
 
+import json
+import math
+
 
 def format_duration(seconds: float | None) -> str:
     """12s, 4m05s, 1h02m."""
@@ -44,9 +47,6 @@ def format_offset(t: float, start: float | None) -> str:
 def json_text(value: object) -> str:
     """`value` as strict, indented JSON: NaN and infinities become null, other objects (paths)
     their str(). Every command's --json output goes through here."""
-    import json
-    import math
-
     def strict(item: object) -> object:
         if isinstance(item, float) and not math.isfinite(item):
             return None

@@ -13,15 +13,20 @@ from selfdisco.config import read_run_config
 from selfdisco.discovery.proposer import lineage
 from selfdisco.discovery.search import fidelity
 from selfdisco.formatting import format_number
+from selfdisco.heldout import PROTOCOLS, protocol_hook
+from selfdisco.losses.curves import plot_shapes as plot
 from selfdisco.rundir.archive import REFERENCE_SHAPE, Archive, HeldoutRow, Row
 from selfdisco.rundir.events import UNSCORED
+from selfdisco.rundir.shape import LossShape
 
 
 def plot_fitness(rows: list[Row], path: Path, pooled: float | None = None) -> None:
     """Each scored row at its generation with its standard error, and the best so far."""
+    # lazy: loads matplotlib
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: loads matplotlib
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -68,9 +73,6 @@ def plot_shapes(rows: list[Row], reference: dict | None, path: Path) -> float | 
     """Loss and slope against rho for the rows' recorded shapes and dpo's; returns the beta
     they were recorded at, or None when no row has a shape (a run from before shapes were
     recorded)."""
-    from selfdisco.losses.curves import plot_shapes as plot
-    from selfdisco.rundir.shape import LossShape
-
     shapes = [(f"{r.id} {r.name}", LossShape.from_dict(r.shape)) for r in rows if r.shape]
     if not shapes:
         return None
@@ -150,8 +152,6 @@ def write_report(run_dir: Path) -> Path:
 def heldout_section(rows: list[HeldoutRow], run_dir: Path) -> list[str]:
     """The "Held-out evaluation" section: each protocol's own lines (selfdisco.heldout);
     nothing when `selfdisco heldout` has not measured a point."""
-    from selfdisco.heldout import PROTOCOLS, protocol_hook
-
     if not rows:
         return []
     # A protocol's caveat (metrics["note"], e.g. a self-judged pairwise) opens the section.

@@ -12,9 +12,9 @@ from console import SELFDISCO
 
 from selfdisco.commands.serve import parse_adapters
 from selfdisco.errors import UserError
-from selfdisco.llm import open_llm
 from selfdisco.llm.backend import free_port
 from selfdisco.llm.cache import Recorder
+from selfdisco.llm.endpoint import open_llm
 from selfdisco.llm.protocol import CHAT, Completion, build_request
 from selfdisco.llm.replay import ReplayClient
 from selfdisco.llm.server import VLLMServer

@@ -19,11 +19,11 @@ from selfdisco.config import load_config
 from selfdisco.discovery.loop import Discovery, ProposerUnavailable, Services
 from selfdisco.discovery.prompt import candidate_schema
 from selfdisco.errors import UserError
-from selfdisco.launch.checks import check_run
+from selfdisco.launch.checks import check_names, check_run
 from selfdisco.launch.start import open_attached_proposer, prepare_run_dir
-from selfdisco.llm import open_llm
 from selfdisco.llm.backend import free_port
 from selfdisco.llm.client import LLMAuthError, LLMClient
+from selfdisco.llm.endpoint import open_llm
 from selfdisco.losses import grammar, screen
 from selfdisco.losses.catalog import catalog_entry
 from selfdisco.losses.parse import parse_answer
@@ -193,7 +193,7 @@ def test_run_flags_reach_the_config_and_refuse_an_unset_key(monkeypatch, tmp_pat
 
 def test_a_bad_mode_is_a_config_error():
     with pytest.raises(UserError, match="proposer_structured must be one of vllm, openai, none"):
-        load_config("smoke", overrides={"server": {"proposer_structured": "json"}})
+        check_names(load_config("smoke", overrides={"server": {"proposer_structured": "json"}}))
 
 
 def test_connection_refused_and_a_wrong_path_are_clear_errors(key):
@@ -277,5 +277,5 @@ def test_the_readme_example_as_flags_and_as_a_file_gives_one_checked_config(monk
                                  "https://llm.example.com/v1?api_key=sk-inurl"])
 def test_a_key_inside_the_url_is_refused_without_echoing_it(url):
     with pytest.raises(UserError, match="api_key_env") as refused:
-        load_config("smoke", overrides={"server": {"proposer": url}})
+        check_names(load_config("smoke", overrides={"server": {"proposer": url}}))
     assert "sk-inurl" not in str(refused.value)

@@ -12,12 +12,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from selfdisco.config import RunConfig, load_config, parse_assignment
+from selfdisco.formatting import print_json
+from selfdisco.launch.checks import check_names
+from selfdisco.presets import DEFAULT_PRESET, PRESETS
+
 HELP = "print a resolved config as TOML, the schema of every key, or an example config file"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from selfdisco.presets import DEFAULT_PRESET, PRESETS
-
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     show = actions.add_parser(
         "show", help="the config a run would use, as TOML",
@@ -39,10 +42,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from selfdisco.config import load_config
-    from selfdisco.formatting import print_json
-    from selfdisco.launch.checks import check_names
-
     config = load_config(args.preset, args.config, assignments(args.set))
     check_names(config)
     if args.json:
@@ -54,8 +53,6 @@ def _show(args: argparse.Namespace) -> int:
 
 def assignments(items: list[str]) -> dict:
     """--set KEY=VALUE items as the nested dict of overrides that load_config takes."""
-    from selfdisco.config import parse_assignment
-
     out: dict = {}
     for text in items:
         path, value = parse_assignment(text)
@@ -67,8 +64,6 @@ def assignments(items: list[str]) -> dict:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from selfdisco.formatting import print_json
-
     keys = schema()
     if args.json:
         print_json(keys)
@@ -97,8 +92,6 @@ def example_text() -> str:
 def schema() -> list[dict[str, Any]]:
     """Every config key: {key (dotted), type, default, doc}, in declaration order, read from
     the dataclasses in selfdisco/config.py and the docstring under each field."""
-    from selfdisco.config import RunConfig
-
     return _fields(RunConfig, "")
 
 

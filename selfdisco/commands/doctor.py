@@ -7,8 +7,18 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
+
+import psutil
+
+from selfdisco.errors import UserError
+from selfdisco.formatting import print_json
+from selfdisco.llm.backend import DTYPES
+from selfdisco.llm.models import BUNDLED, SMOLLM2, resolve_model
+from selfdisco.llm.server import ServerError, VLLMServer
+from selfdisco.rundir.paths import checkpoints_dir
 
 HELP = "check this machine: Python, torch, vLLM, GPUs, models, disk and memory"
 
@@ -45,11 +55,6 @@ def _cpu_model() -> dict:
 
 def numerics(model: str, dtype: str) -> dict:
     """Serve the model and compare it with transformers (selfdisco.llm.numerics)."""
-    import tempfile
-
-    from selfdisco.llm.models import resolve_model
-    from selfdisco.llm.server import ServerError, VLLMServer
-
     log = Path(tempfile.mkdtemp(prefix="selfdisco-doctor-")) / "server.log"
     try:
         server = VLLMServer(resolve_model(model), log_path=log, dtype=dtype, enable_lora=False,
@@ -132,11 +137,6 @@ def collect(numerics_model: str | None = None, dtype: str = "auto") -> dict:
 
     numerics_model: serve this model and run the numerics self-check on it; None skips it.
     """
-    import psutil
-
-    from selfdisco.llm.models import BUNDLED, SMOLLM2
-    from selfdisco.rundir.paths import checkpoints_dir
-
     problems: list[str] = []
     report: dict = {"python": platform.python_version(), "executable": sys.executable}
 
@@ -145,6 +145,7 @@ def collect(numerics_model: str | None = None, dtype: str = "auto") -> dict:
     if torch_version is None:
         problems.append("torch is not installed: run ./scripts/setup.sh.")
     else:
+        # lazy: loads torch
         import torch
 
         cuda = torch.cuda.is_available()
@@ -266,17 +267,10 @@ def _print(report: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.llm.backend import DTYPES
-    from selfdisco.llm.models import SMOLLM2
-
     if args.dtype not in DTYPES:
-        from selfdisco.errors import UserError
-
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, not {args.dtype!r}")
     report = collect(None if args.quick else (args.model or SMOLLM2), args.dtype)
     if args.json:
-        from selfdisco.formatting import print_json
-
         print_json(report)
     else:
         _print(report)

@@ -10,6 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from selfdisco.errors import UserError
+from selfdisco.formatting import print_json
+from selfdisco.llm.endpoint import open_llm
+from selfdisco.llm.models import resolve_model
+from selfdisco.presets import PRESETS
+from selfdisco.rundir.paths import checkpoints_dir
+from selfdisco.tasks import EvaluationError, TaskContext, get_task
 
 HELP = "measure a task's fitness for the base model, a LoRA adapter, or a classification loss"
 
@@ -79,8 +85,6 @@ def read_loss_code(spec: str) -> str:
 
 def preset_model(preset: str) -> tuple[str, dict[str, Any]]:
     """The preset's policy model and its server settings."""
-    from selfdisco.presets import PRESETS
-
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     config = PRESETS[preset]
@@ -88,8 +92,6 @@ def preset_model(preset: str) -> tuple[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.tasks import EvaluationError, TaskContext, get_task
-
     task = get_task(args.task)
     options = parse_options(args.option)
     if task.kind == "classification":
@@ -115,11 +117,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_with_server(args: argparse.Namespace, task: Any, options: dict[str, str]) -> int:
-    from selfdisco.llm import open_llm
-    from selfdisco.llm.models import resolve_model
-    from selfdisco.rundir.paths import checkpoints_dir
-    from selfdisco.tasks import TaskContext
-
     model_name, server_config = preset_model(args.preset)
     model_path = resolve_model(args.model or model_name)
     server_options = {"check_numerics": True}
@@ -153,8 +150,6 @@ def _evaluate_with_server(args: argparse.Namespace, task: Any, options: dict[str
 
 def _report(args: argparse.Namespace, fitness: Any, header: dict[str, Any]) -> int:
     if args.json:
-        from selfdisco.formatting import print_json
-
         print_json({**header, **fitness.to_dict()})
         return 0 if fitness.ok else 1
     for key, value in header.items():

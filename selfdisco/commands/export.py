@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from selfdisco.export.build import build_recipe, write_export
+from selfdisco.export.recipe import EXPORT_DIR
+from selfdisco.formatting import format_fitness, print_json
+from selfdisco.rundir.archive import ARCHIVE_FILE
+from selfdisco.rundir.paths import resolve_run
+
 HELP = "write a discovered loss as a standalone function, a TRL trainer and its exact recipe"
 
 
@@ -19,12 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.export.build import build_recipe, write_export
-    from selfdisco.export.recipe import EXPORT_DIR
-    from selfdisco.formatting import format_fitness, print_json
-    from selfdisco.rundir.archive import ARCHIVE_FILE
-    from selfdisco.rundir.paths import resolve_run
-
     run_dir = resolve_run(args.run_dir, required=ARCHIVE_FILE)
     recipe = build_recipe(run_dir, args.id)
     out_dir = Path(args.out) if args.out else run_dir / EXPORT_DIR / recipe.id

@@ -8,7 +8,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from selfdisco.commands.eval import parse_options
 from selfdisco.errors import UserError
+from selfdisco.formatting import print_json
+from selfdisco.heldout.frontier import DEFAULT_BETAS
+from selfdisco.heldout.runner import HeldoutRequest, run_heldout
+from selfdisco.report import write_report
+from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.paths import resolve_run
+from selfdisco.tui.printer import Printer
 
 HELP = ("evaluate a run's top losses and references on held-out protocols (reward-vs-KL "
         "frontier, ...) with fresh training seeds; resumable")
@@ -51,8 +59,6 @@ def split(text: str | None) -> list[str]:
 
 
 def parse_betas(text: str | None) -> list[float]:
-    from selfdisco.heldout.frontier import DEFAULT_BETAS
-
     if not text:
         return list(DEFAULT_BETAS)
     try:
@@ -66,13 +72,6 @@ def parse_betas(text: str | None) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.commands.eval import parse_options
-    from selfdisco.formatting import print_json
-    from selfdisco.heldout.runner import HeldoutRequest, run_heldout
-    from selfdisco.report import write_report
-    from selfdisco.rundir.paths import resolve_run
-    from selfdisco.tui.printer import Printer
-
     if args.top < 0:
         raise UserError(f"--top must be 0 or more, not {args.top}")
     run_dir = resolve_run(args.run)
@@ -100,8 +99,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _result(run_dir: Path, plan: Any, with_points: bool) -> dict:
     """The --json answer: the plan, and the archive's held-out rows after a run."""
-    from selfdisco.rundir.archive import Archive
-
     result = {"run": str(run_dir), "protocols": [asdict(p) for p in plan.protocols],
               "estimate_s": plan.estimate_s}
     if with_points:

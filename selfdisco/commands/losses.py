@@ -8,6 +8,14 @@ import re
 from pathlib import Path
 
 from selfdisco.errors import UserError
+from selfdisco.formatting import print_json
+from selfdisco.losses import catalog, load_loss
+from selfdisco.losses.candidate import Candidate
+from selfdisco.losses.curves import loss_curve, plot_shapes
+from selfdisco.losses.load import read_loss_file
+from selfdisco.losses.parse import ParseError, parse_candidate
+from selfdisco.losses.sandbox import SandboxError
+from selfdisco.losses.screening import ScreenResult, screen
 from selfdisco.rundir.shape import GRID
 
 HELP = "the loss library: list, show, eval and plot losses; check a candidate file"
@@ -56,9 +64,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from selfdisco.formatting import print_json
-    from selfdisco.losses import catalog
-
     if args.json:
         print_json([_entry_dict(entry) for entry in catalog.CATALOG.values()])
         return 0
@@ -72,13 +77,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from selfdisco.losses import catalog, load_loss
-
     candidate = load_loss(args.name)
     entry = catalog.CATALOG.get(args.name)
     if args.json:
-        from selfdisco.formatting import print_json
-
         print_json({**(_entry_dict(entry) if entry else {}), **candidate.to_dict()})
         return 0
     if entry:
@@ -98,10 +99,6 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from selfdisco.formatting import print_json
-    from selfdisco.losses import load_loss
-    from selfdisco.losses.curves import loss_curve
-
     rho = _numbers(args.rho, "--rho")
     _check_beta(args.beta)
     candidate = load_loss(args.name)
@@ -112,9 +109,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from selfdisco.losses import load_loss
-    from selfdisco.losses.curves import plot_shapes
-
     low, high = _plot_range(args.range)
     _check_beta(args.beta)
     output = Path(args.output)
@@ -144,9 +138,6 @@ def _plot_range(text: str | None) -> tuple[float, float]:
 
 def _screened_shape(candidate, beta: float):
     """The loss's shape at `beta`, as the screening sandbox records it."""
-    from selfdisco.losses.sandbox import SandboxError
-    from selfdisco.losses.screening import screen
-
     try:
         result = screen(candidate, beta=beta)
     except SandboxError as err:
@@ -164,9 +155,6 @@ def _entry_dict(entry) -> dict:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from selfdisco.losses.sandbox import SandboxError
-    from selfdisco.losses.screening import ScreenResult, screen
-
     if not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds; got {args.timeout}")
     candidate, parse_error = _candidate_for_check(args.file)
@@ -179,8 +167,6 @@ def _check(args: argparse.Namespace) -> int:
             raise UserError(f"{err}; `selfdisco doctor` checks the installation") from None
     name = candidate.name if candidate else Path(args.file).stem
     if args.json:
-        from selfdisco.formatting import print_json
-
         print_json({"name": name, **result.to_dict()})
     elif result.ok:
         print(f"ok: {name} passed screening in {result.seconds:.2f} s")
@@ -191,11 +177,6 @@ def _check(args: argparse.Namespace) -> int:
 
 def _candidate_for_check(spec: str):
     """(candidate, None), or (None, the parse error) when a JSON file holds no candidate."""
-    from selfdisco.losses import catalog
-    from selfdisco.losses.candidate import Candidate
-    from selfdisco.losses.load import read_loss_file
-    from selfdisco.losses.parse import ParseError, parse_candidate
-
     path = Path(spec)
     if spec in catalog.CATALOG and not path.exists():
         return catalog.get(spec).candidate, None

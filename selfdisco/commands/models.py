@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from selfdisco.formatting import print_json
+from selfdisco.llm.models import BUNDLED, prepare_all
+
 HELP = "list the bundled models, or prepare them (download and convert once)"
 
 
@@ -13,15 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.llm.models import BUNDLED, prepare_all
-
     if args.action == "prepare":
         prepare_all()
         if not args.json:
             return 0
     if args.json:
-        from selfdisco.formatting import print_json
-
         print_json([{"name": name, "ready": model.is_ready(), "path": model.path,
                      "parameters": (model.manifest() or {}).get("parameters"),
                      "description": model.description} for name, model in BUNDLED.items()])

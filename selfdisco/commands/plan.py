@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from selfdisco.commands.config import assignments
+from selfdisco.config import load_config
+from selfdisco.errors import UserError
+from selfdisco.formatting import print_json
+from selfdisco.launch.checks import check_run
+from selfdisco.launch.plan import make_plan
+from selfdisco.llm.backend import detect_backend
+from selfdisco.llm.machine import described_gpus, detect_machine, parse_machine
+from selfdisco.presets import DEFAULT_PRESET, PRESETS
+
 HELP = "show where a run's model servers and training go and whether they fit in memory"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from selfdisco.presets import DEFAULT_PRESET, PRESETS
-
     parser.add_argument("--preset", choices=list(PRESETS),
                         help=f"starting configuration (default: {DEFAULT_PRESET})")
     parser.add_argument("--config", type=Path, metavar="FILE", help="a TOML config file")
@@ -29,10 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def machine_from(args: argparse.Namespace):
     """The described machine, or this one (its GPUs when vLLM is the CUDA build)."""
-    from selfdisco.errors import UserError
-    from selfdisco.llm.backend import detect_backend
-    from selfdisco.llm.machine import described_gpus, detect_machine, parse_machine
-
     described = args.gpus is not None or args.gpu_memory_gib is not None
     if args.machine and described:
         raise UserError("give either --machine or --gpus with --gpu-memory-gib, not both")
@@ -48,8 +52,6 @@ def machine_from(args: argparse.Namespace):
 
 def parse_params(values: list[str]) -> dict[str, float]:
     """MODEL=BILLIONS pairs as parameter counts."""
-    from selfdisco.errors import UserError
-
     params = {}
     for value in values:
         model, _, count = value.rpartition("=")
@@ -65,13 +67,6 @@ def parse_params(values: list[str]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.commands.config import assignments
-    from selfdisco.config import load_config
-    from selfdisco.errors import UserError
-    from selfdisco.formatting import print_json
-    from selfdisco.launch.checks import check_run
-    from selfdisco.launch.plan import make_plan
-
     config = load_config(args.preset, args.config, assignments(args.set))
     check_run(config)
     plan = make_plan(config, machine_from(args), parse_params(args.params))

@@ -6,6 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from selfdisco import stats
+from selfdisco.formatting import print_json
+from selfdisco.report import write_report
+from selfdisco.rundir.archive import ARCHIVE_FILE, Archive
+from selfdisco.rundir.paths import resolve_run
+
 HELP = "write report.md (ranking, fitness plot, top loss shapes) for a run"
 
 
@@ -16,11 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.formatting import print_json
-    from selfdisco.report import write_report
-    from selfdisco.rundir.archive import ARCHIVE_FILE
-    from selfdisco.rundir.paths import resolve_run
-
     run_dir = resolve_run(args.run_dir, required=ARCHIVE_FILE)
     path = write_report(run_dir)
     if args.json:
@@ -33,9 +34,6 @@ def run(args: argparse.Namespace) -> int:
 
 def ranking(run_dir: Path) -> list[dict[str, Any]]:
     """The scored rows, best fitness first, with the standard errors and ties of the report."""
-    from selfdisco import stats
-    from selfdisco.rundir.archive import Archive
-
     archive = Archive(run_dir)
     scored = sorted((r for r in archive.rows() if r.status == "scored"), key=lambda r: -r.fitness)
     archive.close()

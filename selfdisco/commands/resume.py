@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from selfdisco.commands.run import follow, wants_tui
+from selfdisco.config import read_run_config
+from selfdisco.launch.background import run_locked
+from selfdisco.launch.checks import check_run
+from selfdisco.launch.start import run_finished
+from selfdisco.rundir.paths import resolve_run
+from selfdisco.tui.printer import Printer
+
 HELP = "continue a stopped or killed run where it left off"
 
 
@@ -14,14 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.commands.run import follow, wants_tui
-    from selfdisco.config import read_run_config
-    from selfdisco.launch.background import run_locked
-    from selfdisco.launch.checks import check_run
-    from selfdisco.launch.start import run_finished
-    from selfdisco.rundir.paths import resolve_run
-    from selfdisco.tui.printer import Printer
-
     args.run_dir = resolve_run(args.run_dir)
     check_run(read_run_config(args.run_dir))  # not a run directory, or a bad setting: say so
     if run_finished(args.run_dir):

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
+import signal
 import sys
 from pathlib import Path
+
+from selfdisco.config import _merge, load_config, parse_assignment, read_run_config
+from selfdisco.launch.background import launch, run_locked
+from selfdisco.launch.checks import check_run
+from selfdisco.launch.plan import plan_run
+from selfdisco.launch.start import prepare_run_dir
+from selfdisco.presets import DEFAULT_PRESET, PRESETS
+from selfdisco.rundir.paths import resolve_run
+from selfdisco.tui import run_app
+from selfdisco.tui.printer import Printer
 
 HELP = "run loss discovery (a new run directory under checkpoints/)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from selfdisco.presets import DEFAULT_PRESET, PRESETS
-
     parser.add_argument("--preset", choices=list(PRESETS),
                         help=f"starting configuration (default: {DEFAULT_PRESET})")
     parser.add_argument("--config", type=Path, metavar="FILE", help="a TOML config file")
@@ -41,8 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from(args: argparse.Namespace) -> dict:
     """A nested dict of only the settings the user typed."""
-    from selfdisco.config import parse_assignment
-
     out: dict = {}
 
     def put(path: list[str], value) -> None:
@@ -67,9 +76,6 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
 def resolve(args: argparse.Namespace):
     """The run's config; a replay starts from the recorded run's own config."""
-    from selfdisco.config import _merge, load_config, read_run_config
-    from selfdisco.rundir.paths import resolve_run
-
     source = None
     if args.proposer and args.proposer.startswith("replay:"):  # a run directory or a run id
         source = resolve_run(args.proposer.removeprefix("replay:"))
@@ -84,19 +90,12 @@ def resolve(args: argparse.Namespace):
 def wants_tui(args: argparse.Namespace) -> bool:
     if args.no_tui or not (sys.stdin.isatty() and sys.stdout.isatty()):
         return False
-    import importlib.util
 
     return importlib.util.find_spec("textual") is not None
 
 
 def follow(run_dir: Path, resume: bool) -> int:
     """Run in the background and watch it in the TUI; on close, stop it or leave it running."""
-    import os
-    import signal
-
-    from selfdisco.launch.background import launch
-    from selfdisco.tui import run_app
-
     proc = launch(run_dir, resume=resume)
     choice = run_app(run_dir, owns_run=True, process=proc)
     if choice == "stop" and proc.poll() is None:
@@ -110,12 +109,6 @@ def follow(run_dir: Path, resume: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.launch.background import run_locked
-    from selfdisco.launch.checks import check_run
-    from selfdisco.launch.plan import plan_run
-    from selfdisco.launch.start import prepare_run_dir
-    from selfdisco.tui.printer import Printer
-
     config = resolve(args)
     settings = check_run(config)  # a typo costs a second here, not a server start-up
     if settings is not None:  # None: a classification task, no policy to place

@@ -6,6 +6,12 @@ import argparse
 import time
 from pathlib import Path
 
+from selfdisco.errors import UserError
+from selfdisco.llm.backend import free_port
+from selfdisco.llm.models import resolve_model
+from selfdisco.llm.server import VLLMServer, sigterm_as_interrupt
+from selfdisco.rundir.paths import checkpoints_dir
+
 HELP = "run a vLLM server in the foreground (Ctrl-C or SIGTERM stops it and all it started)"
 
 HEALTH_CHECK_S = 5.0
@@ -36,8 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_adapters(values: list[str]) -> dict[str, str]:
     """NAME=PATH pairs; each PATH must be a PEFT adapter directory."""
-    from selfdisco.errors import UserError
-
     adapters: dict[str, str] = {}
     for value in values:
         name, sep, path = value.partition("=")
@@ -54,12 +58,6 @@ def parse_adapters(values: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.errors import UserError
-    from selfdisco.llm.backend import free_port
-    from selfdisco.llm.models import resolve_model
-    from selfdisco.llm.server import VLLMServer, sigterm_as_interrupt
-    from selfdisco.rundir.paths import checkpoints_dir
-
     adapters = parse_adapters(args.adapter)
     if args.port is not None and not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a valid port")

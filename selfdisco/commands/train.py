@@ -7,7 +7,15 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from selfdisco.commands import train_from
+from selfdisco.errors import UserError
+from selfdisco.formatting import print_json
+from selfdisco.losses import load_loss, screen
+from selfdisco.rundir.paths import checkpoints_dir
+from selfdisco.train.data import load_preferences
+from selfdisco.train.settings import PRESET_MODELS, TrainSettings
 
 HELP = "train a LoRA adapter on preference data under a loss (catalog name or file)"
 
@@ -44,12 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.errors import UserError
-    from selfdisco.losses import load_loss, screen
-    from selfdisco.rundir.paths import checkpoints_dir
-    from selfdisco.train.data import load_preferences
-    from selfdisco.train.settings import PRESET_MODELS, TrainSettings
-
     if args.source:
         return train_from.run(args)
     if not (args.loss and args.data):
@@ -75,8 +77,6 @@ def run(args: argparse.Namespace) -> int:
           f"{settings.max_steps} steps -> {out_dir}", file=sys.stderr if args.json else sys.stdout)
     result = _train(model, candidate, data, settings, out_dir, ref_cache)
     if args.json:
-        from selfdisco.formatting import print_json
-
         print_json({"loss": candidate.name, "model": model, "preset": args.preset,
                     "pairs": len(data), "out_dir": out_dir, **result.to_dict()})
         return 0 if result.ok else 1
@@ -95,11 +95,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(model, candidate, data, settings, out_dir, ref_cache):
+    # lazy: loads datasets, transformers
     import datasets
     import transformers
-    from tqdm import tqdm
 
-    from selfdisco.train import train_adapter
+    from selfdisco.train.runner import train_adapter  # lazy: loads torch
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()

@@ -9,7 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+from selfdisco.commands.eval import preset_model
 from selfdisco.errors import UserError
+from selfdisco.export.build import resolve_source
+from selfdisco.export.reproduce import reproduce
+from selfdisco.formatting import format_fitness, print_json
+from selfdisco.llm.endpoint import open_llm
+from selfdisco.rundir.paths import checkpoints_dir
+from selfdisco.stats import format_difference
 
 # Options that would change the recipe: --from trains it as it was.
 RECIPE_OPTIONS = ("loss", "data", "model", "steps", "beta", "seed")
@@ -30,10 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.export.build import resolve_source
-    from selfdisco.formatting import format_fitness, print_json
-    from selfdisco.rundir.paths import checkpoints_dir
-
     given = [f"--{name}" for name in RECIPE_OPTIONS if getattr(args, name, None) is not None]
     if given:
         raise UserError(f"--from trains the recorded recipe as it was; leave out "
@@ -70,8 +73,6 @@ def run(args: argparse.Namespace) -> int:
     if recorded is not None and recorded.status == "scored":
         print(f"recorded {format_fitness(recorded.fitness, recorded.stderr)}")
     if difference is not None:
-        from selfdisco.stats import format_difference
-
         kind = "paired over prompts" if difference.paired else "unpaired"
         print(f"difference to the recorded fitness: {format_difference(difference)} ({kind})")
         verdict = "within" if reproduction.within_stderr else "outside"
@@ -82,15 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _reproduce(args, recipe, out_dir, ref_cache):
     """Open the policy's server (and the judge's), then train and score."""
-    from selfdisco.export.reproduce import reproduce
-    from selfdisco.llm import open_llm
-    from selfdisco.rundir.paths import checkpoints_dir
-
     if args.server:
         policy = open_llm(args.server, option="--server")
     else:
-        from selfdisco.commands.eval import preset_model
-
         _, server_config = preset_model(recipe.task_preset)
         options = {"check_numerics": True, "dtype": recipe.dtype,
                    "max_lora_rank": max(16, recipe.train.lora_r)}

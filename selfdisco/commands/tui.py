@@ -6,6 +6,9 @@ import argparse
 import sys
 
 from selfdisco.errors import UserError
+from selfdisco.rundir.events import EVENTS_FILE
+from selfdisco.rundir.paths import resolve_run
+from selfdisco.tui import run_app
 
 HELP = "watch a discovery run live, or browse a finished one, in the terminal"
 
@@ -16,14 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from selfdisco.rundir.events import EVENTS_FILE
-    from selfdisco.rundir.paths import resolve_run
-
     run_dir = resolve_run(args.run_dir, required=EVENTS_FILE)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UserError("selfdisco tui needs an interactive terminal; for a text summary of "
                         f"the run use `selfdisco report {run_dir}`")
-    from selfdisco.tui import run_app
 
     run_app(run_dir, owns_run=False)
     return 0

@@ -67,29 +67,23 @@ class Loop(Protocol):
     services: Services
     state: State
     requests: ProposerRequests
-    can_self_improve: bool  # the proposer is the policy's model, so its adapters can serve
+    can_self_improve: bool  # self_improve is on and the proposer is the policy's own model
 
     def proposer_messages(self, shown: list[Row] | None = None) -> list[dict]:
         """The proposer's context with `shown` proposals (default: every one) as history."""
-        ...
 
     def ask_proposer(self, messages: list[dict], n: int, seed: int,
                      model: str | None) -> list[str]:
         """n answers of the proposer served as `model` (None: the base model)."""
-        ...
 
     def screen(self, name: str, code: str) -> ScreenResult:
         """Screen code in the sandbox at the run's timeout and beta."""
-        ...
 
     def record_result(self, row: Row, result: Result) -> None:
         """Write a row's final result to the archive and announce it."""
-        ...
 
     def mark_stage(self, g: int, stage: str, state: str, detail: str) -> None:
         """Announce that a stage of generation g starts or ends."""
-        ...
 
     def checkpoint(self) -> bool:
         """Obey pause/resume/stop commands; True when the run should stop now."""
-        ...

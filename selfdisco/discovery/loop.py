@@ -8,20 +8,23 @@ archive on start, so a run killed at any moment resumes where it stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
+from pathlib import Path
 
 from selfdisco import stats
 from selfdisco.config import RunConfig
 from selfdisco.discovery import propose
 from selfdisco.discovery.evaluation import code_sha, combine
+from selfdisco.discovery.interface import ProposerRequests, Services, State
 from selfdisco.discovery.propose import (
     ProposerUnavailable as ProposerUnavailable,  # raised by run()
 )
 from selfdisco.discovery.proposer import promotion
 from selfdisco.discovery.search import fidelity
 from selfdisco.execution.records import Result
+from selfdisco.losses import Candidate, Fingerprint
+from selfdisco.losses.fingerprint import VERSION
+from selfdisco.losses.screening import ScreenResult
 from selfdisco.rundir.archive import REFERENCE_SHAPE, Archive, Row
 from selfdisco.rundir.control import ControlReader, apply_command
 from selfdisco.rundir.events import EVALUATED, EventWriter
@@ -30,52 +33,25 @@ STOPPED = "stopped on request"  # the reason a run ends with when the user stops
 FAILED_GENERATIONS = 2  # generations in a row whose every proposer request failed end a run
 
 
-@dataclass
-class Services:
-    """What the loop talks to. proposer answers chat(); adapters loads proposer adapters
-    (the policy server's client, or None when nothing can be served, as in a replay)."""
-
-    proposer: Any
-    evaluator: Any
-    screen: Callable  # screen(candidate, timeout_s=..., beta=...) -> ScreenResult
-    parse: Callable  # parse(text) -> Candidate, raising ValueError with a reason
-    catalog: Callable  # catalog(name) -> dict(name, full_name, code)
-    adapters: Any = None
-    burn_in_cache: Any = None  # get(id, code) -> Result | None, put(id, code, result)
-    task_description: str = ""
-    beta: float = 0.05
-    prompts: str = ""  # the task's own prompts folder under prompts/ ("": the preference ones)
-    reference_loss: str = "dpo"  # the catalog loss whose shape is drawn beside the others
-    health: Callable | None = None  # restarts a crashed model server; True if it did
-    proposer_trainer: Any = None  # trains proposer adapters (selftrain.py); None: the default
-
-
-@dataclass
-class State:
-    proposer_id: str = "base"
-    proposer_model: str | None = None  # the adapter name served for the proposer, None = base
-    proposer_fitness: float | None = None
-    fingerprints: dict = field(default_factory=dict)  # candidate id -> Fingerprint
-    catalog_fingerprints: dict = field(default_factory=dict)  # catalog name -> Fingerprint
-
-
 class Discovery:
-    def __init__(self, config: RunConfig, run_dir, archive: Archive, events: EventWriter,
+    """The loop; its steps (propose, fidelity, population, promotion) see it as an
+    interface.Loop."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, archive: Archive, events: EventWriter,
                  services: Services):
         self.config = config
-        self.d = config.discovery
+        self.settings = config.discovery
         self.run_dir = run_dir
         self.archive = archive
         self.events = events
-        self.s = services
+        self.services = services
         self.control = ControlReader(run_dir)
         self.state = State()
         self.paused = False
         self.stop_requested = False
         self.started = time.monotonic()
-        self.requests = [0, 0]  # proposer requests of this generation: sent, failed
-        self.last_request_error = ""
-        self.can_self_improve = self.d.self_improve != "off" and (
+        self.requests = ProposerRequests()  # of this generation
+        self.can_self_improve = self.settings.self_improve != "off" and (
             config.proposer_model == config.models.policy)
 
     # ---- the run ---------------------------------------------------------------------------
@@ -88,9 +64,9 @@ class Discovery:
 
     def _release_proposer(self) -> None:
         """Unload the proposer's adapter (a shared server keeps no adapters of a finished run)."""
-        if self.state.proposer_model and self.s.adapters is not None:
+        if self.state.proposer_model and self.services.adapters is not None:
             try:
-                self.s.adapters.unload_adapter(self.state.proposer_model)
+                self.services.adapters.unload_adapter(self.state.proposer_model)
             except Exception:  # noqa: BLE001 - the server may already be gone
                 pass
 
@@ -100,28 +76,30 @@ class Discovery:
         reason = "generation limit reached"
         stale = failed = 0
         best_before = self._best_fitness()
-        for generation in range(1, self.d.generations + 1):
+        for generation in range(1, self.settings.generations + 1):
             if self.archive.generation_state(generation) == "done":
                 continue
-            if self._checkpoint():
+            if self.checkpoint():
                 reason = STOPPED
                 break
-            if self.d.time_budget_min and self._elapsed_min() >= self.d.time_budget_min:
-                reason = f"time budget of {self.d.time_budget_min} minutes used"
+            budget_min = self.settings.time_budget_min
+            if budget_min and self._elapsed_min() >= budget_min:
+                reason = f"time budget of {budget_min} minutes used"
                 break
-            self.requests = [0, 0]
+            self.requests = ProposerRequests()
             self.generation(generation)
-            failed = failed + 1 if self.requests[0] and self.requests[1] == self.requests[0] else 0
+            sent, refused = self.requests.sent, self.requests.failed
+            failed = failed + 1 if sent and refused == sent else 0
             if failed >= FAILED_GENERATIONS:
                 reason = (f"every proposer request failed for {failed} generations (last error: "
-                          f"{self.last_request_error}); fix the cause, then resume the run")
+                          f"{self.requests.last_error}); fix the cause, then resume the run")
                 self.events.emit("log", level="error", message=reason)
                 break
             best = self._best_fitness()
             improved = best is not None and (best_before is None or best > best_before)
             stale = 0 if improved else stale + 1
             best_before = best
-            if self.d.patience and stale >= self.d.patience:
+            if self.settings.patience and stale >= self.settings.patience:
                 reason = f"no improvement for {stale} generations"
                 break
             if self.stop_requested:
@@ -141,7 +119,7 @@ class Discovery:
         return best.fitness if best else None
 
     # ---- control ---------------------------------------------------------------------------
-    def _checkpoint(self) -> bool:
+    def checkpoint(self) -> bool:
         """Obey pause/resume/stop commands; True when the run should stop now."""
         while True:
             for command in self.control.poll():
@@ -154,9 +132,6 @@ class Discovery:
 
     # ---- restore ---------------------------------------------------------------------------
     def _restore(self) -> None:
-        from selfdisco.losses import Fingerprint
-        from selfdisco.losses.fingerprint import VERSION
-
         for row in self.archive.rows():
             if row.fingerprint and row.status != "rejected":
                 fingerprint = Fingerprint.from_dict(row.fingerprint)
@@ -171,15 +146,15 @@ class Discovery:
             self.state.proposer_id = promoted["id"]
             self.state.proposer_fitness = promoted["fitness"]
             self.state.proposer_model = promoted["model"]
-            if self.s.adapters is not None:
-                self.s.adapters.load_adapter(promoted["model"], promoted["adapter"])
+            if self.services.adapters is not None:
+                self.services.adapters.load_adapter(promoted["model"], promoted["adapter"])
 
     # ---- burn-in ---------------------------------------------------------------------------
     def burn_in(self) -> None:
         """Measure the untrained policy and the baseline losses on this task (cached)."""
         wanted = [("base", "base", None, None)]
-        for name in self.d.burn_in:
-            entry = self.s.catalog(name)
+        for name in self.settings.burn_in:
+            entry = self.services.catalog(name)
             wanted.append((f"burn-{name}", "burn_in", name, entry))
         todo = []
         for id, kind, name, entry in wanted:
@@ -197,8 +172,8 @@ class Discovery:
                 self._fingerprint_row(row)
             if row.status in EVALUATED:
                 continue
-            for k in self._missing_replicates(row) if self.s.burn_in_cache else []:
-                cached = self.s.burn_in_cache.get(_cache_id(id, k), row.code)
+            for k in self._missing_replicates(row) if self.services.burn_in_cache else []:
+                cached = self.services.burn_in_cache.get(_cache_id(id, k), row.code)
                 if cached:
                     source = cached.cached_from or "an earlier run"
                     self.events.emit("log", level="info", message=(
@@ -208,24 +183,22 @@ class Discovery:
             if self.archive.get(id).status not in EVALUATED:
                 todo.append(row)
         if todo:
-            self._stage(0, "burn_in", "start", f"{len(todo)} to evaluate")
+            self.mark_stage(0, "burn_in", "start", f"{len(todo)} to evaluate")
             self._evaluate(todo, cache=True)
-            self._stage(0, "burn_in", "end", "")
+            self.mark_stage(0, "burn_in", "end", "")
         base = self.archive.get("base")
         if base and base.status == "scored" and self.state.proposer_id == "base":
             self.state.proposer_fitness = base.fitness
         if self.archive.get_meta(REFERENCE_SHAPE) is None:
             self._record_reference_shape()
 
-    def _screen(self, name: str, code: str):
+    def screen(self, name: str, code: str) -> ScreenResult:
         """Screen code in the sandbox; a passing result carries its shape at the run's beta."""
-        from selfdisco.losses import Candidate
-
-        return self.s.screen(Candidate(thought="", name=name, code=code),
-                             timeout_s=self.d.screen_timeout_s, beta=self.s.beta)
+        return self.services.screen(Candidate(thought="", name=name, code=code),
+                             timeout_s=self.settings.screen_timeout_s, beta=self.services.beta)
 
     def _fingerprint_row(self, row: Row) -> None:
-        result = self._screen(row.name, row.code)
+        result = self.screen(row.name, row.code)
         if result.ok:
             self.state.fingerprints[row.id] = result.fingerprint
             self.archive.update(row.id, fingerprint=result.fingerprint.to_dict(),
@@ -233,8 +206,8 @@ class Discovery:
 
     def _record_reference_shape(self) -> None:
         """dpo's shape at the run's beta, which the TUI and the report draw beside the others."""
-        name = self.s.reference_loss
-        result = self._screen(name, self.s.catalog(name)["code"])
+        name = self.services.reference_loss
+        result = self.screen(name, self.services.catalog(name)["code"])
         if result.ok:
             self.archive.set_meta(REFERENCE_SHAPE, result.shape.to_dict())
 
@@ -244,17 +217,17 @@ class Discovery:
         self._check_server()
         if self.archive.generation_state(g) in (None, "proposing"):
             self.archive.set_generation(g, "proposing", proposer=self.state.proposer_id)
-            self._stage(g, "propose", "start", f"proposer: {self.state.proposer_id}")
+            self.mark_stage(g, "propose", "start", f"proposer: {self.state.proposer_id}")
             self._propose(g)
-            self._stage(g, "propose", "end", "")
+            self.mark_stage(g, "propose", "end", "")
         self.archive.set_generation(g, "evaluating")
         pending = self.archive.rows("generation = ? AND status = 'proposed'", (g,))
-        if pending and fidelity.enabled(self.d):
+        if pending and fidelity.enabled(self.settings):
             pending = fidelity.cheap_stage(self, g, pending)
         if pending:
-            self._stage(g, "evaluate", "start", f"{len(pending)} candidates")
+            self.mark_stage(g, "evaluate", "start", f"{len(pending)} candidates")
             self._evaluate(pending)
-            self._stage(g, "evaluate", "end", "")
+            self.mark_stage(g, "evaluate", "end", "")
         self._promote(g)
         self.archive.set_generation(g, "done")
         best = self.archive.best()
@@ -265,11 +238,13 @@ class Discovery:
     def _propose(self, g: int) -> None:
         propose.propose_generation(self, g)
 
-    def _messages(self, shown: list[Row] | None = None) -> list[dict]:
+    def proposer_messages(self, shown: list[Row] | None = None) -> list[dict]:
         """The proposer's context (promotion.py and the islands ask for it too)."""
         return propose.context(self, shown)
 
-    def _ask(self, messages: list[dict], n: int, seed: int, model: str | None) -> list[str]:
+    def ask_proposer(self, messages: list[dict], n: int, seed: int,
+                     model: str | None) -> list[str]:
+        """n answers of the proposer served as `model` (None: the base model)."""
         return propose.ask(self, messages, n, seed, model)
 
     # ---- evaluate and record --------------------------------------------------------------------
@@ -304,8 +279,8 @@ class Discovery:
                     hit_by_crash.append(row)
                 return
             k = result.replicate or 0
-            if cache and self.s.burn_in_cache and result.status == "scored":
-                self.s.burn_in_cache.put(_cache_id(row.id, k), row.code, result)
+            if cache and self.services.burn_in_cache and result.status == "scored":
+                self.services.burn_in_cache.put(_cache_id(row.id, k), row.code, result)
             self._store_replicate(row, k, result)
 
         def on_start(row: Row) -> None:
@@ -318,10 +293,11 @@ class Discovery:
 
         if not rows:
             return
-        if self.d.replicates > 1:
-            self.s.evaluator.evaluate(rows, on_progress, on_done, on_start, replicates=missing)
+        if self.settings.replicates > 1:
+            self.services.evaluator.evaluate(rows, on_progress, on_done, on_start,
+                                             replicates=missing)
         else:
-            self.s.evaluator.evaluate(rows, on_progress, on_done, on_start)
+            self.services.evaluator.evaluate(rows, on_progress, on_done, on_start)
         if hit_by_crash:
             restarted = self._check_server()
             self.events.emit("log", level="warning", message=(
@@ -330,9 +306,9 @@ class Discovery:
             self._evaluate(hit_by_crash, cache=cache, retry=False)
 
     def _check_server(self) -> bool:
-        if self.s.health is None:
+        if self.services.health is None:
             return False
-        restarted = bool(self.s.health())
+        restarted = bool(self.services.health())
         if restarted:
             self.events.emit("server", state="restarted", detail="after a crash")
         return restarted
@@ -340,21 +316,22 @@ class Discovery:
     def _missing_replicates(self, row: Row) -> list[int]:
         """The row's training seeds without a recorded result; the untrained base policy has
         one (it is not trained, and every policy is scored with the same sampling seeds)."""
-        wanted = 1 if row.code is None else self.d.replicates
+        wanted = 1 if row.code is None else self.settings.replicates
         have = self.archive.replicates(row.id)
         return [k for k in range(wanted) if k not in have]
 
     def _store_replicate(self, row: Row, k: int, result: Result) -> None:
         """Keep training seed k's result; record the row once all its seeds are in."""
         self.archive.put_replicate(row.id, k, result.to_dict())
-        if self.d.replicates > 1 and row.code is not None:
+        if self.settings.replicates > 1 and row.code is not None:
             self.events.emit("log", level="info", message=(
                 f"{row.id}{self._seed_label(row, k)}: {result.status}"
                 + (f" {result.fitness:.4g}" if result.status == "scored" else "")))
         self._record_if_complete(row)
 
     def _seed_label(self, row: Row, k: int) -> str:
-        return f" (training seed {k})" if row.code is not None and self.d.replicates > 1 else ""
+        several = row.code is not None and self.settings.replicates > 1
+        return f" (training seed {k})" if several else ""
 
     def _record_if_complete(self, row: Row) -> None:
         """Record the combination of the row's per-seed results once all are in (the standard
@@ -366,7 +343,7 @@ class Discovery:
         others = [stats.replicates_of(r) for r in self.archive.rows("status = 'scored'")
                   if r.id != row.id]
         pooled = stats.pooled_seed_variance([*others, own])
-        self._record_result(row, self._versus_dpo(row, combine(results, pooled), pooled))
+        self.record_result(row, self._versus_dpo(row, combine(results, pooled), pooled))
 
     def _versus_dpo(self, row: Row, result: Result, pooled: float | None) -> Result:
         """The result with its paired difference to dpo in metrics["vs_dpo"], once dpo is
@@ -381,7 +358,8 @@ class Discovery:
         return replace(result, metrics={**result.metrics, "vs_dpo": {
             "difference": d.mean, "stderr": d.stderr, "paired": d.paired}})
 
-    def _record_result(self, row: Row, result: Result) -> None:
+    def record_result(self, row: Row, result: Result) -> None:
+        """Write a row's final result to the archive and announce it."""
         fields = result.archive_fields()
         self.archive.update(row.id, **fields)
         if result.status == "scored":
@@ -399,7 +377,8 @@ class Discovery:
         duel (promotion.py)."""
         promotion.promote(self, g)
 
-    def _stage(self, g: int, stage: str, state: str, detail: str) -> None:
+    def mark_stage(self, g: int, stage: str, state: str, detail: str) -> None:
+        """Announce that a stage of generation g starts or ends."""
         self.events.emit("stage", generation=g, stage=stage, state=state, detail=detail)
 
 

@@ -5,7 +5,7 @@ screen or behaves the same as a loss already seen is recorded as rejected, and i
 asked again with the reason, up to max_resamples times. A proposal named like a catalog loss or
 an earlier candidate it does not behave like is renamed (losses/names.py). prompt.py writes
 the proposer's messages from prompts/; this module asks and records (loop: the running
-Discovery). A resumed run asks only for the slots still open.
+loop, as interface.Loop). A resumed run asks only for the slots still open.
 """
 
 from __future__ import annotations
@@ -17,9 +17,13 @@ from typing import Any
 
 from selfdisco.discovery import prompt
 from selfdisco.discovery.evaluation import code_sha
+from selfdisco.discovery.interface import Loop
 from selfdisco.discovery.proposer import selftrain
 from selfdisco.discovery.search import population
 from selfdisco.errors import UserError
+from selfdisco.llm.client import LLMUnavailable
+from selfdisco.llm.server import ServerError
+from selfdisco.losses.names import honest_name
 from selfdisco.rundir.archive import Row
 from selfdisco.rundir.events import EVALUATED
 from selfdisco.seeds import derive
@@ -29,9 +33,9 @@ class ProposerUnavailable(UserError):
     """The proposer's server is gone for good; the run stops and can be resumed."""
 
 
-def propose_generation(loop: Any, g: int) -> None:
+def propose_generation(loop: Loop, g: int) -> None:
     """Fill generation g's slots: one answer each, then rounds of resamples for the rejected."""
-    k, max_attempts = loop.d.candidates_per_generation, loop.d.max_resamples + 1
+    k, max_attempts = loop.settings.candidates_per_generation, loop.settings.max_resamples + 1
     rows = loop.archive.rows("generation = ? AND kind = 'proposal'", (g,))
     slots: dict[int, list[Row]] = {s: [r for r in rows if r.slot == s] for s in range(k)}
 
@@ -50,7 +54,7 @@ def propose_generation(loop: Any, g: int) -> None:
         for slot, text in zip(group, texts, strict=True):
             slots[slot].append(_screen_answer(loop, g, slot, 0, text))
     while True:
-        if loop._checkpoint():
+        if loop.checkpoint():
             return
         todo = open_slots()
         if not todo:
@@ -73,10 +77,11 @@ def propose_generation(loop: Any, g: int) -> None:
             slots[slot].append(_screen_answer(loop, g, slot, attempt, text))
 
 
-def context(loop: Any, shown: list[Row] | None = None) -> list[dict]:
+def context(loop: Loop, shown: list[Row] | None = None) -> list[dict]:
     """The proposer's context with `shown` proposals (default: every one) as history."""
-    system = prompt.system_prompt(loop.s.task_description, loop.s.beta, loop.d.code_grammar,
-                                   loop.s.prompts)
+    services, settings = loop.services, loop.settings
+    system = prompt.system_prompt(services.task_description, services.beta,
+                                  settings.code_grammar, services.prompts)
     burn = [{"name": r.name, "full_name": r.thought, "code": r.code,
              "fitness": r.fitness if r.status == "scored" else None}
             for r in loop.archive.rows("kind = 'burn_in'")]
@@ -91,23 +96,20 @@ def context(loop: Any, shown: list[Row] | None = None) -> list[dict]:
                                                                row.metrics.get("cause")),
                                      fitness=row.fitness if row.status == "scored" else None))
     return prompt.build_messages(system, prompt.burn_in_message(burn), entries,
-                                  budget=loop.d.context_tokens, keep_best=loop.d.keep_best,
-                                  keep_recent=loop.d.keep_recent)
+                                 budget=settings.context_tokens, keep_best=settings.keep_best,
+                                 keep_recent=settings.keep_recent)
 
 
-def ask(loop: Any, messages: list[dict], n: int, seed: int, model: str | None) -> list[str]:
+def ask(loop: Loop, messages: list[dict], n: int, seed: int, model: str | None) -> list[str]:
     """n answers of the proposer served as `model` (None: the base model). A refused request
     counts as empty answers (and in loop.requests); a proposer that cannot answer at all
     (server down after its restarts) ends the run, to resume."""
-    from selfdisco.llm.client import LLMUnavailable
-    from selfdisco.llm.server import ServerError
-
-    loop.requests[0] += 1
+    loop.requests.sent += 1
     try:
-        answers = loop.s.proposer.chat(
-            messages, n=n, temperature=loop.d.temperature, top_p=loop.d.top_p,
-            max_tokens=loop.d.max_tokens, seed=seed,
-            **prompt.answer_format(loop.d.code_grammar),
+        answers = loop.services.proposer.chat(
+            messages, n=n, temperature=loop.settings.temperature, top_p=loop.settings.top_p,
+            max_tokens=loop.settings.max_tokens, seed=seed,
+            **prompt.answer_format(loop.settings.code_grammar),
             model=model)
     except (LLMUnavailable, ServerError) as err:
         loop.events.emit("log", level="error", message=f"the proposer is unavailable: {err}")
@@ -116,14 +118,14 @@ def ask(loop: Any, messages: list[dict], n: int, seed: int, model: str | None) -
             f"is lost: fix the server, then run `selfdisco resume {loop.run_dir}`") from None
     except Exception as err:  # noqa: BLE001 - a refused request is a rejected proposal
         loop.events.emit("log", level="error", message=f"proposer request failed: {err}")
-        loop.requests[1] += 1
-        loop.last_request_error = str(err).splitlines()[0] if str(err) else type(err).__name__
+        loop.requests.failed += 1
+        loop.requests.last_error = str(err).splitlines()[0] if str(err) else type(err).__name__
         return [""] * n
     texts = [a.text for a in answers]
     return texts + [""] * (n - len(texts))
 
 
-def _screen_answer(loop: Any, g: int, slot: int, attempt: int, text: str) -> Row:
+def _screen_answer(loop: Loop, g: int, slot: int, attempt: int, text: str) -> Row:
     """Parse, screen and de-duplicate one answer; record itd or rejected."""
     id = f"g{g:02d}-c{slot + 1}" + (f"-r{attempt}" if attempt else "")
     seeds = {"propose": derive(loop.config.seed, "propose", g, *(
@@ -131,17 +133,18 @@ def _screen_answer(loop: Any, g: int, slot: int, attempt: int, text: str) -> Row
     common = {"slot": slot, "attempt": attempt, "raw_text": text[:20000],
               "proposer": loop.state.proposer_id, "seeds": seeds}
     try:
-        candidate = loop.s.parse(text)
+        candidate = loop.services.parse(text)
     except ValueError as err:
         return _reject(loop, id, g, "parse", str(err) or "the answer could not be parsed",
                        common, name=None)
     common.update(name=candidate.name, thought=candidate.thought, code=candidate.code,
                   code_sha=code_sha(candidate.code))
-    result = loop.s.screen(candidate, timeout_s=loop.d.screen_timeout_s, beta=loop.s.beta)
+    result = loop.services.screen(candidate, timeout_s=loop.settings.screen_timeout_s,
+                                  beta=loop.services.beta)
     if not result.ok:
         return _reject(loop, id, g, "screen", result.reason, common)
     for other_id, fingerprint in loop.state.fingerprints.items():
-        if result.fingerprint.is_duplicate(fingerprint, loop.d.duplicate_tolerance):
+        if result.fingerprint.is_duplicate(fingerprint, loop.settings.duplicate_tolerance):
             other = loop.archive.get(other_id)
             reason = (f"it behaves the same as {other.name} ({other_id}), which was already "
                       "evaluated; propose a loss with a different shape")
@@ -163,28 +166,26 @@ def _screen_answer(loop: Any, g: int, slot: int, attempt: int, text: str) -> Row
     return row
 
 
-def _honest_name(loop: Any, name: str, fingerprint) -> tuple[str, str | None]:
+def _honest_name(loop: Loop, name: str, fingerprint) -> tuple[str, str | None]:
     """The name to show (a catalog loss's or an earlier candidate's only if it behaves the
     same) and, when it is not the proposer's, why (losses/names.py)."""
-    from selfdisco.losses.names import honest_name
-
     earlier = [(r.id, r.name) for r in map(loop.archive.get, loop.state.fingerprints)
                if r is not None and r.name]
     return honest_name(name, fingerprint, earlier, partial(_catalog_fingerprint, loop),
-                       loop.d.duplicate_tolerance)
+                       loop.settings.duplicate_tolerance)
 
 
-def _catalog_fingerprint(loop: Any, name: str):
+def _catalog_fingerprint(loop: Loop, name: str):
     """A catalog loss's fingerprint: its burn-in row's, or screened once on demand."""
     if f"burn-{name}" in loop.state.fingerprints:
         return loop.state.fingerprints[f"burn-{name}"]
     if name not in loop.state.catalog_fingerprints:
-        result = loop._screen(name, loop.s.catalog(name)["code"])
+        result = loop.screen(name, loop.services.catalog(name)["code"])
         loop.state.catalog_fingerprints[name] = result.fingerprint if result.ok else None
     return loop.state.catalog_fingerprints[name]
 
 
-def _reject(loop: Any, id: str, g: int, stage: str, reason: str, common: dict,
+def _reject(loop: Loop, id: str, g: int, stage: str, reason: str, common: dict,
             **fields: Any) -> Row:
     reason = " ".join(str(reason).split())[:500]
     row = loop.archive.add(id, g, "proposal", "rejected", stage=stage, reason=reason,

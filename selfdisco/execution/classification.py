@@ -9,6 +9,7 @@ the candidate gets a failed Result, as with the preference tasks' workers.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
@@ -17,19 +18,14 @@ from dataclasses import replace
 
 from selfdisco.execution.records import Result
 from selfdisco.seeds import replicate_seed
+from selfdisco.tasks import TaskContext, get_task
+from selfdisco.tasks.base import EvaluationError
+from selfdisco.tasks.digits.task import Diverged, compile_classification_loss, train_and_score
 
 
 def evaluate_job(code: str | None, options: dict, seed: int, fidelity: float) -> dict:
     """One evaluation as a Result dict: `code` trained for `fidelity` of the task's epochs (no
     code: the untrained network). Runs in the worker process."""
-    from selfdisco.tasks import TaskContext, get_task
-    from selfdisco.tasks.base import EvaluationError
-    from selfdisco.tasks.digits.task import (
-        Diverged,
-        compile_classification_loss,
-        train_and_score,
-    )
-
     task = get_task("digits")
     settings = task.settings(TaskContext(options=dict(options)))
     epochs = 0 if code is None else max(1, math.ceil(settings.epochs * fidelity))
@@ -76,8 +72,6 @@ class ClassificationEvaluator:
 
     def _run(self, code: str | None, seed: int, fidelity: float) -> dict:
         if self.pool is None:
-            import multiprocessing
-
             self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         future = self.pool.submit(evaluate_job, code, self.options, seed, fidelity)
         try:

@@ -54,6 +54,7 @@ class RayExecutor:
             on_progress: Callable[[Path, dict], None] | None = None,
             on_done: Callable[[Path, Any], None] | None = None,
             on_start: Callable[[Path], None] | None = None) -> None:
+        # lazy: loads ray
         import ray
 
         started = not ray.is_initialized()  # then this map shuts down what it started

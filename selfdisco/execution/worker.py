@@ -9,8 +9,10 @@ kill leaves no result, and the parent reports that.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
+import signal
 import sys
 import time
 import traceback
@@ -18,9 +20,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from selfdisco.errors import one_line
 from selfdisco.execution.records import Job, Result
+from selfdisco.llm.cache import Recorder
+from selfdisco.llm.client import LLMClient, LLMError
+from selfdisco.llm.server import ServerError
+from selfdisco.llm.topology import asleep
+from selfdisco.losses import Candidate
 from selfdisco.rundir.paths import write_text_atomic
+from selfdisco.tasks import EvaluationError, TaskContext, get_task
+from selfdisco.train.tracking import log_summary
 
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.jsonl"
@@ -28,12 +39,6 @@ PROGRESS_FILE = "progress.jsonl"
 
 def failure_cause(err: BaseException) -> str:
     """Which of records.CAUSES an exception that ended an evaluation stands for."""
-    import httpx
-
-    from selfdisco.llm.client import LLMError
-    from selfdisco.llm.server import ServerError
-    from selfdisco.tasks import EvaluationError
-
     if isinstance(err, LLMError | ServerError | httpx.HTTPError):
         return "server"
     if isinstance(err, EvaluationError):
@@ -42,8 +47,6 @@ def failure_cause(err: BaseException) -> str:
 
 
 def _task_context(job: Job, client: Any) -> Any:
-    from selfdisco.tasks import TaskContext
-
     return TaskContext(client=client, model_path=job.model_path, cache_dir=Path(job.cache_dir),
                        seed=job.task_seed, preset=job.task_preset,
                        options=dict(job.task_options), dtype=job.dtype)
@@ -52,18 +55,12 @@ def _task_context(job: Job, client: Any) -> Any:
 def _server_asleep(job: Job):
     """On a GPU it shares, the model server sleeps (frees GPU memory) while this worker trains
     (and while any other worker does; it wakes after the last one)."""
-    from selfdisco.llm.topology import asleep
-
     return asleep(job.sleep_url, job.served_model)
 
 
 def evaluate(job: Job, pairs: Any = None) -> Result:
     """Train (unless the job is the untrained base) and score; returns the result record.
     `pairs` replaces the task's preference pairs (an exported recipe's)."""
-    from selfdisco.llm.cache import Recorder
-    from selfdisco.llm.client import LLMClient
-    from selfdisco.tasks import get_task
-
     out_dir = Path(job.out_dir)
     timings: dict[str, float] = {}
     task = get_task(job.task)
@@ -79,8 +76,8 @@ def evaluate(job: Job, pairs: Any = None) -> Result:
     adapter = None
     train_metrics: dict = {}
     if job.code is not None:
-        from selfdisco.losses import Candidate
-        from selfdisco.train import train_adapter
+        # lazy: loads torch, transformers
+        from selfdisco.train.runner import train_adapter
 
         started = time.perf_counter()
         data = task.preference_data(ctx) if pairs is None else pairs
@@ -132,8 +129,6 @@ def evaluate(job: Job, pairs: Any = None) -> Result:
 def track(job: Job, result: Result) -> None:
     """The result as the summary of the job's experiment trackers (train.report_to); a tracker
     that fails is reported on stderr and changes no result."""
-    from selfdisco.train.tracking import log_summary
-
     try:
         log_summary(job.train_settings.report_to, job.out_dir, name=job.id or job.name,
                     status=result.status, fitness=result.fitness, stderr=result.stderr,
@@ -155,9 +150,6 @@ def fewer_prompts(task: Any, ctx: Any, fidelity: float) -> None:
 def _die_with_parent() -> None:
     """Linux: get SIGKILL when the process that started this worker dies (no orphans)."""
     try:
-        import ctypes
-        import signal
-
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from selfdisco import stats
+from selfdisco.config import read_run_config
 from selfdisco.errors import UserError
+from selfdisco.execution.executors import JOB_FILE
 from selfdisco.execution.records import Job, Result
 from selfdisco.export.recipe import (
     LOSS_FILE,
@@ -23,12 +26,18 @@ from selfdisco.export.recipe import (
     is_export,
     read_export,
 )
+from selfdisco.export.template import loss_module, trainer_module, trl_equivalent
+from selfdisco.launch.start import pairs_digest
+from selfdisco.llm.backend import detect_backend, resolve_dtype
+from selfdisco.llm.models import resolve_model
+from selfdisco.rundir.archive import ARCHIVE_FILE, Archive
+from selfdisco.rundir.paths import checkpoints_dir, resolve_run
+from selfdisco.seeds import derive, replicate_seed
+from selfdisco.tasks import TaskContext, get_task, run_train_settings
 
 
 def pick_row(run_dir: Path, id: str | None):
     """The archive row to export: `id`, or the best scored row with code (burn-in included)."""
-    from selfdisco.rundir.archive import ARCHIVE_FILE, Archive
-
     if not (run_dir / ARCHIVE_FILE).is_file():
         raise UserError(f"{run_dir} has no {ARCHIVE_FILE}: is it a selfdisco run directory?")
     archive = Archive(run_dir)
@@ -56,8 +65,6 @@ def pick_row(run_dir: Path, id: str | None):
 
 def _jobs(run_dir: Path, id: str) -> list[Job]:
     """The jobs the run wrote for a candidate, in replicate order (none for a cached one)."""
-    from selfdisco.execution.executors import JOB_FILE
-
     base = run_dir / "candidates" / id
     paths = [base / JOB_FILE] if (base / JOB_FILE).is_file() else sorted(
         base.glob(f"r*/{JOB_FILE}"), key=lambda p: int(p.parent.name[1:]))
@@ -72,12 +79,6 @@ def _jobs(run_dir: Path, id: str) -> list[Job]:
 
 def _template(config) -> Job:
     """The job a run's candidates share, rebuilt from its config as the run built it."""
-    from selfdisco.llm.backend import detect_backend, resolve_dtype
-    from selfdisco.llm.models import resolve_model
-    from selfdisco.rundir.paths import checkpoints_dir
-    from selfdisco.seeds import derive
-    from selfdisco.tasks import run_train_settings
-
     settings = run_train_settings(config)
     cache = checkpoints_dir() / "cache"
     return Job(task=config.task.name, task_options=dict(config.task.options),
@@ -100,11 +101,6 @@ def build_recipe(run_dir: Path, id: str | None = None, *, with_pairs: bool = Tru
             pairs.jsonl); without them `train --from` makes them again from the task seed.
         match_trl: look for a built-in TRL loss that trains the same (screens in the sandbox).
     """
-    from selfdisco import stats
-    from selfdisco.config import read_run_config
-    from selfdisco.rundir.archive import Archive
-    from selfdisco.seeds import replicate_seed
-
     run_dir = Path(run_dir)
     row = pick_row(run_dir, id)
     config = read_run_config(run_dir)
@@ -132,8 +128,6 @@ def build_recipe(run_dir: Path, id: str | None = None, *, with_pairs: bool = Tru
     if with_pairs:
         _add_pairs(recipe, Path(job.cache_dir))
     if match_trl:
-        from selfdisco.export.template import trl_equivalent
-
         recipe.trl_loss_type = trl_equivalent(row.code, config.discovery.duplicate_tolerance,
                                               row.fingerprint)
     return recipe
@@ -141,9 +135,6 @@ def build_recipe(run_dir: Path, id: str | None = None, *, with_pairs: bool = Tru
 
 def _add_pairs(recipe: Recipe, cache_dir: Path) -> None:
     """The task's cached preference pairs, with their digest (as the run's burn-in key has)."""
-    from selfdisco.launch.start import pairs_digest
-    from selfdisco.tasks import TaskContext, get_task
-
     task = get_task(recipe.task)
     recipe.pairs_version = task.pairs_version
     ctx = TaskContext(client=None, model_path=recipe.model_path, cache_dir=cache_dir,
@@ -162,8 +153,6 @@ def _add_pairs(recipe: Recipe, cache_dir: Path) -> None:
 def write_export(recipe: Recipe, out_dir: Path) -> list[Path]:
     """Write loss.py, trainer.py, recipe.toml, recorded.json (and pairs.jsonl when the pairs
     were read) into out_dir; returns the paths written."""
-    from selfdisco.export.template import loss_module, trainer_module
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {LOSS_FILE: loss_module(recipe), TRAINER_FILE: trainer_module(recipe),
@@ -178,8 +167,6 @@ def write_export(recipe: Recipe, out_dir: Path) -> list[Path]:
 
 def resolve_source(text: str) -> Recipe:
     """A recipe from an export directory or from RUN:ID (RUN a run directory or a run id)."""
-    from selfdisco.rundir.paths import resolve_run
-
     if is_export(Path(text).expanduser()):
         return read_export(Path(text).expanduser())
     run, sep, id = text.rpartition(":")

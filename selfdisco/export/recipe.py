@@ -12,8 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from selfdisco.errors import UserError
 from selfdisco.execution.records import Job
+from selfdisco.formatting import format_fitness
+from selfdisco.launch.start import pairs_digest
+from selfdisco.llm.models import resolve_model
 from selfdisco.train.settings import TrainSettings
 
 EXPORT_DIR = "export"
@@ -71,10 +76,6 @@ class Recipe:
                    out_dir=str(out_dir), replicate=replicate)
 
     def to_toml(self) -> str:
-        import tomli_w
-
-        from selfdisco.formatting import format_fitness
-
         tables = {
             "loss": {"id": self.id, "name": self.name, "file": LOSS_FILE, "code": self.code,
                      "trl_loss_type": self.trl_loss_type},
@@ -141,12 +142,8 @@ def read_export(path: Path) -> Recipe:
                         "export`, or RUN:ID")
     recipe = Recipe.from_toml((path / RECIPE_FILE).read_text())
     if recipe.model_path.startswith("/") and not Path(recipe.model_path).exists():
-        from selfdisco.llm.models import resolve_model
-
         recipe.model_path = resolve_model(recipe.policy)  # exported on another machine
     if (path / PAIRS_FILE).is_file():
-        from selfdisco.launch.start import pairs_digest
-
         rows = [json.loads(line) for line in (path / PAIRS_FILE).read_text().splitlines()
                 if line.strip()]
         if recipe.pairs_digest and pairs_digest(rows) != recipe.pairs_digest:

@@ -8,7 +8,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from selfdisco import stats
+from selfdisco.discovery.evaluation import combine
 from selfdisco.execution.records import Result
+from selfdisco.execution.worker import evaluate
 from selfdisco.export.recipe import Recipe
 
 
@@ -56,9 +58,6 @@ def reproduce(recipe: Recipe, *, server_url: str, served_model: str, out_dir: Pa
         ref_cache_dir: the shared reference log-prob cache; None computes them every step.
         judge_url, judge_model: a judged task's judge (empty: the policy's server).
     """
-    from selfdisco.discovery.evaluation import combine
-    from selfdisco.execution.worker import evaluate
-
     seeds = recipe.train_seeds
     results = []
     for k, seed in enumerate(seeds):

@@ -6,7 +6,10 @@ from __future__ import annotations
 import textwrap
 from typing import TYPE_CHECKING, Any
 
+from selfdisco.export.recipe import ENTRY, RECIPE_FILE, TRL_LOSS_TYPES
 from selfdisco.formatting import format_fitness
+from selfdisco.losses import Candidate, catalog, check_code, screen
+from selfdisco.losses.fingerprint import VERSION, Fingerprint
 
 if TYPE_CHECKING:
     from selfdisco.export.recipe import Recipe
@@ -19,10 +22,6 @@ WRAPPED_ARGS = ARGS.replace(" reference_chosen", "\n        reference_chosen")
 def trl_equivalent(code: str, tolerance: float, fingerprint: dict | None = None) -> str:
     """The built-in TRL loss_type that trains like `code` (the project's de-duplication
     fingerprint: policy gradients equal up to a positive factor), or "" when none does."""
-    from selfdisco.export.recipe import TRL_LOSS_TYPES
-    from selfdisco.losses import Candidate, catalog, screen
-    from selfdisco.losses.fingerprint import VERSION, Fingerprint
-
     mine = Fingerprint.from_dict(fingerprint) if fingerprint else None
     if mine is None or mine.version != VERSION:
         result = screen(Candidate(thought="", name="export", code=code))
@@ -38,8 +37,6 @@ def trl_equivalent(code: str, tolerance: float, fingerprint: dict | None = None)
 
 def _imports(code: str) -> list[str]:
     """The import lines for the names the candidate's code uses (the compiler binds them)."""
-    from selfdisco.losses import check_code
-
     checked = check_code(code)
     lines = set()
     for name, module in checked.module_names.items():
@@ -53,9 +50,6 @@ def _imports(code: str) -> list[str]:
 
 def _entry(code: str) -> str:
     """per_pair_loss: the candidate's function called in the project's (and TRL's) order."""
-    from selfdisco.export.recipe import ENTRY
-    from selfdisco.losses import check_code
-
     checked = check_code(code)
     fn = checked.function_name
     if not checked.method_form and checked.takes_beta:
@@ -77,8 +71,6 @@ def _equivalence(recipe: Recipe) -> str:
 
 def loss_module(recipe: Recipe) -> str:
     """loss.py: a docstring saying where the loss came from, its imports and exact code."""
-    from selfdisco.export.recipe import ENTRY, RECIPE_FILE
-
     fitness = format_fitness(recipe.fitness, recipe.stderr, missing="none")
     n = f" (n={recipe.n})" if recipe.n is not None else ""
     origin = (f"Run {recipe.run}, candidate {recipe.id}. Fitness {fitness}{n} on the "
@@ -115,8 +107,6 @@ def dpo_args(recipe: Recipe) -> dict[str, Any]:
 
 def trainer_module(recipe: Recipe) -> str:
     """trainer.py: a DPOTrainer subclass whose loss is loss.py's, and the recipe's settings."""
-    from selfdisco.export.recipe import ENTRY
-
     t = recipe.train
     lora = {"r": t.lora_r, "lora_alpha": t.lora_alpha, "lora_dropout": t.lora_dropout,
             "target_modules": list(t.target_modules), "bias": "none", "task_type": "CAUSAL_LM"}

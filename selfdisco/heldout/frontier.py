@@ -11,14 +11,18 @@ ours.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from selfdisco import stats
+from selfdisco.config import read_run_config
 from selfdisco.errors import UserError
 from selfdisco.formatting import format_fitness
 from selfdisco.heldout import HeldoutContext, Point
+from selfdisco.heldout.session import measured_seconds
+from selfdisco.tasks.sentiment import SentimentSettings
 
 NAME = "frontier"
 DEFAULT_BETAS = (0.025, 0.05, 0.1, 0.25)  # the cpu recipe; the paper swept 0.01 to 5
@@ -50,8 +54,6 @@ def points(ctx: HeldoutContext) -> list[Point]:
 
 def seconds_per_point(archive: Any) -> float | None:
     """A point costs what a candidate of the run cost: data, training and scoring."""
-    from selfdisco.heldout.session import measured_seconds
-
     seconds = measured_seconds(archive)
     return sum(seconds.values()) if seconds else None
 
@@ -59,10 +61,6 @@ def seconds_per_point(archive: Any) -> float | None:
 def task_options() -> dict:
     """kl_budget = 0 where the task has that option: the full policy's reward and KL are the
     point, so no extra budget evaluation runs."""
-    import dataclasses
-
-    from selfdisco.tasks.sentiment import SentimentSettings
-
     names = {f.name for f in dataclasses.fields(SentimentSettings)}
     return {"kl_budget": 0} if "kl_budget" in names else {}
 
@@ -166,8 +164,6 @@ PAPER_IMDB = [
 
 def paper_note(run_dir: Path) -> str:
     """What differs between the paper's IMDb experiment and this run's frontier."""
-    from selfdisco.config import read_run_config
-
     config = read_run_config(run_dir)
     scorer = str(config.task.options.get("scorer", "vader"))
     reward = ("the VADER compound score in [-1, 1]" if scorer == "vader"
@@ -183,9 +179,11 @@ def paper_note(run_dir: Path) -> str:
 
 def plot_frontier(summary: list[FrontierPoint], path: Path) -> None:
     """Reward against KL, one line per loss through its betas, with standard errors."""
+    # lazy: loads matplotlib
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: loads matplotlib
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from selfdisco.errors import UserError
+from selfdisco.heldout import Point, session
+from selfdisco.llm.models import resolve_model
+from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.paths import DATA_DIR
+from selfdisco.tasks import run_train_settings
 
 SHIPPED_TASKS = DATA_DIR / "lmeval"
 SHIPPED_TASK = "selfdisco_sentiment_mc"
@@ -91,6 +95,7 @@ def task_manager(tasks: list[str]) -> Any:
     """lm-eval's TaskManager with the shipped tasks included; UserError for an unknown task or
     a missing lm-eval."""
     try:
+        # lazy: loads lm_eval
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise UserError(f"lm-eval is not installed: {INSTALL_HINT}") from None
@@ -111,6 +116,7 @@ def evaluate(model_path: str, adapter_path: str | None, tasks: list[str], *,
     """Each task's metrics for the base model or base + adapter, e.g.
     {"selfdisco_sentiment_mc": {"acc": 0.6, "acc_stderr": 0.08, ...}, ...}."""
     manager = manager or task_manager(tasks)
+    # lazy: loads lm_eval
     import lm_eval
 
     device = device or _default_device()
@@ -139,6 +145,7 @@ def _metrics(values: dict[str, Any]) -> dict[str, float]:
 
 
 def _default_device() -> str:
+    # lazy: loads torch
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -147,9 +154,6 @@ def _default_device() -> str:
 # The protocol (selfdisco.heldout): the base model, then each loss's adapter.
 
 def points(ctx: Any) -> list[Any]:
-    from selfdisco.heldout import Point
-    from selfdisco.tasks import run_train_settings
-
     beta = run_train_settings(ctx.config).beta
     from_run = LmEvalSettings.from_options(ctx.options).lm_eval_adapters == "run"
     seed = RUN_SEED if from_run else ctx.seeds[0]
@@ -158,8 +162,6 @@ def points(ctx: Any) -> list[Any]:
 
 
 def run(ctx: Any) -> None:
-    from selfdisco.llm.models import resolve_model
-
     settings = LmEvalSettings.from_options(ctx.options)
     todo = [point for point in points(ctx) if not ctx.done(point)]
     if not todo:
@@ -194,10 +196,10 @@ def run(ctx: Any) -> None:
 def _adapter(ctx: Any, point: Any, loss: Any,
              settings: LmEvalSettings) -> tuple[str | None, str]:
     if settings.lm_eval_adapters == "heldout":
+        # lazy: loads numpy
         from selfdisco.heldout.pairwise import heldout_adapter
 
         return heldout_adapter(ctx, point, loss)
-    from selfdisco.rundir.archive import Archive
 
     archive = Archive(ctx.run_dir)
     try:
@@ -215,8 +217,6 @@ def _adapter(ctx: Any, point: Any, loss: Any,
 
 def seconds_per_point(archive: Any) -> float | None:
     """See session.seconds_per_point."""
-    from selfdisco.heldout import session
-
     return session.seconds_per_point(archive, "lmeval")
 
 

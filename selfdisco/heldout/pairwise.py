@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from selfdisco.errors import UserError
+from selfdisco.heldout import Point, session
 from selfdisco.heldout.winrate import summarise
+from selfdisco.llm.endpoint import open_llm
+from selfdisco.llm.models import resolve_model
+from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.paths import DATA_DIR
+from selfdisco.tasks import run_train_settings
 from selfdisco.tasks.judge import (
     Judge,
     PairGame,
@@ -124,6 +130,7 @@ def load_prompts(source: str) -> list[Prompt]:
 
 def _hub_rows(source: str) -> list[dict]:
     try:
+        # lazy: loads datasets
         import datasets
 
         loaded = datasets.load_dataset(source)
@@ -167,9 +174,6 @@ def judge_games(judge: Judge, prompts: list[Prompt], policy: list[str], referenc
 # seed; the reference's answers are sampled once per command.
 
 def points(ctx: Any) -> list[Any]:
-    from selfdisco.heldout import Point
-    from selfdisco.tasks import run_train_settings
-
     beta = run_train_settings(ctx.config).beta
     return [Point("pairwise", loss.id, beta, ctx.seeds[0]) for loss in ctx.losses]
 
@@ -201,8 +205,6 @@ def run(ctx: Any) -> None:
 
 def _measure(ctx: Any, point: Any, loss: Any, prompts: list[Prompt], reference: list[str],
              judge: Judge, settings: PairwiseSettings, about: dict[str, Any]) -> None:
-    import time
-
     started = time.perf_counter()
     adapter, reason = heldout_adapter(ctx, point, loss)
     if adapter is None:
@@ -241,8 +243,6 @@ def heldout_adapter(ctx: Any, point: Any, loss: Any) -> tuple[str | None, str]:
 
     An adapter another held-out protocol recorded for the same loss, beta and seed (its
     metrics' "adapter") is reused; otherwise ctx.evaluate trains one."""
-    from selfdisco.rundir.archive import Archive
-
     archive = Archive(ctx.run_dir)
     try:
         for row in archive.heldout_rows():
@@ -262,8 +262,6 @@ def heldout_adapter(ctx: Any, point: Any, loss: Any) -> tuple[str | None, str]:
 def open_judge(config: Any, settings: PairwiseSettings) -> tuple[Any, str, str]:
     """(the judge's endpoint, or None for the policy's own server; the judge's name; the
     self-judge note, empty for another judge). UserError for a self-judge without the opt-in."""
-    from selfdisco.llm.models import resolve_model
-
     policy = config.models.policy
     policy_names = {policy, Path(policy).name}
     try:
@@ -273,8 +271,6 @@ def open_judge(config: Any, settings: PairwiseSettings) -> tuple[Any, str, str]:
         pass
     endpoint = None
     if settings.judge:
-        from selfdisco.llm import open_llm
-
         endpoint = open_llm(settings.judge, option="--option judge",
                             model=settings.judge_model or None)
         name = endpoint.client.model
@@ -298,8 +294,6 @@ def open_judge(config: Any, settings: PairwiseSettings) -> tuple[Any, str, str]:
 
 def seconds_per_point(archive: Any) -> float | None:
     """See session.seconds_per_point."""
-    from selfdisco.heldout import session
-
     return session.seconds_per_point(archive, "pairwise")
 
 

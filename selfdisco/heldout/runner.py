@@ -9,9 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfdisco.config import read_run_config
 from selfdisco.formatting import format_duration
 from selfdisco.heldout import PROTOCOLS, HeldoutContext, protocol_hook
+from selfdisco.heldout.session import PointStore, WorkerTrials, choose_losses, fresh_seeds
+from selfdisco.launch.checks import check_run
 from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import EventWriter
 
 
 @dataclass
@@ -72,11 +76,6 @@ def run_heldout(run_dir: Path, request: HeldoutRequest, *, listeners: list | Non
     """Plan, estimate and run the requested protocols on the run in run_dir; returns the plan.
     `trials` trains and scores points (default: WorkerTrials, a worker process each
     against a vLLM server started on first use)."""
-    from selfdisco.config import read_run_config
-    from selfdisco.heldout.session import PointStore, WorkerTrials, choose_losses, fresh_seeds
-    from selfdisco.launch.checks import check_run
-    from selfdisco.rundir.events import EventWriter
-
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     settings = check_run(config)

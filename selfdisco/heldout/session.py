@@ -10,9 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from selfdisco.errors import UserError
-from selfdisco.execution.records import Result
+from selfdisco.execution.executors import JOB_FILE, run_job_process
+from selfdisco.execution.records import Job, Result
 from selfdisco.heldout import HeldoutLoss, Point
+from selfdisco.launch.plan import plan_run
+from selfdisco.llm import topology
+from selfdisco.llm.backend import detect_backend, resolve_dtype
+from selfdisco.llm.client import LLMClient
+from selfdisco.llm.models import resolve_model
+from selfdisco.llm.server import VLLMServer
+from selfdisco.losses import catalog
 from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.paths import checkpoints_dir
 from selfdisco.seeds import derive, replicate_seed
 
 # Failures that say nothing about the loss: a rerun measures such a point again.
@@ -41,8 +50,6 @@ def choose_losses(archive: Archive, *, top: int, references: list[str],
     """The run's `top` discovered losses by fitness, then the catalog's `references`; or, with
     `names`, exactly those (candidate ids of the run or catalog names). A loss whose code is
     already chosen is left out."""
-    from selfdisco.losses import catalog
-
     chosen: list[HeldoutLoss] = []
     if names:
         items = [_named(archive, name) for name in names]
@@ -62,8 +69,6 @@ def choose_losses(archive: Archive, *, top: int, references: list[str],
 
 
 def _named(archive: Archive, name: str) -> HeldoutLoss:
-    from selfdisco.losses import catalog
-
     row = archive.get(name)
     if row is not None:
         if not row.code:
@@ -149,8 +154,6 @@ class WorkerTrials:
 
     def policy(self) -> Any:
         """An LLMClient for the policy model (LoRA adapters load at run time)."""
-        from selfdisco.llm.client import LLMClient
-
         if self._client is None:
             template = self.template()
             self._client = LLMClient(template.server_url, template.served_model)
@@ -163,15 +166,6 @@ class WorkerTrials:
         return self._template
 
     def _start(self) -> Any:
-        from selfdisco.execution.records import Job
-        from selfdisco.launch.plan import plan_run
-        from selfdisco.llm import topology
-        from selfdisco.llm.backend import detect_backend, resolve_dtype
-        from selfdisco.llm.client import LLMClient
-        from selfdisco.llm.models import resolve_model
-        from selfdisco.llm.server import VLLMServer
-        from selfdisco.rundir.paths import checkpoints_dir
-
         config = self.config
         policy_path = resolve_model(config.models.policy)
         dtype = resolve_dtype(config.server.dtype, detect_backend(), self.settings.bf16)
@@ -206,8 +200,6 @@ class WorkerTrials:
     def evaluate(self, point: Point, code: str, task_options: dict | None = None) -> Result:
         """Train under `code` at point.beta with training seed point.seed, then score with the
         run's task (its options updated with task_options); files in heldout/<point>/."""
-        from selfdisco.execution.executors import JOB_FILE, run_job_process
-
         template = self.template()
         job_dir = self.run_dir / "heldout" / point.dir_name()
         job_dir.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from selfdisco.errors import UserError
+from selfdisco.launch.start import start_run
+from selfdisco.llm.server import sigterm_as_interrupt
+from selfdisco.tui.printer import Printer
 
 LOCK_FILE = ".lock"
 
@@ -41,9 +44,6 @@ def run_lock(run_dir: Path):
 
 
 def run_locked(run_dir: Path, resume: bool, listeners: list | None = None) -> str:
-    from selfdisco.launch.start import start_run
-    from selfdisco.llm.server import sigterm_as_interrupt
-
     with run_lock(run_dir), sigterm_as_interrupt():
         return start_run(run_dir, resume=resume, listeners=listeners)
 
@@ -58,8 +58,6 @@ def launch(run_dir: Path, resume: bool) -> subprocess.Popen:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from selfdisco.tui.printer import Printer
-
     argv = sys.argv[1:] if argv is None else argv
     run_dir, mode = Path(argv[0]), argv[1]
     try:

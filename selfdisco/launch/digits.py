@@ -12,6 +12,15 @@ from functools import partial
 from pathlib import Path
 
 from selfdisco.config import RunConfig
+from selfdisco.discovery.evaluation import RecordedEvaluator
+from selfdisco.discovery.loop import Services
+from selfdisco.execution.classification import ClassificationEvaluator
+from selfdisco.llm.backend import detect_backend, resolve_dtype
+from selfdisco.llm.cache import Recorder
+from selfdisco.llm.endpoint import open_llm
+from selfdisco.llm.replay import ReplayClient
+from selfdisco.losses.parse import parse_answer
+from selfdisco.seeds import derive
 from selfdisco.tasks.digits import screening
 
 
@@ -19,14 +28,7 @@ def start_services(config: RunConfig, run_dir: Path, source, events, stack,
                    description: str):
     """The loop's Services for a classification run: the proposer (replay, attached or a
     server selfdisco starts) and the evaluator (the recorded run's, or live)."""
-    from selfdisco.discovery.evaluation import RecordedEvaluator
-    from selfdisco.execution.classification import ClassificationEvaluator
-    from selfdisco.llm.cache import Recorder
-    from selfdisco.seeds import derive
-
     if source.kind == "replay":
-        from selfdisco.llm.replay import ReplayClient
-
         proposer = ReplayClient(source.run_dir, recorder=Recorder(run_dir / "llm"))
         evaluator = RecordedEvaluator(source.run_dir)
     else:
@@ -39,9 +41,6 @@ def start_services(config: RunConfig, run_dir: Path, source, events, stack,
 
 def classification_services(proposer, evaluator, description: str):
     """Services with the classification screening, baselines and prompts."""
-    from selfdisco.discovery.loop import Services
-    from selfdisco.losses.parse import parse_answer
-
     return Services(proposer=proposer, evaluator=evaluator, screen=screening.screen,
                     parse=partial(parse_answer, grammar="free"),
                     catalog=screening.catalog_entry, task_description=description,
@@ -51,9 +50,6 @@ def classification_services(proposer, evaluator, description: str):
 def _proposer(config: RunConfig, run_dir: Path, source, events, stack):
     """The proposer's client: a server selfdisco starts for the proposer model (stopped when
     the run ends), or the server at the configured URL."""
-    from selfdisco.llm import open_llm
-    from selfdisco.llm.backend import detect_backend, resolve_dtype
-
     options = dict(max_model_len=config.server.max_model_len,
                    startup_timeout_s=config.server.start_timeout_s,
                    dtype=resolve_dtype(config.server.dtype, detect_backend(), False),

@@ -25,9 +25,12 @@ from typing import Any
 
 from selfdisco.config import RunConfig
 from selfdisco.errors import UserError
-from selfdisco.llm.machine import GIB, Machine
+from selfdisco.llm.backend import detect_backend, resolve_dtype
+from selfdisco.llm.machine import GIB, Machine, detect_machine
+from selfdisco.llm.server import DEFAULT_KV_CACHE_BYTES
 from selfdisco.llm.sizes import ModelSize, model_size
-from selfdisco.llm.topology import ServerPlan
+from selfdisco.llm.topology import ServerPlan, plan_servers
+from selfdisco.tasks import TaskContext, get_task, run_train_settings
 
 USABLE = 0.90  # of each GPU, for all its users together (vLLM's own default share)
 SERVER_OVERHEAD_GIB = 2.5  # per GPU: CUDA context, profiling activations, CUDA graphs, LoRA slots
@@ -212,11 +215,6 @@ def make_plan(config: RunConfig, machine: Machine,
     Args:
         params: parameter counts by model name, replacing what the plan reads or knows.
     """
-    from selfdisco.llm.backend import resolve_dtype
-    from selfdisco.llm.server import DEFAULT_KV_CACHE_BYTES
-    from selfdisco.llm.topology import plan_servers
-    from selfdisco.tasks import get_task, run_train_settings
-
     task = get_task(config.task.name)
     settings = run_train_settings(config)
     roles = plan_servers(config, task.needs_judge)
@@ -260,9 +258,6 @@ def make_plan(config: RunConfig, machine: Machine,
 
 def plan_run(config: RunConfig) -> Plan:
     """The plan for a run on this machine; UserError, with the figures, when it cannot fit."""
-    from selfdisco.llm.backend import detect_backend
-    from selfdisco.llm.machine import detect_machine
-
     plan = make_plan(config, detect_machine(detect_backend()))
     if not plan.fits:
         raise UserError(plan.refusal())
@@ -288,7 +283,6 @@ def _measures_kl(task: Any, config: RunConfig) -> bool:
     settings_of = getattr(task, "settings", None)
     if settings_of is None:
         return False
-    from selfdisco.tasks import TaskContext
 
     settings = settings_of(TaskContext(preset=config.preset, options=dict(config.task.options)))
     return bool(getattr(settings, "measure_kl", False))

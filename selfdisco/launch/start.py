@@ -16,16 +16,32 @@ from functools import partial
 from pathlib import Path
 
 from selfdisco.config import RunConfig, read_run_config
-from selfdisco.discovery.evaluation import code_sha
+from selfdisco.discovery.evaluation import RecordedEvaluator, WorkerEvaluator, code_sha
+from selfdisco.discovery.loop import Discovery, Services
 from selfdisco.errors import UserError
-from selfdisco.execution.records import Result
+from selfdisco.execution.executors import make_executor
+from selfdisco.execution.records import Job, Result
 from selfdisco.launch.checks import check_run, judge_note
+from selfdisco.launch.digits import start_services
+from selfdisco.launch.plan import plan_run
+from selfdisco.llm import topology
+from selfdisco.llm.backend import detect_backend, resolve_dtype
+from selfdisco.llm.cache import Recorder
+from selfdisco.llm.client import LLMClient
+from selfdisco.llm.endpoint import open_llm
+from selfdisco.llm.models import model_identity, resolve_model
+from selfdisco.llm.numerics import check
+from selfdisco.llm.replay import ReplayClient
+from selfdisco.llm.server import NumericsError, VLLMServer
+from selfdisco.llm.topology import parse_source
+from selfdisco.losses import screen
 from selfdisco.losses.catalog import catalog_entry
 from selfdisco.losses.parse import parse_answer
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import EventWriter, read_events
 from selfdisco.rundir.paths import checkpoints_dir, write_text_atomic
 from selfdisco.seeds import derive
+from selfdisco.tasks import TaskContext, get_task
 
 
 def new_run_id(config: RunConfig) -> str:
@@ -55,8 +71,6 @@ def burn_in_key(config: RunConfig, *, model: dict, dtype: str, train: dict, seed
     """Everything a baseline's result depends on, but its loss code (BurnInCache keys each
     entry by its code too): task and options, preset, model, served dtype, training recipe,
     seeds, the preference pairs (version and content) and, for a judged task, the judge."""
-    from selfdisco.tasks import get_task
-
     return {"task": config.task.name, "options": config.task.options, "preset": config.preset,
             "model": model, "dtype": dtype, "train": train, "seeds": list(seeds),
             "pairs_version": pairs_version, "pairs": pairs_sha,
@@ -109,12 +123,6 @@ class BurnInCache:
 
 def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> str:
     """Run (or resume) the discovery loop in run_dir until it ends; returns why it ended."""
-    from selfdisco.discovery.evaluation import RecordedEvaluator
-    from selfdisco.discovery.loop import Discovery, Services
-    from selfdisco.llm.topology import parse_source
-    from selfdisco.losses import screen
-    from selfdisco.tasks import get_task
-
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     source = parse_source(config.server.proposer)
@@ -135,13 +143,8 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
     with ExitStack() as stack:
         stack.callback(archive.close)
         if task.kind == "classification":
-            from selfdisco.launch.digits import start_services
-
             services = start_services(config, run_dir, source, events, stack, description)
         elif source.kind == "replay":
-            from selfdisco.llm.cache import Recorder
-            from selfdisco.llm.replay import ReplayClient
-
             proposer = ReplayClient(source.run_dir, recorder=Recorder(run_dir / "llm"))
             services = Services(proposer=proposer, evaluator=RecordedEvaluator(source.run_dir),
                                 screen=screen, catalog=catalog_entry,
@@ -156,20 +159,6 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
 
 
 def _live_services(config, run_dir, task, settings, events, stack, description):
-    from selfdisco.discovery.evaluation import WorkerEvaluator
-    from selfdisco.discovery.loop import Services
-    from selfdisco.execution.executors import make_executor
-    from selfdisco.execution.records import Job
-    from selfdisco.launch.plan import plan_run
-    from selfdisco.llm import topology
-    from selfdisco.llm.backend import detect_backend, resolve_dtype
-    from selfdisco.llm.cache import Recorder
-    from selfdisco.llm.client import LLMClient
-    from selfdisco.llm.models import model_identity, resolve_model
-    from selfdisco.llm.server import VLLMServer
-    from selfdisco.losses import screen
-    from selfdisco.tasks import TaskContext
-
     plan = topology.plan_servers(config, task.needs_judge)
     placement = plan_run(config)  # refuses, with the figures, what cannot fit: before any start
     for line in placement.describe().splitlines():
@@ -273,8 +262,6 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
 def open_attached_proposer(config: RunConfig, run_dir: Path):
     """The proposer's server given by URL (server.proposer) with the model, API key variable and
     structured-output mode of the config; UserError when the URL or the key does not work."""
-    from selfdisco.llm import open_llm
-
     server = config.server
     return open_llm(server.proposer, run_dir=run_dir, model=server.proposer_model or None,
                     client_options={"api_key_env": server.proposer_api_key_env,
@@ -294,9 +281,6 @@ def _train_on(devices: str | None, stack) -> None:
 
 def _managed_server(model: str, log_path: Path, options: dict, stack, events):
     """Start a vLLM server for another model (proposer or judge), stopped when the run ends."""
-    from selfdisco.llm.models import resolve_model
-    from selfdisco.llm.server import VLLMServer
-
     events.emit("server", state="starting", detail=f"vLLM for {model}")
     server = VLLMServer(resolve_model(model), log_path=log_path, **options)
     stack.callback(server.stop)
@@ -317,10 +301,6 @@ def _note_numerics(server, events) -> None:
 def _check_attached(url: str, model: str, policy_path: str, dtype: str, events) -> None:
     """The numerics self-check for a server selfdisco did not start: refuse a disagreeing one,
     warn when it cannot be compared."""
-    from selfdisco.llm.client import LLMClient
-    from selfdisco.llm.numerics import check
-    from selfdisco.llm.server import NumericsError
-
     with LLMClient(url, model) as client:
         report = check(client, policy_path, dtype)
     level = "warning" if report.skipped else "info"

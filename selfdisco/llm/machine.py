@@ -7,6 +7,8 @@ import re
 import subprocess
 from dataclasses import dataclass
 
+import psutil
+
 from selfdisco.errors import UserError
 from selfdisco.llm.sizes import GIB
 
@@ -59,8 +61,6 @@ def described_gpus(count: int, gib: float) -> Machine:
 
 
 def _memory_gib() -> float:
-    import psutil
-
     return psutil.virtual_memory().total / GIB
 
 

@@ -175,6 +175,7 @@ def convert_gguf(gguf: Path, out: Path) -> int:
     so the weights are moved into a fresh model built from the same config. Returns the number
     of parameters.
     """
+    # lazy: loads torch
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -224,6 +225,7 @@ def build_smoke_model(out: Path, vocab_size: int = 512, seed: int = 0) -> int:
     Two layers, hidden 64, two heads and one KV head (head_dim 32, which vLLM's CPU attention
     accepts). Deterministic for a given seed.
     """
+    # lazy: loads torch
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast

@@ -160,6 +160,7 @@ def check(client: Any, model_path: str, dtype: str) -> NumericsReport:
 
 
 def _reference(model_path: str, served: list[dict]) -> list[dict]:
+    # lazy: loads torch
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -34,6 +34,7 @@ from selfdisco.llm.backend import (
     resolve_dtype,
 )
 from selfdisco.llm.client import LLMClient
+from selfdisco.llm.numerics import check
 from selfdisco.llm.procs import end_group, group_members
 from selfdisco.progress import Progress
 
@@ -341,7 +342,6 @@ class VLLMServer:
     def _check_numerics(self) -> None:
         if not self.check_numerics or self.numerics is not None:
             return
-        from selfdisco.llm.numerics import check
 
         client = self.client()
         try:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfdisco.llm.models import BUNDLED
+
 GIB = 1 << 30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 ACTIVATION_UNITS = 17
@@ -175,8 +177,6 @@ def _hub_cache() -> Path:
 
 def _config_file(model: str) -> Path | None:
     """config.json of a bundled model, a local directory or a Hub id in the local cache."""
-    from selfdisco.llm.models import BUNDLED
-
     if model in BUNDLED:
         directory = BUNDLED[model].path
     elif Path(model).expanduser().is_dir():

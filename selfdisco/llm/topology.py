@@ -28,6 +28,7 @@ asleep/sleep/wake_up call the same functions.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
@@ -38,6 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
+
+import httpx
+import psutil
 
 from selfdisco.errors import UserError, one_line
 from selfdisco.llm.client import LLMError
@@ -151,8 +155,6 @@ def sleep(root_url: str, level: int = 1) -> None:
     """Ask the vLLM server at root_url (no /v1) to free the GPU: weights offloaded (level 1)
     or dropped (level 2), KV cache dropped. It must run with sleep mode enabled. Uncoordinated:
     training jobs go through asleep()."""
-    import httpx
-
     httpx.post(f"{root_url}/sleep", params={"level": level},
                timeout=SLEEP_TIMEOUT_S).raise_for_status()
 
@@ -160,8 +162,6 @@ def sleep(root_url: str, level: int = 1) -> None:
 def wake_up(root_url: str, model: str) -> None:
     """Undo sleep(), then check that the server answers: /is_sleeping says no and a 1-token
     completion of `model` (its served name) comes back. WakeError otherwise."""
-    import httpx
-
     try:
         httpx.post(f"{root_url}/wake_up", timeout=SLEEP_TIMEOUT_S).raise_for_status()
         state = httpx.get(f"{root_url}/is_sleeping", timeout=SLEEP_TIMEOUT_S)
@@ -260,8 +260,6 @@ def _server_dir(root_url: str) -> Path:
 @contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     """An exclusive lock on the server's lease directory; the system drops it if we die."""
-    import fcntl
-
     with open(directory / "lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
@@ -269,15 +267,11 @@ def _locked(directory: Path) -> Iterator[None]:
 
 def _holder_name() -> str:
     """PID, process start time and a counter: unique, and tells whether the holder lives."""
-    import psutil
-
     pid = os.getpid()
     return f"{pid}-{psutil.Process(pid).create_time():.2f}-{next(_held)}"
 
 
 def _alive(name: str) -> bool:
-    import psutil
-
     pid, started, _ = name.split("-")
     try:
         process = psutil.Process(int(pid))

@@ -20,8 +20,10 @@ from selfdisco.rundir.shape import LossShape
 
 def loss_curve(candidate: Candidate, rho: list[float], beta: float) -> tuple[list, list]:
     """Per-example losses at each rho and d(sum of losses)/d rho, in float64."""
+    # lazy: loads torch
     import torch
 
+    # lazy: loads torch, numpy
     from selfdisco.losses.checks import describe
 
     try:
@@ -45,9 +47,11 @@ def loss_curve(candidate: Candidate, rho: list[float], beta: float) -> tuple[lis
 def plot_shapes(shapes: list[tuple[str, LossShape]], output: Path) -> None:
     """Two panels, loss and slope against rho, one curve per named recorded shape (as the
     paper's Fig. 6)."""
+    # lazy: loads matplotlib
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: loads matplotlib
     import matplotlib.pyplot as plt
 
     betas = {shape.beta for _, shape in shapes}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import resource
 import select
 import shutil
 import signal
@@ -168,6 +169,7 @@ class Sandbox:
 # --- server side ------------------------------------------------------------------------------
 def serve() -> None:
     """Import torch once, then answer one JSON job per line on stdin with one line on stdout."""
+    # lazy: loads torch
     import torch
 
     for module in CHECKS.values():  # imported once here, used in the forked children
@@ -298,7 +300,6 @@ def _child(job: dict, write_fd: int, workdir: str, private_fds: tuple[int, ...])
         tempfile.tempdir = workdir
         _set_limits(float(job.get("timeout_s", 5.0)), int(job.get("memory_mb", 1024)))
         sys.setrecursionlimit(500)
-        import importlib
 
         checks = importlib.import_module(CHECKS[job.get("checks", "preference")])
         result = checks.run_checks(str(job["code"]), float(job["beta"]))
@@ -313,8 +314,6 @@ def _child(job: dict, write_fd: int, workdir: str, private_fds: tuple[int, ...])
 
 
 def _set_limits(timeout_s: float, memory_mb: int) -> None:
-    import resource
-
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
     cpu = int(timeout_s) + 2

@@ -3,6 +3,7 @@ small statistics."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -172,8 +173,6 @@ def preset_settings(task: str, presets: dict[str, Any], ctx: TaskContext) -> Any
 
 def apply_options(settings: Any, options: dict[str, Any]) -> Any:
     """A copy of a settings dataclass with `options` applied; unknown keys are a UserError."""
-    import dataclasses
-
     known = {f.name: f for f in dataclasses.fields(settings)}
     unknown = sorted(set(options) - set(known))
     if unknown:

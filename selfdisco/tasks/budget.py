@@ -107,6 +107,7 @@ def at_budget(points: list[Point], budget: float) -> tuple[list[float], dict]:
 
 def scaled_adapter(adapter_path: str | Path, scale: float, out_dir: Path) -> Path:
     """A copy of a LoRA adapter whose delta is multiplied by `scale` (its lora_B weights)."""
+    # lazy: loads safetensors
     from safetensors.torch import load_file, save_file
 
     source = Path(adapter_path)

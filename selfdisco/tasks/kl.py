@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from selfdisco.llm.sizes import kl_batch
+from selfdisco.progress import Progress
 from selfdisco.tasks.sampling import Sample
 
 
@@ -29,6 +30,7 @@ def sequence_kls(model_path: str, adapter_path: str, samples: Sequence[Sample],
     batch_size: rows per forward pass; None: sizes.kl_batch (fewer for long rows and large
     vocabularies, whose logits dominate the memory).
     """
+    # lazy: loads torch
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -55,9 +57,8 @@ def sequence_kls(model_path: str, adapter_path: str, samples: Sequence[Sample],
 def completion_logprob_sums(model: Any, sequences: Sequence[tuple[list[int], list[int]]],
                             batch_size: int = 16) -> list[float]:
     """sum_t log p(y_t | x, y_<t) for each (prompt ids x, completion ids y) pair."""
+    # lazy: loads torch
     import torch
-
-    from selfdisco.progress import Progress
 
     device = next(model.parameters()).device
     sums = [0.0] * len(sequences)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfdisco.datafiles import load_table
 from selfdisco.errors import UserError
 from selfdisco.rundir.paths import DATA_DIR
 from selfdisco.tasks.base import Fitness, TaskContext, mean_and_stderr, preset_settings
@@ -41,6 +42,8 @@ from selfdisco.tasks.judge import (
     unreliable_reason,
 )
 from selfdisco.tasks.sampling import parallel_map, served_adapter
+from selfdisco.train.data import load_preferences
+from selfdisco.train.settings import TrainSettings
 
 SHIPPED_QUESTIONS = DATA_DIR / "mtbench_mini.jsonl"
 SHIPPED_PREFERENCES = DATA_DIR / "preferences_mini.jsonl"
@@ -104,8 +107,6 @@ def load_questions(source: str) -> list[Question]:
     Accepts MT-Bench's own field names (question_id, turns) and the Hub variants (prompt_id,
     prompt). Raises UserError for a missing or unreadable file or a malformed question.
     """
-    from selfdisco.datafiles import load_table
-
     table, where = load_table(source, what="question")
     if len(table) == 0:
         raise UserError(f"{where} holds no questions")
@@ -154,13 +155,9 @@ class MTBenchTask:
         self.settings(TaskContext(preset=preset, options=dict(options)))
 
     def train_settings(self, preset: str) -> Any:
-        from selfdisco.train.settings import TrainSettings
-
         return TrainSettings.for_preset(preset)
 
     def preference_data(self, ctx: TaskContext) -> Any:
-        from selfdisco.train.data import load_preferences
-
         return load_preferences(self.settings(ctx).data)
 
     def evaluate(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:

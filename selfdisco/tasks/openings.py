@@ -16,6 +16,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from selfdisco.datafiles import load_table, require_columns
 from selfdisco.errors import UserError
 from selfdisco.rundir.paths import prompts_dir
 
@@ -89,8 +90,6 @@ def dataset_openings(source: str, *, column: str = "text", words: int = 6,
 
 
 def _load_texts(source: str, column: str, limit: int) -> list[str]:
-    from selfdisco.datafiles import load_table, require_columns
-
     data, where = load_table(source, what="review")
     require_columns(data, [column], where, f"the task option review_column names {column!r}: "
                     "set it to the column that holds the review text")

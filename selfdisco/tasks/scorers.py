@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from selfdisco.errors import UserError
+from selfdisco.progress import Progress
 
 
 class Scorer(Protocol):
@@ -33,6 +34,7 @@ class VaderScorer:
     label = scorer_label("vader")
 
     def __init__(self) -> None:
+        # lazy: loads vaderSentiment
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
         self._analyzer = SentimentIntensityAnalyzer()
@@ -45,6 +47,7 @@ class ClassifierScorer:
     """P(positive) from a sequence-classification model; the positive label is found by name."""
 
     def __init__(self, model: str, *, batch_size: int = 16, max_length: int = 256):
+        # lazy: loads torch
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -61,8 +64,6 @@ class ClassifierScorer:
         self.label = scorer_label(f"hf:{model}")
 
     def score(self, texts: Sequence[str]) -> list[float]:
-        from selfdisco.progress import Progress
-
         scores: list[float] = []
         with Progress("scoring", total=len(texts), unit="texts") as progress:
             for start in range(0, len(texts), self.batch_size):

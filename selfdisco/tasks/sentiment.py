@@ -46,9 +46,11 @@ from selfdisco.llm.models import model_identity
 from selfdisco.rundir.paths import write_text_atomic
 from selfdisco.tasks.base import Fitness, TaskContext, mean_and_stderr, preset_settings
 from selfdisco.tasks.budget import Point, at_budget, reach_budget, scaled_adapter
+from selfdisco.tasks.kl import sequence_kls
 from selfdisco.tasks.openings import Split, dataset_openings, split_openings, template_openings
 from selfdisco.tasks.sampling import sample_completions, served_adapter
 from selfdisco.tasks.scorers import make_scorer, scorer_label
+from selfdisco.train.settings import TrainSettings
 
 # Part of the pairs' cache key (and the burn-in cache's): bump it when the way pairs are
 # sampled or chosen changes.
@@ -147,8 +149,6 @@ class SentimentTask:
         On CPU the LoRA learning rate is raised to 1e-3 and beta to 0.1: with the preset's
         1e-4 and 0.05, 32 steps moved rho by under one nat and the policy's samples barely.
         """
-        from selfdisco.train.settings import TrainSettings
-
         base = TrainSettings.for_preset(preset)
         if preset in ("gpu-zephyr", "gpu-selfimprove"):
             return base.with_overrides(max_length=128, max_prompt_length=32)
@@ -265,8 +265,6 @@ class SentimentTask:
         if model is None:
             kls = [[0.0] for _ in prompts]  # the base model is the reference
         elif settings.measure_kl:
-            from selfdisco.tasks.kl import sequence_kls
-
             kl_started = time.perf_counter()
             scored = kl_subset(samples, settings.kl_samples)
             values = sequence_kls(ctx.model_path, str(adapter_path), scored, dtype=ctx.dtype)

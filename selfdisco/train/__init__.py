@@ -14,6 +14,7 @@ __all__ = ["TrainResult", "TrainSettings", "train_adapter"]
 
 def __getattr__(name: str):
     if name == "train_adapter":
+        # lazy: loads torch, transformers
         from selfdisco.train.runner import train_adapter
 
         return train_adapter

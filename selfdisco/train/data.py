@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from selfdisco.datafiles import load_table, require_columns
 from selfdisco.errors import UserError
 
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -30,6 +31,7 @@ def load_preferences(source: Any, *, split: str = "train"):
     Raises:
         UserError: the source cannot be read, is empty, or lacks or mistypes a column.
     """
+    # lazy: loads datasets
     from datasets import Dataset
 
     if isinstance(source, (list, tuple)):
@@ -52,8 +54,6 @@ def load_preferences(source: Any, *, split: str = "train"):
 
 
 def _read_source(source: str, split: str) -> tuple[list[dict], str]:
-    from selfdisco.datafiles import load_table, require_columns
-
     table, where = load_table(source, split=split, what="preference")
     if len(table) == 0:
         return [], where

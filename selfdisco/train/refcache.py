@@ -29,6 +29,7 @@ def cache_key(*, model: dict, dtype: str, tokenized, length_settings: dict) -> s
         tokenized: the tokenized dataset (prompt_ids, chosen_ids, rejected_ids), in order.
         length_settings: max_length, truncation_mode and the like.
     """
+    # lazy: loads numpy
     import numpy as np
 
     digest = hashlib.sha256()
@@ -53,6 +54,7 @@ class RefCache:
 
     def load(self, key: str, rows: int):
         """The (chosen, rejected) tensors stored under key, or None if absent or unreadable."""
+        # lazy: loads safetensors
         from safetensors.torch import load_file
 
         path = self.path(key)
@@ -69,6 +71,7 @@ class RefCache:
 
     def save(self, key: str, chosen, rejected, metadata: dict | None = None) -> Path:
         """Write atomically: a temporary file in the same directory, then a rename."""
+        # lazy: loads safetensors
         from safetensors.torch import save_file
 
         path = self.path(key)

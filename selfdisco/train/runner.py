@@ -9,6 +9,7 @@ nothing a candidate loss does escapes as an exception: a non-finite loss or grad
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import resource
@@ -21,6 +22,10 @@ from typing import Any
 from transformers import TrainerCallback
 
 from selfdisco.errors import UserError, one_line
+from selfdisco.llm.models import model_identity, resolve_model
+from selfdisco.losses import compile_loss
+from selfdisco.train.data import load_preferences
+from selfdisco.train.refcache import RefCache
 from selfdisco.train.result import TrainResult
 from selfdisco.train.settings import TrainSettings
 
@@ -66,8 +71,6 @@ def train_adapter(*, model_path: str, data: Any, settings: TrainSettings, out_di
     run_log = None
     try:
         if candidate is not None:
-            from selfdisco.losses import compile_loss
-
             loss_fn = compile_loss(candidate.code)
         trainer = build_trainer(model_path=model_path, dataset=dataset, settings=settings,
                                 loss_fn=loss_fn, out_dir=out_dir, ref_cache_dir=ref_cache_dir)
@@ -96,8 +99,7 @@ def train_adapter(*, model_path: str, data: Any, settings: TrainSettings, out_di
 def release_memory() -> None:
     """Collect a finished trainer's reference cycles (its model stayed allocated until the
     next collection: 14.3 GiB for a 7B model on a GPU) and return cached GPU blocks."""
-    import gc
-
+    # lazy: loads torch
     import torch
 
     gc.collect()
@@ -108,10 +110,10 @@ def release_memory() -> None:
 def build_trainer(*, model_path: str, dataset, settings: TrainSettings, loss_fn: Callable,
                   out_dir: Path, ref_cache_dir: str | Path | None = None):
     """A RuntimeLossDPOTrainer for this recipe, with the reference cache attached."""
+    # lazy: loads transformers
     from transformers.trainer_callback import PrinterCallback
 
-    from selfdisco.llm.models import model_identity
-    from selfdisco.train.refcache import RefCache
+    # lazy: loads torch, transformers
     from selfdisco.train.trainer import RuntimeLossDPOTrainer
 
     parts = trainer_parts(model_path, settings, out_dir)
@@ -132,12 +134,11 @@ def trainer_parts(model_path: str, settings: TrainSettings, out_dir: Path,
 
     Returns a dict with model, tokenizer, peft_config, args and path (the resolved model path).
     """
+    # lazy: loads torch
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig
-
-    from selfdisco.llm.models import resolve_model
 
     if not settings.use_cpu and not torch.cuda.is_available():
         raise UserError("these training settings need a CUDA GPU; use the cpu or smoke preset")
@@ -170,9 +171,8 @@ def trainer_parts(model_path: str, settings: TrainSettings, out_dir: Path,
 
 
 def _as_dataset(data: Any):
+    # lazy: loads datasets
     from datasets import Dataset
-
-    from selfdisco.train.data import load_preferences
 
     return data if isinstance(data, Dataset) else load_preferences(data)
 

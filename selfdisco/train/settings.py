@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from selfdisco.errors import UserError
+from selfdisco.train.tracking import check_trackers
 
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -122,8 +123,6 @@ def _checked(name: str, value: Any) -> Any:
     """The value for a setting, or a UserError saying what the setting needs."""
     kind = type(getattr(TrainSettings(), name))  # the default's type (max_prompt_length: int)
     if name == "report_to":
-        from selfdisco.train.tracking import check_trackers
-
         return check_trackers(value)
     if name == "max_prompt_length" and value is None:
         return None

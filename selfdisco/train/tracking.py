@@ -60,6 +60,7 @@ def log_summary(report_to: tuple[str, ...], out_dir: str | Path, *, name: str, s
         return
     scalars = summary_scalars(fitness, stderr, metrics)
     if "tensorboard" in report_to:
+        # lazy: loads torch
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(Path(out_dir) / SUMMARY_DIR))
@@ -68,7 +69,7 @@ def log_summary(report_to: tuple[str, ...], out_dir: str | Path, *, name: str, s
         writer.add_text("summary/status", f"{name}: {status}", 0)
         writer.close()
     if "wandb" in report_to:
-        import wandb
+        import wandb  # lazy: an optional package, installed only by those who track with it
 
         run = wandb.run or wandb.init(project=os.environ.get("WANDB_PROJECT", "selfdisco"),
                                       name=name, dir=str(out_dir))

@@ -25,6 +25,7 @@ def run_app(run_dir: Path, *, owns_run: bool = False,
         "stop" when the user asked to stop the run (the TUI has not sent anything: the caller
         stops its run), "detach" otherwise (the run, if still going, keeps going).
     """
+    # lazy: loads textual
     from selfdisco.tui.app import DiscoApp
 
     result = DiscoApp(Path(run_dir), owns_run=owns_run, process=process).run()

@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from selfdisco.discovery.proposer.duel import RULE, DuelRecord
 from selfdisco.formatting import format_number
 
 REJECTION_STAGES = ("parse", "screen", "duplicate")
@@ -133,9 +135,11 @@ def table(figures: list[Figures]) -> list[str]:
 
 def plot(generations: dict[int, Figures], path) -> None:
     """Valid-and-novel rate and mean fitness of the proposals, per generation, with 1 s.e."""
+    # lazy: loads matplotlib
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: loads matplotlib
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -163,10 +167,6 @@ def plot(generations: dict[int, Figures], path) -> None:
 def report_section(rows: list[Any], duels: dict[int, dict], run_dir, mode: str) -> list[str]:
     """The report's proposer section: per proposer, per generation (table and plot
     report_lineage.png in run_dir), and one line per duel."""
-    from pathlib import Path
-
-    from selfdisco.discovery.proposer.duel import RULE, DuelRecord
-
     lines = ["## Proposers", "", f"Self-improvement mode: **{mode}**. Rates are of all answers "
              "(resamples included), with their binomial standard error and count.", ""]
     figures = by_proposer(rows)

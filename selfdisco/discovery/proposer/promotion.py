@@ -10,8 +10,8 @@ recorded duel's decision instead of duelling again.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from selfdisco.discovery.interface import Loop
 from selfdisco.discovery.proposer import duel, selftrain
 from selfdisco.seeds import derive
 
@@ -29,9 +29,9 @@ class Challenger:
         return f"proposer-{self.id}"
 
 
-def promote(loop: Any, g: int) -> None:
-    """Nominate, duel and promote after generation g (loop: the running Discovery)."""
-    if loop.d.self_improve == "off" or not loop.can_self_improve:
+def promote(loop: Loop, g: int) -> None:
+    """Nominate, duel and promote after generation g."""
+    if loop.settings.self_improve == "off" or not loop.can_self_improve:
         return
     recorded = loop.archive.duels().get(g)
     if recorded is not None:
@@ -42,7 +42,7 @@ def promote(loop: Any, g: int) -> None:
             if _serve(loop, challenger):
                 _apply(loop, challenger, g)
         return
-    challenger = (_policy_challenger(loop, g) if loop.d.self_improve == "policy"
+    challenger = (_policy_challenger(loop, g) if loop.settings.self_improve == "policy"
                   else _trained_challenger(loop, g))
     if challenger is None or not _serve(loop, challenger):
         return
@@ -56,11 +56,11 @@ def promote(loop: Any, g: int) -> None:
                      promoted=record.promoted, reason=record.reason)
     if record.promoted:
         _apply(loop, challenger, g)
-    elif loop.s.adapters is not None:
-        loop.s.adapters.unload_adapter(challenger.model)
+    elif loop.services.adapters is not None:
+        loop.services.adapters.unload_adapter(challenger.model)
 
 
-def _policy_challenger(loop: Any, g: int) -> Challenger | None:
+def _policy_challenger(loop: Loop, g: int) -> Challenger | None:
     scored = [r for r in loop.archive.rows("generation = ? AND status = 'scored'", (g,))
               if r.metrics.get("adapter")]
     if not scored:
@@ -72,28 +72,28 @@ def _policy_challenger(loop: Any, g: int) -> Challenger | None:
     return Challenger(best.id, best.metrics["adapter"], best.fitness, best.stderr)
 
 
-def _trained_challenger(loop: Any, g: int) -> Challenger | None:
+def _trained_challenger(loop: Loop, g: int) -> Challenger | None:
     """A proposer LoRA trained on the run's pairs so far (after a round of practice), or None
     (too few pairs, or training failed: logged)."""
     name = f"g{g:02d}"
     _practice(loop, g)
     rows = loop.archive.rows()
     pairs = selftrain.build_pairs(loop.run_dir, rows, loop.archive.duels())
-    if len(pairs) < loop.d.proposer_min_pairs:
+    if len(pairs) < loop.settings.proposer_min_pairs:
         loop.events.emit("log", level="info", message=(
             f"no proposer training after generation {g}: {len(pairs)} preference pair(s) from "
-            f"its answers, {loop.d.proposer_min_pairs} needed (discovery.proposer_min_pairs)"))
+            f"its answers, {loop.settings.proposer_min_pairs} needed "
+            "(discovery.proposer_min_pairs)"))
         return None
-    loss = selftrain.best_loss(rows, loop.s.catalog)
+    loss = selftrain.best_loss(rows, loop.services.catalog)
     path = selftrain.proposer_dir(loop.run_dir) / name / "pairs.jsonl"
     selftrain.write_pairs(path, pairs)
-    loop.events.emit("stage", generation=g, stage="self_train", state="start",
-                     detail=f"{len(pairs)} pairs under {loss['name']} ({loss['why']})")
-    trainer = loop.s.proposer_trainer or selftrain.default_trainer(loop.config, loop.run_dir)
+    loop.mark_stage(g, "self_train", "start",
+                    f"{len(pairs)} pairs under {loss['name']} ({loss['why']})")
+    trainer = loop.services.proposer_trainer or selftrain.default_trainer(loop.config, loop.run_dir)
     trained = trainer.train(name, path, loss, derive(loop.config.seed, "proposer", g),
-                            loop.d.proposer_steps)
-    loop.events.emit("stage", generation=g, stage="self_train", state="end",
-                     detail=trained.reason)
+                            loop.settings.proposer_steps)
+    loop.mark_stage(g, "self_train", "end", trained.reason)
     if not trained.ok:
         loop.events.emit("log", level="error",
                          message=f"proposer training after generation {g} failed: "
@@ -102,30 +102,31 @@ def _trained_challenger(loop: Any, g: int) -> Challenger | None:
     return Challenger(f"self-{name}", trained.adapter)
 
 
-def _practice(loop: Any, g: int) -> None:
+def _practice(loop: Loop, g: int) -> None:
     """The current proposer answers the next generation's context duel_samples times (seeded,
     screened only); kept for pairs. A resumed run keeps the round it has."""
     path = selftrain.proposer_dir(loop.run_dir) / f"g{g:02d}" / "practice.json"
     if path.is_file():
         return
-    messages = loop._messages()
+    messages = loop.proposer_messages()
     selftrain.save_context(loop.run_dir, f"practice-g{g:02d}", messages)
     seed = derive(loop.config.seed, "practice", g)
-    texts = loop._ask(messages, loop.d.duel_samples, seed, loop.state.proposer_model)
+    texts = loop.ask_proposer(messages, loop.settings.duel_samples, seed, loop.state.proposer_model)
     selftrain.save_practice(loop.run_dir, g, texts, _outcomes(loop, texts), seed)
 
 
-def _outcomes(loop: Any, texts: list[str]) -> list[str]:
-    return duel.outcomes(texts, loop.s.parse, loop.s.screen,
-                         list(loop.state.fingerprints.values()), loop.d.duplicate_tolerance,
-                         timeout_s=loop.d.screen_timeout_s, beta=loop.s.beta)
+def _outcomes(loop: Loop, texts: list[str]) -> list[str]:
+    return duel.outcomes(texts, loop.services.parse, loop.services.screen,
+                         list(loop.state.fingerprints.values()),
+                         loop.settings.duplicate_tolerance,
+                         timeout_s=loop.settings.screen_timeout_s, beta=loop.services.beta)
 
 
-def _serve(loop: Any, challenger: Challenger) -> bool:
-    if loop.s.adapters is None:
+def _serve(loop: Loop, challenger: Challenger) -> bool:
+    if loop.services.adapters is None:
         return True
     try:
-        loop.s.adapters.load_adapter(challenger.model, challenger.adapter)
+        loop.services.adapters.load_adapter(challenger.model, challenger.adapter)
     except Exception as err:  # noqa: BLE001 - keep the current proposer
         loop.events.emit("log", level="error",
                          message=f"could not serve {challenger.id} as a proposer: {err}")
@@ -133,14 +134,14 @@ def _serve(loop: Any, challenger: Challenger) -> bool:
     return True
 
 
-def _duel(loop: Any, g: int, challenger: Challenger) -> duel.DuelRecord:
+def _duel(loop: Loop, g: int, challenger: Challenger) -> duel.DuelRecord:
     """Both proposers answer the next generation's context with the same seeds; screened."""
-    n, seed = loop.d.duel_samples, derive(loop.config.seed, "duel", g)
-    messages = loop._messages()
+    n, seed = loop.settings.duel_samples, derive(loop.config.seed, "duel", g)
+    messages = loop.proposer_messages()
     selftrain.save_context(loop.run_dir, f"duel-g{g:02d}", messages)
-    loop.events.emit("stage", generation=g, stage="duel", state="start",
-                     detail=f"{loop.state.proposer_id} vs {challenger.id}, {n} answers each")
-    answers = {side: loop._ask(messages, n, seed, model)
+    loop.mark_stage(g, "duel", "start",
+                    f"{loop.state.proposer_id} vs {challenger.id}, {n} answers each")
+    answers = {side: loop.ask_proposer(messages, n, seed, model)
                for side, model in (("current", loop.state.proposer_model),
                                    ("challenger", challenger.model))}
     found = {side: _outcomes(loop, texts) for side, texts in answers.items()}
@@ -150,8 +151,7 @@ def _duel(loop: Any, g: int, challenger: Challenger) -> duel.DuelRecord:
         current.stderr if current is not None else None, challenger.fitness, challenger.stderr)
     promoted, difference, stderr, reason = duel.decide(found["current"], found["challenger"],
                                                        fitness)
-    loop.events.emit("stage", generation=g, stage="duel", state="end",
-                     detail="promoted" if promoted else "not promoted")
+    loop.mark_stage(g, "duel", "end", "promoted" if promoted else "not promoted")
     return duel.DuelRecord(
         generation=g, current=loop.state.proposer_id, challenger=challenger.id,
         adapter=challenger.adapter, samples=n, seed=seed, current_outcomes=found["current"],
@@ -160,10 +160,10 @@ def _duel(loop: Any, g: int, challenger: Challenger) -> duel.DuelRecord:
         challenger_answers=answers["challenger"])
 
 
-def _apply(loop: Any, challenger: Challenger, g: int) -> None:
+def _apply(loop: Loop, challenger: Challenger, g: int) -> None:
     """Serve the challenger as the proposer (recorded first, then announced)."""
-    if loop.state.proposer_model and loop.s.adapters is not None:
-        loop.s.adapters.unload_adapter(loop.state.proposer_model)
+    if loop.state.proposer_model and loop.services.adapters is not None:
+        loop.services.adapters.unload_adapter(loop.state.proposer_model)
     loop.state.proposer_id, loop.state.proposer_model = challenger.id, challenger.model
     if challenger.fitness is not None:
         loop.state.proposer_fitness = challenger.fitness

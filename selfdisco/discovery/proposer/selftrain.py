@@ -3,16 +3,17 @@ proposer's own answers in this run, and a proposer LoRA trained on them under th
 run has found (dpo until a candidate beats dpo beyond noise). The adapter is the duel's challenger.
 
 Pairs share a context: a generation's first answers (attempt 0) to the same messages (all of
-them, or an island's: selfdisco/discovery/search/population.py), each side of a duel and each round of
-practice (answers the current proposer gives to the next generation's context before each
-training, screened only, to have pairs from the start).
+them, or an island's: selfdisco/discovery/search/population.py), each side of a duel and each
+round of practice (answers the current proposer gives to the next generation's context before
+each training, screened only, to have pairs from the start).
 Chosen: a valid and novel answer; rejected: one that failed parsing, screening or
 de-duplication, whose training failed, or that scored lower by more than 2 standard errors of
 the difference. Everything is kept under <run>/proposer/: contexts/ (the messages
 answered), gNN/practice.json, gNN/pairs.jsonl, gNN/job.json (loss, seed, settings),
 gNN/result.json and gNN/adapter/.
-Run as `python -m selfdisco.discovery.proposer.selftrain JOB.json` to train one adapter (the loop does, in a child
-process); a replayed run reuses the recorded run's adapters instead (RecordedTrainer).
+Run as `python -m selfdisco.discovery.proposer.selftrain JOB.json` to train one adapter (the
+loop does, in a child process); a replayed run reuses the recorded run's adapters instead
+(RecordedTrainer).
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfdisco.config import read_run_config
+from selfdisco.errors import one_line
+from selfdisco.llm.models import resolve_model
+from selfdisco.llm.topology import parse_source
+from selfdisco.losses import Candidate
 from selfdisco.rundir.paths import write_text_atomic
+from selfdisco.tasks import run_train_settings
+from selfdisco.train import train_adapter
 
 PROPOSER_DIR = "proposer"
 RESULT_FILE = "result.json"
@@ -191,8 +199,9 @@ class Trained:
 
 
 class ProposerTrainer:
-    """Trains a proposer adapter in a child process (python -m selfdisco.discovery.proposer.selftrain JOB.json);
-    a result already in the run directory (a resumed run) is reused."""
+    """Trains a proposer adapter in a child process (`python -m
+    selfdisco.discovery.proposer.selftrain JOB.json`); a result already in the run directory (a
+    resumed run) is reused."""
 
     def __init__(self, run_dir: Path, timeout_s: float) -> None:
         self.run_dir = Path(run_dir)
@@ -208,8 +217,9 @@ class ProposerTrainer:
                                            "loss": loss, "seed": seed, "steps": steps,
                                            "lengths": LENGTHS}, indent=2))
         try:
-            done = subprocess.run([sys.executable, "-m", "selfdisco.discovery.proposer.selftrain", str(job)],
-                                  timeout=self.timeout_s, capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "selfdisco.discovery.proposer.selftrain", str(job)],
+                timeout=self.timeout_s, capture_output=True, text=True)
         except subprocess.TimeoutExpired:
             return Trained(False, None, f"training took over {self.timeout_s:.0f} s")
         result = Trained.read(out / RESULT_FILE)
@@ -234,8 +244,6 @@ class RecordedTrainer:
 
 def default_trainer(config, run_dir: Path):
     """The replayed run's recorded adapters under a replay source; else trained here."""
-    from selfdisco.llm.topology import parse_source
-
     source = parse_source(config.server.proposer)
     if source.kind == "replay":
         return RecordedTrainer(source.run_dir)
@@ -244,11 +252,6 @@ def default_trainer(config, run_dir: Path):
 
 def train_job(job: dict) -> Trained:
     """Train one proposer adapter as a job file says (in the child process)."""
-    from selfdisco.config import read_run_config, run_train_settings
-    from selfdisco.llm.models import resolve_model
-    from selfdisco.losses import Candidate
-    from selfdisco.train import train_adapter
-
     config = read_run_config(Path(job["run_dir"]))
     settings = run_train_settings(config).with_overrides(max_steps=job["steps"], **job["lengths"])
     out = Path(job["pairs"]).parent
@@ -268,7 +271,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train_job(json.loads(job_path.read_text()))
     except Exception as err:  # noqa: BLE001 - any failure is the result
-        from selfdisco.errors import one_line
 
         result = Trained(False, None, one_line(err))
     write_text_atomic(job_path.parent / RESULT_FILE, json.dumps(

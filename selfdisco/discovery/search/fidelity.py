@@ -19,35 +19,37 @@ killed during the cheap stage resumes with the results it has and evaluates only
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from selfdisco import stats
+from selfdisco.config import DiscoveryConfig
+from selfdisco.discovery.interface import Loop
 from selfdisco.execution.records import Result
+from selfdisco.rundir.archive import Row
 
 CHEAP = "cheap"  # the one stage before the full evaluation
 
 
-def enabled(discovery: Any) -> bool:
+def enabled(discovery: DiscoveryConfig) -> bool:
     return 0 < discovery.fidelity < 1
 
 
-def cheap_stage(loop: Any, g: int, pending: list) -> list:
+def cheap_stage(loop: Loop, g: int, pending: list[Row]) -> list[Row]:
     """Run generation g's cheap stage for the pending rows (and the baselines, once); record
     each decision; return the rows that go on to the full evaluation."""
-    f = loop.d.fidelity
+    f = loop.settings.fidelity
     baselines = loop.archive.rows("kind = 'burn_in' AND status = 'scored'")
     todo = [r for r in [*baselines, *pending] if loop.archive.stage(r.id, CHEAP) is None]
     if todo:
-        loop._stage(g, CHEAP, "start", f"{len(todo)} at {f:.0%} of the training")
+        loop.mark_stage(g, CHEAP, "start", f"{len(todo)} at {f:.0%} of the training")
         _evaluate(loop, todo, f)
-        loop._stage(g, CHEAP, "end", "")
+        loop.mark_stage(g, CHEAP, "end", "")
     anchor = _best_known(loop, g, baselines)
     entries = {r.id: loop.archive.stage(r.id, CHEAP)
                for r in loop.archive.rows("generation = ? AND kind = 'proposal'", (g,))}
     scored = [(-e["result"]["fitness"], id) for id, e in entries.items()
               if e is not None and e["result"]["status"] == "scored"]
     ranked = [id for _, id in sorted(scored, key=lambda s: (s[0], loop.archive.get(s[1]).seq))]
-    keep = max(1, math.ceil(loop.d.fidelity_keep * len(ranked)))
+    keep = max(1, math.ceil(loop.settings.fidelity_keep * len(ranked)))
     promoted = []
     for row in pending:
         entry = loop.archive.stage(row.id, CHEAP)
@@ -62,9 +64,9 @@ def cheap_stage(loop: Any, g: int, pending: list) -> list:
         if entry["decision"] == "promoted":
             promoted.append(row)
         elif entry["decision"] == "failed":
-            loop._record_result(row, result)
+            loop.record_result(row, result)
         else:
-            loop._record_result(row, Result.failed(
+            loop.record_result(row, Result.failed(
                 "stopped", entry["rule"], metrics={"fidelity": {CHEAP: entry}}))
     return promoted
 
@@ -88,7 +90,7 @@ def _rule(result: Result, rank: int, n: int, keep: int, f: float,
     return "stopped", f"not trained fully: {where} (only the top {keep} go on){below}"
 
 
-def _evaluate(loop: Any, rows: list, f: float) -> None:
+def _evaluate(loop: Loop, rows: list, f: float) -> None:
     def on_done(row, result: Result) -> None:
         entry = {"fidelity": f, "result": result.to_dict(), "decision": None, "rule": None}
         loop.archive.put_stage(row.id, CHEAP, entry)
@@ -99,27 +101,28 @@ def _evaluate(loop: Any, rows: list, f: float) -> None:
             loop.archive.update(row.id, status="training")
             loop.events.emit("candidate_status", id=row.id, status="training")
 
-    loop.s.evaluator.evaluate(rows, lambda row, progress: None, on_done, on_start, fidelity=f)
+    loop.services.evaluator.evaluate(rows, lambda row, progress: None, on_done, on_start,
+                                     fidelity=f)
     for row in rows:  # back in the queue until decided
         if loop.archive.get(row.id).status == "training":
             loop.archive.update(row.id, status="proposed")
 
 
-def _decide(loop: Any, row, entry: dict, decision: str, rule: str) -> dict:
+def _decide(loop: Loop, row, entry: dict, decision: str, rule: str) -> dict:
     entry = {**entry, "decision": decision, "rule": rule}
     loop.archive.put_stage(row.id, CHEAP, entry)
     _emit(loop, row, entry)
     return entry
 
 
-def _emit(loop: Any, row, entry: dict) -> None:
+def _emit(loop: Loop, row, entry: dict) -> None:
     result = entry["result"]
     loop.events.emit("candidate_stage", id=row.id, stage=CHEAP, fidelity=entry["fidelity"],
                      status=result["status"], fitness=result.get("fitness"),
                      decision=entry["decision"], rule=entry["rule"])
 
 
-def _best_known(loop: Any, g: int, baselines: list) -> tuple[str, Result] | None:
+def _best_known(loop: Loop, g: int, baselines: list) -> tuple[str, Result] | None:
     """The name and cheap-stage result of the best loss measured there before generation g (the
     baselines and earlier candidates); None when none scored."""
     earlier = loop.archive.rows("kind = 'proposal' AND generation < ?", (g,))

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any
 
+from selfdisco.config import DiscoveryConfig
+from selfdisco.discovery.interface import Loop
 from selfdisco.rundir.events import EVALUATED
 from selfdisco.seeds import derive
 
@@ -79,7 +80,7 @@ def sample_parents(held: list, count: int, seed: int) -> list:
     return sorted(chosen, key=lambda r: r.seq)
 
 
-def context_rows(rows: list, g: int, island: int, d: Any, seed: int) -> list:
+def context_rows(rows: list, g: int, island: int, d: DiscoveryConfig, seed: int) -> list:
     """The proposals a slot of `island` is shown in generation g: sampled parents and the
     island's latest evaluated ones."""
     k = d.candidates_per_generation
@@ -108,11 +109,11 @@ def same_context(contexts: dict[int, list[dict]], slots: list[int]) -> list[list
     return list(groups.values())
 
 
-def slot_contexts(loop: Any, g: int, messages: list[dict]) -> dict[int, list[dict]]:
+def slot_contexts(loop: Loop, g: int, messages: list[dict]) -> dict[int, list[dict]]:
     """Slot -> the proposer's messages for generation g: `messages` (one history) for every
     slot with one island, else the slot's island context (context_rows); a migration at the
     start of g is logged."""
-    d, k = loop.d, loop.d.candidates_per_generation
+    d, k = loop.settings, loop.settings.candidates_per_generation
     if d.islands <= 1:
         return {s: messages for s in range(k)}
     rows = loop.archive.rows()
@@ -122,5 +123,5 @@ def slot_contexts(loop: Any, g: int, messages: list[dict]) -> dict[int, list[dic
     contexts: dict[int, list[dict]] = {}
     for island in {island_of(g, s, k, d.islands) for s in range(k)}:
         shown = context_rows(rows, g, island, d, loop.config.seed)
-        contexts[island] = loop._messages(shown)
+        contexts[island] = loop.proposer_messages(shown)
     return {s: contexts[island_of(g, s, k, d.islands)] for s in range(k)}

@@ -24,6 +24,7 @@ import torch
 from selfdisco.losses import fingerprint as fp
 from selfdisco.rundir.shape import LossShape
 from selfdisco.tasks.base import EvaluationError
+from selfdisco.tasks.digits.task import compile_classification_loss
 
 BATCH, CLASSES = 16, 10
 MARGINS = tuple(m / 2 for m in range(-20, 21))  # the true class's logit minus the others'
@@ -42,8 +43,6 @@ def run_checks(code: str, beta: float = 0.0) -> dict:
 
     beta is unused (the preference checks' signature, so the sandbox calls both alike).
     """
-    from selfdisco.tasks.digits.task import compile_classification_loss
-
     try:
         try:
             loss_fn = compile_classification_loss(code)

@@ -11,6 +11,8 @@ from selfdisco.losses.candidate import Candidate
 from selfdisco.losses.fingerprint import Fingerprint
 from selfdisco.losses.screening import DEFAULT_MEMORY_MB, ScreenResult, default_sandbox
 from selfdisco.rundir.shape import LossShape
+from selfdisco.tasks.base import EvaluationError
+from selfdisco.tasks.digits.task import static_check
 
 REFERENCE = "cross_entropy"  # the baseline every classification candidate is compared with
 CHECKS = "classification"  # the sandbox's name for classification_checks
@@ -45,9 +47,6 @@ def screen(candidate: Candidate, *, timeout_s: float = 5.0, beta: float = 0.0,
            memory_mb: int = DEFAULT_MEMORY_MB, sandbox=None) -> ScreenResult:
     """Check a classification loss statically, then run its checks in the sandbox (the same
     result type as the preference screening, so the loop treats both alike)."""
-    from selfdisco.tasks.base import EvaluationError
-    from selfdisco.tasks.digits.task import static_check
-
     started = time.perf_counter()
     try:
         static_check(candidate.code)

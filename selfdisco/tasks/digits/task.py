@@ -9,6 +9,7 @@ digits data (8x8 images, 10 classes), with a fixed split and seed.
 
 from __future__ import annotations
 
+import ast
 import math
 import time
 import types
@@ -52,6 +53,7 @@ def compile_classification_loss(code: str) -> Callable:
 
     The code may use torch, F (torch.nn.functional) and math; it is checked statically first.
     """
+    # lazy: loads torch
     import torch
     import torch.nn.functional as F
 
@@ -75,8 +77,6 @@ def static_check(code: str) -> None:
     The loss library's allow-list checker expects the preference-loss signature, so this task
     keeps its own, smaller check; a loop should still run candidates in a worker process.
     """
-    import ast
-
     try:
         tree = ast.parse(code)
     except SyntaxError as err:
@@ -96,6 +96,7 @@ def static_check(code: str) -> None:
 
 def load_split(settings: DigitsSettings) -> tuple[Any, Any, Any, Any]:
     """The fixed split as float32/int64 tensors: (x_train, y_train, x_val, y_val)."""
+    # lazy: loads torch
     import torch
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -115,6 +116,7 @@ def train_and_score(loss_fn: Callable, settings: DigitsSettings, seed: int = 0) 
     Raises EvaluationError when the loss has the wrong shape, is not finite, has no gradient,
     or training runs past settings.max_seconds.
     """
+    # lazy: loads torch
     import torch
 
     x_train, y_train, x_val, y_val = load_split(settings)
@@ -128,6 +130,7 @@ def train_and_score(loss_fn: Callable, settings: DigitsSettings, seed: int = 0) 
 
 def _train(loss_fn: Callable, settings: DigitsSettings, seed: int, x_train: Any, y_train: Any,
            x_val: Any, y_val: Any) -> Fitness:
+    # lazy: loads torch
     import torch
 
     started = time.perf_counter()
@@ -167,6 +170,7 @@ def _train(loss_fn: Callable, settings: DigitsSettings, seed: int, x_train: Any,
 
 
 def _batch_loss(loss_fn: Callable, logits: Any, targets: Any, step: int) -> Any:
+    # lazy: loads torch
     import torch
 
     try:
@@ -187,6 +191,7 @@ def _batch_loss(loss_fn: Callable, logits: Any, targets: Any, step: int) -> Any:
 
 
 def _check_gradients(model: Any, step: int) -> None:
+    # lazy: loads torch
     import torch
 
     for parameter in model.parameters():

@@ -7,7 +7,7 @@ DATA = Path(__file__).resolve().parent / "data.jsonl"
 
 def load(**_kwargs):
     """The reviews as a DatasetDict with one split, "test"."""
-    import datasets
+    import datasets  # lazy: loads datasets when lm-eval builds the task
 
     return datasets.DatasetDict(
         {"test": datasets.load_dataset("json", data_files=str(DATA), split="train")})
