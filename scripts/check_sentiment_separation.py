@@ -122,7 +122,7 @@ def main() -> int:
     from selfdisco.losses import catalog, compile_loss
     from selfdisco.rundir.paths import checkpoints_dir
     from selfdisco.tasks import TaskContext, get_task
-    from selfdisco.train import train_adapter
+    from selfdisco.train.runner import train_adapter
     from selfdisco.train.settings import PRESET_MODELS
 
     task = get_task("sentiment")

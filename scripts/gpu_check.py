@@ -405,7 +405,7 @@ def train_worker(out_dir: Path, cpu: bool) -> int:
 
     from selfdisco.llm.models import resolve_model
     from selfdisco.losses import Candidate, screen
-    from selfdisco.train import train_adapter
+    from selfdisco.train.runner import train_adapter
     from selfdisco.train.settings import TrainSettings
 
     candidate = Candidate(thought="logistic plus a small hinge", name="gpu_check_loss",

@@ -27,7 +27,7 @@ from selfdisco.llm.sizes import GIB, QWEN25_7B, ModelSize
 from selfdisco.losses import Candidate, screen
 from selfdisco.tasks.kl import sequence_kls
 from selfdisco.tasks.sampling import Sample
-from selfdisco.train import train_adapter
+from selfdisco.train.runner import train_adapter
 from selfdisco.train.settings import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from selfdisco.config import RunConfig
     from selfdisco.losses import Candidate, CompiledLoss, ScreenResult
     from selfdisco.rundir.archive import Row
-    from selfdisco.train import TrainResult
+    from selfdisco.train.result import TrainResult
 
 
 def run(config: str | Path | RunConfig = "cpu", *, overrides: dict | None = None,
@@ -86,7 +86,7 @@ def _listeners(progress: bool, run_dir: Path | None = None) -> list:
 
 def load_archive(run: str | Path) -> list[Row]:
     """Every candidate of a run (a run directory or a run id), in the order they were
-    proposed: id, name, code, status, fitness, stderr, metrics, ... (selfdisco.rundir.archive.Row)."""
+    proposed: id, name, code, status, fitness, stderr, metrics, ... (rundir.archive.Row)."""
     archive = Archive(resolve_run(run, required=ARCHIVE_FILE))
     try:
         return archive.rows()

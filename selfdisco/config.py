@@ -94,12 +94,12 @@ class DiscoveryConfig:
     burn_in: list = field(default_factory=lambda: ["dpo", "hinge", "ipo", "kto_pair"])
     """Catalog losses evaluated before the first generation and shown to the proposer."""
     self_improve: str = "policy"
-    """How the proposer improves (selfdisco/discovery/proposer/promotion.py): off (the base model proposes
-    throughout); policy (the generation's best policy adapter, trained on the task, is the
-    challenger); proposals (a proposer LoRA trained on preference pairs of the proposer's own
+    """How the proposer improves (selfdisco/discovery/proposer/promotion.py): off (the base model
+    proposes throughout); policy (the generation's best policy adapter, trained on the task, is
+    the challenger); proposals (a proposer LoRA trained on preference pairs of the proposer's own
     answers in this run, under the best loss found so far, is the challenger). A challenger
-    becomes the proposer only by winning a duel (selfdisco/discovery/proposer/duel.py). The older true / false
-    mean policy / off."""
+    becomes the proposer only by winning a duel (selfdisco/discovery/proposer/duel.py). The older
+    true / false mean policy / off."""
     duel_samples: int = 4
     """Answers each side gives in a proposer duel (same context, same seeds; screened only)."""
     proposer_steps: int = 8
@@ -124,7 +124,7 @@ class DiscoveryConfig:
     duplicate_tolerance: float = 0.001
     """Fingerprint distance under which a candidate counts as a duplicate. The distance compares
     policy gradients up to a positive factor (AdamW trains c * L like L); 0.001 sits far above
-    float32 rounding and 12x below dpo at 1.1 x its beta (tests/test_losses_dedup.py)."""
+    float32 rounding and 12x below dpo at 1.1 x its beta (tests/losses/test_dedup.py)."""
     candidate_timeout_min: float = 30.0
     """A candidate's evaluation (train + score) is killed after this many minutes."""
     screen_timeout_s: float = 10.0
@@ -134,9 +134,9 @@ class DiscoveryConfig:
     policies, and its standard error includes the variance between seeds (pooled across the
     run's candidates below 5 seeds; see selfdisco/stats.py). R times the training time."""
     fidelity: float = 0.0
-    """Multi-fidelity evaluation (selfdisco/discovery/search/fidelity.py): every valid candidate is first
-    trained for this share of the full training, with one seed; only the best go on to the
-    full evaluation. 0 turns it off (every candidate is evaluated fully)."""
+    """Multi-fidelity evaluation (selfdisco/discovery/search/fidelity.py): every valid candidate
+    is first trained for this share of the full training, with one seed; only the best go on to
+    the full evaluation. 0 turns it off (every candidate is evaluated fully)."""
     fidelity_keep: float = 0.5
     """Share of a generation's candidates that go on from the cheap stage (at least one, and
     any that match the best baseline measured at the same fidelity)."""
@@ -168,7 +168,8 @@ class RunConfig:
     seed: int = 0
     """Root seed: every sampling and training seed derives from it."""
     executor: str = "local"
-    """Where candidates are evaluated: local (child processes) or ray (selfdisco.execution.executors)."""
+    """Where candidates are evaluated: local (child processes) or ray
+    (selfdisco/execution/executors.py)."""
     executor_options: dict = field(default_factory=dict)
     """The executor's settings, e.g. for ray: {address = "auto", cpus_per_job = 2,
     gpus_per_job = 1}; local takes none."""

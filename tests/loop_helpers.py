@@ -3,6 +3,8 @@
 ScriptedProposer is a real BaseClient (so its exchanges are recorded and replayable) whose
 answers come from a list. CurveEvaluator scores a loss by a cheap, deterministic property of
 its curve (computed by running the candidate's code), so the loop's decisions can be checked.
+make_digits_loop drives the same loop on the digits task (classification losses, a real and
+cheap evaluator: the digits_evaluator fixture in conftest.py), with digits_answer's answers.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from selfdisco.config import load_config
 from selfdisco.discovery.loop import Discovery, Services
 from selfdisco.execution.records import Result
+from selfdisco.launch.digits import classification_services
 from selfdisco.llm.cache import Recorder
 from selfdisco.llm.client import BaseClient
 from selfdisco.llm.protocol import Completion
@@ -22,6 +25,7 @@ from selfdisco.losses.catalog import catalog_entry
 from selfdisco.losses.parse import parse_answer
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import EventWriter
+from selfdisco.tasks import get_task
 
 DPO_LIKE = ("def loss_fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
             "reference_rejected_logps, beta):\n"
@@ -106,4 +110,41 @@ def make_loop(run_dir: Path, proposer, evaluator, **discovery) -> Discovery:
     services = Services(proposer=proposer, evaluator=evaluator, screen=screen, parse=parse_answer,
                         catalog=catalog_entry, adapters=proposer,
                         task_description="a test fitness", beta=0.05)
+    return Discovery(config, run_dir, Archive(run_dir), EventWriter(run_dir), services)
+
+
+DIGITS = {"task": {"name": "digits", "options": {"epochs": 2}},
+          "discovery": {"burn_in": ["cross_entropy", "focal"], "code_grammar": "free",
+                        "self_improve": "off", "generations": 1,
+                        "candidates_per_generation": 2, "max_resamples": 1}}
+DIGITS_CODES = {  # four classification losses whose accuracies differ
+    "tempered": "    return F.cross_entropy(logits / 2.0, targets, reduction='none')\n",
+    "sharp": "    return F.cross_entropy(logits * 3.0, targets, reduction='none')\n",
+    "smoothed": "    return F.cross_entropy(logits, targets, reduction='none', "
+                "label_smoothing=0.3)\n",
+    "squared": "    p = F.softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)\n"
+               "    return (1 - p) ** 2\n",
+}
+
+
+def digits_answer(name: str, code: str) -> str:
+    return json.dumps({"thought": "try it", "name": name, "code": code})
+
+
+DIGITS_ANSWERS = [digits_answer(name, f"def {name}(logits, targets):\n{body}")
+                  for name, body in DIGITS_CODES.items()]
+
+
+def digits_config(**discovery):
+    overrides = json.loads(json.dumps(DIGITS))
+    overrides["discovery"].update(discovery)
+    return load_config("cpu", overrides=overrides)
+
+
+def make_digits_loop(run_dir: Path, proposer, evaluator, **discovery) -> Discovery:
+    config = digits_config(**discovery)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(config.to_toml())
+    description = f"Fitness here is the {get_task('digits').description}; higher is better."
+    services = classification_services(proposer, evaluator, description)  # as the runner's
     return Discovery(config, run_dir, Archive(run_dir), EventWriter(run_dir), services)

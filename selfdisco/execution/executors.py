@@ -1,9 +1,9 @@
 """Where candidate evaluations run: an executor runs worker jobs and reports on them.
 
-Every executor runs the same thing, `python -m selfdisco.execution.worker JOB.json` (run_job_process), in
-a new process group that is killed as a whole on timeout, so a hang, a crash or an OOM in one
-candidate never takes the run down. Executors are registered by name (EXECUTORS, lazy
-"module:attr" targets): adding one is a module with a class that follows `Executor` and a line
+Every executor runs the same thing, `python -m selfdisco.execution.worker JOB.json`
+(run_job_process), in a new process group that is killed as a whole on timeout, so a hang, a crash
+or an OOM in one candidate never takes the run down. Executors are registered by name (EXECUTORS,
+lazy "module:attr" targets): adding one is a module with a class that follows `Executor` and a line
 in EXECUTORS; config.executor names it and config.executor_options are its keyword arguments.
 """
 

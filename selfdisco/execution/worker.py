@@ -1,10 +1,10 @@
 """Evaluate one candidate in its own process: train a LoRA adapter under its loss, then score it.
 
-Run as `python -m selfdisco.execution.worker JOB.json`. The job file says what to do; the worker writes
-progress.jsonl while it trains and result.json when it ends, both beside the job file. Whatever
-happens to the candidate (NaN, a crash in its code, a task error, a failing model server) ends
-up in result.json as a Result (selfdisco.execution.records): a status, a cause and a one-line reason; only a
-kill leaves no result, and the parent reports that.
+Run as `python -m selfdisco.execution.worker JOB.json`. The job file says what to do; the worker
+writes progress.jsonl while it trains and result.json when it ends, both beside the job file.
+Whatever happens to the candidate (NaN, a crash in its code, a task error, a failing model server)
+ends up in result.json as a Result (execution/records.py): a status, a cause and a one-line reason;
+only a kill leaves no result, and the parent reports that.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ RECORDED_FILE = "recorded.json"
 ENTRY = "per_pair_loss"  # the function loss.py offers in the project's (and TRL's) argument order
 
 # Catalog losses that TRL 1.16 computes exactly as selfdisco trains them, and their loss_type
-# (tests/test_train_trainer.py checks dpo and lrml against TRL; hinge is TRL's relu(1 - beta rho)).
+# (tests/train/test_trainer.py checks dpo and lrml against TRL; hinge is TRL's relu(1 - beta rho)).
 # ipo is left out: TRL's divides log-probs by the completion length.
 TRL_LOSS_TYPES = {"dpo": "sigmoid", "hinge": "hinge", "lrml": "discopop"}
 

@@ -12,7 +12,7 @@ it when one scale is clipped and the other is not. Measured in a cpu-preset run 
 1.7 and 2.2 x (x - 1)**2 trained to identical fitness and KL.
 
 The distance is the relative L2 difference of the worst block after scaling each beta's gradients
-to unit norm: 0 for the same behaviour, 1 for opposite gradients. tests/test_losses_dedup.py
+to unit norm: 0 for the same behaviour, 1 for opposite gradients. tests/losses/test_dedup.py
 lists the pairs, known to train alike or known to differ, that DUPLICATE_TOLERANCE is set from.
 This module is pure Python: the parent process compares fingerprints without importing torch;
 they are computed in the sandbox (checks.py).
@@ -31,7 +31,7 @@ VERSION = 3
 BETAS = (0.05, 0.1)
 BATCH_SEED = 1234
 BATCH_SIZE = 16
-DUPLICATE_TOLERANCE = 1e-3  # from the pairs in tests/test_losses_dedup.py
+DUPLICATE_TOLERANCE = 1e-3  # from the pairs in tests/losses/test_dedup.py
 FLOOR = 1e-6  # per-entry size, relative to the unit norm, below which nothing counts
 
 

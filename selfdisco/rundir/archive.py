@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS generations (
     started REAL, finished REAL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS duels (     -- one per proposer duel (selfdisco/discovery/proposer/duel.py)
+CREATE TABLE IF NOT EXISTS duels (     -- one per proposer duel (discovery/proposer/duel.py)
     generation INTEGER PRIMARY KEY,    -- the duel after this generation
     record TEXT NOT NULL               -- JSON: duel.DuelRecord
 );

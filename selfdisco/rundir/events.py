@@ -59,8 +59,8 @@ EVENT_TYPES: dict[str, dict[str, Any]] = {
     "candidate_stage": {"id": str, "stage": str, "fidelity": Number, "status": str,
                         "fitness": Number | None, "decision": str | None, "rule": str | None},
     "proposer_changed": {"proposer": str, "adapter": str, "fitness": Number | None},
-    # a challenger proposer against the current one (selfdisco/discovery/proposer/duel.py); valid: valid-and-novel
-    # answers of `samples` each; difference and stderr: of the paired rates
+    # a challenger proposer against the current one (discovery/proposer/duel.py); valid:
+    # valid-and-novel answers of `samples` each; difference and stderr: of the paired rates
     "proposer_duel": {"generation": int, "current": str, "challenger": str, "samples": int,
                       "current_valid": int, "challenger_valid": int, "difference": Number,
                       "stderr": Number, "promoted": bool, "reason": str},

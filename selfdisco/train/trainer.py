@@ -4,7 +4,7 @@ TRL 1.16 computes the loss inline in `DPOTrainer._compute_loss` (private, hence 
 exactly). This subclass lets TRL run that method unchanged, so every metric TRL logs (rewards,
 accuracies, margins, log-probs, entropy, ...) stays TRL's own, records the policy's outputs on the
 way, and returns the runtime loss computed from the same log-probs instead of TRL's.
-tests/test_train_trainer.py checks that this reproduces TRL's "sigmoid" and "discopop" losses and
+tests/train/test_trainer.py checks that this reproduces TRL's "sigmoid" and "discopop" losses and
 gradients.
 
 Reference log-probs always arrive in the batch: read from the shared cache (refcache.py) when one

@@ -1,5 +1,6 @@
-"""The proposers view: the current proposer, each proposer's lineage figures (selfdisco/discovery/proposer/lineage.py)
-and every duel's outcome, updated live from the run's events."""
+"""The proposers view: the current proposer, each proposer's lineage figures
+(selfdisco/discovery/proposer/lineage.py) and every duel's outcome, updated live from the run's
+events."""
 
 from __future__ import annotations
 

@@ -33,7 +33,6 @@ from selfdisco.llm.topology import parse_source
 from selfdisco.losses import Candidate
 from selfdisco.rundir.paths import write_text_atomic
 from selfdisco.tasks import run_train_settings
-from selfdisco.train import train_adapter
 
 PROPOSER_DIR = "proposer"
 RESULT_FILE = "result.json"
@@ -252,6 +251,8 @@ def default_trainer(config, run_dir: Path):
 
 def train_job(job: dict) -> Trained:
     """Train one proposer adapter as a job file says (in the child process)."""
+    from selfdisco.train.runner import train_adapter  # lazy: loads torch, transformers
+
     config = read_run_config(Path(job["run_dir"]))
     settings = run_train_settings(config).with_overrides(max_steps=job["steps"], **job["lengths"])
     out = Path(job["pairs"]).parent

@@ -1,2 +1,2 @@
-"""Search beyond one candidate at a time: classification losses (digits discovery),
-multi-fidelity evaluation (fidelity.py) and the islands population (population.py)."""
+"""Search strategies beyond one candidate at a time: multi-fidelity evaluation (fidelity.py) and
+the islands population (population.py)."""

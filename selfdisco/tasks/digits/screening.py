@@ -1,6 +1,6 @@
 """Classification losses as discovery candidates (the digits task): the catalog of baselines
 and the screening (static check here, behavioural checks in the sandbox:
-classification_checks.py). Light imports only: the orchestrator does not import torch."""
+checks.py). Light imports only: the orchestrator does not import torch."""
 
 from __future__ import annotations
 

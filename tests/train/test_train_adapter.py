@@ -7,23 +7,15 @@ import json
 
 import pytest
 import torch
+from train_helpers import separable_pairs
 
 from selfdisco.errors import UserError
 from selfdisco.llm.models import resolve_model
 from selfdisco.losses import catalog, compile_loss
-from selfdisco.train import TrainSettings, train_adapter
+from selfdisco.train.runner import train_adapter
+from selfdisco.train.settings import TrainSettings
 
 dpo = compile_loss(catalog.get("dpo").candidate.code)
-
-GOOD = ["a joy", "wonderful", "so warm and funny", "a delight", "brilliant fun"]
-BAD = ["a bore", "awful", "so cold and dull", "a mess", "tedious junk"]
-
-
-def separable_pairs(n: int, offset: int = 0) -> list[dict]:
-    """Chosen completions praise, rejected ones pan: a difference a tiny model can learn."""
-    return [{"prompt": f"Review {offset + i}: this film is",
-             "chosen": " " + GOOD[(offset + i) % len(GOOD)],
-             "rejected": " " + BAD[(offset + 2 * i) % len(BAD)]} for i in range(n)]
 
 
 def smoke(**changes) -> TrainSettings:

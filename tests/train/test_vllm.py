@@ -7,7 +7,8 @@ import torch
 
 from selfdisco.llm.models import resolve_model
 from selfdisco.losses import catalog, compile_loss
-from selfdisco.train import TrainSettings, train_adapter
+from selfdisco.train.runner import train_adapter
+from selfdisco.train.settings import TrainSettings
 
 pytestmark = pytest.mark.integration
 

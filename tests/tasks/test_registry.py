@@ -53,7 +53,7 @@ class HalfPreference:
 
 @pytest.mark.parametrize("attr", ["NoKind", "HalfPreference"])
 def test_a_task_that_does_not_follow_its_protocol_is_refused(monkeypatch, attr):
-    monkeypatch.setitem(tasks.TASKS.targets, "broken", f"test_tasks_registry:{attr}")
+    monkeypatch.setitem(tasks.TASKS.targets, "broken", f"{__name__}:{attr}")
     with pytest.raises(TypeError, match="'broken'.*must declare a kind.*protocol"):
         tasks.get_task("broken")
 

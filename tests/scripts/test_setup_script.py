@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SETUP = Path(__file__).resolve().parents[1] / "scripts" / "setup.sh"
+SETUP = Path(__file__).resolve().parents[2] / "scripts" / "setup.sh"
 
 
 def throwaway_venv(root: Path, installed: dict[str, str]) -> Path:

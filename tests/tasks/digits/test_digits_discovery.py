@@ -4,27 +4,18 @@ real loop with a scripted proposer (no model server)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from loop_helpers import ScriptedProposer
+from loop_helpers import ScriptedProposer, digits_answer, digits_config, make_digits_loop
 
 from selfdisco import stats
 from selfdisco.config import load_config
 from selfdisco.errors import UserError
-from selfdisco.execution.classification import ClassificationEvaluator
 from selfdisco.launch.checks import check_run
-from selfdisco.launch.digits import classification_services
 from selfdisco.losses import Candidate
 from selfdisco.rundir.archive import REFERENCE_SHAPE, Archive
-from selfdisco.rundir.events import EventWriter, read_events
-from selfdisco.tasks import get_task
+from selfdisco.rundir.events import read_events
 from selfdisco.tasks.digits import screening
 
-DIGITS = {"task": {"name": "digits", "options": {"epochs": 2}},
-          "discovery": {"burn_in": ["cross_entropy", "focal"], "code_grammar": "free",
-                        "self_improve": "off", "generations": 1,
-                        "candidates_per_generation": 2, "max_resamples": 1}}
 SMOOTH_FOCAL = '''
 def smooth_focal(logits, targets):
     logp = F.log_softmax(logits, dim=1)
@@ -46,36 +37,8 @@ def reversed_ce(logits, targets):
 '''
 
 
-def answer(name: str, code: str) -> str:
-    return json.dumps({"thought": "try it", "name": name, "code": code})
-
-
 def screen(code: str):
     return screening.screen(Candidate(thought="", name="x", code=code), timeout_s=10)
-
-
-@pytest.fixture(scope="module")
-def evaluator():
-    evaluator = ClassificationEvaluator({"epochs": 2}, train_seed=3)
-    yield evaluator
-    evaluator.close()
-
-
-def digits_config(**discovery):
-    overrides = json.loads(json.dumps(DIGITS))
-    overrides["discovery"].update(discovery)
-    return load_config("cpu", overrides=overrides)
-
-
-def make_digits_loop(run_dir, proposer, evaluator, **discovery):
-    from selfdisco.discovery.loop import Discovery
-
-    config = digits_config(**discovery)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(config.to_toml())
-    description = f"Fitness here is the {get_task('digits').description}; higher is better."
-    services = classification_services(proposer, evaluator, description)  # as the runner's
-    return Discovery(config, run_dir, Archive(run_dir), EventWriter(run_dir), services)
 
 
 def test_the_baselines_pass_screening_with_their_shapes():
@@ -120,11 +83,12 @@ def test_a_digits_run_is_checked_with_one_message_naming_every_flag():
     assert check_run(digits_config()) is None  # no training recipe: nothing is fine-tuned
 
 
-def test_digits_discovery_burns_in_screens_and_scores_by_accuracy(tmp_path, evaluator):
+def test_digits_discovery_burns_in_screens_and_scores_by_accuracy(tmp_path, digits_evaluator):
     run = tmp_path / "run"
-    proposer = ScriptedProposer([answer("smooth_focal", SMOOTH_FOCAL), answer("leaks", LEAKS),
-                                 answer("tempered", TEMPERED)])
-    loop = make_digits_loop(run, proposer, evaluator)
+    proposer = ScriptedProposer([digits_answer("smooth_focal", SMOOTH_FOCAL),
+                                 digits_answer("leaks", LEAKS),
+                                 digits_answer("tempered", TEMPERED)])
+    loop = make_digits_loop(run, proposer, digits_evaluator)
     assert loop.run() == "generation limit reached"
     archive = Archive(run)
     rows = {r.id: r for r in archive.rows()}

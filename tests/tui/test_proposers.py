@@ -7,7 +7,7 @@ import asyncio
 import html
 import re
 
-from test_tui_app import SIZE, wait_for
+from test_app import SIZE, wait_for
 
 from selfdisco.rundir.events import EventWriter
 from selfdisco.tui.app import DiscoApp

@@ -240,7 +240,7 @@ def test_judge_verdicts_through_a_keyed_openai_server(key, tmp_path, structured)
 
 def readme_blocks() -> list[str]:
     """The indented blocks of the README's section on a remote proposer, unindented."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("## A remote OpenAI-compatible proposer or judge\n", 1)[1]
     section = section.split("\n## ", 1)[0]
     blocks, lines = [], []

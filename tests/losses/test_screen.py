@@ -17,8 +17,8 @@ import pytest
 from selfdisco.losses import Candidate, Fingerprint, catalog, screen, screen_text
 from selfdisco.losses.sandbox import Sandbox
 
-REPO = Path(__file__).resolve().parent.parent
-HOSTILE = Path(__file__).resolve().parent / "hostile"
+REPO = Path(__file__).resolve().parents[2]
+HOSTILE = Path(__file__).resolve().parents[1] / "hostile"  # tests/hostile
 ENDLESS = ("def loss(pc, pr, rc, rr, beta):\n    while True:\n        pass\n"
            "    return pc - pr\n")
 

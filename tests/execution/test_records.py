@@ -20,7 +20,7 @@ from selfdisco.llm.client import LLMClient, LLMError, LLMUnavailable
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import read_events
 from selfdisco.tasks import EvaluationError
-from selfdisco.train import TrainSettings
+from selfdisco.train.settings import TrainSettings
 
 
 def a_job(tmp_path, **changes) -> Job:

@@ -9,7 +9,7 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_train_run import separable_pairs
+from train_helpers import separable_pairs
 
 from selfdisco.config import load_config
 from selfdisco.discovery import prompt
@@ -17,7 +17,8 @@ from selfdisco.losses import ParseError, check_code, compile_loss, grammar, pars
 from selfdisco.losses.catalog import catalog_entry
 from selfdisco.presets import PRESETS
 from selfdisco.rundir.paths import prompts_dir
-from selfdisco.train import TrainSettings, train_adapter
+from selfdisco.train.runner import train_adapter
+from selfdisco.train.settings import TrainSettings
 
 NUMBERS = [f"{tenths / 10:.1f}" for tenths in range(1, 50)]
 

@@ -13,7 +13,7 @@ from selfdisco.execution.records import Result
 from selfdisco.losses import Candidate, screen
 from selfdisco.losses.grammar import matches
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
 def load_bench():

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from loop_helpers import ScriptedProposer
-from test_digits_discovery import answer, make_digits_loop
+from loop_helpers import DIGITS_ANSWERS, ScriptedProposer, digits_config, make_digits_loop
 
 from selfdisco.discovery.search.fidelity import CHEAP
-from selfdisco.execution.classification import ClassificationEvaluator
 from selfdisco.report import write_report
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import read_events
 from selfdisco.tui.state import RunState
 
-CODES = {
-    "tempered": "    return F.cross_entropy(logits / 2.0, targets, reduction='none')\n",
-    "sharp": "    return F.cross_entropy(logits * 3.0, targets, reduction='none')\n",
-    "smoothed": "    return F.cross_entropy(logits, targets, reduction='none', "
-                "label_smoothing=0.3)\n",
-    "squared": "    p = F.softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)\n"
-               "    return (1 - p) ** 2\n",
-}
-ANSWERS = [answer(name, f"def {name}(logits, targets):\n{body}") for name, body in CODES.items()]
 FIDELITY = {"fidelity": 0.5, "fidelity_keep": 0.5, "candidates_per_generation": 4}
 
 
@@ -49,13 +38,6 @@ class Recording:
                             fidelity=fidelity)
 
 
-@pytest.fixture(scope="module")
-def evaluator():
-    evaluator = ClassificationEvaluator({"epochs": 2}, train_seed=3)
-    yield evaluator
-    evaluator.close()
-
-
 def decisions(run) -> dict[str, str]:
     archive = Archive(run)
     out = {id: stages[CHEAP]["decision"] for id, stages in archive.stages().items()}
@@ -63,10 +45,10 @@ def decisions(run) -> dict[str, str]:
     return out
 
 
-def test_only_the_best_at_the_cheap_stage_are_trained_fully(tmp_path, evaluator):
+def test_only_the_best_at_the_cheap_stage_are_trained_fully(tmp_path, digits_evaluator):
     run = tmp_path / "run"
-    recording = Recording(evaluator)
-    proposer = ScriptedProposer(ANSWERS + ANSWERS)
+    recording = Recording(digits_evaluator)
+    proposer = ScriptedProposer(DIGITS_ANSWERS + DIGITS_ANSWERS)
     loop = make_digits_loop(run, proposer, recording, generations=2, **FIDELITY)
     loop.run()
     archive = Archive(run)
@@ -100,18 +82,20 @@ def test_only_the_best_at_the_cheap_stage_are_trained_fully(tmp_path, evaluator)
     assert "## Multi-fidelity stages" in report and f"| {stopped[0]} |" in report
 
 
-def test_a_run_killed_in_the_cheap_stage_resumes_with_the_same_decisions(tmp_path, evaluator):
+def test_a_run_killed_in_the_cheap_stage_resumes_with_the_same_decisions(tmp_path,
+                                                                       digits_evaluator):
     whole = tmp_path / "whole"
-    make_digits_loop(whole, ScriptedProposer(ANSWERS), Recording(evaluator), **FIDELITY).run()
+    make_digits_loop(whole, ScriptedProposer(DIGITS_ANSWERS), Recording(digits_evaluator),
+                     **FIDELITY).run()
     run = tmp_path / "run"
-    killed = Recording(evaluator, kill_after=3)  # 2 baselines, then 1 of the 4 candidates
+    killed = Recording(digits_evaluator, kill_after=3)  # 2 baselines, then 1 of the 4 candidates
     with pytest.raises(Killed):
-        make_digits_loop(run, ScriptedProposer(ANSWERS), killed, **FIDELITY).run()
+        make_digits_loop(run, ScriptedProposer(DIGITS_ANSWERS), killed, **FIDELITY).run()
     archive = Archive(run)
     assert len(archive.stages()) == 3
     archive.requeue_unfinished()
     archive.close()
-    resumed = Recording(evaluator)
+    resumed = Recording(digits_evaluator)
     loop = make_digits_loop(run, ScriptedProposer([]), resumed, **FIDELITY)
     assert loop.run() == "generation limit reached"
     again = [id for id, f in resumed.calls if f < 1]
@@ -119,15 +103,14 @@ def test_a_run_killed_in_the_cheap_stage_resumes_with_the_same_decisions(tmp_pat
     assert decisions(run) == decisions(whole)
 
 
-def test_a_replay_of_a_multi_fidelity_digits_run_takes_the_same_decisions(tmp_path, evaluator):
-    from test_digits_discovery import digits_config
-
+def test_a_replay_of_a_multi_fidelity_digits_run_takes_the_same_decisions(tmp_path,
+                                                                        digits_evaluator):
     from selfdisco.launch.start import prepare_run_dir, start_run
     from selfdisco.llm.cache import Recorder
 
     recorded = tmp_path / "recorded"
-    proposer = ScriptedProposer(ANSWERS, recorder=Recorder(recorded / "llm"))
-    make_digits_loop(recorded, proposer, evaluator, **FIDELITY).run()
+    proposer = ScriptedProposer(DIGITS_ANSWERS, recorder=Recorder(recorded / "llm"))
+    make_digits_loop(recorded, proposer, digits_evaluator, **FIDELITY).run()
     config = digits_config(**FIDELITY)
     config.server.proposer = f"replay:{recorded}"
     replay = prepare_run_dir(config, tmp_path / "replay")
@@ -151,10 +134,10 @@ def test_a_cheap_stage_scores_a_task_on_the_first_share_of_its_prompts():
     assert digits.options == {}
 
 
-def test_only_promoted_candidates_get_their_replicates(tmp_path, evaluator):
+def test_only_promoted_candidates_get_their_replicates(tmp_path, digits_evaluator):
     run = tmp_path / "run"
-    make_digits_loop(run, ScriptedProposer(ANSWERS), Recording(evaluator), replicates=2,
-                     **FIDELITY).run()
+    make_digits_loop(run, ScriptedProposer(DIGITS_ANSWERS), Recording(digits_evaluator),
+                     replicates=2, **FIDELITY).run()
     archive = Archive(run)
     stages = archive.stages()
     for id, entry in stages.items():

@@ -1,10 +1,10 @@
 """The recorded event log the TUI tests replay, how it is made, and that it fits the schema.
 
 tests/data/events_run.jsonl is written by `write_recorded_run` through EventWriter with a
-simulated clock, in the order and with the ids selfdisco.discovery.loop uses: a cpu-preset-like sentiment
-run (burn-in, two generations of three) with rejections, a duplicate, a divergence, a killed
-worker, a server restart, a pause and a proposer change. Regenerate it with
-`python tests/test_tui_data.py` after changing the schema.
+simulated clock, in the order and with the ids selfdisco.discovery.loop uses: a
+cpu-preset-like sentiment run (burn-in, two generations of three) with rejections, a
+duplicate, a divergence, a killed worker, a server restart, a pause and a proposer change.
+Regenerate it with `python tests/tui/test_tui_data.py` after changing the schema.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from unittest import mock
 from selfdisco.rundir import events
 from selfdisco.rundir.events import EVENT_TYPES, EventWriter, check_event
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"  # tests/data
 RECORDED_RUN = DATA / "events_run.jsonl"
 T0 = 1_767_225_600.0  # a fixed start time, so the file is the same every time it is made
 
@@ -294,8 +294,8 @@ def test_recorded_events_fit_the_schema():
         check_event(event)
         seen.add(event["type"])
     # The log exercises every event type but a resume, the held-out evaluation's, the
-    # proposer duel (tests/test_tui_proposer.py has it) and the multi-fidelity stage
-    # (tests/test_search_fidelity.py).
+    # proposer duel (tests/tui/test_proposers.py has it) and the multi-fidelity stage
+    # (tests/discovery/search/test_fidelity.py).
     assert {t for t in set(EVENT_TYPES) - seen if not t.startswith("heldout_")} == {
         "run_resumed", "proposer_duel", "candidate_stage"}
 

@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 from loop_helpers import CurveEvaluator, ScriptedProposer, answer, make_loop
+from train_helpers import assert_same, loss_and_grads, make_trainer, trainer_arguments
 
 from selfdisco.config import read_run_config
 from selfdisco.errors import UserError
@@ -103,8 +104,6 @@ def test_the_job_the_run_wrote_is_the_recipe(run_dir, tmp_path):
 def test_a_dpo_loss_names_trls_loss_type_and_its_trainer_is_trls(run_dir, tmp_path):
     """burn-dpo trains like TRL's sigmoid: the export says so, and the exported trainer gives
     TRL's own loss and gradients on the same batch."""
-    from test_train_trainer import assert_same, loss_and_grads, make_trainer
-
     recipe = build_recipe(run_dir, "burn-dpo")
     assert recipe.trl_loss_type == "sigmoid"
     write_export(recipe, tmp_path)
@@ -124,27 +123,10 @@ def test_a_dpo_loss_names_trls_loss_type_and_its_trainer_is_trls(run_dir, tmp_pa
     model_path = resolve_model("smoke-llama")
     exported = trainer_module.ExportedLossDPOTrainer(
         AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32),
-        max_prompt_length=None, **_same_setup(model_path, tmp_path))
+        max_prompt_length=None, **trainer_arguments(model_path, tmp_path))
     trl_sigmoid = make_trainer(model_path, tmp_path)  # TRL's DPOTrainer, loss_type sigmoid
     assert_same(loss_and_grads(exported), loss_and_grads(trl_sigmoid))
     assert recipe.train.beta == trainer_module.DPO_ARGS["beta"]
-
-
-def _same_setup(model_path, tmp_path):
-    """make_trainer's arguments (its LoRA init, data, DPOConfig), for another trainer class."""
-    import test_train_trainer as t
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoTokenizer
-    from trl import DPOConfig
-
-    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                      init_lora_weights=False, task_type="CAUSAL_LM")
-    args = DPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, beta=t.BETA,
-                     max_length=64, use_cpu=True, bf16=False, seed=0, max_steps=1,
-                     save_strategy="no", report_to=[], disable_tqdm=True)
-    return dict(args=args, train_dataset=Dataset.from_list(t.PAIRS),
-                processing_class=AutoTokenizer.from_pretrained(model_path), peft_config=lora)
 
 
 def test_a_loss_unlike_any_trl_loss_says_so(run_dir):

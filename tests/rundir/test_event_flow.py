@@ -156,8 +156,8 @@ def run(tmp_path_factory) -> dict:
 
 def test_every_event_fits_the_schema_and_every_type_is_written(run):
     assert run["ended"] == ["stopped on request", "generation limit reached"]
-    # Every type but the held-out evaluation's (tests/test_heldout.py writes those) and the
-    # multi-fidelity stages' (tests/test_search_fidelity.py).
+    # Every type but the held-out evaluation's (tests/heldout/test_heldout.py writes those)
+    # and the multi-fidelity stages' (tests/discovery/search/test_fidelity.py).
     assert check_schema(run["dir"]) == {t for t in EVENT_TYPES if not t.startswith("heldout_")
                                         and t != "candidate_stage"}
     resumed = [e for e in read_events(run["dir"] / EVENTS_FILE) if e["type"] == "run_resumed"]

@@ -6,7 +6,7 @@ event, and log lines show their offset from the run's start.
 
 from __future__ import annotations
 
-from test_tui_app import MID_RUN, SIZE, loaded, make_app, wait_for
+from test_app import MID_RUN, SIZE, loaded, make_app, wait_for
 from test_tui_data import recorded_lines
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 
-from loop_helpers import ScriptedProposer
-from test_digits_discovery import answer, make_digits_loop
-from test_search_fidelity import ANSWERS, evaluator  # noqa: F401 - the module's fixture
+from loop_helpers import DIGITS_ANSWERS, ScriptedProposer, digits_answer, make_digits_loop
 
 from selfdisco.config import load_config
 from selfdisco.discovery.search import population
@@ -75,10 +73,11 @@ def test_same_context_groups_slots_into_one_request_each():
     assert population.same_context({0: a}, []) == []
 
 
-def run_islands(run_dir, evaluator) -> ScriptedProposer:  # noqa: F811 - the fixture's name
-    answers = ANSWERS + [answer(f"tempered_{t}", f"def tempered_{t}(logits, targets):\n"
-                                f"    return F.cross_entropy(logits / {t}, targets, "
-                                "reduction='none')\n") for t in (1.5, 2.5, 3.5, 4.5)]
+def run_islands(run_dir, evaluator) -> ScriptedProposer:
+    answers = DIGITS_ANSWERS + [
+        digits_answer(f"tempered_{t}", f"def tempered_{t}(logits, targets):\n"
+                      f"    return F.cross_entropy(logits / {t}, targets, reduction='none')\n")
+        for t in (1.5, 2.5, 3.5, 4.5)]
     proposer = ScriptedProposer(answers)
     make_digits_loop(run_dir, proposer, evaluator, generations=3, islands=ISLANDS,
                      candidates_per_generation=K, migration_interval=2, parents=1,
@@ -86,9 +85,9 @@ def run_islands(run_dir, evaluator) -> ScriptedProposer:  # noqa: F811 - the fix
     return proposer
 
 
-def test_islands_through_the_loop_are_replayed_identically(tmp_path, evaluator):  # noqa: F811
-    first = run_islands(tmp_path / "a", evaluator)
-    second = run_islands(tmp_path / "b", evaluator)
+def test_islands_through_the_loop_are_replayed_identically(tmp_path, digits_evaluator):
+    first = run_islands(tmp_path / "a", digits_evaluator)
+    second = run_islands(tmp_path / "b", digits_evaluator)
     requests = [json.dumps(r["messages"]) for r in first.requests]
     assert requests == [json.dumps(r["messages"]) for r in second.requests]
     # Generation 1: both islands empty, one request for both slots; then one per island.

@@ -13,7 +13,7 @@ from selfdisco.rundir.paths import prompts_dir
 from selfdisco.tasks import judge
 from selfdisco.tasks.judge import PairGame, Rating, combine_orders, parse_rating, parse_verdict
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"  # tests/data
 
 
 def _rows(name: str) -> list[dict]:
