@@ -19,12 +19,12 @@ def ignores_targets(logits, targets):
 def main() -> None:
     task = get_task("digits")
     ctx = TaskContext(options={"max_seconds": 600.0})
-    task.evaluate(ctx)  # warm-up: imports and the data load
+    task.score(ctx)  # warm-up: imports and the data load
     for label, loss in (("cross_entropy", None), ("ignores_targets", POOR)):
         seconds, fitness = [], None
         for _ in range(3):
             started = time.perf_counter()
-            fitness = task.evaluate(ctx) if loss is None else task.evaluate_loss(ctx, loss)
+            fitness = task.score(ctx) if loss is None else task.evaluate_loss(ctx, loss)
             seconds.append(time.perf_counter() - started)
         print(f"{label:16s} accuracy {fitness.summary()}  seconds per evaluation: "
               f"median {statistics.median(seconds):.2f}, max {max(seconds):.2f}")

@@ -23,7 +23,6 @@ import json
 import math
 import random
 import re
-import statistics
 import time
 from pathlib import Path
 
@@ -166,9 +165,8 @@ def summary(results: list[dict]) -> None:
             continue
 
         def ms(values, digits=4):
-            mean = statistics.fmean(values)
-            se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-            return f"{mean:.{digits}f} ± {se:.{digits}f}"
+            mean, se = stats.mean_stderr(values)
+            return f"{mean:.{digits}f} ± {se or 0.0:.{digits}f}"
 
         print(f"| {label} | {len(rs)} | {ms([r['evaluated'] for r in rs], 1)} | "
               f"{ms([r['full'] for r in rs], 1)} | {ms([r['best'] for r in rs])} | "

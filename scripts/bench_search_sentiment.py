@@ -37,7 +37,6 @@ import json
 import math
 import random
 import re
-import statistics
 import sys
 import time
 from contextlib import ExitStack
@@ -326,8 +325,8 @@ def ms(values, spec: str = ".1f") -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):{spec}} ± {se:{spec}}"
+    mean, se = stats.mean_stderr(values)
+    return f"{mean:{spec}} ± {se or 0.0:{spec}}"
 
 
 def check_args(parser: argparse.ArgumentParser, args) -> int:

@@ -90,12 +90,13 @@ def build(config: str, args, dataset, cache_dir: Path, out_dir: Path):
     from trl import DPOTrainer
 
     from selfdisco.losses import catalog, compile_loss
+    from selfdisco.tasks import preset_training
+    from selfdisco.train.adapter import trainer_parts
     from selfdisco.train.refcache import RefCache, model_identity
-    from selfdisco.train.runner import trainer_parts
-    from selfdisco.train.settings import TrainSettings
     from selfdisco.train.trainer import RuntimeLossDPOTrainer
 
-    settings = TrainSettings.for_preset(args.preset).with_overrides(
+    _, settings = preset_training(args.preset)  # the recipe discovery trains with on the preset
+    settings = settings.with_overrides(
         max_steps=args.steps, batch_size=args.batch, max_length=args.max_length,
         max_prompt_length=None)  # TRL's own trainer has no prompt cut: keep inputs identical
     if args.cuda:

@@ -117,16 +117,16 @@ def main() -> int:
                         help="evaluate adapters already trained under --out instead of training")
     args = parser.parse_args()
 
+    from selfdisco.config import load_config
     from selfdisco.llm.models import resolve_model
     from selfdisco.llm.server import VLLMServer
     from selfdisco.losses import catalog, compile_loss
     from selfdisco.rundir.paths import checkpoints_dir
     from selfdisco.tasks import TaskContext, get_task
-    from selfdisco.train.runner import train_adapter
-    from selfdisco.train.settings import PRESET_MODELS
+    from selfdisco.train.adapter import train_adapter
 
     task = get_task("sentiment")
-    model_path = resolve_model(PRESET_MODELS[args.preset])
+    model_path = resolve_model(load_config(args.preset).models.policy)
     settings = task.train_settings(args.preset).with_overrides(**parse_overrides(args.overrides))
     options = dict(item.partition("=")[::2] for item in args.option)
     out = Path(args.out)
@@ -172,7 +172,7 @@ def main() -> int:
         rows = {}
         for name, adapter in (("base", None), *adapters.items()):
             step = time.perf_counter()
-            fitness = task.evaluate(ctx, adapter_path=adapter)
+            fitness = task.score(ctx, adapter_path=adapter)
             timings[f"evaluate {name}"] = time.perf_counter() - step
             if not fitness.ok:
                 print(f"{name}: {fitness.summary()}")

@@ -405,8 +405,8 @@ def train_worker(out_dir: Path, cpu: bool) -> int:
 
     from selfdisco.llm.models import resolve_model
     from selfdisco.losses import Candidate, screen
-    from selfdisco.train.runner import train_adapter
-    from selfdisco.train.settings import TrainSettings
+    from selfdisco.train.adapter import train_adapter
+    from selfdisco.train.settings import SMOKE_RECIPE
 
     candidate = Candidate(thought="logistic plus a small hinge", name="gpu_check_loss",
                           code=LOSS_CODE)
@@ -414,7 +414,7 @@ def train_worker(out_dir: Path, cpu: bool) -> int:
     if not screened.ok:
         raise SystemExit(f"the runtime loss failed screening: {screened.reason}")
     cuda = not cpu and torch.cuda.is_available()
-    settings = TrainSettings.for_preset("smoke").with_overrides(
+    settings = SMOKE_RECIPE.with_overrides(
         max_steps=2, use_cpu=not cuda, bf16=cuda)
     result = train_adapter(model_path=resolve_model("smoke-llama"), data=PAIRS,
                            settings=settings, out_dir=out_dir, candidate=candidate)

@@ -27,8 +27,8 @@ from selfdisco.llm.sizes import GIB, QWEN25_7B, ModelSize
 from selfdisco.losses import Candidate, screen
 from selfdisco.tasks.kl import sequence_kls
 from selfdisco.tasks.sampling import Sample
-from selfdisco.train.runner import train_adapter
-from selfdisco.train.settings import TrainSettings
+from selfdisco.train.adapter import train_adapter
+from selfdisco.train.settings import PAPER_RECIPE, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
@@ -106,7 +106,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     cuda = torch.cuda.is_available()
     shape = {**QWEN25_7B, **(TINY if args.tiny else {})}
-    settings = TrainSettings.for_preset("gpu-selfimprove").with_overrides(
+    settings = PAPER_RECIPE.with_overrides(
         max_steps=2, grad_accum=1, use_cpu=not cuda, bf16=cuda)
     if args.tiny:
         settings = settings.with_overrides(max_length=64, max_prompt_length=32)

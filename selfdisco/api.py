@@ -28,9 +28,10 @@ from selfdisco.launch.plan import plan_run
 from selfdisco.launch.start import prepare_run_dir, run_finished
 from selfdisco.losses import Candidate, load_loss, screen
 from selfdisco.losses import compile_loss as compile_code
+from selfdisco.presets import DEFAULT_PRESET
 from selfdisco.rundir.archive import ARCHIVE_FILE, Archive
 from selfdisco.rundir.paths import checkpoints_dir, resolve_run
-from selfdisco.train.settings import PRESET_MODELS, TrainSettings
+from selfdisco.tasks import preset_training
 from selfdisco.tui.printer import Printer
 
 if TYPE_CHECKING:
@@ -123,8 +124,8 @@ def compile_loss(code: str) -> CompiledLoss:
     return compile_code(code)
 
 
-def train_loss(loss: str | Candidate | Callable, data: Any, *, preset: str = "cpu",
-          model: str | None = None, out_dir: str | Path | None = None,
+def train_loss(loss: str | Candidate | Callable, data: Any, *, preset: str = DEFAULT_PRESET,
+          task: str | None = None, model: str | None = None, out_dir: str | Path | None = None,
           ref_cache: str | Path | None = None, **settings: Any) -> TrainResult:
     """Fine-tune a LoRA adapter on preference pairs under a loss, as `selfdisco train` does.
 
@@ -133,21 +134,24 @@ def train_loss(loss: str | Candidate | Callable, data: Any, *, preset: str = "cp
             a callable fn(pc, pr, rc, rr, beta) -> per-pair losses (used as it is).
         data: preference pairs: a file, a Hub dataset id, a list of {prompt, chosen,
             rejected} dicts or a datasets.Dataset.
-        preset: the training recipe and default model: smoke, cpu, gpu-zephyr,
-            gpu-selfimprove.
+        preset: a preset name (selfdisco.presets.PRESETS): train as discovery does on it, with
+            its task's training recipe and its policy.
+        task: the task whose recipe for the preset to use (default: the preset's task).
         model: the base model (default: the preset's policy).
         out_dir: receives adapter/, metrics.json and train_log.jsonl (default:
             checkpoints/train/api-<time>).
         ref_cache: a reference log-prob cache directory (default: none, computed each step).
-        settings: training settings over the preset's, e.g. max_steps=8, beta=0.1.
+        settings: training settings over the recipe's (selfdisco.train.settings.TrainSettings
+            fields), e.g. max_steps=8, learning_rate=1e-3, beta=0.1.
 
     Returns:
         A TrainResult (status, steps_done, metrics, adapter_path, ...).
     """
     # lazy: loads torch, transformers
-    from selfdisco.train.runner import train_adapter
+    from selfdisco.train.adapter import train_adapter
 
-    recipe = TrainSettings.for_preset(preset).with_overrides(**settings)
+    config, recipe = preset_training(preset, task)
+    recipe = recipe.with_overrides(**settings)
     kwargs: dict[str, Any] = {"loss_fn": loss} if callable(loss) else {}
     if not kwargs:
         candidate = _candidate(loss)
@@ -157,7 +161,7 @@ def train_loss(loss: str | Candidate | Callable, data: Any, *, preset: str = "cp
         kwargs["candidate"] = candidate
     out = Path(out_dir) if out_dir else (
         checkpoints_dir() / "train" / f"api-{time.strftime('%Y%m%d-%H%M%S')}")
-    return train_adapter(model_path=model or PRESET_MODELS[preset], data=data, settings=recipe,
+    return train_adapter(model_path=model or config.models.policy, data=data, settings=recipe,
                          out_dir=out, ref_cache_dir=ref_cache, **kwargs)
 
 

@@ -7,7 +7,9 @@ never silently falls back to a default. The resolved config is saved as <run>/co
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,15 @@ from selfdisco.errors import UserError
 from selfdisco.presets import DEFAULT_PRESET, PRESETS
 
 SELF_IMPROVE_MODES = ("off", "policy", "proposals")
+
+# Keys renamed since they were first written: old spelling -> new. A config file or --set that
+# uses the old one still works, with a one-line notice; a run directory's config.toml is
+# migrated silently when read.
+RENAMED_KEYS = {
+    "server.proposer": "server.proposer_source",
+    "server.proposer_model": "server.proposer_url_model",
+    "train.preset": "train.recipe",
+}
 
 
 @dataclass
@@ -32,10 +43,10 @@ class ModelsConfig:
 
 @dataclass
 class ServerConfig:
-    proposer: str = "local"
+    proposer_source: str = "local"
     """The proposer source: local (selfdisco serves the proposer model), http://HOST:PORT/v1 (an
     existing server), or replay:RUN (a recorded run's answers); see selfdisco.llm.topology."""
-    proposer_model: str = ""
+    proposer_url_model: str = ""
     """With a proposer URL: the model name to ask its server for (hosted endpoints serve many);
     empty: the first model the server lists."""
     proposer_api_key_env: str = ""
@@ -151,8 +162,9 @@ class DiscoveryConfig:
 
 @dataclass
 class TrainConfig:
-    preset: str = "cpu"
-    """Training settings preset (see selfdisco/train/settings.py)."""
+    recipe: str = "cpu"
+    """The training recipe: the task's training settings of this name (see the task's
+    train_settings)."""
     overrides: dict = field(default_factory=dict)
     """Individual training settings that replace the preset's, e.g. {max_steps = 20}."""
     report_to: list = field(default_factory=list)
@@ -307,9 +319,31 @@ def parse_assignment(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def migrate(data: dict, where: str = "", notice: Callable[[str], None] | None = None) -> dict:
+    """`data` (a config table) with keys renamed since (RENAMED_KEYS) under their new names;
+    `notice` gets one line for each old key found, saying where it was."""
+    out = {section: dict(value) if isinstance(value, dict) else value
+           for section, value in data.items()}
+    for old, new in RENAMED_KEYS.items():
+        section, key = old.split(".")
+        table = out.get(section)
+        if not isinstance(table, dict) or key not in table:
+            continue
+        value = table.pop(key)
+        table.setdefault(new.split(".")[1], value)
+        if notice is not None:
+            notice(f"note: {old} is now {new}{where}; the old name still works")
+    return out
+
+
+def _notice(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def load_config(preset: str | None = None, file: Path | None = None,
                 overrides: dict | None = None) -> RunConfig:
-    """Resolve preset < file < overrides (a nested dict of only what the user set)."""
+    """Resolve preset < file < overrides (a nested dict of only what the user set). Keys that
+    were renamed (RENAMED_KEYS) are read under their new names, with a notice on stderr."""
     file_data: dict = {}
     if file is not None:
         try:
@@ -318,7 +352,8 @@ def load_config(preset: str | None = None, file: Path | None = None,
             raise UserError(f"config file {file} does not exist") from None
         except tomllib.TOMLDecodeError as err:
             raise UserError(f"config file {file} is not valid TOML: {err}") from None
-    overrides = overrides or {}
+        file_data = migrate(file_data, f" (in {file})", _notice)
+    overrides = migrate(overrides or {}, "", _notice)
     name = overrides.get("preset") or preset or file_data.get("preset") or DEFAULT_PRESET
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
@@ -340,6 +375,6 @@ def read_run_config(run_dir: Path) -> RunConfig:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{run_dir} has no config.toml: is it a selfdisco run directory?") from None
-    config = _build(RunConfig, data, "")
+    config = _build(RunConfig, migrate(data), "")
     _validate(config)
     return config

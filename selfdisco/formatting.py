@@ -1,10 +1,25 @@
 """Numbers and times as selfdisco shows them: the TUI, the printer, the report and the
-proposer's prompts all format through here."""
+proposer's prompts all format through here, one rule per quantity.
+
+    fitness, its standard error and differences of fitness   4 decimals     0.4120 ± 0.0310
+    KL (nats)                                                3 decimals     0.012 ± 0.003
+    rates and shares, as fractions of 1                      2 decimals     0.50 ± 0.18
+    numerical errors (log-prob differences)                  scientific     2.10e-05
+
+A standard error that is missing (None) or not finite is left out; a missing value prints as
+`missing`. Stored values (archive, events, metrics) are never rounded: only their text is.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from typing import Any
+
+FITNESS_DECIMALS = 4
+KL_DECIMALS = 3
+RATE_DECIMALS = 2
+ERROR_DIGITS = 2  # decimals of the mantissa
 
 
 def format_duration(seconds: float | None) -> str:
@@ -21,19 +36,62 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def format_number(value: float | None, digits: int = 4, missing: str = "-") -> str:
-    """0.4120 (`digits` decimals); `missing` when there is no value."""
-    return missing if value is None else f"{value:.{digits}f}"
+def _known(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
 
 
-def format_fitness(value: float | None, stderr: float | None = None, *,
+def _plus_minus(text: str, stderr: float | None, digits: int) -> str:
+    """`text` ± the standard error at `digits` decimals; `text` alone without one."""
+    return f"{text} ± {stderr:.{digits}f}" if _known(stderr) else text
+
+
+def format_fitness(value: float | None, stderr: float | None = None, *, signed: bool = False,
                    missing: str = "") -> str:
-    """0.4120 ± 0.0310, or 0.4120 without a standard error; `missing` when there is no value."""
+    """0.4120 ± 0.0310, or 0.4120 without a standard error; signed (+0.0123) for a difference
+    of fitnesses; `missing` when there is no value."""
     if value is None:
         return missing
-    if stderr is None:
-        return format_number(value)
-    return f"{format_number(value)} ± {format_number(stderr)}"
+    sign = "+" if signed else ""
+    return _plus_minus(f"{value:{sign}.{FITNESS_DECIMALS}f}", stderr, FITNESS_DECIMALS)
+
+
+def format_stderr(stderr: float | None, missing: str = "-") -> str:
+    """A fitness's standard error on its own: 0.0310; `missing` when there is none."""
+    return f"{stderr:.{FITNESS_DECIMALS}f}" if _known(stderr) else missing
+
+
+def format_difference(difference: Any, missing: str = "-") -> str:
+    """A difference of fitnesses (a stats.Difference: mean, stderr, paired): '+0.0123 ±
+    0.0040', with a '~' before an unpaired one; `missing` for none."""
+    if difference is None:
+        return missing
+    text = format_fitness(difference.mean, difference.stderr, signed=True)
+    return text if difference.paired else "~" + text
+
+
+def format_kl(value: float | None, stderr: float | None = None, *,
+              missing: str = "-") -> str:
+    """A KL in nats: 0.012 ± 0.003, or 0.012; `missing` when there is no value."""
+    if value is None:
+        return missing
+    return _plus_minus(f"{value:.{KL_DECIMALS}f}", stderr, KL_DECIMALS)
+
+
+def format_rate(value: float | None, stderr: float | None = None, *, signed: bool = False,
+                missing: str = "-") -> str:
+    """A rate or share as a fraction of 1 (not a percentage): 0.50 ± 0.18, or 0.50; signed
+    (+0.25) for a difference of rates; `missing` when there is no value or it is not a number
+    (a rate of nothing)."""
+    if not _known(value):
+        return missing
+    sign = "+" if signed else ""
+    return _plus_minus(f"{value:{sign}.{RATE_DECIMALS}f}", stderr, RATE_DECIMALS)
+
+
+def format_error(value: float | None, missing: str = "-") -> str:
+    """A small numerical error in scientific form, 2.10e-05 (fixed decimals would show
+    0.0000); `missing` when there is none."""
+    return missing if value is None else f"{value:.{ERROR_DIGITS}e}"
 
 
 def format_offset(t: float, start: float | None) -> str:

@@ -1,6 +1,14 @@
-"""Named starting points for a run's configuration (see config.py for every field)."""
+"""Named starting points for a run's configuration (see config.py for every field).
+
+PRESETS is the one list of preset names and each preset's policy model (models.policy); tables
+keyed by preset elsewhere (each task's settings and training recipes) are built with per_preset.
+"""
 
 from __future__ import annotations
+
+from typing import TypeVar
+
+T = TypeVar("T")
 
 DEFAULT_PRESET = "cpu"
 
@@ -30,7 +38,7 @@ PRESETS: dict[str, dict] = {
             # beats off, and off costs least (proposals adds a proposer training per generation).
             "self_improve": "off",
         },
-        "train": {"preset": "cpu", "overrides": {"max_steps": 16}},
+        "train": {"recipe": "cpu", "overrides": {"max_steps": 16}},
     },
     # A tiny random Llama: the whole loop in about a minute, for tests and a first try.
     "smoke": {
@@ -44,7 +52,7 @@ PRESETS: dict[str, dict] = {
             "max_tokens": 600,
             "candidate_timeout_min": 5.0,
         },
-        "train": {"preset": "smoke"},
+        "train": {"recipe": "smoke"},
         "server": {"max_model_len": 8192},
     },
     # The paper's recipe with open models: zephyr-7b-gemma-sft policy on dpo-mix-7k, beta 0.05,
@@ -57,7 +65,7 @@ PRESETS: dict[str, dict] = {
         },
         "task": PAPER_TASK,
         "discovery": {**PAPER_DISCOVERY, "self_improve": "off"},  # the proposer is another model
-        "train": {"preset": "gpu-zephyr"},
+        "train": {"recipe": "gpu-zephyr"},
         "server": {"max_model_len": 8192, "kv_cache_gib": 0},
     },
     # Self-improvement at the paper's scale: an instruct model that writes code is both the policy
@@ -72,7 +80,29 @@ PRESETS: dict[str, dict] = {
         },
         "task": PAPER_TASK,
         "discovery": {**PAPER_DISCOVERY, "self_improve": "policy"},
-        "train": {"preset": "gpu-selfimprove"},
+        "train": {"recipe": "gpu-selfimprove"},
         "server": {"max_model_len": 8192, "kv_cache_gib": 0},
     },
 }
+
+# A preset that runs at another preset's scale takes that preset's row in every table keyed by
+# preset: the self-improving preset samples, scores and trains as the zephyr one does.
+SAME_SCALE_AS = {"gpu-selfimprove": "gpu-zephyr"}
+
+
+def per_preset(rows: dict[str, T]) -> dict[str, T]:
+    """A table keyed by preset name, in PRESETS order: `rows`, and for a preset in SAME_SCALE_AS
+    without its own row, its scale's row.
+
+    Raises:
+        ValueError: a row is keyed by a name that is no preset (a typo in a table).
+    """
+    unknown = sorted(set(rows) - set(PRESETS))
+    if unknown:
+        raise ValueError(f"no preset named {', '.join(unknown)}; presets: {', '.join(PRESETS)}")
+    table = {}
+    for name in PRESETS:
+        source = name if name in rows else SAME_SCALE_AS.get(name)
+        if source in rows:
+            table[name] = rows[source]
+    return table

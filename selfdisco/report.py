@@ -12,11 +12,11 @@ from selfdisco import stats
 from selfdisco.config import read_run_config
 from selfdisco.discovery.proposer import lineage
 from selfdisco.discovery.search import fidelity
-from selfdisco.formatting import format_number
+from selfdisco.formatting import format_difference, format_fitness, format_kl, format_stderr
 from selfdisco.heldout import PROTOCOLS, protocol_hook
 from selfdisco.losses.curves import plot_shapes as plot
 from selfdisco.rundir.archive import REFERENCE_SHAPE, Archive, HeldoutRow, Row
-from selfdisco.rundir.events import UNSCORED
+from selfdisco.rundir.events import SCORED, UNSCORED
 from selfdisco.rundir.shape import LossShape
 
 
@@ -31,9 +31,9 @@ def plot_fitness(rows: list[Row], path: Path, pooled: float | None = None) -> No
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for group, style in (([r for r in rows if r.generation == 0 and r.status == "scored"],
+    for group, style in (([r for r in rows if r.generation == 0 and r.status == SCORED],
                           {"fmt": "s", "color": "grey", "label": "burn-in and base"}),
-                         ([r for r in rows if r.generation > 0 and r.status == "scored"],
+                         ([r for r in rows if r.generation > 0 and r.status == SCORED],
                           {"fmt": "o", "label": "candidates"})):
         if group:
             errors = [stats.row_stderr(r, pooled) or 0.0 for r in group]
@@ -43,7 +43,7 @@ def plot_fitness(rows: list[Row], path: Path, pooled: float | None = None) -> No
     best, curve = None, []
     for g in generations:
         for r in rows:
-            if r.generation == g and r.status == "scored":
+            if r.generation == g and r.status == SCORED:
                 best = r.fitness if best is None else max(best, r.fitness)
         curve.append(best)
     ax.step(generations, curve, where="post", color="black", label="best so far")
@@ -94,7 +94,7 @@ def write_report(run_dir: Path) -> Path:
     heldout = archive.heldout_rows()
     stages = archive.stages()
     archive.close()
-    scored = sorted((r for r in rows if r.status == "scored"), key=lambda r: -r.fitness)
+    scored = sorted((r for r in rows if r.status == SCORED), key=lambda r: -r.fitness)
     counts: dict[str, int] = {}
     for r in rows:
         if r.kind == "proposal":
@@ -102,7 +102,7 @@ def write_report(run_dir: Path) -> Path:
     lines = [f"# selfdisco run {run_dir.name}", "",
              f"Task **{config.task.name}**, preset **{config.preset}**, policy "
              f"`{config.models.policy}`, proposer `{config.proposer_model}` "
-             f"({config.server.proposer}), seed {config.seed}.", "",
+             f"({config.server.proposer_source}), seed {config.seed}.", "",
              f"Generations finished: {sum(g['state'] == 'done' for g in generations)} of "
              f"{config.discovery.generations}. Proposals: "
              + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ".", ""]
@@ -116,7 +116,7 @@ def write_report(run_dir: Path) -> Path:
         lines += [f"Self-improvement: from generation {proposer['generation'] + 1} the proposer "
                   f"was {proposer['id']}"
                   + ("" if proposer["fitness"] is None else
-                     f" (its policy's fitness {format_number(proposer['fitness'])})")
+                     f" (its policy's fitness {format_fitness(proposer['fitness'])})")
                   + ".", ""]
     comparison = stats.compare(scored)
     lines += _ranking(scored, comparison, config.discovery.replicates)
@@ -132,7 +132,7 @@ def write_report(run_dir: Path) -> Path:
         lines += ["No loss shapes were recorded in this run (it predates recorded shapes).",
                   ""]
     for r in top:
-        lines += [f"### {r.id} {r.name} (fitness {format_number(r.fitness)})", "",
+        lines += [f"### {r.id} {r.name} (fitness {format_fitness(r.fitness)})", "",
                   r.thought or "", "", "```python", (r.code or "").strip(), "```", ""]
     lines += lineage.report_section(rows, duels, run_dir, config.discovery.self_improve)
     lines += fidelity.report_section(rows, stages)
@@ -199,21 +199,21 @@ def _ranking(scored: list[Row], comparison: stats.Comparison | None,
     for r in scored:
         kl = r.metrics.get("kl")
         mark = " (cached)" if r.metrics.get("cached_from") else ""
-        kl_text = format_number(kl if isinstance(kl, float) else None, 3)
-        to_dpo = stats.format_difference(comparison.to_reference.get(r.id))
+        kl_text = format_kl(kl if isinstance(kl, float) else None)
+        to_dpo = format_difference(comparison.to_reference.get(r.id))
         to_best = ("best" if r is comparison.best
-                   else stats.format_difference(comparison.to_best.get(r.id)))
+                   else format_difference(comparison.to_best.get(r.id)))
         lines.append(f"| {'=' if r.id in comparison.tied else ''} | {r.id}{mark} | {r.name} | "
-                     f"{r.generation} | {format_number(r.fitness)} | "
-                     f"{format_number(stats.row_stderr(r, comparison.pooled))} | {to_dpo} | "
+                     f"{r.generation} | {format_fitness(r.fitness)} | "
+                     f"{format_stderr(stats.row_stderr(r, comparison.pooled))} | {to_dpo} | "
                      f"{to_best} | {kl_text} | {r.proposer or '-'} |")
     lines += ["", f"Tied with the best ({comparison.best.id}): "
               + ", ".join(sorted(comparison.tied)) + "."]
     lines += fitness_rule(scored)
-    with_kl = [(r.fitness, float(r.metrics["kl"])) for r in scored
-               if isinstance(r.metrics.get("kl"), int | float)
+    with_kl = [r for r in scored if isinstance(r.metrics.get("kl"), int | float)
                and math.isfinite(r.metrics["kl"])]
-    r_kl = stats.correlation(*zip(*with_kl, strict=True)) if len(with_kl) >= 3 else None
+    r_kl = stats.correlation([r.fitness for r in with_kl],
+                             [float(r.metrics["kl"]) for r in with_kl])
     if r_kl is not None:
         lines.append(f"Correlation of fitness with KL across the {len(with_kl)} scored rows: "
                      f"r = {r_kl:.2f}.")

@@ -1,6 +1,7 @@
 """Statistics for comparing candidates (PAPER.md section 8): standard errors that include the
 variance between training seeds, paired differences on the shared held-out prompts, and the
-rule that calls a candidate indistinguishable from the best.
+rule that calls a candidate indistinguishable from the best. Also the one mean, standard error
+and correlation that every task, report and rule uses, with one set of edge rules.
 
 The functions read rows duck-typed (an archive Row or the TUI's CandidateRow): `fitness`,
 `stderr`, `code` and `metrics`, where metrics["per_prompt"] holds each held-out prompt's
@@ -16,38 +17,55 @@ from dataclasses import dataclass
 from typing import Any
 
 REFERENCE_ID = "burn-dpo"  # the baseline every candidate is compared with
-TIE_SE = 2.0  # within this many standard errors of the best: tied with it
+# A difference within this many standard errors is not told apart from zero: a candidate this
+# close to the best is tied with it, and the duel, the proposer's preference pairs, the
+# multi-fidelity cut and the held-out frontier's dominance count only a difference past it.
+TIE_SE = 2.0
 # With fewer replicates than this, a candidate's own seed variance is too rough: pool it.
 POOL_BELOW = 5
 TIE_RULE = (f"tied with the best: the paired difference to the best is within {TIE_SE:g} "
             "standard errors (not corrected for multiple comparisons)")
 
 
+def mean(values: Sequence[float]) -> float:
+    """The arithmetic mean; NaN for no values (nothing was measured)."""
+    return sum(values) / len(values) if values else math.nan
+
+
 def mean_stderr(values: Sequence[float]) -> tuple[float, float | None]:
-    """The mean and its standard error (sd / sqrt(n)); the error is None below 2 values."""
-    n = len(values)
-    if n == 0:
-        raise ValueError("the mean of no values")
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None
-    return mean, math.sqrt(variance(values) / n)
+    """The mean and its standard error, sample sd / sqrt(n).
+
+    The edge rules, one for every caller: the mean of no values is NaN; below two values there
+    is no standard error (None), as there is none for a row without one; equal values have a
+    standard error of 0.
+    """
+    if len(values) < 2:
+        return mean(values), None
+    return mean(values), math.sqrt(variance(values) / len(values))
 
 
 def variance(values: Sequence[float]) -> float:
     """The sample variance (n - 1 in the denominator)."""
-    mean = sum(values) / len(values)
-    return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    mean_value = mean(values)
+    return sum((v - mean_value) ** 2 for v in values) / (len(values) - 1)
+
+
+def proportion_stderr(p: float, n: int) -> float:
+    """The binomial standard error sqrt(p (1 - p) / n) of a share p of n."""
+    return math.sqrt(p * (1 - p) / n)
 
 
 def correlation(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Pearson's r; None below 3 pairs or when either side is constant."""
-    if len(xs) < 3:
+    """Pearson's r (scipy.stats.pearsonr); None below 3 pairs (two points always lie on a line)
+    or when either side is constant. ValueError when the sides differ in length."""
+    if len(xs) != len(ys):
+        raise ValueError(f"a correlation of {len(xs)} values with {len(ys)}")
+    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
         return None
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
+    # lazy: scipy.stats takes about a second to import, and the TUI imports this module
+    from scipy.stats import pearsonr
+
+    return float(pearsonr(xs, ys).statistic)
 
 
 # ---- training seeds ---------------------------------------------------------------------
@@ -154,9 +172,9 @@ def difference(a: Any, b: Any, pooled: float | None = None) -> Difference | None
         return None
     pa, pb = per_prompt(a), per_prompt(b)
     if pa and pb and len(pa) == len(pb) and len(pa) >= 2:
-        mean, stderr = mean_stderr([x - y for x, y in zip(pa, pb, strict=True)])
+        diff, stderr = mean_stderr([x - y for x, y in zip(pa, pb, strict=True)])
         seeds = _seed_share(a, pooled) + _seed_share(b, pooled)
-        return Difference(mean, math.sqrt(stderr ** 2 + seeds), paired=True)
+        return Difference(diff, math.sqrt((stderr or 0.0) ** 2 + seeds), paired=True)
     ea, eb = row_stderr(a, pooled), row_stderr(b, pooled)
     stderr = math.sqrt(ea ** 2 + eb ** 2) if ea is not None and eb is not None else None
     return Difference(a.fitness - b.fitness, stderr, paired=False)
@@ -186,13 +204,3 @@ def compare(rows: Iterable[Any]) -> Comparison | None:
                     if reference is not None and r is not reference}
     tied = {best.id} | {id for id, d in to_best.items() if d is not None and d.tied}
     return Comparison(best, to_best, to_reference, tied, pooled)
-
-
-def format_difference(d: Difference | None, digits: int = 4) -> str:
-    """'+0.0123 ± 0.0040' (a '~' before an unpaired one); '-' for none."""
-    if d is None:
-        return "-"
-    text = f"{d.mean:+.{digits}f}"
-    if d.stderr is not None:
-        text += f" ± {d.stderr:.{digits}f}"
-    return text if d.paired else "~" + text

@@ -14,7 +14,8 @@ import threading
 from pathlib import Path
 
 from selfdisco.config import load_config
-from selfdisco.discovery.loop import Discovery, Services
+from selfdisco.discovery.interface import Services
+from selfdisco.discovery.loop import Discovery
 from selfdisco.execution.records import Result
 from selfdisco.launch.digits import classification_services
 from selfdisco.llm.cache import Recorder

@@ -31,7 +31,8 @@ def recorded(tmp_path_factory):
     """A finished run recorded with a scripted proposer (its answers in llm/), with the services
     start_run gives a replay, so a replay of it asks the same questions."""
     from selfdisco.config import load_config
-    from selfdisco.discovery.loop import Discovery, Services
+    from selfdisco.discovery.interface import Services
+    from selfdisco.discovery.loop import Discovery
     from selfdisco.losses import screen
     from selfdisco.losses.catalog import catalog_entry
     from selfdisco.losses.parse import parse_answer
@@ -58,7 +59,7 @@ def recorded(tmp_path_factory):
 def replay_config(recorded):
     """The recorded run's config with its proposer replayed: a discovery that needs no model."""
     config = read_run_config(recorded)
-    server = dataclasses.replace(config.server, proposer=f"replay:{recorded}")
+    server = dataclasses.replace(config.server, proposer_source=f"replay:{recorded}")
     return dataclasses.replace(config, server=server)
 
 
@@ -116,6 +117,27 @@ def test_train_loss_under_code_and_under_a_callable(tmp_path):
                                 max_steps=1).ok
     with pytest.raises(UserError, match="failed screening"):
         selfdisco.train_loss(CONSTANT, PAIRS, preset="smoke", out_dir=tmp_path / "bad")
+
+
+def test_train_loss_trains_with_the_recipe_discovery_uses(monkeypatch, tmp_path):
+    from selfdisco.config import load_config
+    from selfdisco.tasks import run_train_settings
+    from selfdisco.train import adapter
+
+    calls = []
+    monkeypatch.setattr(adapter, "train_adapter", lambda **kwargs: calls.append(kwargs))
+    selfdisco.train_loss(DPO, PAIRS, out_dir=tmp_path, learning_rate=3e-4)
+    cpu = load_config("cpu")
+    assert calls[0]["settings"] == dataclasses.replace(run_train_settings(cpu),
+                                                       learning_rate=3e-4)
+    assert calls[0]["model_path"] == cpu.models.policy
+    selfdisco.train_loss(DPO, PAIRS, task="mtbench", out_dir=tmp_path)
+    on_mtbench = load_config("cpu", overrides={"task": {"name": "mtbench"}})
+    assert calls[1]["settings"] == run_train_settings(on_mtbench)
+    with pytest.raises(UserError, match="learning_rate must be above 0"):
+        selfdisco.train_loss(DPO, PAIRS, out_dir=tmp_path, learning_rate=0)
+    with pytest.raises(UserError, match="unknown task 'nope'"):
+        selfdisco.train_loss(DPO, PAIRS, out_dir=tmp_path, task="nope")
 
 
 def test_export_loss(recorded, tmp_path):

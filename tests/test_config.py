@@ -1,4 +1,7 @@
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -34,7 +37,7 @@ def test_unknown_keys_and_bad_types_are_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_config(None, tmp_path / "missing.toml")
     with pytest.raises(UserError, match="--proposer"):
-        check_names(load_config("smoke", overrides={"server": {"proposer": "gpt-4"}}))
+        check_names(load_config("smoke", overrides={"server": {"proposer_source": "gpt-4"}}))
 
 
 def test_resolved_config_round_trips_through_toml(tmp_path):
@@ -73,7 +76,8 @@ def test_self_improve_modes_and_the_older_bool(tmp_path):
                                  "mtbench, digits"),
     ({"server": {"url": "localhost:8000"}}, "server.url 'localhost:8000' is not understood"),
     ({"server": {"url": "replay:old"}}, "server.url 'replay:old' must be a server's URL"),
-    ({"server": {"proposer": "http://host:port"}}, "--proposer 'http://host:port': bad port"),
+    ({"server": {"proposer_source": "http://host:port"}},
+     "--proposer 'http://host:port': bad port"),
 ])
 def test_names_and_sources_are_checked_against_their_registries(overrides, words):
     with pytest.raises(UserError) as err:
@@ -96,3 +100,41 @@ def test_executor_options_round_trip(tmp_path):
         "address": "auto", "gpus_per_job": 1}})
     (tmp_path / "config.toml").write_text(config.to_toml())
     assert read_run_config(tmp_path).executor_options == {"address": "auto", "gpus_per_job": 1}
+
+
+def test_renamed_keys_still_work_with_a_notice(tmp_path, capsys):
+    config = load_config("smoke", overrides={"server": {"proposer": "local",
+                                                        "proposer_model": "m"},
+                                             "train": {"preset": "smoke"}})
+    assert (config.server.proposer_source, config.server.proposer_url_model,
+            config.train.recipe) == ("local", "m", "smoke")
+    err = capsys.readouterr().err
+    assert "note: server.proposer is now server.proposer_source" in err
+    assert "note: server.proposer_model is now server.proposer_url_model" in err
+    assert "note: train.preset is now train.recipe" in err
+
+    old = tmp_path / "old.toml"
+    old.write_text('[train]\npreset = "cpu"\n')
+    assert load_config("smoke", old).train.recipe == "cpu"
+    assert f"note: train.preset is now train.recipe (in {old})" in capsys.readouterr().err
+
+    (tmp_path / "config.toml").write_text(load_config("smoke").to_toml().replace(
+        'recipe = "smoke"', 'preset = "smoke"').replace("proposer_source =", "proposer ="))
+    recorded = read_run_config(tmp_path)  # a run directory is migrated without a notice
+    assert (recorded.train.recipe, recorded.server.proposer_source) == ("smoke", "local")
+    assert capsys.readouterr().err == ""
+
+
+def test_a_run_directory_written_before_the_renames_reads():
+    runs = Path(__file__).parent / "data" / "runs"
+    for name in ("smoke-sentiment", "digits"):
+        assert "preset = " in (runs / name / "config.toml").read_text()
+        config = read_run_config(runs / name)
+        assert config.train.recipe == "smoke" and config.server.proposer_source == "local"
+
+
+def test_a_renamed_flag_still_works_with_a_notice():
+    out = subprocess.run([sys.executable, "-m", "selfdisco", "run", "--proposer-model", "m",
+                          "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert "note: --proposer-model is now --proposer-url-model" in out.stderr

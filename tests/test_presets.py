@@ -1,16 +1,18 @@
-"""Run presets: each loads, validates and is known to every table a preset name is looked up in."""
+"""Run presets: each loads, validates and is known to every table a preset name is looked up in,
+and every flag that takes a preset or a task offers exactly the registered names."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from selfdisco.commands.train import PRESET_CHOICES
+from selfdisco.cli import build_parser
 from selfdisco.config import load_config
 from selfdisco.launch.checks import check_run
-from selfdisco.presets import PRESETS
+from selfdisco.presets import PRESETS, SAME_SCALE_AS, per_preset
 from selfdisco.tasks import get_task, task_names
-from selfdisco.tasks.base import PRESETS as TASK_PRESETS
-from selfdisco.train.settings import PRESET_MODELS, TrainSettings
+from selfdisco.train.settings import TrainSettings
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -18,16 +20,45 @@ def test_every_preset_loads_and_validates(name):
     config = load_config(name)
     settings = check_run(config)
     assert settings.lora_r <= config.server.max_lora_rank
-    assert name in TASK_PRESETS
-    for task in task_names():  # a run's preset picks each task's sizes (--set task.name=...)
-        get_task(task).check_options(name, {})
-    assert config.train.preset in PRESET_MODELS and config.train.preset in PRESET_CHOICES
+    assert config.models.policy and config.train.recipe == name
 
 
-def test_training_presets_and_their_models_are_one_list():
-    assert set(PRESET_CHOICES) == set(PRESET_MODELS)
-    for name in PRESET_MODELS:
-        TrainSettings.for_preset(name)
+@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("task_name", task_names())
+def test_every_task_has_settings_and_a_recipe_for_every_preset(name, task_name):
+    task = get_task(task_name)
+    task.check_options(name, {})  # a run's preset picks each task's sizes (--set task.name=...)
+    if task.kind == "preference":  # only preference tasks train adapters
+        assert isinstance(task.train_settings(name), TrainSettings)
+
+
+def test_a_preset_at_another_ones_scale_shares_its_rows():
+    table = per_preset({"smoke": 1, "cpu": 2, "gpu-zephyr": 3})
+    assert list(table) == list(PRESETS)
+    for name, scale in SAME_SCALE_AS.items():
+        assert table[name] == table[scale]
+        assert get_task("sentiment").train_settings(name) == \
+            get_task("sentiment").train_settings(scale)
+    with pytest.raises(ValueError, match="no preset named cpuu"):
+        per_preset({"cpuu": 1})
+
+
+def _flag(path: list[str], flag: str) -> argparse.Action:
+    parser = build_parser()
+    for name in path:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[name]
+    return next(a for a in parser._actions if flag in a.option_strings)
+
+
+@pytest.mark.parametrize("path", [["run"], ["plan"], ["config", "show"], ["train"], ["eval"]])
+def test_preset_flags_offer_exactly_the_presets(path):
+    assert list(_flag(path, "--preset").choices) == list(PRESETS)
+
+
+@pytest.mark.parametrize("path", [["run"], ["train"], ["eval"]])
+def test_task_flags_offer_exactly_the_registered_tasks(path):
+    assert list(_flag(path, "--task").choices) == task_names()
 
 
 def test_the_self_improving_gpu_preset_proposes_with_the_policys_base_model():
@@ -40,7 +71,6 @@ def test_the_self_improving_gpu_preset_proposes_with_the_policys_base_model():
     settings = check_run(config)
     assert settings.beta == 0.05 and settings.lora_r > 0 and not settings.use_cpu
     assert settings.bf16
-    assert PRESET_MODELS[config.train.preset] == config.models.policy
 
 
 def test_gpu_zephyr_stays_the_papers_policy():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import sys
-import textwrap
+from pathlib import Path
 
 from selfdisco import progress as progress_module
 from selfdisco.llm.backend import free_port
@@ -91,22 +91,14 @@ def test_parallel_map_reports_each_item(monkeypatch, capsys):
 
 
 def test_server_start_says_what_it_waits_for(tmp_path, monkeypatch, capsys):
-    """A stand-in for vLLM that logs a line, then answers /health after about 3 s."""
+    """A stand-in for vLLM (tests/openai_server.py) that logs a line, then answers /health
+    after about 3 s."""
     monkeypatch.setattr(progress_module, "INTERVAL_S", 0.5)
-    stand_in = textwrap.dedent("""
-        import http.server, sys, time
-        print("loading the weights", flush=True)
-        time.sleep(3)
-        class Health(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.end_headers()
-        http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
-    """)
 
     class StandIn(VLLMServer):
         def command(self) -> list[str]:
-            return [sys.executable, "-c", stand_in, str(self.port)]
+            return [sys.executable, str(Path(__file__).parent / "openai_server.py"),
+                    str(self.port), "--say", "loading the weights", "--start-after", "3"]
 
     (tmp_path / "model").mkdir()
     server = StandIn(tmp_path / "model", log_path=tmp_path / "server.log", port=free_port(),

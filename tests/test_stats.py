@@ -1,5 +1,6 @@
-"""The statistics of selfdisco/stats.py on hand-computed examples: standard errors, the seed
-variance (a candidate's own and pooled), paired differences and the tie rule."""
+"""The statistics of selfdisco/stats.py on hand-computed examples: the mean and its standard
+error with their edge rules, the correlation, the seed variance (a candidate's own and pooled),
+paired differences and the tie rule."""
 
 from __future__ import annotations
 
@@ -23,7 +24,21 @@ class Row:
 def test_mean_and_stderr():
     assert stats.mean_stderr([1.0, 2.0, 3.0, 4.0]) == pytest.approx(
         (2.5, math.sqrt((1.5**2 + 0.5**2) * 2 / 3 / 4)))
-    assert stats.mean_stderr([2.0]) == (2.0, None)
+    assert stats.mean([1.0, 2.0, 3.0, 4.0]) == 2.5
+
+
+def test_the_edge_rules_of_the_mean_and_its_standard_error():
+    mean, stderr = stats.mean_stderr([])  # nothing measured: no mean, no error
+    assert math.isnan(mean) and stderr is None
+    assert math.isnan(stats.mean([]))
+    assert stats.mean_stderr([2.0]) == (2.0, None)  # one value: no error
+    assert stats.mean_stderr([0.3, 0.3, 0.3]) == (pytest.approx(0.3), 0.0)  # no spread: 0
+    assert stats.mean_stderr((1, 3)) == (2.0, 1.0)  # any sequence of numbers
+
+
+def test_the_binomial_standard_error():
+    assert stats.proportion_stderr(0.5, 4) == 0.25
+    assert stats.proportion_stderr(1.0, 8) == 0.0
 
 
 def test_paired_difference_by_hand():
@@ -49,7 +64,6 @@ def test_unpaired_difference_without_per_prompt_scores():
     d = stats.difference(Row("a", 0.6, 0.03), Row("b", 0.5, 0.04))
     assert not d.paired
     assert (d.mean, d.stderr) == pytest.approx((0.1, 0.05))
-    assert stats.format_difference(d) == "~+0.1000 ± 0.0500"
     assert stats.difference(Row("a", None), Row("b", 0.5)) is None
 
 
@@ -88,5 +102,22 @@ def test_tie_rule():
 def test_correlation():
     assert stats.correlation([1.0, 2.0, 3.0], [2.0, 4.0, 6.0]) == pytest.approx(1.0)
     assert stats.correlation([1.0, 2.0, 3.0], [1.0, 3.0, 2.0]) == pytest.approx(0.5)
-    assert stats.correlation([1.0, 2.0], [1.0, 2.0]) is None
-    assert stats.correlation([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None
+    assert stats.correlation([3.0, 2.0, 1.0], [1.0, 2.0, 4.0]) == pytest.approx(-0.9819805)
+
+
+def test_the_edge_rules_of_the_correlation():
+    assert stats.correlation([], []) is None
+    assert stats.correlation([1.0, 2.0], [1.0, 2.0]) is None  # two points always lie on a line
+    assert stats.correlation([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None  # constant side
+    assert stats.correlation([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]) is None
+    with pytest.raises(ValueError):
+        stats.correlation([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_the_tie_rule_is_one_constant():
+    from selfdisco.discovery.proposer import duel
+
+    assert f"within {stats.TIE_SE:g} standard errors" in stats.TIE_RULE
+    assert f"more than {stats.TIE_SE:g} standard errors" in duel.RULE
+    assert duel.worse(-0.5, 0.2) and not duel.worse(-0.5, 0.25)  # beyond TIE_SE s.e. or not
+    assert duel.rate_word(0.5, 0.2) == "higher" and duel.rate_word(0.5, 0.25) == "within noise"

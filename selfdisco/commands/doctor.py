@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 
 from selfdisco.errors import UserError
-from selfdisco.formatting import print_json
+from selfdisco.formatting import format_error, print_json
 from selfdisco.llm.backend import DTYPES
 from selfdisco.llm.models import BUNDLED, SMOLLM2, resolve_model
 from selfdisco.llm.server import ServerError, VLLMServer
@@ -249,8 +249,8 @@ def _print(report: dict) -> None:
     check = report.get("numerics")
     if check and "tokens" in check:
         print(f"numerics      {check['model']} served in {check['dtype']} vs transformers: max "
-              f"|log-prob error| {check['max_abs_error']:.2e} nats, mean "
-              f"{check['mean_abs_error']:.2e} over {check['tokens']} tokens (tolerance "
+              f"|log-prob error| {format_error(check['max_abs_error'])} nats, mean "
+              f"{format_error(check['mean_abs_error'])} over {check['tokens']} tokens (tolerance "
               f"{check['tolerance']}); greedy {check['greedy_agree']}/{check['tokens']} agree: "
               f"{'ok' if check['ok'] else 'FAILED'}")
     elif check:

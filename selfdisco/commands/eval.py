@@ -13,9 +13,9 @@ from selfdisco.errors import UserError
 from selfdisco.formatting import print_json
 from selfdisco.llm.endpoint import open_llm
 from selfdisco.llm.models import resolve_model
-from selfdisco.presets import PRESETS
+from selfdisco.presets import DEFAULT_PRESET, PRESETS
 from selfdisco.rundir.paths import checkpoints_dir
-from selfdisco.tasks import EvaluationError, TaskContext, get_task
+from selfdisco.tasks import DEFAULT_TASK, EvaluationError, TaskContext, get_task, task_names
 
 HELP = "measure a task's fitness for the base model, a LoRA adapter, or a classification loss"
 
@@ -24,12 +24,12 @@ HIDDEN_METRICS = ("judge_replies", "warnings", "examples")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default="sentiment",
-                        help="sentiment (default), mtbench or digits")
+    parser.add_argument("--task", choices=task_names(), default=DEFAULT_TASK,
+                        help=f"the task (default: {DEFAULT_TASK})")
     parser.add_argument("--adapter", help="a LoRA adapter directory (PEFT format) to evaluate; "
                                           "without it the base model is evaluated")
-    parser.add_argument("--preset", default="cpu", help="smoke, cpu (default), gpu-zephyr or "
-                                                          "gpu-selfimprove")
+    parser.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
+                        help=f"the task's sizes and the default model (default: {DEFAULT_PRESET})")
     parser.add_argument("--model", help="the base model: a bundled name, a directory or a Hub "
                                         "id (default: the preset's policy)")
     parser.add_argument("--server", metavar="URL",
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         ctx = TaskContext(seed=args.seed, preset=args.preset, options=options)
         loss = read_loss_code(args.loss) if args.loss else None
         try:
-            fitness = task.evaluate(ctx) if loss is None else task.evaluate_loss(ctx, loss)
+            fitness = task.score(ctx) if loss is None else task.evaluate_loss(ctx, loss)
         except EvaluationError as err:
             print(f"the loss failed: {err}", file=sys.stderr)
             return 1
@@ -139,7 +139,7 @@ def _evaluate_with_server(args: argparse.Namespace, task: Any, options: dict[str
         ctx = TaskContext(client=policy.client, model_path=model_path, seed=args.seed,
                           preset=args.preset, judge_client=judge.client if judge else None,
                           options=options)
-        fitness = task.evaluate(ctx, adapter_path=args.adapter)
+        fitness = task.score(ctx, adapter_path=args.adapter)
     finally:
         if judge is not None:
             judge.close()

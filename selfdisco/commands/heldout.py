@@ -12,7 +12,7 @@ from selfdisco.commands.eval import parse_options
 from selfdisco.errors import UserError
 from selfdisco.formatting import print_json
 from selfdisco.heldout.frontier import DEFAULT_BETAS
-from selfdisco.heldout.runner import HeldoutRequest, run_heldout
+from selfdisco.heldout.measure import HeldoutRequest, run_heldout
 from selfdisco.report import write_report
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.paths import resolve_run
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--estimate", action="store_true",
                         help="print the points to measure and the time estimate, then stop")
     parser.add_argument("--json", action="store_true",
-                        help="print the plan and the recorded points as JSON (progress goes "
+                        help="print the estimate and the recorded points as JSON (progress goes "
                              "to stderr)")
 
 
@@ -84,23 +84,23 @@ def run(args: argparse.Namespace) -> int:
     if not request.protocols:
         raise UserError("--protocols is empty; name at least one, e.g. frontier")
     out = sys.stderr if args.json else sys.stdout
-    plan = run_heldout(run_dir, request, listeners=[Printer(out, run_dir=run_dir)],
+    estimate = run_heldout(run_dir, request, listeners=[Printer(out, run_dir=run_dir)],
                        estimate_only=args.estimate, log=lambda text: print(text, file=out))
     if not args.estimate:
         write_report(run_dir)
     if args.json:
-        print_json(_result(run_dir, plan, with_points=not args.estimate))
+        print_json(_result(run_dir, estimate, with_points=not args.estimate))
     elif args.estimate:
-        print(plan.text)
+        print(estimate.text)
     else:
         print(f"done; see {run_dir / 'report.md'} (section \"Held-out evaluation\")")
     return 0
 
 
-def _result(run_dir: Path, plan: Any, with_points: bool) -> dict:
-    """The --json answer: the plan, and the archive's held-out rows after a run."""
-    result = {"run": str(run_dir), "protocols": [asdict(p) for p in plan.protocols],
-              "estimate_s": plan.estimate_s}
+def _result(run_dir: Path, estimate: Any, with_points: bool) -> dict:
+    """The --json answer: the estimate, and the archive's held-out rows after a run."""
+    result = {"run": str(run_dir), "protocols": [asdict(p) for p in estimate.protocols],
+              "estimate_s": estimate.estimate_s}
     if with_points:
         archive = Archive(run_dir)
         result["points"] = [asdict(row) for row in archive.heldout_rows()]

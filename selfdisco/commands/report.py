@@ -10,6 +10,7 @@ from selfdisco import stats
 from selfdisco.formatting import print_json
 from selfdisco.report import write_report
 from selfdisco.rundir.archive import ARCHIVE_FILE, Archive
+from selfdisco.rundir.events import SCORED
 from selfdisco.rundir.paths import resolve_run
 
 HELP = "write report.md (ranking, fitness plot, top loss shapes) for a run"
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 def ranking(run_dir: Path) -> list[dict[str, Any]]:
     """The scored rows, best fitness first, with the standard errors and ties of the report."""
     archive = Archive(run_dir)
-    scored = sorted((r for r in archive.rows() if r.status == "scored"), key=lambda r: -r.fitness)
+    scored = sorted((r for r in archive.rows() if r.status == SCORED), key=lambda r: -r.fitness)
     archive.close()
     comparison = stats.compare(scored)
     if comparison is None:

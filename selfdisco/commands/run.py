@@ -16,10 +16,21 @@ from selfdisco.launch.plan import plan_run
 from selfdisco.launch.start import prepare_run_dir
 from selfdisco.presets import DEFAULT_PRESET, PRESETS
 from selfdisco.rundir.paths import resolve_run
+from selfdisco.tasks import task_names
 from selfdisco.tui import run_app
 from selfdisco.tui.printer import Printer
 
 HELP = "run loss discovery (a new run directory under checkpoints/)"
+
+
+class RenamedFlag(argparse.Action):
+    """A flag whose first spelling is its name now; the later ones still work, with a notice."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string != self.option_strings[0]:
+            print(f"note: {option_string} is now {self.option_strings[0]}; the old name still "
+                  "works", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proposer", metavar="SPEC",
                         help="local (default), http://HOST:PORT/v1, or replay:RUN (a recorded "
                              "run's directory or id)")
-    parser.add_argument("--proposer-model", metavar="NAME",
+    parser.add_argument("--proposer-url-model", "--proposer-model", metavar="NAME",
+                        dest="proposer_model", action=RenamedFlag,
                         help="with a proposer URL: the model to ask for (default: the "
                              "server's first)")
     parser.add_argument("--proposer-api-key-env", metavar="VAR",
@@ -41,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", type=int, metavar="K",
                         help="valid candidates per generation")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--task", help="sentiment or mtbench")
+    parser.add_argument("--task", choices=task_names(),
+                        help="the task losses are discovered on (default: the preset's)")
     parser.add_argument("--run-dir", type=Path, metavar="DIR",
                         help="where to write the run (default: checkpoints/<time>-<preset>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -62,8 +75,9 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
     for text in args.set:
         put(*parse_assignment(text))
-    flags = {("server", "proposer"): args.proposer, ("discovery", "generations"): args.generations,
-             ("server", "proposer_model"): args.proposer_model,
+    flags = {("server", "proposer_source"): args.proposer,
+             ("discovery", "generations"): args.generations,
+             ("server", "proposer_url_model"): args.proposer_model,
              ("server", "proposer_api_key_env"): args.proposer_api_key_env,
              ("server", "proposer_structured"): args.proposer_structured,
              ("discovery", "candidates_per_generation"): args.candidates, ("seed",): args.seed,

@@ -13,13 +13,13 @@ from selfdisco.commands.eval import preset_model
 from selfdisco.errors import UserError
 from selfdisco.export.build import resolve_source
 from selfdisco.export.reproduce import reproduce
-from selfdisco.formatting import format_fitness, print_json
+from selfdisco.formatting import format_difference, format_fitness, print_json
 from selfdisco.llm.endpoint import open_llm
+from selfdisco.rundir.events import SCORED
 from selfdisco.rundir.paths import checkpoints_dir
-from selfdisco.stats import format_difference
 
 # Options that would change the recipe: --from trains it as it was.
-RECIPE_OPTIONS = ("loss", "data", "model", "steps", "beta", "seed")
+RECIPE_OPTIONS = ("loss", "data", "task", "model", "steps", "learning_rate", "beta", "seed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    given = [f"--{name}" for name in RECIPE_OPTIONS if getattr(args, name, None) is not None]
+    given = [f"--{name.replace('_', '-')}" for name in RECIPE_OPTIONS
+             if getattr(args, name, None) is not None]
     if given:
         raise UserError(f"--from trains the recorded recipe as it was; leave out "
                         f"{', '.join(given)} (or train with --loss and --data instead)")
@@ -63,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
                         "mean": difference.mean, "stderr": difference.stderr,
                         "paired": difference.paired},
                     "within_stderr": reproduction.within_stderr})
-        return 0 if result.status == "scored" else 1
-    if result.status != "scored":
+        return 0 if result.status == SCORED else 1
+    if result.status != SCORED:
         print(f"status: {result.status} ({result.reason})")
         return 1
     n = result.metrics.get("n")
     print(f"fitness  {format_fitness(result.fitness, result.stderr)}"
           + (f" (n={n})" if n is not None else ""))
-    if recorded is not None and recorded.status == "scored":
+    if recorded is not None and recorded.status == SCORED:
         print(f"recorded {format_fitness(recorded.fitness, recorded.stderr)}")
     if difference is not None:
         kind = "paired over prompts" if difference.paired else "unpaired"

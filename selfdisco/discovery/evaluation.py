@@ -21,6 +21,7 @@ from selfdisco import stats
 from selfdisco.execution.executors import JOB_FILE, Executor
 from selfdisco.execution.records import Job, Result
 from selfdisco.rundir.archive import Archive, Row
+from selfdisco.rundir.events import SCORED
 from selfdisco.seeds import replicate_seed
 
 Progress = Callable[[Row, dict], None]
@@ -120,7 +121,7 @@ def combine(results: list[Result], pooled: float | None) -> Result:
     if one did not score; else the mean fitness, a standard error with the seed variance
     (stats.replicate_stderr; `pooled` is the run's pooled seed variance), per-prompt scores and
     numeric metrics averaged over seeds, and each seed's figures in metrics["replicates"]."""
-    failed = next((r for r in results if r.status != "scored"), None)
+    failed = next((r for r in results if r.status != SCORED), None)
     if failed is not None or len(results) == 1:
         first = failed or results[0]
         reason = first.reason
@@ -139,7 +140,7 @@ def combine(results: list[Result], pooled: float | None) -> Result:
         for stage, seconds in r.timings.items():
             timings[stage] = round(timings.get(stage, 0.0) + seconds, 2)
     cached = [r.cached_from for r in results]
-    return Result(status="scored", fitness=sum(f for f, _ in pairs) / len(pairs),
+    return Result(status=SCORED, fitness=stats.mean([f for f, _ in pairs]),
                   stderr=stats.replicate_stderr(pairs, pooled), metrics=metrics,
                   timings=timings, adapter=results[0].adapter,
                   cached_from=cached[0] if all(cached) else None)
@@ -154,8 +155,8 @@ def _mean_metrics(all_metrics: list[dict]) -> dict:
         if key == "per_prompt":
             lists = [v for v in values if isinstance(v, list)]
             if len(lists) == len(values) and len({len(v) for v in lists}) == 1:
-                metrics[key] = [sum(column) / len(column) for column in zip(*lists, strict=True)]
+                metrics[key] = [stats.mean(column) for column in zip(*lists, strict=True)]
         elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values) \
                 and len(set(values)) > 1:
-            metrics[key] = sum(values) / len(values)
+            metrics[key] = stats.mean(values)
     return metrics

@@ -41,7 +41,7 @@ class Services:
 @dataclass
 class State:
     proposer_id: str = "base"
-    proposer_model: str | None = None  # the adapter name served for the proposer, None = base
+    proposer_adapter: str | None = None  # the adapter name served for the proposer, None = base
     proposer_fitness: float | None = None
     fingerprints: dict = field(default_factory=dict)  # candidate id -> Fingerprint
     catalog_fingerprints: dict = field(default_factory=dict)  # catalog name -> Fingerprint

@@ -22,12 +22,22 @@ from selfdisco.discovery.propose import (
 from selfdisco.discovery.proposer import promotion
 from selfdisco.discovery.search import fidelity
 from selfdisco.execution.records import Result
+from selfdisco.formatting import format_fitness
 from selfdisco.losses import Candidate, Fingerprint
 from selfdisco.losses.fingerprint import VERSION
 from selfdisco.losses.screening import ScreenResult
 from selfdisco.rundir.archive import REFERENCE_SHAPE, Archive, Row
 from selfdisco.rundir.control import ControlReader, apply_command
-from selfdisco.rundir.events import EVALUATED, EventWriter
+from selfdisco.rundir.events import (
+    DIVERGED,
+    EVALUATED,
+    PROPOSED,
+    REJECTED,
+    SCORED,
+    SCORING,
+    TRAINING,
+    EventWriter,
+)
 
 STOPPED = "stopped on request"  # the reason a run ends with when the user stops it
 FAILED_GENERATIONS = 2  # generations in a row whose every proposer request failed end a run
@@ -64,9 +74,9 @@ class Discovery:
 
     def _release_proposer(self) -> None:
         """Unload the proposer's adapter (a shared server keeps no adapters of a finished run)."""
-        if self.state.proposer_model and self.services.adapters is not None:
+        if self.state.proposer_adapter and self.services.adapters is not None:
             try:
-                self.services.adapters.unload_adapter(self.state.proposer_model)
+                self.services.adapters.unload_adapter(self.state.proposer_adapter)
             except Exception:  # noqa: BLE001 - the server may already be gone
                 pass
 
@@ -133,7 +143,7 @@ class Discovery:
     # ---- restore ---------------------------------------------------------------------------
     def _restore(self) -> None:
         for row in self.archive.rows():
-            if row.fingerprint and row.status != "rejected":
+            if row.fingerprint and row.status != REJECTED:
                 fingerprint = Fingerprint.from_dict(row.fingerprint)
                 if fingerprint.version == VERSION:
                     self.state.fingerprints[row.id] = fingerprint
@@ -141,11 +151,11 @@ class Discovery:
                     self._fingerprint_row(row)
         promoted = self.archive.get_meta("proposer")
         base = self.archive.get("base")
-        self.state.proposer_fitness = base.fitness if base and base.status == "scored" else None
+        self.state.proposer_fitness = base.fitness if base and base.status == SCORED else None
         if promoted:
             self.state.proposer_id = promoted["id"]
             self.state.proposer_fitness = promoted["fitness"]
-            self.state.proposer_model = promoted["model"]
+            self.state.proposer_adapter = promoted["model"]
             if self.services.adapters is not None:
                 self.services.adapters.load_adapter(promoted["model"], promoted["adapter"])
 
@@ -164,7 +174,7 @@ class Discovery:
                 if entry:
                     fields.update(code=entry["code"], code_sha=code_sha(entry["code"]),
                                   thought=entry.get("full_name", ""))
-                row = self.archive.add(id, 0, kind, "proposed", **fields)
+                row = self.archive.add(id, 0, kind, PROPOSED, **fields)
                 self.events.emit("candidate_proposed", id=id, generation=0, name=row.name,
                                  thought=row.thought or "", code=row.code or "",
                                  proposer="catalog", attempt=0)
@@ -187,7 +197,7 @@ class Discovery:
             self._evaluate(todo, cache=True)
             self.mark_stage(0, "burn_in", "end", "")
         base = self.archive.get("base")
-        if base and base.status == "scored" and self.state.proposer_id == "base":
+        if base and base.status == SCORED and self.state.proposer_id == "base":
             self.state.proposer_fitness = base.fitness
         if self.archive.get_meta(REFERENCE_SHAPE) is None:
             self._record_reference_shape()
@@ -221,7 +231,7 @@ class Discovery:
             self._propose(g)
             self.mark_stage(g, "propose", "end", "")
         self.archive.set_generation(g, "evaluating")
-        pending = self.archive.rows("generation = ? AND status = 'proposed'", (g,))
+        pending = self.archive.rows("generation = ? AND status = ?", (g, PROPOSED))
         if pending and fidelity.enabled(self.settings):
             pending = fidelity.cheap_stage(self, g, pending)
         if pending:
@@ -266,8 +276,8 @@ class Discovery:
             step, total = progress.get("step", 0), progress.get("total", 0)
             if total and step >= total and row.id not in scoring:
                 scoring.add(row.id)
-                self.archive.update(row.id, status="scoring")
-                self.events.emit("candidate_status", id=row.id, status="scoring")
+                self.archive.update(row.id, status=SCORING)
+                self.events.emit("candidate_status", id=row.id, status=SCORING)
             if now - last_emit.get(row.id, 0) >= 1.0 or step >= total:
                 last_emit[row.id] = now
                 self.events.emit("training_progress", id=row.id, step=step, total=total,
@@ -279,7 +289,7 @@ class Discovery:
                     hit_by_crash.append(row)
                 return
             k = result.replicate or 0
-            if cache and self.services.burn_in_cache and result.status == "scored":
+            if cache and self.services.burn_in_cache and result.status == SCORED:
                 self.services.burn_in_cache.put(_cache_id(row.id, k), row.code, result)
             self._store_replicate(row, k, result)
 
@@ -287,7 +297,7 @@ class Discovery:
             if row.id in started:  # another training seed of the same row
                 return
             started.add(row.id)
-            status = "scoring" if row.code is None else "training"
+            status = SCORING if row.code is None else TRAINING
             self.archive.update(row.id, status=status)
             self.events.emit("candidate_status", id=row.id, status=status)
 
@@ -326,7 +336,7 @@ class Discovery:
         if self.settings.replicates > 1 and row.code is not None:
             self.events.emit("log", level="info", message=(
                 f"{row.id}{self._seed_label(row, k)}: {result.status}"
-                + (f" {result.fitness:.4g}" if result.status == "scored" else "")))
+                + (f" {format_fitness(result.fitness)}" if result.status == SCORED else "")))
         self._record_if_complete(row)
 
     def _seed_label(self, row: Row, k: int) -> str:
@@ -339,8 +349,8 @@ class Discovery:
         if self._missing_replicates(row):
             return
         results = [Result.from_dict(r) for r in self.archive.replicates(row.id).values()]
-        own = [(float(r.fitness), r.stderr) for r in results if r.status == "scored"]
-        others = [stats.replicates_of(r) for r in self.archive.rows("status = 'scored'")
+        own = [(float(r.fitness), r.stderr) for r in results if r.status == SCORED]
+        others = [stats.replicates_of(r) for r in self.archive.rows("status = ?", (SCORED,))
                   if r.id != row.id]
         pooled = stats.pooled_seed_variance([*others, own])
         self.record_result(row, self._versus_dpo(row, combine(results, pooled), pooled))
@@ -349,8 +359,8 @@ class Discovery:
         """The result with its paired difference to dpo in metrics["vs_dpo"], once dpo is
         scored (the report and the TUI recompute it with the run's final seed variance)."""
         reference = self.archive.get(stats.REFERENCE_ID)
-        if result.status != "scored" or row.id == stats.REFERENCE_ID or reference is None \
-                or reference.status != "scored":
+        if result.status != SCORED or row.id == stats.REFERENCE_ID or reference is None \
+                or reference.status != SCORED:
             return result
         scored = replace(row, fitness=result.fitness, stderr=result.stderr,
                          metrics=result.metrics)
@@ -362,10 +372,10 @@ class Discovery:
         """Write a row's final result to the archive and announce it."""
         fields = result.archive_fields()
         self.archive.update(row.id, **fields)
-        if result.status == "scored":
+        if result.status == SCORED:
             self.events.emit("candidate_scored", id=row.id, fitness=fields["fitness"],
                              stderr=result.stderr, metrics=fields["metrics"])
-        elif result.status == "diverged":
+        elif result.status == DIVERGED:
             self.events.emit("candidate_diverged", id=row.id, step=result.step,
                              reason=result.reason)
         else:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from selfdisco.formatting import format_fitness
 from selfdisco.losses import grammar as primitives
+from selfdisco.rundir.events import REJECTED, SCORED
 from selfdisco.rundir.paths import prompts_dir
 
 NOT_MEASURED = "not measured"  # the fitness the proposer sees for a baseline that did not score
@@ -111,9 +112,9 @@ def feedback(status: str, fitness: float | None = None, reason: str | None = Non
     "stopped") not trained fully after a short training (search/fidelity.py)."""
     if cause == "stopped":
         return load_prompt("feedback_stopped").substitute(reason=reason or "").strip()
-    if status == "scored":
+    if status == SCORED:
         return load_prompt("feedback_fitness").substitute(
             fitness=format_fitness(fitness, missing=NOT_MEASURED))
-    if status == "rejected":
+    if status == REJECTED:
         return load_prompt("feedback_invalid").substitute(reason=reason or "unknown").strip()
     return load_prompt("feedback_failed").substitute(reason=reason or status).strip()

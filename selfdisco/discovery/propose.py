@@ -25,7 +25,7 @@ from selfdisco.llm.client import LLMUnavailable
 from selfdisco.llm.server import ServerError
 from selfdisco.losses.names import honest_name
 from selfdisco.rundir.archive import Row
-from selfdisco.rundir.events import EVALUATED
+from selfdisco.rundir.events import EVALUATED, PROPOSED, REJECTED, SCORED
 from selfdisco.seeds import derive
 
 
@@ -41,7 +41,7 @@ def propose_generation(loop: Loop, g: int) -> None:
 
     def open_slots() -> list[int]:
         return [s for s, tried in slots.items()
-                if not any(r.status != "rejected" for r in tried)
+                if not any(r.status != REJECTED for r in tried)
                 and len(tried) < max_attempts]
 
     base_messages = context(loop)
@@ -50,7 +50,7 @@ def propose_generation(loop: Loop, g: int) -> None:
     fresh = [s for s in open_slots() if not slots[s]]
     for group in population.same_context(contexts, fresh):
         texts = ask(loop, contexts[group[0]], len(group),
-                    derive(loop.config.seed, "propose", g), loop.state.proposer_model)
+                    derive(loop.config.seed, "propose", g), loop.state.proposer_adapter)
         for slot, text in zip(group, texts, strict=True):
             slots[slot].append(_screen_answer(loop, g, slot, 0, text))
     while True:
@@ -65,14 +65,14 @@ def propose_generation(loop: Loop, g: int) -> None:
             attempt = len(slots[slot])
             resample = contexts[slot] + [
                 {"role": "assistant", "content": last.raw_text or ""},
-                {"role": "user", "content": prompt.feedback("rejected", reason=last.reason)}]
+                {"role": "user", "content": prompt.feedback(REJECTED, reason=last.reason)}]
             asks.append((slot, attempt, resample,
                          derive(loop.config.seed, "propose", g, slot, attempt)))
         # The slots' resamples go out together (the server batches them); their answers
         # are screened in slot order, so decisions do not depend on which returns first.
         with ThreadPoolExecutor(len(asks)) as pool:
             texts = list(pool.map(
-                lambda a: ask(loop, a[2], 1, a[3], loop.state.proposer_model)[0], asks))
+                lambda a: ask(loop, a[2], 1, a[3], loop.state.proposer_adapter)[0], asks))
         for (slot, attempt, _, _), text in zip(asks, texts, strict=True):
             slots[slot].append(_screen_answer(loop, g, slot, attempt, text))
 
@@ -83,7 +83,7 @@ def context(loop: Loop, shown: list[Row] | None = None) -> list[dict]:
     system = prompt.system_prompt(services.task_description, services.beta,
                                   settings.code_grammar, services.prompts)
     burn = [{"name": r.name, "full_name": r.thought, "code": r.code,
-             "fitness": r.fitness if r.status == "scored" else None}
+             "fitness": r.fitness if r.status == SCORED else None}
             for r in loop.archive.rows("kind = 'burn_in'")]
     entries = []
     for row in loop.archive.rows("kind = 'proposal'") if shown is None else shown:
@@ -94,7 +94,7 @@ def context(loop: Loop, shown: list[Row] | None = None) -> list[dict]:
                                      feedback=prompt.feedback(row.status, row.fitness,
                                                                row.reason,
                                                                row.metrics.get("cause")),
-                                     fitness=row.fitness if row.status == "scored" else None))
+                                     fitness=row.fitness if row.status == SCORED else None))
     return prompt.build_messages(system, prompt.burn_in_message(burn), entries,
                                  budget=settings.context_tokens, keep_best=settings.keep_best,
                                  keep_recent=settings.keep_recent)
@@ -154,7 +154,7 @@ def _screen_answer(loop: Loop, g: int, slot: int, attempt: int, text: str) -> Ro
     name, why = _honest_name(loop, candidate.name, result.fingerprint)
     if why:
         common.update(name=name, proposed_name=candidate.name, rename_reason=why)
-    row = loop.archive.add(id, g, "proposal", "proposed",
+    row = loop.archive.add(id, g, "proposal", PROPOSED,
                            fingerprint=result.fingerprint.to_dict(),
                            shape=result.shape.to_dict(), **common)
     loop.state.fingerprints[id] = result.fingerprint
@@ -188,7 +188,7 @@ def _catalog_fingerprint(loop: Loop, name: str):
 def _reject(loop: Loop, id: str, g: int, stage: str, reason: str, common: dict,
             **fields: Any) -> Row:
     reason = " ".join(str(reason).split())[:500]
-    row = loop.archive.add(id, g, "proposal", "rejected", stage=stage, reason=reason,
+    row = loop.archive.add(id, g, "proposal", REJECTED, stage=stage, reason=reason,
                            **{**common, **fields})
     loop.events.emit("candidate_proposed", id=id, generation=g, name=row.name or "",
                      thought=row.thought or "", code=row.code or "",

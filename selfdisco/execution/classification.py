@@ -17,6 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 
 from selfdisco.execution.records import Result
+from selfdisco.rundir.events import SCORED
 from selfdisco.seeds import replicate_seed
 from selfdisco.tasks import TaskContext, get_task
 from selfdisco.tasks.base import EvaluationError
@@ -39,7 +40,7 @@ def evaluate_job(code: str | None, options: dict, seed: int, fidelity: float) ->
     except EvaluationError as err:
         return Result.failed("candidate", str(err)).to_dict()
     seconds = round(time.perf_counter() - started, 3)
-    return Result(status="scored", fitness=fitness.value, stderr=fitness.stderr,
+    return Result(status=SCORED, fitness=fitness.value, stderr=fitness.stderr,
                   metrics={**fitness.metrics, "n": fitness.n, "fidelity": fidelity},
                   timings={"train": seconds}).to_dict()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from selfdisco.rundir.events import EVALUATED
+from selfdisco.rundir.events import DIVERGED, EVALUATED, FAILED, SCORED
 from selfdisco.train.settings import TrainSettings
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class Result:
     """The outcome of evaluating one candidate.
 
     Attributes:
-        status: "scored", "diverged" or "failed".
+        status: SCORED, DIVERGED or FAILED (selfdisco/rundir/events.py).
         fitness: the task's fitness (scored only), stderr its standard error.
         metrics: the task's side metrics ("n", "kl", ...; "train" holds training metrics).
         timings: seconds per stage (data, train, score).
@@ -141,13 +141,13 @@ class Result:
                              f"{self.status!r}")
         if self.cause is not None and self.cause not in CAUSES:
             raise ValueError(f"unknown cause {self.cause!r}; known: {', '.join(CAUSES)}")
-        if self.status == "scored" and not isinstance(self.fitness, int | float):
+        if self.status == SCORED and not isinstance(self.fitness, int | float):
             raise ValueError(f"a scored result needs a numeric fitness, not {self.fitness!r}")
 
     @classmethod
     def failed(cls, cause: str, reason: str, **more: Any) -> Result:
         """A failure: why (a key of CAUSES) and one line saying what happened."""
-        return cls(status="diverged" if cause == "diverged" else "failed", cause=cause,
+        return cls(status=DIVERGED if cause == "diverged" else FAILED, cause=cause,
                    reason=reason, **more)
 
     def to_dict(self) -> dict:
@@ -164,7 +164,7 @@ class Result:
                         if getattr(self, key) is not None})
         columns = {"status": self.status, "metrics": metrics, "timings": dict(self.timings),
                    "reason": self.reason}
-        if self.status == "scored":
+        if self.status == SCORED:
             columns.update(fitness=float(self.fitness), stderr=self.stderr)
         return columns
 
@@ -173,7 +173,7 @@ class Result:
         """The result an evaluated archive row recorded (the inverse of archive_fields)."""
         metrics = dict(row.metrics or {})
         extras = {key: metrics.pop(key) for key in ROW_EXTRAS if key in metrics}
-        scored = row.status == "scored"
+        scored = row.status == SCORED
         return cls(status=row.status, fitness=row.fitness if scored else None,
                    stderr=row.stderr if scored else None, metrics=metrics,
                    timings=dict(row.timings or {}), reason=row.reason, **extras)

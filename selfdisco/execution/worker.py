@@ -29,8 +29,10 @@ from selfdisco.llm.client import LLMClient, LLMError
 from selfdisco.llm.server import ServerError
 from selfdisco.llm.topology import asleep
 from selfdisco.losses import Candidate
+from selfdisco.rundir.events import SCORED
 from selfdisco.rundir.paths import write_text_atomic
 from selfdisco.tasks import EvaluationError, TaskContext, get_task
+from selfdisco.train.result import TRAIN_DIVERGED
 from selfdisco.train.tracking import log_summary
 
 RESULT_FILE = "result.json"
@@ -77,7 +79,7 @@ def evaluate(job: Job, pairs: Any = None) -> Result:
     train_metrics: dict = {}
     if job.code is not None:
         # lazy: loads torch, transformers
-        from selfdisco.train.runner import train_adapter
+        from selfdisco.train.adapter import train_adapter
 
         started = time.perf_counter()
         data = task.preference_data(ctx) if pairs is None else pairs
@@ -104,8 +106,8 @@ def evaluate(job: Job, pairs: Any = None) -> Result:
         train_metrics = dict(trained.metrics or {})
         train_metrics.update(seconds_per_step=trained.seconds_per_step,
                              peak_rss_mb=trained.peak_rss_mb, steps=trained.steps_done)
-        if trained.status != "ok":
-            cause = "diverged" if trained.status == "diverged" else "candidate"
+        if not trained.ok:
+            cause = "diverged" if trained.status == TRAIN_DIVERGED else "candidate"
             return Result.failed(cause, trained.error or trained.status,
                                  step=trained.steps_done, metrics={"train": train_metrics},
                                  timings=timings)
@@ -113,7 +115,7 @@ def evaluate(job: Job, pairs: Any = None) -> Result:
     started = time.perf_counter()
     if job.fidelity < 1:
         fewer_prompts(task, ctx, job.fidelity)
-    fitness = task.evaluate(ctx, adapter_path=adapter)
+    fitness = task.score(ctx, adapter_path=adapter)
     timings["score"] = round(time.perf_counter() - started, 2)
     metrics = {**fitness.metrics, "n": fitness.n}
     if train_metrics:
@@ -122,7 +124,7 @@ def evaluate(job: Job, pairs: Any = None) -> Result:
         return Result.failed("task", f"the task could not score the policy "
                              f"({fitness.summary()})", metrics=metrics, timings=timings,
                              adapter=adapter)
-    return Result(status="scored", fitness=fitness.value, stderr=fitness.stderr,
+    return Result(status=SCORED, fitness=fitness.value, stderr=fitness.stderr,
                   metrics=metrics, timings=timings, adapter=adapter)
 
 

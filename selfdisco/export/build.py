@@ -31,6 +31,7 @@ from selfdisco.launch.start import pairs_digest
 from selfdisco.llm.backend import detect_backend, resolve_dtype
 from selfdisco.llm.models import resolve_model
 from selfdisco.rundir.archive import ARCHIVE_FILE, Archive
+from selfdisco.rundir.events import SCORED
 from selfdisco.rundir.paths import checkpoints_dir, resolve_run
 from selfdisco.seeds import derive, replicate_seed
 from selfdisco.tasks import TaskContext, get_task, run_train_settings
@@ -46,7 +47,7 @@ def pick_row(run_dir: Path, id: str | None):
     finally:
         archive.close()
     if id is None:
-        scored = [r for r in rows if r.status == "scored" and r.code and r.fitness is not None]
+        scored = [r for r in rows if r.status == SCORED and r.code and r.fitness is not None]
         if not scored:
             raise UserError(f"{run_dir} has no scored loss yet; export one by id once a "
                             "candidate is scored")
@@ -57,7 +58,7 @@ def pick_row(run_dir: Path, id: str | None):
         raise UserError(f"{run_dir} has no candidate {id!r}; evaluated losses: {near or 'none'}")
     if not row.code:
         raise UserError(f"{id} has no loss code (the untrained base policy): pick a loss")
-    if row.status != "scored":
+    if row.status != SCORED:
         raise UserError(f"{id} was not scored ({row.status}: {row.reason}); export a scored "
                         "loss, whose fitness the recipe reproduces")
     return row

@@ -12,6 +12,7 @@ from selfdisco.discovery.evaluation import combine
 from selfdisco.execution.records import Result
 from selfdisco.execution.worker import evaluate
 from selfdisco.export.recipe import Recipe
+from selfdisco.rundir.events import SCORED
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def reproduce(recipe: Recipe, *, server_url: str, served_model: str, out_dir: Pa
     result = combine(results, recipe.pooled_seed_variance)
     recorded = Result.from_dict(recipe.recorded) if recipe.recorded else None
     difference = None
-    if recorded is not None and recorded.status == "scored" and result.status == "scored":
+    if recorded is not None and recorded.status == SCORED and result.status == SCORED:
         difference = stats.difference(_row(result, recipe.code), _row(recorded, recipe.code),
                                       recipe.pooled_seed_variance)
     return Reproduction(result, recorded, difference)

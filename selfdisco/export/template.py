@@ -3,7 +3,10 @@ trainer.py (a TRL DPOTrainer that trains under it with the recipe's settings).""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import textwrap
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selfdisco.export.recipe import ENTRY, RECIPE_FILE, TRL_LOSS_TYPES
@@ -17,6 +20,12 @@ if TYPE_CHECKING:
 ARGS = ("policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
         "reference_rejected_logps")
 WRAPPED_ARGS = ARGS.replace(" reference_chosen", "\n        reference_chosen")
+# Code the exported trainer runs exactly as selfdisco's own trainer does, copied from that
+# module's source (selfdisco/train/trainer.py) when an export is written: a placeholder of
+# TRAINER_TEMPLATE -> the definition's path in that module. These use no project names.
+TRAINER_MODULE = "selfdisco.train.trainer"
+SHARED_CODE = {"first_outputs": ("_FirstOutputs",),
+               "prepare_dataset": ("RuntimeLossDPOTrainer", "_prepare_dataset")}
 
 
 def trl_equivalent(code: str, tolerance: float, fingerprint: dict | None = None) -> str:
@@ -94,7 +103,7 @@ def _wrap(text: str) -> str:
 
 def dpo_args(recipe: Recipe) -> dict[str, Any]:
     """The recipe's training settings as DPOConfig arguments (as selfdisco's trainer sets them;
-    selfdisco/train/runner.py trainer_parts)."""
+    selfdisco/train/adapter.py trainer_parts)."""
     t = recipe.train
     return {"max_steps": t.max_steps, "per_device_train_batch_size": t.batch_size,
             "gradient_accumulation_steps": t.grad_accum, "learning_rate": t.learning_rate,
@@ -114,7 +123,20 @@ def trainer_module(recipe: Recipe) -> str:
         name=recipe.name, id=recipe.id, run=recipe.run, entry=ENTRY,
         equivalence=_wrap(_equivalence(recipe)), trl_loss_type=recipe.trl_loss_type,
         dpo_args=_literal(dpo_args(recipe)), lora=_literal(lora),
-        max_prompt_length=t.max_prompt_length, model=recipe.model_path)
+        max_prompt_length=t.max_prompt_length, model=recipe.model_path,
+        **{placeholder: shared_code(*path) for placeholder, path in SHARED_CODE.items()})
+
+
+def shared_code(*path: str) -> str:
+    """The source text of a definition in selfdisco's trainer module, e.g. ("_FirstOutputs",)
+    or ("RuntimeLossDPOTrainer", "_prepare_dataset"), indented as it is there. Read from the
+    file, not imported: importing it loads torch and TRL."""
+    source = Path(importlib.util.find_spec(TRAINER_MODULE).origin).read_text(encoding="utf-8")
+    node: ast.AST = ast.parse(source)
+    for name in path:
+        node = next(child for child in node.body
+                    if isinstance(child, ast.ClassDef | ast.FunctionDef) and child.name == name)
+    return ast.get_source_segment(source, node, padded=True)
 
 
 def _literal(data: dict) -> str:
@@ -132,7 +154,8 @@ TRL 1.16 computes the DPO loss inline in the private DPOTrainer._compute_loss. T
 TRL run it unchanged (every metric TRL logs stays TRL's), keeps the policy's log-probs from its
 forward pass, and returns the mean of loss.py's per-pair losses instead. The override touches
 private code: use trl==1.16.0. selfdisco's own trainer does the same and is tested against TRL's
-"sigmoid" and "discopop" losses.
+"sigmoid" and "discopop" losses; _FirstOutputs and _prepare_dataset (the prompt cut) are its code,
+copied from selfdisco/train/trainer.py when this file was exported.
 
     from peft import LoraConfig
     from trainer import LORA_CONFIG, ExportedLossDPOTrainer, dpo_config
@@ -145,6 +168,7 @@ private code: use trl==1.16.0. selfdisco's own trainer does the same and is test
 
 from __future__ import annotations
 
+import torch
 from trl import DPOConfig, DPOTrainer
 
 from loss import {entry}
@@ -163,18 +187,7 @@ def dpo_config(output_dir: str, **changes) -> DPOConfig:
     return DPOConfig(output_dir=output_dir, **{{**DPO_ARGS, **changes}})
 
 
-class _FirstOutputs:
-    """Calls the model and keeps the outputs of the first call (the policy forward)."""
-
-    def __init__(self, model):
-        self.model = model
-        self.outputs = None
-
-    def __call__(self, *args, **kwargs):
-        outputs = self.model(*args, **kwargs)
-        if self.outputs is None:
-            self.outputs = outputs
-        return outputs
+{first_outputs}
 
 
 class ExportedLossDPOTrainer(DPOTrainer):
@@ -185,19 +198,7 @@ class ExportedLossDPOTrainer(DPOTrainer):
         super().__init__(*args, **kwargs)
         self.precompute_ref_logps = True  # _compute_loss puts reference log-probs in the batch
 
-    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        if self.max_prompt_length is None:
-            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        # TRL would drop pairs whose prompt reaches max_length; they are cut below instead.
-        max_length, args.max_length = args.max_length, None
-        try:
-            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        finally:
-            args.max_length = max_length
-        if "prompt_ids" in dataset.column_names:
-            keep = self.max_prompt_length
-            dataset = dataset.map(lambda row: {{"prompt_ids": row["prompt_ids"][-keep:]}})
-        return dataset
+{prepare_dataset}
 
     def _compute_loss(self, model, inputs, return_outputs):
         if "ref_chosen_logps" not in inputs:

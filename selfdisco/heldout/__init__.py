@@ -77,7 +77,7 @@ class HeldoutContext:
             run's task (its options updated with task_options); Result.adapter is the adapter.
         policy: policy() -> an LLMClient for the run's policy model (with LoRA), started on
             first call and stopped when the command ends.
-        record: record(point, metrics, status="done") keeps a measured point in the archive
+        record: record(point, metrics, status=HELDOUT_DONE) keeps a measured point in the archive
             and emits heldout_point (metrics["summary"]: its one-line progress text;
             metrics["reason"]: why a failed point failed).
         done: done(point) -> True when the point is recorded (skip it).

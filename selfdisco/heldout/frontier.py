@@ -19,17 +19,17 @@ from typing import Any
 from selfdisco import stats
 from selfdisco.config import read_run_config
 from selfdisco.errors import UserError
-from selfdisco.formatting import format_fitness
+from selfdisco.formatting import format_fitness, format_kl
 from selfdisco.heldout import HeldoutContext, Point
 from selfdisco.heldout.session import measured_seconds
+from selfdisco.rundir.events import HELDOUT_DONE, HELDOUT_FAILED, SCORED
 from selfdisco.tasks.sentiment import SentimentSettings
 
 NAME = "frontier"
 DEFAULT_BETAS = (0.025, 0.05, 0.1, 0.25)  # the cpu recipe; the paper swept 0.01 to 5
-NOISE_SE = 2.0  # "beyond noise": more than this many standard errors of the difference
-DOMINANCE_RULE = (
+DOMINANCE_RULE = (  # "beyond noise" is the tie rule's: more than stats.TIE_SE standard errors
     f"a point (one beta, mean over seeds) is dominated when another loss has a point with "
-    f"higher reward by more than {NOISE_SE:g} standard errors of the difference (the two "
+    f"higher reward by more than {stats.TIE_SE:g} standard errors of the difference (the two "
     f"points' errors combined, unpaired) at a KL no higher (mean KL less than or equal); a "
     f"loss is dominated when every one of its points is, partly dominated when some are")
 
@@ -77,19 +77,19 @@ def run(ctx: HeldoutContext) -> None:
             continue
         loss = losses[point.loss_id]
         result = ctx.evaluate(point, loss.code, options)
-        if result.status == "scored" and "reward" in result.metrics:
+        if result.status == SCORED and "reward" in result.metrics:
             m = result.metrics
             metrics = {key: m.get(key) for key in ("reward", "reward_stderr", "kl", "kl_stderr")}
             metrics.update(loss_name=loss.name, fitness=result.fitness,
                            timings=dict(result.timings),
-                           summary=f"reward {m['reward']:.4f} ± {m.get('reward_stderr') or 0:.4f}"
-                                   f", KL {m.get('kl') or 0:.3f} ± {m.get('kl_stderr') or 0:.3f}")
+                           summary=f"reward {format_fitness(m['reward'], m.get('reward_stderr'))}"
+                                   f", KL {format_kl(m.get('kl') or 0.0, m.get('kl_stderr'))}")
             ctx.record(point, metrics)
         else:
             ctx.record(point, {"loss_name": loss.name, "cause": result.cause or "task",
                                "timings": dict(result.timings),
                                "reason": result.reason or "scored without a reward"},
-                       status="failed")
+                       status=HELDOUT_FAILED)
 
 
 def summarise(rows: list[Any]) -> list[FrontierPoint]:
@@ -97,7 +97,7 @@ def summarise(rows: list[Any]) -> list[FrontierPoint]:
     losses first appear, betas ascending."""
     groups: dict[tuple[str, float], list[dict]] = {}
     for row in rows:
-        if row.status == "done" and isinstance(row.metrics.get("reward"), int | float):
+        if row.status == HELDOUT_DONE and isinstance(row.metrics.get("reward"), int | float):
             groups.setdefault((row.loss_id, row.beta), []).append(row.metrics)
     reward = {key: [(m["reward"], m.get("reward_stderr")) for m in ms]
               for key, ms in groups.items()}
@@ -111,9 +111,9 @@ def summarise(rows: list[Any]) -> list[FrontierPoint]:
         rewards, kls = reward[key], kl[key]
         out.append(FrontierPoint(
             loss_id=key[0], beta=key[1], seeds=len(rewards),
-            reward=sum(r for r, _ in rewards) / len(rewards),
+            reward=stats.mean([r for r, _ in rewards]),
             reward_se=stats.replicate_stderr(rewards, pooled_reward),
-            kl=sum(k for k, _ in kls) / len(kls),
+            kl=stats.mean([k for k, _ in kls]),
             kl_se=stats.replicate_stderr(kls, pooled_kl)))
     return out
 
@@ -125,7 +125,7 @@ def dominated_by(point: FrontierPoint, others: list[FrontierPoint]) -> list[Fron
         if other.loss_id == point.loss_id or other.kl > point.kl:
             continue
         se = ((point.reward_se or 0.0) ** 2 + (other.reward_se or 0.0) ** 2) ** 0.5
-        if other.reward - point.reward > NOISE_SE * se:
+        if other.reward - point.reward > stats.TIE_SE * se:
             found.append(other)
     return found
 
@@ -225,17 +225,18 @@ def frontier_section(rows: list[Any], run_dir: Path) -> list[str]:
             label = p.loss_id if name in (None, p.loss_id) else f"{p.loss_id} ({name})"
             lines.append(f"| {label} | {p.beta:g} | {p.seeds} | "
                          f"{format_fitness(p.reward, p.reward_se)} | "
-                         f"{format_fitness(p.kl, p.kl_se)} |")
+                         f"{format_kl(p.kl, p.kl_se)} |")
         lines += ["", f"Dominance rule: {DOMINANCE_RULE}.", ""]
         lines += [f"- **{loss}**: {verdict}" for loss, verdict in dominance(summary).items()]
         lines.append("")
-    failed = [r for r in rows if r.status != "done"]
+    failed = [r for r in rows if r.status != HELDOUT_DONE]
     if failed:
         lines += [f"Failed points ({len(failed)}): " + "; ".join(
             f"{r.loss_id} beta {r.beta:g} seed {r.seed}: {r.metrics.get('reason', '?')}"
             for r in failed) + ".", ""]
     lines += ["Beside the paper's figures (reward / KL):", "",
               "| paper loss | beta | reward | KL |", "|---|---|---|---|"]
+    # quoted at the precision PAPER_IMDB has them, not formatting's (more digits would be made up)
     lines += [f"| {loss} | {beta:g} | {reward:.3f} | {kl:.2f} |"
               for loss, beta, reward, kl in PAPER_IMDB]
     return lines + ["", paper_note(run_dir), ""]

@@ -10,16 +10,17 @@ that trained the same point), or with lm_eval_adapters=run the ones the run kept
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from selfdisco.errors import UserError
+from selfdisco.formatting import format_rate
 from selfdisco.heldout import Point, session
 from selfdisco.llm.models import resolve_model
 from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import HELDOUT_DONE, HELDOUT_FAILED
 from selfdisco.rundir.paths import DATA_DIR
 from selfdisco.tasks import run_train_settings
 
@@ -110,7 +111,7 @@ def task_manager(tasks: list[str]) -> Any:
     return manager
 
 
-def evaluate(model_path: str, adapter_path: str | None, tasks: list[str], *,
+def run_lm_eval(model_path: str, adapter_path: str | None, tasks: list[str], *,
              backend: str = "hf", limit: int = 0, batch_size: int = 8,
              device: str | None = None, manager: Any = None) -> dict[str, dict[str, float]]:
     """Each task's metrics for the base model or base + adapter, e.g.
@@ -179,15 +180,15 @@ def run(ctx: Any) -> None:
         if loss is not None:
             adapter, reason = _adapter(ctx, point, loss, settings)
             if adapter is None:
-                ctx.record(point, {**about, "reason": reason}, status="failed")
+                ctx.record(point, {**about, "reason": reason}, status=HELDOUT_FAILED)
                 continue
         ctx.emit("log", level="info", message=f"lmeval: {about['loss_name']} on "
                  f"{', '.join(tasks)} ({settings.lm_eval_backend} back-end)")
-        results = evaluate(model_path, adapter, tasks, backend=settings.lm_eval_backend,
+        results = run_lm_eval(model_path, adapter, tasks, backend=settings.lm_eval_backend,
                            limit=settings.lm_eval_limit,
                            batch_size=settings.lm_eval_batch_size, manager=manager)
-        summary = ", ".join(f"{task} acc {values['acc']:.3f}" for task, values in results.items()
-                            if "acc" in values)
+        summary = ", ".join(f"{task} acc {format_rate(values['acc'])}"
+                            for task, values in results.items() if "acc" in values)
         ctx.record(point, {**about, "adapter": adapter, "results": results,
                            "seconds": round(time.perf_counter() - started, 1),
                            "summary": summary or "no accuracy metric"})
@@ -222,7 +223,7 @@ def seconds_per_point(archive: Any) -> float | None:
 
 def report_lines(rows: list[Any], run_dir: Path) -> list[str]:
     """The report's lm-eval subsection: per policy, each task's accuracy with its error."""
-    done = [row for row in rows if row.status == "done"]
+    done = [row for row in rows if row.status == HELDOUT_DONE]
     lines = ["### lm-eval", ""]
     if done:
         tasks = list(done[0].metrics.get("results", {}))
@@ -238,7 +239,7 @@ def report_lines(rows: list[Any], run_dir: Path) -> list[str]:
             lines.append(f"| {row.metrics.get('loss_name', row.loss_id)}{source} | "
                          + " | ".join(cells) + " |")
     for row in rows:
-        if row.status != "done":
+        if row.status != HELDOUT_DONE:
             lines.append(f"- {row.metrics.get('loss_name', row.loss_id)}: failed "
                          f"({row.metrics.get('reason', 'no reason recorded')})")
     return lines + [""]
@@ -247,9 +248,7 @@ def report_lines(rows: list[Any], run_dir: Path) -> list[str]:
 def _cell(values: dict[str, float]) -> str:
     if "acc" not in values:
         return "-"
-    text = f"{values['acc']:.3f}"
-    if math.isfinite(values.get("acc_stderr", math.nan)):
-        text += f" ± {values['acc_stderr']:.3f}"
+    text = format_rate(values["acc"], values.get("acc_stderr"))
     if "acc_norm" in values:
-        text += f" ({values['acc_norm']:.3f})"
+        text += f" ({format_rate(values['acc_norm'])})"
     return text

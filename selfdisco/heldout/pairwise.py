@@ -16,18 +16,19 @@ metrics and the report say so first.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from selfdisco.errors import UserError
+from selfdisco.formatting import format_rate
 from selfdisco.heldout import Point, session
 from selfdisco.heldout.winrate import summarise
 from selfdisco.llm.endpoint import open_llm
 from selfdisco.llm.models import resolve_model
 from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import HELDOUT_DONE, HELDOUT_FAILED, SCORED
 from selfdisco.rundir.paths import DATA_DIR
 from selfdisco.tasks import run_train_settings
 from selfdisco.tasks.judge import (
@@ -208,7 +209,7 @@ def _measure(ctx: Any, point: Any, loss: Any, prompts: list[Prompt], reference: 
     started = time.perf_counter()
     adapter, reason = heldout_adapter(ctx, point, loss)
     if adapter is None:
-        ctx.record(point, {"loss_name": loss.name, "reason": reason}, status="failed")
+        ctx.record(point, {"loss_name": loss.name, "reason": reason}, status=HELDOUT_FAILED)
         return
     client = ctx.policy()
     _say(ctx, f"pairwise: {loss.name} answers {len(prompts)} held-out prompts")
@@ -222,8 +223,8 @@ def _measure(ctx: Any, point: Any, loss: Any, prompts: list[Prompt], reference: 
     unreliable = unreliable_reason(metrics["parse_rate"], metrics["judge_agreement"])
     if unreliable:
         metrics["judge_unreliable"] = unreliable
-    metrics["summary"] = (f"win {metrics['win_rate']:.3f}, length-controlled "
-                          f"{metrics['lc_win_rate']:.3f}")
+    metrics["summary"] = (f"win {format_rate(metrics['win_rate'])}, length-controlled "
+                          f"{format_rate(metrics['lc_win_rate'])}")
     out = Path(ctx.run_dir) / "heldout" / point.dir_name()
     out.mkdir(parents=True, exist_ok=True)
     with (out / "games.jsonl").open("w") as f:
@@ -247,14 +248,14 @@ def heldout_adapter(ctx: Any, point: Any, loss: Any) -> tuple[str | None, str]:
     try:
         for row in archive.heldout_rows():
             kept = row.metrics.get("adapter")
-            if (row.status == "done" and kept and (row.loss_id, row.beta, row.seed)
+            if (row.status == HELDOUT_DONE and kept and (row.loss_id, row.beta, row.seed)
                     == (point.loss_id, point.beta, point.seed)
                     and (Path(kept) / "adapter_config.json").is_file()):
                 return kept, ""
     finally:
         archive.close()
     result = ctx.evaluate(point, loss.code, {})
-    if result.status != "scored" or not result.adapter:
+    if result.status != SCORED or not result.adapter:
         return None, result.reason or "training saved no adapter"
     return result.adapter, ""
 
@@ -300,7 +301,7 @@ def seconds_per_point(archive: Any) -> float | None:
 def report_lines(rows: list[Any], run_dir: Path) -> list[str]:
     """The report's pairwise subsection: a table of raw and length-controlled win rates per
     loss (a self-judge note, metrics["note"], opens the whole held-out section)."""
-    done = [row for row in rows if row.status == "done"]
+    done = [row for row in rows if row.status == HELDOUT_DONE]
     lines = ["### Pairwise win rate against the base model", ""]
     if done:
         first = done[0].metrics
@@ -318,15 +319,17 @@ def report_lines(rows: list[Any], run_dir: Path) -> list[str]:
         for row in done:
             m = row.metrics
             lines.append(
-                f"| {m.get('loss_name', row.loss_id)} | {_pm(m['win_rate'], m['win_rate_stderr'])}"
-                f" | {_pm(m['lc_win_rate'], m['lc_win_rate_stderr'])} | {m['length_slope']:.2f}"
+                f"| {m.get('loss_name', row.loss_id)} | "
+                f"{format_rate(m['win_rate'], m['win_rate_stderr'])}"
+                f" | {format_rate(m['lc_win_rate'], m['lc_win_rate_stderr'])}"
+                f" | {m['length_slope']:.2f}"
                 f" | {m['policy_mean_chars']:.0f} / {m['baseline_mean_chars']:.0f}"
-                f" | {m['consistency']:.2f} | {m['parse_rate']:.2f} |")
+                f" | {format_rate(m['consistency'])} | {format_rate(m['parse_rate'])} |")
     for reason in sorted({row.metrics["judge_unreliable"] for row in done
                           if row.metrics.get("judge_unreliable")}):
         lines.append(f"- Warning: {reason}; these win rates are not evidence.")
     for row in rows:
-        if row.status != "done":
+        if row.status != HELDOUT_DONE:
             lines.append(f"- {row.metrics.get('loss_name', row.loss_id)}: failed "
                          f"({row.metrics.get('reason', 'no reason recorded')})")
     return lines + [""]
@@ -336,11 +339,7 @@ def _agreement_text(metrics: dict) -> str:
     agreement = metrics.get("judge_agreement")
     if agreement is None:
         return ""
-    return (f" The judge agreed with {agreement:.2f} of {metrics.get('judge_agreement_n')} "
+    return (f" The judge agreed with {format_rate(agreement)} of "
+            f"{metrics.get('judge_agreement_n')} "
             "answer pairs of known quality (selfdisco/data/judge_pairs.jsonl; 0.5 is guessing).")
 
-
-def _pm(value: float, stderr: float) -> str:
-    if not math.isfinite(value):
-        return "-"
-    return f"{value:.3f} ± {stderr:.3f}" if math.isfinite(stderr) else f"{value:.3f}"

@@ -21,6 +21,7 @@ from selfdisco.llm.models import resolve_model
 from selfdisco.llm.server import VLLMServer
 from selfdisco.losses import catalog
 from selfdisco.rundir.archive import Archive
+from selfdisco.rundir.events import HELDOUT_DONE, SCORED
 from selfdisco.rundir.paths import checkpoints_dir
 from selfdisco.seeds import derive, replicate_seed
 
@@ -54,7 +55,7 @@ def choose_losses(archive: Archive, *, top: int, references: list[str],
     if names:
         items = [_named(archive, name) for name in names]
     else:
-        scored = [r for r in archive.rows("kind = 'proposal' AND status = 'scored'")
+        scored = [r for r in archive.rows("kind = 'proposal' AND status = ?", (SCORED,))
                   if r.code and r.fitness is not None]
         scored.sort(key=lambda r: -r.fitness)
         items = [HeldoutLoss(r.id, r.name or r.id, r.code, r.fitness) for r in scored[:top]]
@@ -92,7 +93,7 @@ def seconds_per_point(archive: Archive, protocol: str) -> float | None:
     """The mean of a protocol's measured points; before the first, what a candidate of the run
     cost to train and score (a point trains one unless it reuses an adapter)."""
     seconds = [row.metrics["seconds"] for row in archive.heldout_rows(protocol)
-               if row.status == "done" and "seconds" in row.metrics]
+               if row.status == HELDOUT_DONE and "seconds" in row.metrics]
     if seconds:
         return sum(seconds) / len(seconds)
     run = measured_seconds(archive)
@@ -102,7 +103,8 @@ def seconds_per_point(archive: Archive, protocol: str) -> float | None:
 def measured_seconds(archive: Archive) -> dict[str, float] | None:
     """The run's median seconds per trained candidate for preparing data, training and
     scoring (from its archive's timings), or None when it trained none."""
-    rows = [r for r in archive.rows("status = 'scored'") if r.code and r.timings.get("train")]
+    rows = [r for r in archive.rows("status = ?", (SCORED,))
+            if r.code and r.timings.get("train")]
     if not rows:
         return None
     replicates = [max(1, len(archive.replicates(r.id))) for r in rows]
@@ -127,9 +129,9 @@ class PointStore:
         ).fetchone()
         if row is None:
             return False
-        return row[0] == "done" or json.loads(row[1]).get("cause") not in TRANSIENT_CAUSES
+        return row[0] == HELDOUT_DONE or json.loads(row[1]).get("cause") not in TRANSIENT_CAUSES
 
-    def record(self, point: Point, metrics: dict, status: str = "done") -> None:
+    def record(self, point: Point, metrics: dict, status: str = HELDOUT_DONE) -> None:
         self.archive.put_heldout(point.protocol, point.loss_id, point.beta, point.seed, status,
                                  metrics)
         measured = sum(1 for r in self.archive.heldout_rows(point.protocol))

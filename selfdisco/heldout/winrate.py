@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from selfdisco import stats
 from selfdisco.tasks.judge import PairGame, pairwise_statistics
 
 # Bootstrap resamples for the length-controlled rate's standard error; 200 puts the s.e.'s own
@@ -96,27 +97,24 @@ def _sigmoid(value: float) -> float:
     return float(1.0 / (1.0 + math.exp(-value)))
 
 
-def win_rate(comps: list[Comparison]) -> tuple[float, float]:
+def win_rate(comps: list[Comparison]) -> tuple[float, float | None]:
     """Mean score over comparisons, and its standard error over prompts (each prompt's mean of
-    its judged orders is one observation)."""
-    if not comps:
-        return math.nan, math.nan
+    its judged orders is one observation; stats.mean_stderr's edge rules: NaN and None for no
+    comparisons, None for one prompt)."""
     by_prompt: dict[int, list[float]] = {}
     for comp in comps:
         by_prompt.setdefault(comp.prompt, []).append(comp.score)
-    means = np.array([sum(s) / len(s) for s in by_prompt.values()])
-    rate = float(np.mean([c.score for c in comps]))
-    stderr = float(np.std(means, ddof=1) / math.sqrt(len(means))) if len(means) > 1 else math.nan
-    return rate, stderr
+    means = [stats.mean(s) for s in by_prompt.values()]
+    return stats.mean([c.score for c in comps]), stats.mean_stderr(means)[1]
 
 
 def summarise(games: list[PairGame], seed: int = 0) -> dict[str, Any]:
     """Raw and length-controlled win rates with the judge's bias statistics."""
     comps = comparisons(games)
     rate, stderr = win_rate(comps)
-    stats = pairwise_statistics(games)
+    judged = pairwise_statistics(games)
     return {"win_rate": rate, "win_rate_stderr": stderr, **length_controlled(comps, seed=seed),
             "comparisons": len(comps), "prompts": len(games),
             "parse_rate": len(comps) / (2 * len(games)) if games else 0.0,
-            **{k: stats[k] for k in ("consistency", "first_position_rate", "longer_wins_rate",
-                                     "policy_mean_chars", "baseline_mean_chars")}}
+            **{k: judged[k] for k in ("consistency", "first_position_rate", "longer_wins_rate",
+                                      "policy_mean_chars", "baseline_mean_chars")}}

@@ -31,7 +31,7 @@ def check_names(config: RunConfig) -> None:
                         f"{config.server.dtype!r}")
     if config.server.url:
         parse_server_url(config.server.url)
-    parse_source(config.server.proposer)
+    parse_source(config.server.proposer_source)
     if config.server.proposer_structured not in STRUCTURED_MODES:
         raise UserError(f"server.proposer_structured must be one of "
                         f"{', '.join(STRUCTURED_MODES)}, not {config.server.proposer_structured!r}")
@@ -77,7 +77,7 @@ def check_run(config: RunConfig) -> TrainSettings | None:
         raise UserError(f"task.options of the {name} task: {err}; change it in the config file "
                         "or with --set task.options.KEY=VALUE") from None
     judge_note(config)
-    source = parse_source(config.server.proposer)
+    source = parse_source(config.server.proposer_source)
     if source.kind == "http" and config.server.proposer_api_key_env:
         read_api_key(config.server.proposer_api_key_env, source.url)
     for loss in config.discovery.burn_in:
@@ -88,7 +88,7 @@ def check_run(config: RunConfig) -> TrainSettings | None:
     rank, most = settings.lora_r, config.server.max_lora_rank
     if rank > most:
         where = ("train.overrides.lora_r" if "lora_r" in config.train.overrides
-                 else f"the {config.train.preset} training preset")
+                 else f"the {config.train.recipe} training recipe")
         raise UserError(f"LoRA rank {rank} (from {where}) is above the server's largest LoRA "
                         f"rank, server.max_lora_rank = {most}: lower it with --set "
                         f"train.overrides.lora_r={most}, or raise server.max_lora_rank to {rank}")

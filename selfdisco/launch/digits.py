@@ -13,7 +13,7 @@ from pathlib import Path
 
 from selfdisco.config import RunConfig
 from selfdisco.discovery.evaluation import RecordedEvaluator
-from selfdisco.discovery.loop import Services
+from selfdisco.discovery.interface import Services
 from selfdisco.execution.classification import ClassificationEvaluator
 from selfdisco.llm.backend import detect_backend, resolve_dtype
 from selfdisco.llm.cache import Recorder
@@ -56,7 +56,7 @@ def _proposer(config: RunConfig, run_dir: Path, source, events, stack):
                    check_numerics=config.server.check_numerics)
     if source.kind == "local":
         events.emit("server", state="starting", detail=f"vLLM for {config.proposer_model}")
-    endpoint = stack.enter_context(open_llm(config.server.proposer, run_dir=run_dir,
+    endpoint = stack.enter_context(open_llm(config.server.proposer_source, run_dir=run_dir,
                                             model_path=config.proposer_model,
                                             server_options=options))
     events.emit("server", state="started" if source.kind == "local" else "attached",

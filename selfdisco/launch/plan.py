@@ -1,7 +1,7 @@
 """The placement and memory plan: where each model server runs, with what memory share, who
 sleeps while candidates train, and whether it all fits; made before anything starts.
 
-The servers come from topology.plan_servers (roles naming the same model share one). Each
+The servers come from topology.server_roles (roles naming the same model share one). Each
 managed server gets its GPUs (CUDA_VISIBLE_DEVICES), a tensor-parallel size (the fewest GPUs
 its weights and one full-length sequence fit on) and a memory share (vLLM's
 --gpu-memory-utilization; on CPU, its KV-cache bytes). Training jobs (and, for a task that
@@ -29,7 +29,7 @@ from selfdisco.llm.backend import detect_backend, resolve_dtype
 from selfdisco.llm.machine import GIB, Machine, detect_machine
 from selfdisco.llm.server import DEFAULT_KV_CACHE_BYTES
 from selfdisco.llm.sizes import ModelSize, model_size
-from selfdisco.llm.topology import ServerPlan, plan_servers
+from selfdisco.llm.topology import ServerRoles, server_roles
 from selfdisco.tasks import TaskContext, get_task, run_train_settings
 
 USABLE = 0.90  # of each GPU, for all its users together (vLLM's own default share)
@@ -217,7 +217,7 @@ def make_plan(config: RunConfig, machine: Machine,
     """
     task = get_task(config.task.name)
     settings = run_train_settings(config)
-    roles = plan_servers(config, task.needs_judge)
+    roles = server_roles(config, task.needs_judge)
     dtype = resolve_dtype(config.server.dtype, "cuda" if machine.gpus else "cpu", settings.bf16)
     params = params or {}
     if roles.proposer == "replay":
@@ -226,7 +226,8 @@ def make_plan(config: RunConfig, machine: Machine,
              (config.models.policy, config.proposer_model, config.judge_model)}
     servers = [ServerSlot(name, model, answers, dtype, sizes[model])
                for name, model, answers in _managed(config, roles)]
-    attached = [f"{role} at {config.server.url if role == 'policy' else config.server.proposer}"
+    attached = [f"{role} at "
+                f"{config.server.url if role == 'policy' else config.server.proposer_source}"
                 for role in ("policy", "proposer", "judge") if getattr(roles, role) == "attached"]
     remote = config.executor == "ray" and str(
         config.executor_options.get("address", "")).startswith("ray://")
@@ -264,7 +265,7 @@ def plan_run(config: RunConfig) -> Plan:
     return plan
 
 
-def _managed(config: RunConfig, roles: ServerPlan) -> list[tuple[str, str, list[str]]]:
+def _managed(config: RunConfig, roles: ServerRoles) -> list[tuple[str, str, list[str]]]:
     """(name, model, roles answered) of each server selfdisco starts."""
     out = []
     if roles.policy == "managed":

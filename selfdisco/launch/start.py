@@ -17,7 +17,8 @@ from pathlib import Path
 
 from selfdisco.config import RunConfig, read_run_config
 from selfdisco.discovery.evaluation import RecordedEvaluator, WorkerEvaluator, code_sha
-from selfdisco.discovery.loop import Discovery, Services
+from selfdisco.discovery.interface import Services
+from selfdisco.discovery.loop import Discovery
 from selfdisco.errors import UserError
 from selfdisco.execution.executors import make_executor
 from selfdisco.execution.records import Job, Result
@@ -125,7 +126,7 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
     """Run (or resume) the discovery loop in run_dir until it ends; returns why it ended."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    source = parse_source(config.server.proposer)
+    source = parse_source(config.server.proposer_source)
     settings = check_run(config)  # before any server starts
     task = get_task(config.task.name)
     events = EventWriter(run_dir, listeners=listeners)
@@ -135,7 +136,7 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
         events.emit("run_resumed", run_id=run_dir.name, requeued=requeued)
     else:
         events.emit("run_started", run_id=run_dir.name, task=config.task.name,
-                    preset=config.preset, proposer=config.server.proposer,
+                    preset=config.preset, proposer=config.server.proposer_source,
                     generations=config.discovery.generations,
                     candidates_per_generation=config.discovery.candidates_per_generation,
                     notes=[note for note in (judge_note(config),) if note])
@@ -159,7 +160,7 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
 
 
 def _live_services(config, run_dir, task, settings, events, stack, description):
-    plan = topology.plan_servers(config, task.needs_judge)
+    plan = topology.server_roles(config, task.needs_judge)
     placement = plan_run(config)  # refuses, with the figures, what cannot fit: before any start
     for line in placement.describe().splitlines():
         events.emit("log", level="warning" if line.startswith("note:") else "info",
@@ -260,10 +261,12 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
 
 
 def open_attached_proposer(config: RunConfig, run_dir: Path):
-    """The proposer's server given by URL (server.proposer) with the model, API key variable and
-    structured-output mode of the config; UserError when the URL or the key does not work."""
+    """The proposer's server given by URL (server.proposer_source) with the model, API key
+    variable and structured-output mode of the config; UserError when the URL or the key does
+    not work."""
     server = config.server
-    return open_llm(server.proposer, run_dir=run_dir, model=server.proposer_model or None,
+    return open_llm(server.proposer_source, run_dir=run_dir,
+                    model=server.proposer_url_model or None,
                     client_options={"api_key_env": server.proposer_api_key_env,
                                     "structured": server.proposer_structured})
 

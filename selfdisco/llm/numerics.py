@@ -27,6 +27,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from selfdisco.formatting import format_error
+
 # Plain text, so that any tokenizer (a chat model or the random smoke model) gets the same ids.
 PROMPTS = (
     "The capital of France is",
@@ -60,8 +62,8 @@ class NumericsReport:
     def summary(self) -> str:
         if self.skipped:
             return f"numerics not checked: {self.skipped}"
-        return (f"{self.dtype}: max |log-prob error| {self.max_abs_error:.4f} nats, mean "
-                f"{self.mean_abs_error:.4f} over {self.tokens} tokens (tolerance "
+        return (f"{self.dtype}: max |log-prob error| {format_error(self.max_abs_error)} nats, "
+                f"mean {format_error(self.mean_abs_error)} over {self.tokens} tokens (tolerance "
                 f"{self.tolerance}); greedy tokens agree {self.greedy_agree}/{self.tokens}")
 
     def refusal(self, model: str) -> str:

@@ -2,9 +2,9 @@
 
 Roles: the policy's server samples the base model and the candidates' LoRA adapters; the
 proposer model writes candidate losses; a judge model scores a task that needs one. Roles that
-name the same model share one server (ServerPlan, plan_servers).
+name the same model share one server (ServerRoles, server_roles).
 
-The proposer source is the --proposer value (config key server.proposer), parsed here only
+The proposer source is the --proposer value (config key server.proposer_source), parsed here only
 (parse_source): "local" (selfdisco serves the proposer model), "http://HOST:PORT/v1" (a
 running server) or "replay:RUN_DIR" (a recorded run's answers, no model). The same forms name
 the servers of `selfdisco eval`.
@@ -102,7 +102,7 @@ def parse_server_url(text: str, option: str = "server.url") -> str:
 
 
 @dataclass(frozen=True)
-class ServerPlan:
+class ServerRoles:
     """Which server answers each role of a run.
 
     Attributes:
@@ -118,11 +118,11 @@ class ServerPlan:
     judge: str
 
 
-def plan_servers(config: RunConfig, needs_judge: bool) -> ServerPlan:
+def server_roles(config: RunConfig, needs_judge: bool) -> ServerRoles:
     """The servers `config` needs; `needs_judge` is the task's declaration."""
-    source = parse_source(config.server.proposer)
+    source = parse_source(config.server.proposer_source)
     if source.kind == "replay":
-        return ServerPlan(policy="", proposer="replay", judge="")
+        return ServerRoles(policy="", proposer="replay", judge="")
     policy = "attached" if config.server.url else "managed"
     if source.kind == "http":
         proposer = "attached"
@@ -138,7 +138,7 @@ def plan_servers(config: RunConfig, needs_judge: bool) -> ServerPlan:
         judge = "proposer"
     else:
         judge = "managed"
-    return ServerPlan(policy=policy, proposer=proposer, judge=judge)
+    return ServerRoles(policy=policy, proposer=proposer, judge=judge)
 
 
 def sleep_url(server: Any) -> str:

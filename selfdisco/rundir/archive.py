@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfdisco.rundir.events import EVALUATED, IN_EVALUATION, STATUSES
+from selfdisco.rundir.events import EVALUATED, IN_EVALUATION, PROPOSED, SCORED, STATUSES
 
 ARCHIVE_FILE = "archive.sqlite"
 
@@ -189,17 +189,17 @@ class Archive:
 
     def best(self) -> Row | None:
         """The scored candidate with the highest fitness (burn-in and base included)."""
-        row = self.db.execute("SELECT * FROM candidates WHERE status = 'scored' AND fitness IS "
-                              "NOT NULL ORDER BY fitness DESC, seq LIMIT 1").fetchone()
+        row = self.db.execute("SELECT * FROM candidates WHERE status = ? AND fitness IS NOT "
+                              "NULL ORDER BY fitness DESC, seq LIMIT 1", (SCORED,)).fetchone()
         return _row(row) if row else None
 
     def requeue_unfinished(self) -> list[str]:
-        """Candidates caught mid-evaluation go back to 'proposed'; returns their ids."""
+        """Candidates caught mid-evaluation go back to PROPOSED; returns their ids."""
         marks = ", ".join("?" for _ in IN_EVALUATION)
         ids = [r[0] for r in self.db.execute(
             f"SELECT id FROM candidates WHERE status IN ({marks}) ORDER BY seq", IN_EVALUATION)]
         for id in ids:
-            self.update(id, status="proposed", stage=None, reason=None)
+            self.update(id, status=PROPOSED, stage=None, reason=None)
         return ids
 
     # replicates: a candidate's per-seed results, combined into its row when all are in

@@ -21,16 +21,27 @@ SCHEMA_VERSION = 1
 EVENTS_FILE = "events.jsonl"
 
 # Candidate statuses, in the order a candidate moves through them, and the groups the code asks
-# about. Every status list in the package is one of these.
-STATUSES = ("proposed", "rejected", "training", "scoring", "scored", "diverged", "failed")
-IN_EVALUATION = ("training", "scoring")  # a worker has it; a resumed run re-queues it
-EVALUATED = ("scored", "diverged", "failed")  # evaluation ended: a worker's Result's status
-FAILED = ("diverged", "failed")  # evaluated without a fitness
-FINAL = ("rejected", *EVALUATED)  # a candidate never leaves these
-UNSCORED = ("rejected", *FAILED)  # final without a fitness
+# about. The package refers to a status by these names only (tests/rundir/test_status_names.py);
+# the strings are what the archive and the event log store.
+PROPOSED = "proposed"  # screened and waiting for a worker
+REJECTED = "rejected"  # refused before training (parse, static check, screening, duplicate)
+TRAINING = "training"
+SCORING = "scoring"  # a policy (or the base model, trained by nobody) being measured
+SCORED = "scored"  # evaluated with a fitness
+DIVERGED = "diverged"  # training met a non-finite loss or gradient
+FAILED = "failed"  # evaluation ended without a fitness for another cause
+STATUSES = (PROPOSED, REJECTED, TRAINING, SCORING, SCORED, DIVERGED, FAILED)
+IN_EVALUATION = (TRAINING, SCORING)  # a worker has it; a resumed run re-queues it
+EVALUATED = (SCORED, DIVERGED, FAILED)  # evaluation ended: a worker's Result's status
+EVALUATION_FAILED = (DIVERGED, FAILED)  # evaluated without a fitness
+FINAL = (REJECTED, *EVALUATED)  # a candidate never leaves these
+UNSCORED = (REJECTED, *EVALUATION_FAILED)  # final without a fitness
 
 LOG_LEVELS = ("info", "warning", "error")
-HELDOUT_STATUSES = ("done", "failed")  # a held-out point measured, or not (its reason kept)
+# A held-out point's status: measured, or not (its reason kept).
+HELDOUT_DONE = "done"
+HELDOUT_FAILED = "failed"
+HELDOUT_STATUSES = (HELDOUT_DONE, HELDOUT_FAILED)
 Number = int | float
 
 # type -> its fields (beyond v, seq, t, type) and the types their values may have. Every field

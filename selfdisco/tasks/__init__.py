@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import inspect
 
-from selfdisco.config import RunConfig
+from selfdisco.config import RunConfig, load_config
 from selfdisco.errors import UserError
 from selfdisco.registry import Registry
 from selfdisco.tasks.base import KINDS, EvaluationError, Fitness, Task, TaskContext
 from selfdisco.train.settings import TrainSettings
 
 __all__ = ["DEFAULT_TASK", "EvaluationError", "Fitness", "Task", "TaskContext", "get_task",
-           "run_train_settings", "task_names"]
+           "preset_training", "run_train_settings", "task_names"]
 
 DEFAULT_TASK = "sentiment"
 
@@ -50,9 +50,15 @@ def get_task(name: str) -> Task:
 
 
 def run_train_settings(config: RunConfig) -> TrainSettings:
-    """The training settings a run trains with: its task's recipe for the training preset with
-    the config's overrides on (UserError when an override is unknown, mistyped or out of range)."""
-    recipe = get_task(config.task.name).train_settings(config.train.preset)
+    """The training settings a run trains with: its task's recipe of the config's train.recipe
+    with the config's overrides on (UserError when an override is unknown, mistyped or out of
+    range, or the task trains no adapter)."""
+    task = get_task(config.task.name)
+    if task.kind != "preference":
+        usable = [name for name in task_names() if get_task(name).kind == "preference"]
+        raise UserError(f"the {task.name} task trains {task.kind} losses on its own data, not "
+                        f"LoRA adapters on preference pairs; choose one of {', '.join(usable)}")
+    recipe = task.train_settings(config.train.recipe)
     try:
         recipe = recipe.with_overrides(**config.train.overrides)
     except UserError as err:
@@ -60,3 +66,15 @@ def run_train_settings(config: RunConfig) -> TrainSettings:
                         "train.overrides.NAME=VALUE") from None
     return recipe.with_overrides(report_to=config.train.report_to) if config.train.report_to \
         else recipe
+
+
+def preset_training(preset: str, task: str | None = None) -> tuple[RunConfig, TrainSettings]:
+    """What discovery trains a candidate with on a preset: the preset's config (with `task` as
+    its task when given) and run_train_settings of it. `selfdisco train` and the API's
+    train_loss train with this.
+
+    Raises:
+        UserError: an unknown preset or task, or a task that trains no adapter.
+    """
+    config = load_config(preset, overrides={"task": {"name": task}} if task else None)
+    return config, run_train_settings(config)

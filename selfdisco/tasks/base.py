@@ -1,5 +1,5 @@
-"""What every task shares: its protocol, the context it runs in, the fitness it returns, and
-small statistics."""
+"""What every task shares: its protocol, the context it runs in and the fitness it returns
+(its statistics come from selfdisco.stats)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from selfdisco.errors import UserError
 from selfdisco.formatting import format_fitness
+from selfdisco.presets import DEFAULT_PRESET
 from selfdisco.rundir.paths import checkpoints_dir
-
-PRESETS = ("smoke", "cpu", "gpu-zephyr", "gpu-selfimprove")
 
 
 class EvaluationError(Exception):
@@ -29,10 +28,11 @@ class Fitness:
     """A task's score for one policy or loss, with its standard error and side metrics.
 
     value is NaN when nothing could be scored (n == 0); `ok` says whether it can be compared.
+    stderr is None where it cannot be estimated (one prompt: stats.mean_stderr's rule).
     """
 
     value: float
-    stderr: float
+    stderr: float | None
     metrics: dict[str, Any] = field(default_factory=dict)
     n: int = 0
 
@@ -61,7 +61,7 @@ class TaskContext:
         model_path: the base model's path (or Hugging Face id); keys the caches.
         cache_dir: where preference pairs and other reusable results are cached.
         seed: root seed for sampling and splits.
-        preset: smoke, cpu, gpu-zephyr or gpu-selfimprove; picks the task's default sizes.
+        preset: the run's preset (selfdisco.presets); picks the task's default sizes.
         judge_client: the LLMClient of the judge (mtbench); None means `client` is the judge.
         options: task-specific overrides (see each task's Settings dataclass).
         dtype: what the served policy computes in (float32, bfloat16, float16); log-probs for
@@ -72,7 +72,7 @@ class TaskContext:
     model_path: str = ""
     cache_dir: Path = field(default_factory=lambda: checkpoints_dir() / "cache")
     seed: int = 0
-    preset: str = "cpu"
+    preset: str = DEFAULT_PRESET
     judge_client: Any = None
     options: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"
@@ -105,7 +105,7 @@ class Task(Protocol):
     def check_options(self, preset: str, options: dict[str, Any]) -> None:
         """UserError for an unknown or mistyped option; reads nothing."""
 
-    def evaluate(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
+    def score(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
         """The fitness of the base policy or of base + adapter (classification: the
         cross-entropy baseline)."""
 
@@ -116,8 +116,9 @@ class PreferenceTask(Task, Protocol):
 
     pairs_version: int  # bumped when the way its pairs are made changes (keys caches)
 
-    def train_settings(self, preset: str) -> Any:
-        """The training recipe (selfdisco.train.TrainSettings) for a training preset."""
+    def train_settings(self, recipe: str) -> Any:
+        """The training recipe of this name, a preset's (config train.recipe), as a
+        selfdisco.train.TrainSettings."""
 
     def preference_data(self, ctx: TaskContext) -> Any:
         """Pairs {prompt, chosen, rejected}: a list of dicts or a datasets.Dataset."""
@@ -135,32 +136,6 @@ class ClassificationTask(Task, Protocol):
 KINDS: dict[str, type] = {"preference": PreferenceTask, "classification": ClassificationTask}
 
 
-def mean_and_stderr(values: list[float]) -> tuple[float, float]:
-    """Sample mean and its standard error (sample standard deviation / sqrt(n))."""
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan
-    mean = sum(values) / n
-    if n == 1:
-        return mean, math.nan
-    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(variance / n)
-
-
-def pearson(xs: list[float], ys: list[float]) -> float:
-    """Pearson correlation; NaN when either side is constant or there are fewer than 2 points."""
-    n = len(xs)
-    if n < 2 or n != len(ys):
-        return math.nan
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    if sxx == 0 or syy == 0:
-        return math.nan
-    return sxy / math.sqrt(sxx * syy)
-
-
 def preset_settings(task: str, presets: dict[str, Any], ctx: TaskContext) -> Any:
     """The settings of the context's preset (or a `preset` option), with the other options on."""
     options = dict(ctx.options)
@@ -169,6 +144,15 @@ def preset_settings(task: str, presets: dict[str, Any], ctx: TaskContext) -> Any
         raise UserError(f"unknown preset {preset!r} for the {task} task; choose one of "
                         f"{', '.join(presets)}")
     return apply_options(presets[preset], options)
+
+
+def train_recipe(task: str, recipes: dict[str, Any], name: str) -> Any:
+    """A copy of the task's training recipe of this name (TrainSettings); UserError naming the
+    task's recipes otherwise."""
+    if name not in recipes:
+        raise UserError(f"unknown training recipe {name!r} for the {task} task; choose one of "
+                        f"{', '.join(recipes)}")
+    return dataclasses.replace(recipes[name])
 
 
 def apply_options(settings: Any, options: dict[str, Any]) -> Any:

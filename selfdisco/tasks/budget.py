@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from selfdisco.tasks.base import mean_and_stderr
+from selfdisco import stats
+from selfdisco.formatting import format_kl
 
 AIM = 0.9
 """Shrunk scales aim at this fraction of the budget, so the budget lies between the points."""
@@ -47,15 +48,15 @@ class Point:
 
     @property
     def reward(self) -> float:
-        return mean_and_stderr(self.prompt_rewards)[0]
+        return stats.mean(self.prompt_rewards)
 
     @property
     def kl(self) -> float:
-        return mean_and_stderr([k for ks in self.kls for k in ks])[0]
+        return stats.mean([k for ks in self.kls for k in ks])
 
-    def summary(self) -> dict[str, float]:
-        reward, reward_stderr = mean_and_stderr(self.prompt_rewards)
-        kl, kl_stderr = mean_and_stderr([k for ks in self.kls for k in ks])
+    def summary(self) -> dict[str, float | None]:
+        reward, reward_stderr = stats.mean_stderr(self.prompt_rewards)
+        kl, kl_stderr = stats.mean_stderr([k for ks in self.kls for k in ks])
         return {"scale": round(self.scale, 4), "reward": reward, "reward_stderr": reward_stderr,
                 "kl": kl, "kl_stderr": kl_stderr}
 
@@ -90,19 +91,20 @@ def at_budget(points: list[Point], budget: float) -> tuple[list[float], dict]:
     full = points[0]
     if full.kl <= budget:
         return full.prompt_rewards, {"rule": f"under the budget: reward at its own KL "
-                                              f"{full.kl:.3g}", "weight": 0.0}
+                                              f"{format_kl(full.kl)}", "weight": 0.0}
     under = [p for p in points if p.kl <= budget]
     if not under:
         return [], {"rule": f"KL stayed above the budget {budget:g} at every scale measured, "
-                            f"the reference's included (lowest {min(p.kl for p in points):.3g})"}
+                            f"the reference's included (lowest "
+                            f"{format_kl(min(p.kl for p in points))})"}
     low = max(under, key=lambda p: p.kl)
     high = min((p for p in points if p.kl > budget), key=lambda p: p.kl)
     weight = (high.kl - budget) / (high.kl - low.kl)
     values = [weight * a + (1 - weight) * b
               for a, b in zip(low.prompt_rewards, high.prompt_rewards, strict=True)]
     return values, {"rule": f"reward at KL {budget:g}, interpolated between scales "
-                            f"{low.scale:.3f} (KL {low.kl:.3g}) and {high.scale:.3f} "
-                            f"(KL {high.kl:.3g})", "weight": weight}
+                            f"{low.scale:.3f} (KL {format_kl(low.kl)}) and {high.scale:.3f} "
+                            f"(KL {format_kl(high.kl)})", "weight": weight}
 
 
 def scaled_adapter(adapter_path: str | Path, scale: float, out_dir: Path) -> Path:

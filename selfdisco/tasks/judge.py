@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfdisco import stats
 from selfdisco.errors import UserError
+from selfdisco.formatting import format_rate
 from selfdisco.rundir.paths import DATA_DIR, prompts_dir
-from selfdisco.tasks.base import pearson
 from selfdisco.tasks.sampling import parallel_map
 
 KNOWN_PAIRS = DATA_DIR / "judge_pairs.jsonl"
@@ -241,8 +242,8 @@ def rating_statistics(ratings: Sequence[Rating]) -> dict[str, Any]:
         "ratings": len(ratings),
         "parsed": len(parsed),
         "unparsable": len(ratings) - len(parsed),
-        "rating_length_correlation": pearson([float(r.answer_chars) for r in parsed],
-                                             [r.score for r in parsed]),
+        "rating_length_correlation": stats.correlation(
+            [float(r.answer_chars) for r in parsed], [r.score for r in parsed]),
     }
 
 
@@ -258,10 +259,8 @@ def pairwise_statistics(games: Sequence[PairGame]) -> dict[str, Any]:
     losses = sum(g.outcome == "loss" for g in parsed)
     ties = len(parsed) - wins - losses
     n = len(parsed)
-    win_rate = (wins + 0.5 * ties) / n if n else math.nan
     scores = [{"win": 1.0, "tie": 0.5, "loss": 0.0}[g.outcome] for g in parsed]
-    stderr = (math.sqrt(sum((s - win_rate) ** 2 for s in scores) / (n - 1) / n)
-              if n > 1 else math.nan)
+    win_rate, stderr = stats.mean_stderr(scores)
     decisive = [v for g in parsed for v in (g.first, g.second) if v in ("A", "B")]
     decided = [g for g in parsed if g.outcome in ("win", "loss")
                and g.policy_chars != g.baseline_chars]
@@ -276,8 +275,8 @@ def pairwise_statistics(games: Sequence[PairGame]) -> dict[str, Any]:
         "first_position_rate": (sum(v == "A" for v in decisive) / len(decisive)
                                 if decisive else math.nan),
         "longer_wins_rate": longer_wins / len(decided) if decided else math.nan,
-        "policy_mean_chars": _mean([g.policy_chars for g in games]),
-        "baseline_mean_chars": _mean([g.baseline_chars for g in games]),
+        "policy_mean_chars": stats.mean([g.policy_chars for g in games]),
+        "baseline_mean_chars": stats.mean([g.baseline_chars for g in games]),
     }
 
 
@@ -285,10 +284,6 @@ def _consistent(game: PairGame) -> bool:
     """Both orders name the same answer (or both call it a tie)."""
     swapped = {"A": "B", "B": "A", "tie": "tie"}
     return game.first is not None and swapped[game.first] == game.second
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
 
 
 @dataclass(frozen=True)
@@ -349,7 +344,7 @@ def pair_agreement(judge: Judge, pairs: Sequence[KnownPair], mode: str,
     scores = parallel_map(one, list(range(len(pairs))), concurrency, label="judging",
                           unit="pairs")
     failed = sum(s is None for s in scores)
-    return {"judge_agreement": sum(s or 0.0 for s in scores) / len(pairs) if pairs else math.nan,
+    return {"judge_agreement": stats.mean([s or 0.0 for s in scores]),
             "judge_agreement_n": len(pairs), "judge_agreement_failed": failed}
 
 
@@ -359,8 +354,10 @@ def unreliable_reason(parse_rate: float, agreement: float, min_parse_rate: float
     threshold), or None when they can."""
     reasons = []
     if not parse_rate >= min_parse_rate:
-        reasons.append(f"the judge's parse rate {parse_rate:.2f} is below {min_parse_rate:g}")
+        reasons.append(f"the judge's parse rate {format_rate(parse_rate)} is below "
+                       f"{min_parse_rate:g}")
     if not agreement >= min_agreement:
-        reasons.append(f"its agreement on answer pairs of known quality {agreement:.2f} is "
+        reasons.append(f"its agreement on answer pairs of known quality "
+                       f"{format_rate(agreement)} is "
                        f"below {min_agreement:g} (0.5 is guessing)")
     return "; ".join(reasons) or None

@@ -25,10 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfdisco import stats
 from selfdisco.datafiles import load_table
 from selfdisco.errors import UserError
+from selfdisco.presets import per_preset
 from selfdisco.rundir.paths import DATA_DIR
-from selfdisco.tasks.base import Fitness, TaskContext, mean_and_stderr, preset_settings
+from selfdisco.tasks.base import (
+    Fitness,
+    TaskContext,
+    preset_settings,
+    train_recipe,
+)
 from selfdisco.tasks.judge import (
     MIN_AGREEMENT,
     MIN_PARSE_RATE,
@@ -43,7 +50,7 @@ from selfdisco.tasks.judge import (
 )
 from selfdisco.tasks.sampling import parallel_map, served_adapter
 from selfdisco.train.data import load_preferences
-from selfdisco.train.settings import TrainSettings
+from selfdisco.train.settings import PAPER_RECIPE, SMOKE_RECIPE, TrainSettings
 
 SHIPPED_QUESTIONS = DATA_DIR / "mtbench_mini.jsonl"
 SHIPPED_PREFERENCES = DATA_DIR / "preferences_mini.jsonl"
@@ -90,15 +97,23 @@ class MTBenchSettings:
     """Requests in flight to the servers."""
 
 
-PRESET_SETTINGS = {
+PRESET_SETTINGS = per_preset({
     # The tiny random model answers with noise and cannot judge: this exercises the pipeline,
     # so it scores whatever the judge's agreement (the threshold is off).
     "smoke": MTBenchSettings(answer_tokens=24, judge_tokens=64, min_agreement=0.0),
     "cpu": MTBenchSettings(),
     "gpu-zephyr": MTBenchSettings(questions="lighteval/mt-bench", data="argilla/dpo-mix-7k",
                                   answer_tokens=1024, judge_tokens=1024, concurrency=32),
-}
-PRESET_SETTINGS["gpu-selfimprove"] = PRESET_SETTINGS["gpu-zephyr"]
+})
+
+# The training recipe per preset (config train.recipe).
+TRAIN_RECIPES = per_preset({
+    "smoke": SMOKE_RECIPE,
+    # SmolLM2-135M on 2 CPU cores: about 3-4 s per step at batch 4, max length 128.
+    "cpu": TrainSettings(lora_r=16, lora_alpha=32, learning_rate=1e-4, max_steps=32,
+                         batch_size=4, max_length=128, max_prompt_length=64),
+    "gpu-zephyr": PAPER_RECIPE,
+})
 
 
 def load_questions(source: str) -> list[Question]:
@@ -154,13 +169,14 @@ class MTBenchTask:
         """UserError for an unknown or mistyped option; reads nothing."""
         self.settings(TaskContext(preset=preset, options=dict(options)))
 
-    def train_settings(self, preset: str) -> Any:
-        return TrainSettings.for_preset(preset)
+    def train_settings(self, recipe: str) -> TrainSettings:
+        """The training recipe of this name (TRAIN_RECIPES)."""
+        return train_recipe(self.name, TRAIN_RECIPES, recipe)
 
     def preference_data(self, ctx: TaskContext) -> Any:
         return load_preferences(self.settings(ctx).data)
 
-    def evaluate(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
+    def score(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
         settings = self.settings(ctx)
         client = ctx.require_client(self.name)
         questions = load_questions(settings.questions)
@@ -201,7 +217,7 @@ class MTBenchTask:
         reason = unreliable_reason(parse_rate, agreement["judge_agreement"],
                                    settings.min_parse_rate, settings.min_agreement)
         if reason:
-            return Fitness(value=math.nan, stderr=math.nan, n=0,
+            return Fitness(value=math.nan, stderr=None, n=0,
                            metrics={**fitness.metrics, "no_score_reason": reason})
         return fitness
 
@@ -259,7 +275,7 @@ def _single(judge: Judge, questions: list[Question], answers: list[list[str]],
 
     ratings = parallel_map(rate, jobs, settings.concurrency, label="judging", unit="answers")
     scores = [r.score for r in ratings if r.score is not None]
-    value, stderr = mean_and_stderr(scores)
+    value, stderr = stats.mean_stderr(scores)
     metrics: dict[str, Any] = {"mode": "single", **rating_statistics(ratings),
                                "parse_rate": len(scores) / len(ratings) if ratings else 0.0,
                                "judge_errors": len(errors)}
@@ -267,12 +283,12 @@ def _single(judge: Judge, questions: list[Question], answers: list[list[str]],
         metrics["first_judge_error"] = errors[0]
     for turn in (1, 2):
         turn_scores = [r.score for r in ratings if r.turn == turn and r.score is not None]
-        metrics[f"turn{turn}_mean"] = mean_and_stderr(turn_scores)[0]
+        metrics[f"turn{turn}_mean"] = stats.mean(turn_scores)
     by_category: dict[str, list[float]] = {}
     for job, rating in zip(jobs, ratings, strict=True):
         if rating.score is not None:
             by_category.setdefault(job[0].category, []).append(rating.score)
-    metrics["category_means"] = {c: sum(s) / len(s) for c, s in sorted(by_category.items())}
+    metrics["category_means"] = {c: stats.mean(s) for c, s in sorted(by_category.items())}
     metrics["judge_replies"] = [{"question_id": r.question_id, "turn": r.turn,
                                  "score": r.score, "reply": r.reply[:500]} for r in ratings]
     return Fitness(value=value, stderr=stderr, metrics=metrics, n=len(scores))
@@ -296,14 +312,14 @@ def _pairwise(judge: Judge, questions: list[Question], answers: list[list[str]],
 
     games = parallel_map(compare, jobs, settings.concurrency, label="judging",
                          unit="answer pairs")
-    stats = pairwise_statistics(games)
-    metrics = {"mode": "pairwise (both orders; disagreement is a tie)", **stats,
-               "parse_rate": stats["parsed"] / len(games) if games else 0.0,
+    figures = pairwise_statistics(games)
+    metrics = {"mode": "pairwise (both orders; disagreement is a tie)", **figures,
+               "parse_rate": figures["parsed"] / len(games) if games else 0.0,
                "judge_errors": len(errors)}
     if errors:
         metrics["first_judge_error"] = errors[0]
-    return Fitness(value=stats["win_rate"], stderr=stats["win_rate_stderr"], metrics=metrics,
-                   n=stats["parsed"])
+    return Fitness(value=figures["win_rate"], stderr=figures["win_rate_stderr"],
+                   metrics=metrics, n=figures["parsed"])
 
 
 def judge_warning(ctx: TaskContext, settings: MTBenchSettings) -> str | None:

@@ -41,16 +41,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfdisco import stats
 from selfdisco.errors import UserError
 from selfdisco.llm.models import model_identity
+from selfdisco.presets import per_preset
 from selfdisco.rundir.paths import write_text_atomic
-from selfdisco.tasks.base import Fitness, TaskContext, mean_and_stderr, preset_settings
+from selfdisco.tasks.base import (
+    Fitness,
+    TaskContext,
+    preset_settings,
+    train_recipe,
+)
 from selfdisco.tasks.budget import Point, at_budget, reach_budget, scaled_adapter
 from selfdisco.tasks.kl import sequence_kls
 from selfdisco.tasks.openings import Split, dataset_openings, split_openings, template_openings
 from selfdisco.tasks.sampling import sample_completions, served_adapter
 from selfdisco.tasks.scorers import make_scorer, scorer_label
-from selfdisco.train.settings import TrainSettings
+from selfdisco.train.settings import PAPER_RECIPE, SMOKE_RECIPE, TrainSettings
 
 # Part of the pairs' cache key (and the burn-in cache's): bump it when the way pairs are
 # sampled or chosen changes.
@@ -96,7 +103,7 @@ class SentimentSettings:
     """Requests in flight to the server."""
 
 
-PRESET_SETTINGS = {
+PRESET_SETTINGS = per_preset({
     # The tiny random model writes noise that rarely carries sentiment: keep every pair, so the
     # loop can run end to end, and make the sets small.
     # Its fitness is KL-weighted rather than budgeted: no second measurement per policy.
@@ -107,8 +114,17 @@ PRESET_SETTINGS = {
     "gpu-zephyr": SentimentSettings(train_prompts=1024, eval_prompts=200, eval_samples=4,
                                     max_tokens=48, kl_samples=200, concurrency=64,
                                     kl_budget=12.0),
-}
-PRESET_SETTINGS["gpu-selfimprove"] = PRESET_SETTINGS["gpu-zephyr"]
+})
+
+# The training recipe per preset (config train.recipe), lengths cut to these short texts.
+TRAIN_RECIPES = per_preset({
+    "smoke": dataclasses.replace(SMOKE_RECIPE, max_prompt_length=24),
+    # SmolLM2-135M on 2 CPU cores: about 3-4 s per step at batch 4. Learning rate 1e-3 and beta
+    # 0.1: with 1e-4 and 0.05, 32 steps moved rho by under one nat and the samples barely.
+    "cpu": TrainSettings(lora_r=16, lora_alpha=32, learning_rate=1e-3, beta=0.1, max_steps=32,
+                         batch_size=4, max_length=64, max_prompt_length=24),
+    "gpu-zephyr": dataclasses.replace(PAPER_RECIPE, max_length=128, max_prompt_length=32),
+})
 
 
 class SentimentTask:
@@ -143,18 +159,9 @@ class SentimentTask:
         settings = self.settings(TaskContext(preset=preset, options=dict(options)))
         scorer_label(settings.scorer)
 
-    def train_settings(self, preset: str) -> Any:
-        """The preset's training recipe, with lengths cut to these short texts.
-
-        On CPU the LoRA learning rate is raised to 1e-3 and beta to 0.1: with the preset's
-        1e-4 and 0.05, 32 steps moved rho by under one nat and the policy's samples barely.
-        """
-        base = TrainSettings.for_preset(preset)
-        if preset in ("gpu-zephyr", "gpu-selfimprove"):
-            return base.with_overrides(max_length=128, max_prompt_length=32)
-        if preset == "cpu":
-            base = base.with_overrides(learning_rate=1e-3, beta=0.1)
-        return base.with_overrides(max_length=64, max_prompt_length=24)
+    def train_settings(self, recipe: str) -> TrainSettings:
+        """The training recipe of this name (TRAIN_RECIPES)."""
+        return train_recipe(self.name, TRAIN_RECIPES, recipe)
 
     def openings(self, settings: SentimentSettings) -> Split:
         if settings.reviews:
@@ -202,7 +209,7 @@ class SentimentTask:
 
     # ---- fitness -------------------------------------------------------------------------
 
-    def evaluate(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
+    def score(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
         """The policy's fitness on held-out openings, with reward, KL and length beside it."""
         settings = self.settings(ctx)
         prompts = self.openings(settings).held_out[:settings.eval_prompts]
@@ -223,7 +230,7 @@ class SentimentTask:
 
                 points = reach_budget(full, settings.kl_budget, shrunk)
             values, how = at_budget(points, settings.kl_budget)
-            value, stderr = mean_and_stderr(values)
+            value, stderr = stats.mean_stderr(values)
             method = "per prompt"
             metrics.update(budget_rule=how["rule"],
                            budget_points=[p.summary() for p in points[1:]])
@@ -276,7 +283,7 @@ class SentimentTask:
 
 
 def kl_regularised(rewards: list[list[float]], kls: list[list[float]],
-                   weight: float) -> tuple[float, float, str, list[float]]:
+                   weight: float) -> tuple[float, float | None, str, list[float]]:
     """J = mean reward - weight * mean KL over prompts, and its standard error.
 
     Args:
@@ -288,18 +295,20 @@ def kl_regularised(rewards: list[list[float]], kls: list[list[float]],
         (J, its standard error, how the error was computed, the per-prompt J values: empty
         unless computed per prompt). "per prompt" when every prompt with rewards has the same
         number (at least one) of KL samples; otherwise "sum of errors", se_reward + weight *
-        se_KL, a bound whatever the correlation of reward and KL; NaN when a KL is needed but
-        was not measured.
+        se_KL, a bound whatever the correlation of reward and KL. J is NaN when a KL is needed
+        but was not measured; the error is None where stats.mean_stderr has none (one value).
     """
     pairs = [(r, k) for r, k in zip(rewards, kls, strict=True) if r]
     counts = {len(k) for _, k in pairs}
     if weight == 0 or (len(counts) == 1 and 0 not in counts):
         values = [sum(r) / len(r) - (weight * sum(k) / len(k) if weight else 0.0)
                   for r, k in pairs]
-        return (*mean_and_stderr(values), "per prompt", values)
-    reward, reward_stderr = mean_and_stderr([sum(r) / len(r) for r, _ in pairs])
-    kl, kl_stderr = mean_and_stderr([v for _, k in pairs for v in k])
-    return reward - weight * kl, reward_stderr + weight * kl_stderr, "sum of errors", []
+        return (*stats.mean_stderr(values), "per prompt", values)
+    reward, reward_stderr = stats.mean_stderr([sum(r) / len(r) for r, _ in pairs])
+    kl, kl_stderr = stats.mean_stderr([v for _, k in pairs for v in k])
+    stderr = (None if reward_stderr is None or kl_stderr is None
+              else reward_stderr + weight * kl_stderr)
+    return reward - weight * kl, stderr, "sum of errors", []
 
 
 def make_pairs(prompts: list[str], samples: list, rewards: list[float],

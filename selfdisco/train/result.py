@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-STATUSES = ("ok", "diverged", "failed")
+# A training run's outcome: its own words, not a candidate's status (selfdisco/rundir/events.py)
+# though the worker turns TRAIN_DIVERGED into a diverged candidate.
+TRAIN_OK = "ok"
+TRAIN_DIVERGED = "diverged"  # a non-finite loss or gradient stopped training
+TRAIN_FAILED = "failed"  # an exception, e.g. in the loss function
+STATUSES = (TRAIN_OK, TRAIN_DIVERGED, TRAIN_FAILED)
 
 
 @dataclass
@@ -34,7 +39,7 @@ class TrainResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == TRAIN_OK
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

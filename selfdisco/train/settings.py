@@ -1,4 +1,6 @@
-"""Training settings for LoRA preference training, one set per preset.
+"""Training settings for LoRA preference training: the TrainSettings type and the recipes that
+more than one task starts from. Each task's recipe per preset is in its own module
+(selfdisco/tasks/sentiment.py, mtbench.py: TRAIN_RECIPES).
 
 Light module: no torch. Adapters must load in vLLM, so ranks stay within its --max-lora-rank
 (16 by default here) and targets are the attention projections every vLLM LoRA model supports.
@@ -6,6 +8,7 @@ Light module: no torch. Adapters must load in vLLM, so ranks stay within its --m
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -13,15 +16,6 @@ from selfdisco.errors import UserError
 from selfdisco.train.tracking import check_trackers
 
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
-
-# The policy each preset trains when the caller names none (`selfdisco train` without --model).
-PRESET_MODELS = {
-    "smoke": "smoke-llama",
-    "cpu": "smollm2-135m-instruct",
-    "gpu-zephyr": "HuggingFaceH4/zephyr-7b-gemma-sft-v0.1",
-    "gpu-selfimprove": "Qwen/Qwen2.5-7B-Instruct",
-}
-
 
 @dataclass
 class TrainSettings:
@@ -73,13 +67,6 @@ class TrainSettings:
         self.target_modules = tuple(self.target_modules)
         self.report_to = tuple(self.report_to)
 
-    @classmethod
-    def for_preset(cls, name: str) -> TrainSettings:
-        """The settings of a named preset: smoke, cpu, gpu-zephyr or gpu-selfimprove."""
-        if name not in PRESETS:
-            raise UserError(f"unknown training preset {name!r}; choose one of {', '.join(PRESETS)}")
-        return replace(PRESETS[name])
-
     def with_overrides(self, **changes) -> TrainSettings:
         """A copy with some fields changed; an unknown name, a wrong type or a value out of
         range is a UserError that names the setting."""
@@ -129,6 +116,8 @@ def _checked(name: str, value: Any) -> Any:
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if kind is float and is_number:
         value = float(value)
+        if not math.isfinite(value):
+            raise UserError(f"training setting {name} must be a finite number, not {value!r}")
     elif kind is tuple and isinstance(value, list | tuple) and all(
             isinstance(v, str) for v in value):
         value = tuple(value)
@@ -140,21 +129,15 @@ def _checked(name: str, value: Any) -> Any:
     return value
 
 
-PRESETS: dict[str, TrainSettings] = {
-    # The tiny random Llama: a handful of steps, just enough to exercise the whole path.
-    "smoke": TrainSettings(lora_r=8, lora_alpha=16, learning_rate=1e-3, max_steps=4,
-                           batch_size=4, max_length=64, max_prompt_length=32),
-    # SmolLM2-135M on 2 CPU cores: about 3-4 s per step at batch 4, max length 128.
-    "cpu": TrainSettings(lora_r=16, lora_alpha=32, learning_rate=1e-4, max_steps=32,
-                         batch_size=4, max_length=128, max_prompt_length=64),
-    # The paper's recipe as LoRA on one GPU: beta 0.05, cosine with 10% warm-up, effective batch
-    # 128 (2 x 64), max length 1024 (prompt 512), seed 42, about 2 epochs of dpo-mix-7k. The
-    # learning rate is raised from the paper's 5e-7 (full fine-tuning) to a LoRA-sized 5e-6.
-    "gpu-zephyr": TrainSettings(lora_r=16, lora_alpha=32, learning_rate=5e-6, max_steps=105,
-                                batch_size=2, grad_accum=64, max_length=1024,
-                                max_prompt_length=512, beta=0.05, seed=42, use_cpu=False,
-                                bf16=True, gradient_checkpointing=True, lr_scheduler="cosine",
-                                warmup_ratio=0.1),
-}
-# The same recipe for Qwen2.5-7B-Instruct, the self-improving preset's policy and proposer.
-PRESETS["gpu-selfimprove"] = replace(PRESETS["gpu-zephyr"])
+# The tiny random Llama (the smoke preset's policy): a handful of steps, just enough to exercise
+# the whole path. Tasks copy it (dataclasses.replace) before changing a field.
+SMOKE_RECIPE = TrainSettings(lora_r=8, lora_alpha=16, learning_rate=1e-3, max_steps=4,
+                             batch_size=4, max_length=64, max_prompt_length=32)
+# The paper's recipe as LoRA on one GPU: beta 0.05, cosine with 10% warm-up, effective batch
+# 128 (2 x 64), max length 1024 (prompt 512), seed 42, about 2 epochs of dpo-mix-7k. The
+# learning rate is raised from the paper's 5e-7 (full fine-tuning) to a LoRA-sized 5e-6.
+PAPER_RECIPE = TrainSettings(lora_r=16, lora_alpha=32, learning_rate=5e-6, max_steps=105,
+                             batch_size=2, grad_accum=64, max_length=1024, max_prompt_length=512,
+                             beta=0.05, seed=42, use_cpu=False, bf16=True,
+                             gradient_checkpointing=True, lr_scheduler="cosine",
+                             warmup_ratio=0.1)

@@ -50,6 +50,8 @@ class DivergenceGuard(TrainerCallback):
             control.should_training_stop = True
 
 
+# An export's trainer.py carries this class and RuntimeLossDPOTrainer._prepare_dataset as their
+# source reads here (selfdisco/export/template.py SHARED_CODE): they use no project names.
 class _FirstOutputs:
     """Calls the model and keeps the outputs of the first call (the policy forward)."""
 

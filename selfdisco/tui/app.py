@@ -23,6 +23,7 @@ from textual.widgets import Button, DataTable, Footer, Input, Label
 from textual.worker import get_current_worker
 
 from selfdisco.rundir import control
+from selfdisco.rundir.events import PROPOSED, REJECTED
 from selfdisco.tui.feed import EventFeed
 from selfdisco.tui.proposers import ProposerPanel, ProposersScreen
 from selfdisco.tui.rows import CandidateRow, LogLine
@@ -239,7 +240,7 @@ class DiscoApp(App[str]):
         """The row's recorded loss shape, a message saying why there is none, or "reading".
         A shape found is kept; a missing one is looked for again once the row's status changes
         (screening records it)."""
-        if row.status == "rejected" and row.stage != "duplicate":
+        if row.status == REJECTED and row.stage != "duplicate":
             return "no loss shape: rejected at screening"
         if not row.code:
             return "no loss: this row is the untrained policy"
@@ -256,7 +257,7 @@ class DiscoApp(App[str]):
         shape = read_shape(self.run_dir, key)
         if shape is None:
             shape = ("loss shape shown once the candidate passes screening"
-                     if status == "proposed" else
+                     if status == PROPOSED else
                      "no loss shape recorded (runs before shapes were recorded at screening "
                      "have none)")
         self.post_message(ShapeReady(key, status, shape))

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from selfdisco.formatting import format_fitness
-from selfdisco.rundir.events import IN_EVALUATION
+from selfdisco.formatting import format_fitness, format_kl
+from selfdisco.rundir.events import IN_EVALUATION, REJECTED, SCORED
 from selfdisco.tui.rows import CandidateRow
 from selfdisco.tui.state import RunState
 
@@ -22,12 +22,12 @@ def bar(done: int, total: int, width: int = 20) -> str:
 def status_text(row: CandidateRow) -> str | None:
     """What a line says when a candidate reaches its status; None where the log says it
     (diverged, failed) or there is nothing to say yet (proposed)."""
-    if row.status == "rejected":
+    if row.status == REJECTED:
         return f"rejected ({row.stage}): {(row.reason or '')[:110]}"
     if row.status in IN_EVALUATION:
         return row.status
-    if row.status == "scored":
-        kl = f", KL {row.kl:.3f}" if row.kl is not None else ""
+    if row.status == SCORED:
+        kl = f", KL {format_kl(row.kl)}" if row.kl is not None else ""
         return f"fitness {format_fitness(row.fitness, row.stderr, missing='-')}{kl}"
     return None
 

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from selfdisco.rundir.events import PROPOSED, SCORED, TRAINING
+
 
 @dataclass
 class CandidateRow:
@@ -21,7 +23,7 @@ class CandidateRow:
     code: str = ""
     proposer: str = ""
     attempt: int = 0
-    status: str = "proposed"
+    status: str = PROPOSED
     reason: str | None = None  # why it was rejected, diverged or failed
     stage: str | None = None  # the screening stage that rejected it
     fitness: float | None = None
@@ -51,9 +53,9 @@ class CandidateRow:
     @property
     def status_text(self) -> str:
         """The status, with training progress while it trains; a reused baseline says so."""
-        if self.status == "training" and self.step is not None and self.total:
+        if self.status == TRAINING and self.step is not None and self.total:
             return f"training {self.step}/{self.total}"
-        if self.status == "scored" and self.cached_from:
+        if self.status == SCORED and self.cached_from:
             return "scored (cached)"
         return self.status
 

@@ -17,9 +17,21 @@ from typing import Any
 
 from selfdisco import stats
 from selfdisco.discovery.proposer import duel, lineage
-from selfdisco.formatting import format_duration
+from selfdisco.formatting import format_duration, format_fitness
 from selfdisco.rundir.control import apply_command
-from selfdisco.rundir.events import EVALUATED, EVENTS_FILE, FINAL, read_events
+from selfdisco.rundir.events import (
+    DIVERGED,
+    EVALUATED,
+    EVENTS_FILE,
+    FAILED,
+    FINAL,
+    HELDOUT_DONE,
+    PROPOSED,
+    REJECTED,
+    SCORED,
+    TRAINING,
+    read_events,
+)
 from selfdisco.tui.rows import CandidateRow, LogLine, row_sort_key
 
 LOG_LINES_KEPT = 1000
@@ -183,7 +195,7 @@ class RunState:
         pace = max((last - self.evaluation_started_t) / len(evaluated),
                    (now - self.evaluation_started_t) / (len(evaluated) + 1))
         waiting = sum(row.status not in FINAL for row in self.candidates.values())
-        discovery = sum(row.generation >= 1 and row.status != "rejected"
+        discovery = sum(row.generation >= 1 and row.status != REJECTED
                         for row in self.candidates.values())
         to_come = max(0, self.candidates_per_generation * self.generations - discovery)
         return max(0.0, pace * (waiting + to_come) - min(now - last, pace))
@@ -231,7 +243,7 @@ class RunState:
         for key in requeued:
             if key in self.candidates:
                 row = self.candidates[key]
-                row.status, row.step, row.total, row.loss = "proposed", None, None, None
+                row.status, row.step, row.total, row.loss = PROPOSED, None, None, None
                 self.changed.add(key)
         which = ", ".join(map(str, requeued)) if requeued else "nothing in flight"
         self._log(event, "info", f"run resumed; re-queued {which}")
@@ -242,7 +254,8 @@ class RunState:
         self.best_id = _key(event.get("best_id"))
         self.paused = False
         best = event.get("best_fitness")
-        best_text = f", best {self.best_id} ({best:.4g})" if isinstance(best, int | float) else ""
+        best_text = (f", best {self.best_id} ({format_fitness(best)})"
+                     if isinstance(best, int | float) else "")
         self._log(event, "info", f"run finished: {self.finish_reason}{best_text}")
 
     def _on_generation_started(self, event: dict) -> None:
@@ -259,8 +272,8 @@ class RunState:
         self.best_id = _key(event.get("best_id")) or self.best_id
         best = event.get("best_fitness")
         label = "burn-in" if generation == 0 else f"generation {generation}"
-        best_text = f"; best so far {self.best_id} ({best:.4g})" \
-            if isinstance(best, int | float) else ""
+        best_text = (f"; best so far {self.best_id} ({format_fitness(best)})"
+                     if isinstance(best, int | float) else "")
         self._log(event, "info", f"{label} finished{best_text}")
 
     def _on_stage(self, event: dict) -> None:
@@ -291,7 +304,7 @@ class RunState:
 
     def _on_candidate_rejected(self, event: dict) -> None:
         row = self._row(event)
-        row.status, row.stage, row.reason = "rejected", event.get("stage"), event.get("reason")
+        row.status, row.stage, row.reason = REJECTED, event.get("stage"), event.get("reason")
         row.finished_t = event.get("t")
 
     def _on_candidate_status(self, event: dict) -> None:
@@ -302,13 +315,13 @@ class RunState:
 
     def _on_training_progress(self, event: dict) -> None:
         row = self._row(event)
-        if row.status == "proposed":
-            row.status = "training"
+        if row.status == PROPOSED:
+            row.status = TRAINING
         row.step, row.total, row.loss = event.get("step"), event.get("total"), event.get("loss")
 
     def _on_candidate_scored(self, event: dict) -> None:
         row = self._row(event)
-        row.status = "scored"
+        row.status = SCORED
         row.fitness = _float(event.get("fitness"))
         row.stderr = _float(event.get("stderr"))
         row.metrics = dict(event.get("metrics") or {})
@@ -316,13 +329,13 @@ class RunState:
 
     def _on_candidate_diverged(self, event: dict) -> None:
         row = self._row(event)
-        row.status, row.reason, row.finished_t = "diverged", event.get("reason"), event.get("t")
+        row.status, row.reason, row.finished_t = DIVERGED, event.get("reason"), event.get("t")
         row.step = event.get("step", row.step)
         self._log(event, "warning", f"{row.id} {row.name} diverged: {row.reason}")
 
     def _on_candidate_failed(self, event: dict) -> None:
         row = self._row(event)
-        row.status, row.reason, row.finished_t = "failed", event.get("reason"), event.get("t")
+        row.status, row.reason, row.finished_t = FAILED, event.get("reason"), event.get("t")
         self._log(event, "error", f"{row.id} {row.name} failed: {row.reason}")
 
     def _on_candidate_stage(self, event: dict) -> None:
@@ -338,7 +351,8 @@ class RunState:
         adapter = event.get("adapter")
         self.proposer = str(event.get("proposer") or (f"adapter {adapter}" if adapter else "base"))
         fitness = event.get("fitness")
-        fitness_text = f" (fitness {fitness:.4g})" if isinstance(fitness, int | float) else ""
+        fitness_text = (f" (fitness {format_fitness(fitness)})"
+                        if isinstance(fitness, int | float) else "")
         self._log(event, "info", f"proposer is now {self.proposer}{fitness_text}")
 
     def _on_proposer_duel(self, event: dict) -> None:
@@ -383,10 +397,10 @@ class RunState:
     def _on_heldout_point(self, event: dict) -> None:
         metrics = event.get("metrics") or {}
         status = event.get("status")
-        text = (metrics.get("summary") if status == "done" else
+        text = (metrics.get("summary") if status == HELDOUT_DONE else
                 f"failed: {metrics.get('reason') or 'no reason recorded'}")
         self._heldout_measured += 1
-        self._log(event, "info" if status == "done" else "warning",
+        self._log(event, "info" if status == HELDOUT_DONE else "warning",
                   f"held-out [{event.get('done')}/{event.get('total')}] {event.get('protocol')}"
                   f" {event.get('loss_id')} beta={event.get('beta')} seed={event.get('seed')}: "
                   f"{text or 'measured'}{self._heldout_left(event)}")

@@ -12,21 +12,36 @@ from textual.widgets import DataTable, RichLog, Static
 from textual_plotext import PlotextPlot
 
 from selfdisco import stats
-from selfdisco.formatting import format_duration, format_fitness, format_offset
-from selfdisco.rundir.events import FAILED
+from selfdisco.formatting import (
+    format_difference,
+    format_duration,
+    format_fitness,
+    format_kl,
+    format_offset,
+)
+from selfdisco.rundir.events import (
+    DIVERGED,
+    EVALUATION_FAILED,
+    FAILED,
+    PROPOSED,
+    REJECTED,
+    SCORED,
+    SCORING,
+    TRAINING,
+)
 from selfdisco.rundir.shape import LossShape
 from selfdisco.tui.rows import CandidateRow, LogLine
 from selfdisco.tui.shapes import RecordedShape
 from selfdisco.tui.state import RunState
 
 STATUS_STYLES = {
-    "proposed": "dim",
-    "rejected": "red dim",
-    "training": "yellow",
-    "scoring": "cyan",
-    "scored": "green",
-    "diverged": "magenta",
-    "failed": "bold red",
+    PROPOSED: "dim",
+    REJECTED: "red dim",
+    TRAINING: "yellow",
+    SCORING: "cyan",
+    SCORED: "green",
+    DIVERGED: "magenta",
+    FAILED: "bold red",
 }
 STAGE_STATES = {"start": "running", "end": "done"}
 # Server states worth a flag in the header (the others are in the log).
@@ -166,8 +181,7 @@ def _cells(row: CandidateRow, comparison: stats.Comparison | None) -> tuple:
         stderr = stats.row_stderr(row, comparison.pooled)
         tie = "best" if row.id == comparison.best.id else (
             "=" if row.id in comparison.tied else "")
-        to_dpo = stats.format_difference(comparison.to_reference.get(row.id), digits=3)
-        to_dpo = "" if to_dpo == "-" else to_dpo
+        to_dpo = format_difference(comparison.to_reference.get(row.id), missing="")
     return (
         row.id,
         generation_label(row.generation),
@@ -176,7 +190,7 @@ def _cells(row: CandidateRow, comparison: stats.Comparison | None) -> tuple:
         Text(format_fitness(row.fitness, stderr), justify="right"),
         Text(tie, style="bold green", justify="center"),
         Text(to_dpo, justify="right"),
-        Text("" if kl is None else f"{kl:.4f}", justify="right"),
+        Text(format_kl(kl, missing=""), justify="right"),
     )
 
 
@@ -295,17 +309,17 @@ def _title(row: CandidateRow) -> Text:
 
 
 def _outcome(row: CandidateRow) -> Text:
-    if row.status == "rejected":
+    if row.status == REJECTED:
         return Text(f"rejected at {row.stage or 'screening'}: {row.reason}", style="red")
-    if row.status in FAILED:
+    if row.status in EVALUATION_FAILED:
         return Text(f"{row.status}: {row.reason}", style=STATUS_STYLES[row.status])
-    if row.status == "training" and row.loss is not None:
+    if row.status == TRAINING and row.loss is not None:
         return Text(f"training step {row.step}/{row.total}, loss {row.loss:.4f}")
     if row.fitness is None:
         return Text(row.status, style="dim")
     text = Text.assemble("fitness ", (format_fitness(row.fitness, row.stderr), "bold green"))
     if row.kl is not None:
-        text.append(f"   KL {row.kl:.4f}")
+        text.append(f"   KL {format_kl(row.kl)}")
     if row.cached_from:
         text.append(f"\nreused from the burn-in cache of run {row.cached_from}", style="dim")
     return text

@@ -5,8 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
+
+from selfdisco.cli import build_parser, main
+from selfdisco.commands.train import train_recipe
+from selfdisco.config import load_config
+from selfdisco.presets import PRESETS
+from selfdisco.tasks import run_train_settings, task_names
 
 PAIRS = [{"prompt": f"Review {i}:", "chosen": " lovely", "rejected": " awful"} for i in range(8)]
 
@@ -61,3 +68,49 @@ def test_smoke_training_writes_adapter_metrics_and_log(tmp_path, pairs_file):
     assert metrics["status"] == "ok" and metrics["steps_done"] == 3
     assert len((out / "train_log.jsonl").read_text().splitlines()) >= 3
     assert list((tmp_path / "cache").glob("*.safetensors"))
+
+
+def _args(*flags: str):
+    return build_parser().parse_args(["train", "--loss", "dpo", "--data", "pairs.jsonl", *flags])
+
+
+def test_the_recipe_is_the_one_discovery_trains_with_on_the_preset():
+    config, settings = train_recipe(_args("--preset", "cpu"))
+    assert config.task.name == "sentiment"
+    assert settings == run_train_settings(load_config("cpu"))
+    # the sentiment task's cpu recipe with the cpu preset's 16 steps, not the 1e-4 / 0.05 one
+    assert (settings.learning_rate, settings.beta, settings.max_steps) == (1e-3, 0.1, 16)
+    assert (settings.max_length, settings.max_prompt_length) == (64, 24)
+    _, mtbench = train_recipe(_args("--preset", "cpu", "--task", "mtbench"))
+    on_mtbench = load_config("cpu", overrides={"task": {"name": "mtbench"}})
+    assert mtbench == run_train_settings(on_mtbench)
+    assert mtbench != settings
+
+
+def test_flags_change_only_their_settings():
+    _, base = train_recipe(_args("--preset", "cpu"))
+    _, changed = train_recipe(_args("--preset", "cpu", "--learning-rate", "3e-4", "--steps", "5",
+                                    "--beta", "0.2", "--seed", "7"))
+    assert changed == replace(base, learning_rate=3e-4, max_steps=5, beta=0.2, seed=7)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--learning-rate", "0"], "--learning-rate 0.0: training setting learning_rate must be"),
+    (["--learning-rate=-1e-3"], "--learning-rate -0.001"),
+    (["--learning-rate", "nan"], "must be a finite number"),
+    (["--learning-rate", "inf"], "must be a finite number"),
+    (["--steps", "0"], "--steps 0: training setting max_steps must be at least 1"),
+    (["--beta", "0"], "--beta 0.0"),
+    (["--task", "digits"], "the digits task trains classification losses"),
+])
+def test_bad_recipe_flags_are_clear_errors(capsys, flags, message):
+    assert main(["train", "--loss", "dpo", "--data", "pairs.jsonl", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_help_lists_the_registered_presets_and_tasks():
+    result = selfdisco("--help")
+    text = " ".join(result.stdout.split())
+    assert "{" + ",".join(PRESETS) + "}" in text and "{" + ",".join(task_names()) + "}" in text
+    assert "--learning-rate" in text

@@ -15,9 +15,10 @@ from loop_helpers import ScriptedProposer, answer, make_loop
 from selfdisco import stats
 from selfdisco.discovery.evaluation import WorkerEvaluator
 from selfdisco.execution.records import Job, Result
+from selfdisco.formatting import format_difference
 from selfdisco.rundir.archive import Archive
 from selfdisco.seeds import derive, replicate_seed
-from selfdisco.train.settings import TrainSettings
+from selfdisco.train.settings import SMOKE_RECIPE
 
 ANSWERS = [answer("cell_like", "0.5 * F.softplus(-1.0 * x) + 0.5 * torch.exp(-1.0 * x)"),
            answer("steeper", "1.0 * F.softplus(-3.0 * x)")]
@@ -57,7 +58,7 @@ class SeededExecutor:
 def evaluator(run: Path, executor: SeededExecutor) -> WorkerEvaluator:
     template = Job(task="sentiment", task_options={}, task_preset="smoke", task_seed=1,
                    train_seed=TRAIN_SEED, model_path="model", cache_dir="cache",
-                   ref_cache_dir="refcache", train_settings=TrainSettings.for_preset("smoke"),
+                   ref_cache_dir="refcache", train_settings=SMOKE_RECIPE,
                    server_url="http://127.0.0.1:1/v1", served_model="policy")
     return WorkerEvaluator(run, template, executor, timeout_s=60)
 
@@ -150,7 +151,7 @@ def test_report_marks_ties_and_prints_the_correlation_with_kl(tmp_path):
         tied = row.id in comparison.tied
         assert table[row.id].startswith("| = |" if tied else "|  |")
         if row.id != stats.REFERENCE_ID:  # the paired difference to dpo, with its s.e.
-            assert stats.format_difference(comparison.to_reference[row.id]) in table[row.id]
+            assert format_difference(comparison.to_reference[row.id]) in table[row.id]
     assert "not corrected for multiple comparisons" in text
     assert "pooled across the run's candidates (2 seeds each" in text
     assert f"Tied with the best ({comparison.best.id}): " in text
@@ -180,8 +181,7 @@ def test_tui_table_shows_the_reports_ties_and_differences_to_dpo(tmp_path):
         assert str(cells["tie"]) == ("best" if row.id == recorded.best.id
                                      else "=" if row.id in recorded.tied else "")
         if row.id != stats.REFERENCE_ID:
-            assert str(cells["vs_dpo"]) == stats.format_difference(
-                recorded.to_reference[row.id], digits=3)
+            assert str(cells["vs_dpo"]) == format_difference(recorded.to_reference[row.id])
 
 
 def test_replicates_below_one_is_refused():

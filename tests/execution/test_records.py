@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from loop_helpers import CurveEvaluator, ScriptedProposer, answer, make_loop
+from openai_server import OpenAIServer
 
 from selfdisco.execution import worker
 from selfdisco.execution.executors import JOB_FILE, LocalExecutor
@@ -20,14 +19,14 @@ from selfdisco.llm.client import LLMClient, LLMError, LLMUnavailable
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import read_events
 from selfdisco.tasks import EvaluationError
-from selfdisco.train.settings import TrainSettings
+from selfdisco.train.settings import SMOKE_RECIPE, TrainSettings
 
 
 def a_job(tmp_path, **changes) -> Job:
     job = Job(task="sentiment", task_options={"eval_prompts": 2}, task_preset="smoke",
               task_seed=11, train_seed=12, model_path="smoke", cache_dir=str(tmp_path / "cache"),
               ref_cache_dir=str(tmp_path / "cache" / "refcache"),
-              train_settings=TrainSettings.for_preset("smoke"),
+              train_settings=SMOKE_RECIPE,
               server_url=f"http://127.0.0.1:{free_port()}/v1", served_model="smoke",
               request_timeout_s=5.0)
     job = replace(job, **changes)
@@ -80,33 +79,12 @@ def test_records_refuse_what_they_do_not_know(tmp_path):
         Job.from_dict(data)
 
 
-class Refusing:
+REFUSAL = (400, {"error": {"message": "model does not exist"}})
+
+
+def refusing() -> OpenAIServer:
     """A server that answers every request with HTTP 400, as vLLM does a request it refuses."""
-
-    def __init__(self):
-        class Handler(BaseHTTPRequestHandler):
-            def _refuse(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                data = json.dumps({"error": {"message": "model does not exist"}}).encode()
-                self.send_response(400)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _refuse  # noqa: N815 - the http.server API
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    return OpenAIServer(respond=lambda request: REFUSAL)
 
 
 def test_server_failures_are_classified_by_type():
@@ -114,12 +92,9 @@ def test_server_failures_are_classified_by_type():
         with pytest.raises(LLMUnavailable) as unavailable:
             closed.chat([{"role": "user", "content": "hi"}], max_tokens=2)
     assert worker.failure_cause(unavailable.value) == "server"
-    refusing = Refusing()
-    try:
-        with LLMClient(refusing.url, "m") as client, pytest.raises(LLMError) as refused:
-            client.chat([{"role": "user", "content": "hi"}], max_tokens=2)
-    finally:
-        refusing.close()
+    with refusing() as server, LLMClient(server.url, "m") as client, \
+            pytest.raises(LLMError) as refused:
+        client.chat([{"role": "user", "content": "hi"}], max_tokens=2)
     assert worker.failure_cause(refused.value) == "server"
     # The same words from anything else are not the server's doing.
     assert worker.failure_cause(EvaluationError(str(refused.value))) == "candidate"
@@ -127,15 +102,12 @@ def test_server_failures_are_classified_by_type():
 
 
 def test_the_worker_writes_a_server_caused_result(tmp_path):
-    refusing = Refusing()
-    job = a_job(tmp_path, server_url=refusing.url)
     out = tmp_path / "candidates" / "base"
     out.mkdir(parents=True)
-    (out / JOB_FILE).write_text(json.dumps(job.to_dict()))
-    try:
+    with refusing() as server:
+        job = a_job(tmp_path, server_url=server.url)
+        (out / JOB_FILE).write_text(json.dumps(job.to_dict()))
         assert worker.main([str(out / JOB_FILE)]) == 0
-    finally:
-        refusing.close()
     result = Result.from_dict(json.loads((out / worker.RESULT_FILE).read_text()))
     assert (result.status, result.cause) == ("failed", "server")
     assert result.reason.startswith("LLMError") and "Traceback" in result.traceback

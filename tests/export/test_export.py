@@ -199,3 +199,56 @@ def test_every_written_form_exports_as_per_pair_loss(name, tmp_path):
     loss = load_module(tmp_path / "exported.py", f"exported_{name}")
     args = [torch.randn(6) for _ in range(4)]
     torch.testing.assert_close(loss.per_pair_loss(*args, 0.1), compile_loss(code)(*args, 0.1))
+
+
+def _definition(tree: ast.AST, path: tuple[str, ...]) -> ast.AST:
+    for name in path:
+        tree = next(node for node in tree.body
+                    if isinstance(node, ast.ClassDef | ast.FunctionDef) and node.name == name)
+    return tree
+
+
+def _free_names(node: ast.AST) -> set[str]:
+    """Names a definition reads but neither binds nor gets from builtins."""
+    import builtins
+
+    bound = {a.arg for n in ast.walk(node) if isinstance(n, ast.arguments)
+             for a in [*n.posonlyargs, *n.args, *n.kwonlyargs, n.vararg, n.kwarg] if a}
+    names = [n for n in ast.walk(node) if isinstance(n, ast.Name)]
+    bound |= {n.id for n in names if isinstance(n.ctx, ast.Store)}
+    return {n.id for n in names if isinstance(n.ctx, ast.Load)} - bound - set(dir(builtins))
+
+
+def test_the_exported_trainer_carries_the_projects_own_trainer_code(run_dir, tmp_path):
+    """_FirstOutputs and the prompt cut (_prepare_dataset) are generated from
+    selfdisco/train/trainer.py: an export's trainer.py compiles, holds the same definitions,
+    and everything they use is defined in the exported file (no selfdisco import)."""
+    import inspect
+    import textwrap
+
+    from selfdisco.export.template import SHARED_CODE
+    from selfdisco.train import trainer
+
+    write_export(build_recipe(run_dir, match_trl=False), tmp_path)
+    text = (tmp_path / TRAINER_FILE).read_text()
+    exported = ast.parse(text)
+    compile(exported, TRAINER_FILE, "exec")
+    imported = [alias.name for node in ast.walk(exported) if isinstance(node, ast.Import)
+                for alias in node.names]
+    imported += [node.module for node in ast.walk(exported) if isinstance(node, ast.ImportFrom)]
+    assert not [m for m in imported if m and m.startswith("selfdisco")]
+    top_level = {alias.asname or alias.name.split(".")[0] for node in exported.body
+                 if isinstance(node, ast.Import | ast.ImportFrom) for alias in node.names}
+    top_level |= {node.name for node in exported.body
+                  if isinstance(node, ast.ClassDef | ast.FunctionDef)}
+    top_level |= {t.id for node in exported.body if isinstance(node, ast.Assign)
+                  for t in node.targets if isinstance(t, ast.Name)}
+    for path in SHARED_CODE.values():
+        ours = ast.parse(textwrap.dedent(inspect.getsource(
+            getattr(getattr(trainer, path[0]), path[1]) if len(path) > 1
+            else getattr(trainer, path[0])))).body[0]
+        theirs = _definition(exported, ("ExportedLossDPOTrainer", *path[1:]) if len(path) > 1
+                             else path)
+        assert ast.dump(theirs) == ast.dump(ours), path
+        assert _free_names(theirs) <= top_level, path
+    assert "_FirstOutputs(model)" in text  # the exported _compute_loss records the policy

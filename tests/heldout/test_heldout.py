@@ -9,7 +9,7 @@ import pytest
 from selfdisco.config import load_config
 from selfdisco.execution.records import Result
 from selfdisco.heldout.frontier import FrontierPoint, dominance, dominated_by
-from selfdisco.heldout.runner import HeldoutRequest, run_heldout
+from selfdisco.heldout.measure import HeldoutRequest, run_heldout
 from selfdisco.heldout.session import choose_losses, fresh_seeds, measured_seconds
 from selfdisco.launch.start import prepare_run_dir
 from selfdisco.losses import catalog
@@ -137,9 +137,9 @@ def test_the_estimate_comes_from_the_runs_own_timings(run_dir):
     # per seed: (120 + 80) s over 2 replicates
     assert measured_seconds(archive) == {"data": 0.0, "train": 60.0, "score": 40.0}
     archive.close()
-    plan = run_heldout(run_dir, request(), trials=FakeTrials(), estimate_only=True)
-    assert plan.estimate_s == 24 * 100.0
-    text = plan.text
+    estimate = run_heldout(run_dir, request(), trials=FakeTrials(), estimate_only=True)
+    assert estimate.estimate_s == 24 * 100.0
+    text = estimate.text
     assert "frontier: 24 of 24 points to measure (about 1m40s each" in text
     assert "estimated time: 40m00s" in text
     run_heldout(run_dir, request(), trials=FakeTrials(), log=lambda text: None)

@@ -81,7 +81,7 @@ def test_report_table_has_a_row_per_policy():
                        {"loss_name": "dpo", "reason": "diverged"})]
     lines = report_lines(rows, Path("."))
     assert f"| policy | {SHIPPED_TASK} |" in lines
-    assert "| base model | 0.550 ± 0.080 (0.500) |" in lines
+    assert "| base model | 0.55 ± 0.08 (0.50) |" in lines  # rates: formatting.format_rate
     assert "- dpo: failed (diverged)" in lines
     assert "first 8 documents" in " ".join(lines)
 
@@ -153,7 +153,7 @@ def test_lm_eval_runs_through_selfdisco_for_base_and_adapter(tmp_path, smoke_lor
 
     config = RunConfig(preset="smoke")
     config.models.policy = "smoke-llama"
-    config.train.preset = "smoke"
+    config.train.recipe = "smoke"
     ctx = HeldoutContext(run_dir=tmp_path, config=config,
                          losses=[HeldoutLoss("dpo", "dpo", "code")], betas=[0.05], seeds=[7],
                          evaluate=evaluate, policy=lambda: None, record=record, done=done,

@@ -185,7 +185,7 @@ def test_report_says_self_judged_first():
     lines = report_lines(rows, Path("."))
     assert "(the policy's own base model)" in " ".join(lines)
     table = [line for line in lines if line.startswith("| dpo")]
-    assert len(table) == 1 and "0.667" in table[0]
+    assert len(table) == 1 and "| 0.67 ± 0.33 |" in table[0]  # a rate: format_rate
     assert any("c1: failed (diverged)" in line for line in lines)
     metrics.update(judge_agreement=0.5, judge_agreement_n=24,
                    judge_unreliable="its agreement on answer pairs of known quality 0.50 is "
@@ -299,7 +299,7 @@ def test_pairwise_runs_against_a_served_policy_and_judge(tmp_path, vllm_smoke,
     client = vllm_smoke.client()
     config = RunConfig(preset="smoke")
     config.models.policy = "smoke-llama"
-    config.train.preset = "smoke"
+    config.train.recipe = "smoke"
 
     def record(point, metrics, status="done"):
         archive.put_heldout(point.protocol, point.loss_id, point.beta, point.seed, status,

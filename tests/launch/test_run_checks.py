@@ -26,7 +26,7 @@ BAD_SETTINGS = [
                                             "learning_rate"]),
     (["train.overrides.lora_r=32"], ["LoRA rank 32", "server.max_lora_rank = 16",
                                      "train.overrides.lora_r"]),
-    (["server.max_lora_rank=4"], ["LoRA rank 8", "smoke training preset",
+    (["server.max_lora_rank=4"], ["LoRA rank 8", "smoke training recipe",
                                   "server.max_lora_rank = 4"]),
     (["discovery.burn_in=[\"dpo\", \"dpp\"]"], ["discovery.burn_in", "'dpp'", "catalog"]),
     (["task.name=digits"], ["classification losses", "discovery.burn_in=", "self_improve=off"]),

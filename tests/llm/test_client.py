@@ -3,13 +3,11 @@ servers, the adapters it keeps track of."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from openai_server import OpenAIServer
 
 from selfdisco.llm.backend import free_port
 from selfdisco.llm.cache import Recorder
@@ -20,43 +18,11 @@ CHAT_ANSWER = {"choices": [{"index": 0, "message": {"role": "assistant", "conten
                             "finish_reason": "stop", "token_ids": [1]}]}
 
 
-class StandIn:
-    """Answers each POST with the next (status, body) of a script; records the bodies."""
-
-    def __init__(self, script: list[tuple[int, dict]]):
-        self.script = list(script)
-        self.bodies: list[dict] = []
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - the http.server API
-                length = int(self.headers["Content-Length"])
-                stand_in.bodies.append(json.loads(self.rfile.read(length)))
-                status, body = stand_in.script.pop(0)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def stand_in(request):
-    server = StandIn(request.param)
-    yield server
-    server.close()
+    """Answers each request with the next (status, body) of the parameter's script."""
+    with OpenAIServer(script=request.param) as server:
+        yield server
 
 
 @pytest.mark.parametrize("stand_in", [[(503, {"error": "busy"}), (500, {"error": "oops"}),
@@ -66,8 +32,8 @@ def test_5xx_answers_are_retried_then_recorded(stand_in, tmp_path):
                        recorder=Recorder(tmp_path / "llm"))
     (completion,) = client.chat([{"role": "user", "content": "hi"}], seed=5)
     assert completion.text == "ok"
-    assert len(stand_in.bodies) == 3
-    assert stand_in.bodies[0]["model"] == "base" and stand_in.bodies[0]["seed"] == 5
+    assert len(stand_in.bodies()) == 3
+    assert stand_in.bodies()[0]["model"] == "base" and stand_in.bodies()[0]["seed"] == 5
     assert ReplayClient(tmp_path).chat([{"role": "user", "content": "hi"}], seed=5) == [
         completion]
 
@@ -77,7 +43,7 @@ def test_retries_are_bounded(stand_in):
     client = LLMClient(stand_in.url, "base", retries=1, backoff_s=0.01)
     with pytest.raises(LLMError, match=r"after 2 tries.*HTTP 503: busy"):
         client.chat([{"role": "user", "content": "hi"}])
-    assert len(stand_in.bodies) == 2
+    assert len(stand_in.bodies()) == 2
 
 
 @pytest.mark.parametrize("stand_in", [[(400, {"error": {"message": "bad schema"}})]],
@@ -86,7 +52,7 @@ def test_a_refused_request_is_not_retried(stand_in):
     client = LLMClient(stand_in.url, "base", retries=3, backoff_s=0.01)
     with pytest.raises(LLMError, match=r"HTTP 400\): bad schema"):
         client.chat([{"role": "user", "content": "hi"}], json_schema={"type": "object"})
-    assert len(stand_in.bodies) == 1
+    assert len(stand_in.bodies()) == 1
 
 
 def test_unreachable_server_is_a_clear_error():
@@ -106,7 +72,7 @@ def test_load_adapter_checks_the_directory(tmp_path):
 def test_recover_is_called_before_each_retry(stand_in):
     calls = []
     client = LLMClient(stand_in.url, "base", retries=2, backoff_s=0.01,
-                       recover=lambda: calls.append(len(stand_in.bodies)))
+                       recover=lambda: calls.append(len(stand_in.bodies())))
     assert client.chat([{"role": "user", "content": "hi"}])[0].text == "ok"
     assert calls == [1]  # once, after the first answer failed, before the second try
 
@@ -118,7 +84,7 @@ def test_loaded_adapters_are_kept_in_the_given_dict(stand_in, tmp_path):
     client = LLMClient(stand_in.url, "base", adapters=served)
     client.load_adapter("gen1", tmp_path)
     assert served == {"gen1": str(tmp_path.resolve())}
-    assert stand_in.bodies[0] == {"lora_name": "gen1", "lora_path": str(tmp_path.resolve())}
+    assert stand_in.bodies()[0] == {"lora_name": "gen1", "lora_path": str(tmp_path.resolve())}
     client.unload_adapter("gen1")
     assert served == {}
 

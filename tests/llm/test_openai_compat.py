@@ -16,7 +16,8 @@ from openai_server import OpenAIServer
 from selfdisco.cli import build_parser, main
 from selfdisco.commands.run import resolve
 from selfdisco.config import load_config
-from selfdisco.discovery.loop import Discovery, ProposerUnavailable, Services
+from selfdisco.discovery.interface import Services
+from selfdisco.discovery.loop import Discovery, ProposerUnavailable
 from selfdisco.discovery.prompt import candidate_schema
 from selfdisco.errors import UserError
 from selfdisco.launch.checks import check_names, check_run
@@ -47,7 +48,7 @@ def key(monkeypatch):
 
 def proposer_config(url: str, structured: str, **discovery):
     return load_config("smoke", overrides={
-        "server": {"proposer": url, "proposer_model": "remote-model",
+        "server": {"proposer_source": url, "proposer_url_model": "remote-model",
                    "proposer_api_key_env": KEY_ENV, "proposer_structured": structured},
         "discovery": {"generations": 1, "candidates_per_generation": 2, "max_resamples": 2,
                       "burn_in": ["dpo"], "self_improve": False, "code_grammar": "free",
@@ -183,7 +184,7 @@ def test_a_missing_key_variable_names_itself_and_the_url(monkeypatch, tmp_path):
 def test_run_flags_reach_the_config_and_refuse_an_unset_key(monkeypatch, tmp_path, capsys):
     monkeypatch.delenv(KEY_ENV, raising=False)
     url = f"http://127.0.0.1:{free_port()}/v1"
-    code = main(["run", "--preset", "smoke", "--proposer", url, "--proposer-model", "m",
+    code = main(["run", "--preset", "smoke", "--proposer", url, "--proposer-url-model", "m",
                  "--proposer-api-key-env", KEY_ENV, "--proposer-structured", "openai",
                  "--no-tui", "--run-dir", str(tmp_path / "run")])
     assert code == 2
@@ -277,5 +278,5 @@ def test_the_readme_example_as_flags_and_as_a_file_gives_one_checked_config(monk
                                  "https://llm.example.com/v1?api_key=sk-inurl"])
 def test_a_key_inside_the_url_is_refused_without_echoing_it(url):
     with pytest.raises(UserError, match="api_key_env") as refused:
-        check_names(load_config("smoke", overrides={"server": {"proposer": url}}))
+        check_names(load_config("smoke", overrides={"server": {"proposer_source": url}}))
     assert "sk-inurl" not in str(refused.value)

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from openai_server import OpenAIServer, Reply, Request
 
 from selfdisco.cli import main
 from selfdisco.errors import UserError
@@ -23,59 +22,41 @@ MODEL = "stand-in"
 
 
 class VLLMStandIn:
-    """/sleep, /wake_up, /is_sleeping and /v1/completions, each call recorded (path with query).
+    """vLLM's /sleep, /wake_up and /is_sleeping on the shared stand-in server
+    (tests/openai_server.py), each call recorded (path with query).
 
     Completions fail (500) while asleep or when `broken`; `stuck` keeps it asleep after
     /wake_up."""
 
     def __init__(self):
-        self.calls: list[str] = []
         self.sleeping = False
         self.broken = False
         self.stuck = False
-        stand_in = self
+        self.server = OpenAIServer(respond=self._route)
+        self.port, self.root_url = self.server.port, self.server.root_url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - the http.server API
-                stand_in.calls.append(self.path)
-                if self.path == "/is_sleeping":
-                    return self._answer(200, {"is_sleeping": stand_in.sleeping})
-                self._answer(404, {})
+    def _route(self, request: Request) -> Reply | None:
+        if request.path == "/is_sleeping":
+            return 200, {"is_sleeping": self.sleeping}
+        if request.path.startswith("/sleep"):
+            self.sleeping = True
+            return 200, {}
+        if request.path == "/wake_up":
+            self.sleeping = self.stuck
+            return 200, {}
+        if request.path == "/v1/completions" and (self.sleeping or self.broken):
+            return 500, {"error": "engine dead"}
+        return None  # a completion when awake: the server's own
 
-            def do_POST(self):  # noqa: N802
-                stand_in.calls.append(self.path)
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path.startswith("/sleep"):
-                    stand_in.sleeping = True
-                elif self.path == "/wake_up":
-                    stand_in.sleeping = stand_in.stuck
-                elif self.path == "/v1/completions":
-                    if stand_in.sleeping or stand_in.broken:
-                        return self._answer(500, {"error": "engine dead"})
-                    return self._answer(200, {"choices": [{"text": "!"}]})
-                self._answer(200, {})
-
-            def _answer(self, code, body):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.root_url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    @property
+    def calls(self) -> list[str]:
+        return self.server.paths()
 
     def sleeps_and_wakes(self) -> list[str]:
         return [c for c in self.calls if c.startswith(("/sleep", "/wake_up"))]
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.close()
 
 
 WOKEN = ["/wake_up", "/is_sleeping", "/v1/completions"]  # a wake-up, then its check

@@ -17,8 +17,8 @@ from selfdisco.losses import ParseError, check_code, compile_loss, grammar, pars
 from selfdisco.losses.catalog import catalog_entry
 from selfdisco.presets import PRESETS
 from selfdisco.rundir.paths import prompts_dir
-from selfdisco.train.runner import train_adapter
-from selfdisco.train.settings import TrainSettings
+from selfdisco.train.adapter import train_adapter
+from selfdisco.train.settings import SMOKE_RECIPE
 
 NUMBERS = [f"{tenths / 10:.1f}" for tenths in range(1, 50)]
 
@@ -106,7 +106,7 @@ def test_extreme_sentences_screen():
 def test_sentences_train_on_the_smoke_model(tmp_path):
     loss_fn = compile_loss(sample(random.Random(7).randrange))
     result = train_adapter(model_path="smoke-llama", data=separable_pairs(8), loss_fn=loss_fn,
-                           settings=TrainSettings.for_preset("smoke").with_overrides(max_steps=2),
+                           settings=SMOKE_RECIPE.with_overrides(max_steps=2),
                            out_dir=tmp_path)
     assert result.status == "ok" and result.steps_done == 2, result.error
 

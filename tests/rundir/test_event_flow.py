@@ -17,7 +17,7 @@ import pytest
 from loop_helpers import CurveEvaluator, ScriptedProposer, answer
 
 from selfdisco.config import load_config
-from selfdisco.discovery.loop import Services
+from selfdisco.discovery.interface import Services
 from selfdisco.execution.records import Result
 from selfdisco.launch import start
 from selfdisco.launch.start import prepare_run_dir, start_run

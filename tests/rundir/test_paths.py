@@ -71,7 +71,7 @@ def test_a_replay_names_its_run_by_id(tmp_path, monkeypatch, capsys):
     recorded = make_run(tmp_path, "smoke-run", files=())
     (recorded / "config.toml").write_text(load_config("smoke").to_toml())
     config = resolve(build_parser().parse_args(["run", "--proposer", "replay:smoke-run"]))
-    assert config.server.proposer == f"replay:{recorded.resolve()}"
+    assert config.server.proposer_source == f"replay:{recorded.resolve()}"
     assert config.preset == "smoke"  # the recorded run's own config
     assert main(["run", "--no-tui", "--proposer", "replay:smoke-rn"]) == 2
     assert "did you mean: smoke-run" in capsys.readouterr().err

@@ -85,7 +85,7 @@ def test_a_kl_that_floors_above_the_budget_is_read_against_the_reference():
     weight = (high.kl - 6.0) / high.kl
     expected = [weight * a + (1 - weight) * b
                 for a, b in zip([0.2, 0.1], high.prompt_rewards, strict=True)]
-    assert values == pytest.approx(expected) and "scales 0.000 (KL 0)" in how["rule"]
+    assert values == pytest.approx(expected) and "scales 0.000 (KL 0.000)" in how["rule"]
 
 
 def test_scaling_the_delta_scales_the_policy_and_zero_is_the_reference(tmp_path):

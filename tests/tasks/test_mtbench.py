@@ -123,7 +123,7 @@ def test_single_mode_rates_every_turn_and_counts_what_it_cannot_parse():
     server = ScriptedServer(JUDGE_REPLIES)
     ctx = TaskContext(client=server, model_path="models/policy-base",
                       options={"concurrency": "1", "min_parse_rate": "0", **SELF_JUDGED})
-    fitness = get_task("mtbench").evaluate(ctx)
+    fitness = get_task("mtbench").score(ctx)
     metrics = fitness.metrics
     assert metrics["ratings"] == 16 and server.judge_calls == 16
     # 16 replies cycle through the 5 scripted ones: 4 x [8, 2, 6.5] parse, the rest do not.
@@ -144,7 +144,7 @@ def test_single_mode_rates_every_turn_and_counts_what_it_cannot_parse():
 
 def test_judge_failures_are_counted_and_nothing_parsable_is_no_score():
     server = ScriptedServer(["garbage"], failing_judge_calls=3)
-    fitness = get_task("mtbench").evaluate(TaskContext(client=server, model_path="m",
+    fitness = get_task("mtbench").score(TaskContext(client=server, model_path="m",
                                                        options=SELF_JUDGED))
     assert fitness.n == 0 and not fitness.ok and math.isnan(fitness.value)
     assert fitness.metrics["unparsable"] == 16 and fitness.metrics["judge_errors"] == 3
@@ -154,7 +154,7 @@ def test_judge_failures_are_counted_and_nothing_parsable_is_no_score():
 
 def test_a_judge_that_cannot_tell_good_from_bad_gives_no_fitness():
     server = ScriptedServer(['{"reasoning": "fine", "rating": 7}'], known_judge="flat")
-    fitness = get_task("mtbench").evaluate(TaskContext(client=server, model_path="m",
+    fitness = get_task("mtbench").score(TaskContext(client=server, model_path="m",
                                                        options=SELF_JUDGED))
     metrics = fitness.metrics
     assert metrics["parse_rate"] == 1.0 and metrics["judge_agreement"] == 0.5
@@ -168,7 +168,7 @@ def test_another_judge_scores_with_its_agreement_beside_the_fitness():
     judge = ScriptedServer(['{"reasoning": "fine", "rating": 7}'])
     judge.model = "Qwen/Qwen2.5-7B-Instruct"
     ctx = TaskContext(client=policy, judge_client=judge, model_path="x/policy-base")
-    fitness = get_task("mtbench").evaluate(ctx)
+    fitness = get_task("mtbench").score(ctx)
     metrics = fitness.metrics
     assert fitness.ok and fitness.value == 7.0 and fitness.n == 16
     assert metrics["parse_rate"] == 1.0 and metrics["judge_agreement"] == 1.0
@@ -181,9 +181,9 @@ def test_the_policys_own_base_model_is_refused_as_judge_unless_allowed():
     server = ScriptedServer(['{"reasoning": "fine", "rating": 7}'])
     task = get_task("mtbench")
     with pytest.raises(UserError, match="own base model.*--option allow_self_judge=true"):
-        task.evaluate(TaskContext(client=server, model_path="m"))
+        task.score(TaskContext(client=server, model_path="m"))
     assert server.judge_calls == 0 and server.answer_calls == []
-    assert task.evaluate(TaskContext(client=server, model_path="m", options=SELF_JUDGED)).ok
+    assert task.score(TaskContext(client=server, model_path="m", options=SELF_JUDGED)).ok
 
 
 def test_pairwise_mode_answers_with_both_models_and_judges_both_orders(tmp_path):
@@ -195,7 +195,7 @@ def test_pairwise_mode_answers_with_both_models_and_judges_both_orders(tmp_path)
     ctx = TaskContext(client=server, model_path="m",
                       options={"mode": "pairwise", "max_questions": "2", "concurrency": "1",
                                **SELF_JUDGED})
-    fitness = get_task("mtbench").evaluate(ctx, adapter_path=str(adapter))
+    fitness = get_task("mtbench").score(ctx, adapter_path=str(adapter))
     assert fitness.metrics["games"] == 4 and server.judge_calls == 8
     assert fitness.metrics["wins"] == 4 and fitness.value == 1.0
     assert fitness.metrics["consistency"] == 1.0 and fitness.metrics["parse_rate"] == 1.0
@@ -211,9 +211,9 @@ def test_pairwise_needs_an_adapter_and_mode_is_checked():
     task = get_task("mtbench")
     server = ScriptedServer(["[[A]]"])
     with pytest.raises(UserError, match="pairwise mode compares an adapter"):
-        task.evaluate(TaskContext(client=server, options={"mode": "pairwise"}))
+        task.score(TaskContext(client=server, options={"mode": "pairwise"}))
     with pytest.raises(UserError, match="mode must be"):
-        task.evaluate(TaskContext(client=server, options={"mode": "duel"}))
+        task.score(TaskContext(client=server, options={"mode": "duel"}))
 
 
 def test_the_judge_warning_names_a_judge_from_the_policy_base():

@@ -44,7 +44,7 @@ class HalfPreference:
     def check_options(self, preset, options):
         pass
 
-    def evaluate(self, ctx, adapter_path=None):
+    def score(self, ctx, adapter_path=None):
         pass
 
     def train_settings(self, preset):

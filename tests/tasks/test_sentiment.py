@@ -166,10 +166,10 @@ def test_settings_come_from_the_preset_and_options():
 def test_evaluate_needs_a_client_and_an_existing_adapter(tmp_path):
     task = get_task("sentiment")
     with pytest.raises(ValueError, match="LLM client"):
-        task.evaluate(TaskContext())
+        task.score(TaskContext())
     ctx = TaskContext(client=ScriptedLLM(["x"]), model_path="m", cache_dir=tmp_path)
     with pytest.raises(UserError, match="adapter directory not found"):
-        task.evaluate(ctx, adapter_path=str(tmp_path / "nope"))
+        task.score(ctx, adapter_path=str(tmp_path / "nope"))
 
 
 def test_kl_is_estimated_from_one_sample_per_opening_first():
@@ -248,7 +248,7 @@ def test_the_base_models_fitness_is_its_reward_with_reward_and_kl_beside_it(tmp_
     client = ScriptedLLM([" a wonderful, moving story.", " a dull and awful mess."])
     ctx = TaskContext(client=client, model_path="m", cache_dir=tmp_path,
                       options={"eval_prompts": "6", "eval_samples": "2", "concurrency": "1"})
-    fitness = get_task("sentiment").evaluate(ctx)
+    fitness = get_task("sentiment").score(ctx)
     metrics = fitness.metrics
     assert fitness.n == 6 and metrics["kl"] == 0.0 and metrics["kl_stderr"] == 0.0
     assert fitness.value == pytest.approx(metrics["reward"])

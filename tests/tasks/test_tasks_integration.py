@@ -26,7 +26,7 @@ def smoke_ctx(vllm_smoke, tmp_path):
 
 def test_sentiment_fitness_of_an_adapter_reports_kl_and_length(smoke_ctx, smoke_lora_adapter):
     client = smoke_ctx.client
-    fitness = get_task("sentiment").evaluate(smoke_ctx, adapter_path=str(smoke_lora_adapter))
+    fitness = get_task("sentiment").score(smoke_ctx, adapter_path=str(smoke_lora_adapter))
     metrics = fitness.metrics
     settings = PRESET_SETTINGS["smoke"]
     assert fitness.n == settings.eval_prompts and math.isfinite(fitness.value)
@@ -39,10 +39,10 @@ def test_sentiment_fitness_of_an_adapter_reports_kl_and_length(smoke_ctx, smoke_
 def test_a_policy_over_the_kl_budget_is_shrunk_to_it_on_the_server(smoke_ctx,
                                                                      smoke_lora_adapter):
     task = get_task("sentiment")
-    plain = task.evaluate(smoke_ctx, adapter_path=str(smoke_lora_adapter))
+    plain = task.score(smoke_ctx, adapter_path=str(smoke_lora_adapter))
     budget = plain.metrics["kl"] / 2
     smoke_ctx.options = {"kl_weight": 0, "kl_budget": budget}
-    fitness = task.evaluate(smoke_ctx, adapter_path=str(smoke_lora_adapter))
+    fitness = task.score(smoke_ctx, adapter_path=str(smoke_lora_adapter))
     metrics, shrunk = fitness.metrics, fitness.metrics["budget_points"]
     assert metrics["kl"] == pytest.approx(plain.metrics["kl"])  # the trained policy's own
     # up to 3 shrinks aimed at the budget, then the reference (scale 0) if none got under it
@@ -73,7 +73,7 @@ def test_sentiment_pairs_and_base_fitness_on_the_smoke_model(smoke_ctx):
     again = task.preference_data(TaskContext(model_path=smoke_ctx.model_path,
                                              cache_dir=smoke_ctx.cache_dir, preset="smoke"))
     assert again == pairs
-    base = task.evaluate(smoke_ctx)
+    base = task.score(smoke_ctx)
     assert base.n == PRESET_SETTINGS["smoke"].eval_prompts and base.metrics["kl"] == 0.0
     assert math.isfinite(base.value) and math.isfinite(base.stderr) and base.stderr >= 0
 
@@ -81,10 +81,10 @@ def test_sentiment_pairs_and_base_fitness_on_the_smoke_model(smoke_ctx):
 def test_mtbench_end_to_end_with_structured_verdicts(smoke_ctx, smoke_lora_adapter):
     task = get_task("mtbench")
     with pytest.raises(UserError, match="allow_self_judge"):
-        task.evaluate(smoke_ctx, adapter_path=str(smoke_lora_adapter))
+        task.score(smoke_ctx, adapter_path=str(smoke_lora_adapter))
     ctx = TaskContext(client=smoke_ctx.client, model_path=smoke_ctx.model_path, preset="smoke",
                       options={"allow_self_judge": "true"})
-    single = task.evaluate(ctx, adapter_path=str(smoke_lora_adapter))
+    single = task.score(ctx, adapter_path=str(smoke_lora_adapter))
     metrics = single.metrics
     assert metrics["questions"] == 8 and metrics["ratings"] == 16
     assert metrics["judge_errors"] == 0, metrics.get("first_judge_error")
@@ -94,7 +94,7 @@ def test_mtbench_end_to_end_with_structured_verdicts(smoke_ctx, smoke_lora_adapt
     assert metrics["self_judge"] and any("own base model" in w for w in metrics["warnings"])
     assert metrics["mean_answer_chars"] > 0
 
-    pairwise = task.evaluate(TaskContext(client=smoke_ctx.client,
+    pairwise = task.score(TaskContext(client=smoke_ctx.client,
                                          model_path=smoke_ctx.model_path, preset="smoke",
                                          options={"mode": "pairwise", "max_questions": "3",
                                                   "allow_self_judge": "true"}),

@@ -14,7 +14,7 @@ from selfdisco.errors import UserError
 from selfdisco.execution.records import Job, Result
 from selfdisco.launch.checks import check_run
 from selfdisco.tasks import run_train_settings
-from selfdisco.train.settings import TrainSettings
+from selfdisco.train.settings import SMOKE_RECIPE, TrainSettings
 from selfdisco.train.tracking import check_trackers, log_summary, summary_scalars
 
 missing = pytest.mark.skipif(importlib.util.find_spec("wandb") is not None,
@@ -44,9 +44,9 @@ def test_an_unknown_tracker_or_a_wrong_type_is_a_clear_error():
 
 
 def test_report_to_reaches_the_training_arguments(tmp_path):
-    from selfdisco.train.runner import trainer_parts
+    from selfdisco.train.adapter import trainer_parts
 
-    settings = TrainSettings.for_preset("smoke")
+    settings = SMOKE_RECIPE
     # Built directly: the trackers' packages are not installed here, and this checks only
     # that the setting is handed to TRL as it is.
     tracked = TrainSettings(**{**settings.to_dict(), "report_to": ["tensorboard", "wandb"]})

@@ -12,14 +12,14 @@ from train_helpers import separable_pairs
 from selfdisco.errors import UserError
 from selfdisco.llm.models import resolve_model
 from selfdisco.losses import catalog, compile_loss
-from selfdisco.train.runner import train_adapter
-from selfdisco.train.settings import TrainSettings
+from selfdisco.train.adapter import train_adapter
+from selfdisco.train.settings import SMOKE_RECIPE, TrainSettings
 
 dpo = compile_loss(catalog.get("dpo").candidate.code)
 
 
 def smoke(**changes) -> TrainSettings:
-    return TrainSettings.for_preset("smoke").with_overrides(**changes)
+    return SMOKE_RECIPE.with_overrides(**changes)
 
 
 def test_writes_adapter_metrics_and_log(tmp_path):

@@ -7,8 +7,8 @@ import torch
 
 from selfdisco.llm.models import resolve_model
 from selfdisco.losses import catalog, compile_loss
-from selfdisco.train.runner import train_adapter
-from selfdisco.train.settings import TrainSettings
+from selfdisco.train.adapter import train_adapter
+from selfdisco.train.settings import SMOKE_RECIPE
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def vllm_logprob(client, model: str, text: str) -> float:
 
 
 def test_trained_adapter_loads_and_acts_in_vllm(vllm_smoke, tmp_path):
-    settings = TrainSettings.for_preset("smoke").with_overrides(max_steps=20, learning_rate=5e-3)
+    settings = SMOKE_RECIPE.with_overrides(max_steps=20, learning_rate=5e-3)
     result = train_adapter(model_path="smoke-llama", data=PAIRS, settings=settings,
                            loss_fn=compile_loss(catalog.get("dpo").candidate.code),
                            out_dir=tmp_path)

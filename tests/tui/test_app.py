@@ -194,7 +194,7 @@ def test_selection_shows_the_code_and_enter_opens_the_detail(tmp_path):
 
     assert first == ADAPTIVE.replace("0.7 *", "0.8 *").replace("0.3 *", "0.2 *")  # g02-c3
     assert third_key == "g01-c1-r1" and third == BLEND
-    assert outcome.startswith("fitness 0.2411 ± 0.0304   KL 0.4630\n")
+    assert outcome.startswith("fitness 0.2411 ± 0.0304   KL 0.463\n")  # formatting.format_kl
     assert " kl 0.463 · " in outcome and "\ntrain: train_loss 0.5874 · " in outcome
     assert (detail_key, detail_code) == ("g01-c1-r1", BLEND)
 

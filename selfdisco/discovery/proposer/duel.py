@@ -11,12 +11,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from selfdisco.formatting import format_fitness, format_rate
+from selfdisco.stats import TIE_SE, mean_stderr
+
 VALID = "valid"  # an answer's outcome: valid (and novel), or the stage that rejected it
 RULE = ("the challenger is promoted unless its valid-and-novel rate is below the current "
-        "proposer's by more than 2 standard errors of the paired difference (answer i of each "
-        "side shares a seed; a difference with no spread counts in full); a tie promotes. Where "
-        "both proposers' policies were scored, fitness must pass the same test (2 standard "
-        "errors of the difference)")
+        f"proposer's by more than {TIE_SE:g} standard errors of the paired difference (answer i "
+        "of each side shares a seed; a difference with no spread counts in full); a tie "
+        "promotes. Where both proposers' policies were scored, fitness must pass the same test "
+        f"({TIE_SE:g} standard errors of the difference)")
 
 
 @dataclass
@@ -85,17 +88,17 @@ def outcomes(texts: Iterable[str], parse: Callable, screen: Callable, known: lis
 
 
 def paired_difference(current: list[str], challenger: list[str]) -> tuple[float, float]:
-    """Mean and standard error of (challenger valid) - (current valid) over paired answers."""
+    """Mean and standard error of (challenger valid) - (current valid) over paired answers;
+    one answer each has no spread (stderr 0), so its difference counts in full."""
     d = [int(x == VALID) - int(c == VALID) for c, x in zip(current, challenger, strict=True)]
-    n = len(d)
-    mean = sum(d) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1)) if n > 1 else 0.0
-    return mean, sd / math.sqrt(n)
+    mean, stderr = mean_stderr(d)
+    return mean, stderr or 0.0
 
 
 def worse(difference: float, stderr: float) -> bool:
-    """Below zero by more than 2 standard errors (any negative difference when stderr is 0)."""
-    return difference < 0 and difference < -2 * stderr
+    """Below zero by more than TIE_SE standard errors (any negative difference when stderr is
+    0)."""
+    return difference < 0 and difference < -TIE_SE * stderr
 
 
 def fitness_check(current: float | None, current_stderr: float | None,
@@ -109,9 +112,9 @@ def fitness_check(current: float | None, current_stderr: float | None,
 
 
 def rate_word(difference: float, stderr: float) -> str:
-    """How a promoted challenger's rate compares: never "higher" inside 2 s.e."""
+    """How a promoted challenger's rate compares: never "higher" inside TIE_SE s.e."""
     return ("tie" if difference == 0 else
-            "higher" if difference > 2 * stderr else "within noise")
+            "higher" if difference > TIE_SE * stderr else "within noise")
 
 
 def reworded(reason: str, difference: float, stderr: float) -> str:
@@ -126,13 +129,15 @@ def decide(current: list[str], challenger: list[str],
     difference, stderr = paired_difference(current, challenger)
     if worse(difference, stderr):
         return False, difference, stderr, (
-            f"valid-and-novel rate lower by {-difference:.2f}, more than 2 x {stderr:.2f}")
+            f"valid-and-novel rate lower by {format_rate(-difference)}, more than {TIE_SE:g} x "
+            f"{format_rate(stderr)}")
     if fitness is not None and worse(fitness["difference"], fitness["stderr"]):
         return False, difference, stderr, (
-            f"fitness lower by {-fitness['difference']:.4g}, more than 2 x "
-            f"{fitness['stderr']:.4g}")
-    reason = (f"valid-and-novel rate {rate_word(difference, stderr)} ({difference:+.2f} ± "
-              f"{stderr:.2f})")
+            f"fitness lower by {format_fitness(-fitness['difference'])}, more than {TIE_SE:g} x "
+            f"{format_fitness(fitness['stderr'])}")
+    reason = (f"valid-and-novel rate {rate_word(difference, stderr)} "
+              f"({format_rate(difference, stderr, signed=True)})")
     if fitness is not None:
-        reason += f", fitness {fitness['difference']:+.4g} ± {fitness['stderr']:.4g}"
+        reason += (f", fitness "
+                   f"{format_fitness(fitness['difference'], fitness['stderr'], signed=True)}")
     return True, difference, stderr, reason

@@ -10,14 +10,15 @@ standard error sqrt(p (1 - p) / n); fitness the standard error of the mean over 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfdisco import stats
 from selfdisco.discovery.proposer.duel import RULE, DuelRecord
-from selfdisco.formatting import format_number
+from selfdisco.formatting import format_fitness, format_rate
+from selfdisco.rundir.events import REJECTED, SCORED
 
 REJECTION_STAGES = ("parse", "screen", "duplicate")
 
@@ -36,13 +37,13 @@ class Rate:
     @property
     def stderr(self) -> float | None:
         p = self.value
-        return None if p is None else math.sqrt(p * (1 - p) / self.n)
+        return None if p is None else stats.proportion_stderr(p, self.n)
 
     def text(self) -> str:
         """'0.50 ± 0.18 (4/8)', or '-' with no answers."""
         if not self.n:
             return "-"
-        return f"{self.value:.2f} ± {self.stderr:.2f} ({self.count}/{self.n})"
+        return f"{format_rate(self.value, self.stderr)} ({self.count}/{self.n})"
 
 
 @dataclass
@@ -59,10 +60,10 @@ class Figures:
         if row.generation not in self.generations:
             self.generations.append(row.generation)
         self.answers += 1
-        if row.status == "rejected":
+        if row.status == REJECTED:
             stage = row.stage if row.stage in self.rejected else "screen"
             self.rejected[stage] += 1
-        elif row.status == "scored" and row.fitness is not None:
+        elif row.status == SCORED and row.fitness is not None:
             self.fitnesses.append(float(row.fitness))
 
     def rate(self, stage: str) -> Rate:
@@ -75,15 +76,11 @@ class Figures:
 
     @property
     def mean_fitness(self) -> float | None:
-        return sum(self.fitnesses) / len(self.fitnesses) if self.fitnesses else None
+        return stats.mean(self.fitnesses) if self.fitnesses else None
 
     @property
     def fitness_stderr(self) -> float | None:
-        n = len(self.fitnesses)
-        if n < 2:
-            return None
-        mean = self.mean_fitness
-        return math.sqrt(sum((f - mean) ** 2 for f in self.fitnesses) / (n - 1) / n)
+        return stats.mean_stderr(self.fitnesses)[1]
 
     @property
     def best_fitness(self) -> float | None:
@@ -93,10 +90,8 @@ class Figures:
         """'0.123 ± 0.010 (n 4), best 0.150', or '-' with nothing scored."""
         if not self.fitnesses:
             return "-"
-        stderr = self.fitness_stderr
-        spread = f" ± {format_number(stderr)}" if stderr is not None else ""
-        return (f"{format_number(self.mean_fitness)}{spread} (n {len(self.fitnesses)}), best "
-                f"{format_number(self.best_fitness)}")
+        return (f"{format_fitness(self.mean_fitness, self.fitness_stderr)} "
+                f"(n {len(self.fitnesses)}), best {format_fitness(self.best_fitness)}")
 
 
 def proposals(rows: Iterable[Any]) -> list[Any]:

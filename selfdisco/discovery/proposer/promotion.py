@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from selfdisco.discovery.interface import Loop
 from selfdisco.discovery.proposer import duel, selftrain
+from selfdisco.rundir.events import SCORED
 from selfdisco.seeds import derive
 
 
@@ -61,7 +62,7 @@ def promote(loop: Loop, g: int) -> None:
 
 
 def _policy_challenger(loop: Loop, g: int) -> Challenger | None:
-    scored = [r for r in loop.archive.rows("generation = ? AND status = 'scored'", (g,))
+    scored = [r for r in loop.archive.rows("generation = ? AND status = ?", (g, SCORED))
               if r.metrics.get("adapter")]
     if not scored:
         return None
@@ -111,7 +112,8 @@ def _practice(loop: Loop, g: int) -> None:
     messages = loop.proposer_messages()
     selftrain.save_context(loop.run_dir, f"practice-g{g:02d}", messages)
     seed = derive(loop.config.seed, "practice", g)
-    texts = loop.ask_proposer(messages, loop.settings.duel_samples, seed, loop.state.proposer_model)
+    texts = loop.ask_proposer(messages, loop.settings.duel_samples, seed,
+                              loop.state.proposer_adapter)
     selftrain.save_practice(loop.run_dir, g, texts, _outcomes(loop, texts), seed)
 
 
@@ -142,12 +144,12 @@ def _duel(loop: Loop, g: int, challenger: Challenger) -> duel.DuelRecord:
     loop.mark_stage(g, "duel", "start",
                     f"{loop.state.proposer_id} vs {challenger.id}, {n} answers each")
     answers = {side: loop.ask_proposer(messages, n, seed, model)
-               for side, model in (("current", loop.state.proposer_model),
+               for side, model in (("current", loop.state.proposer_adapter),
                                    ("challenger", challenger.model))}
     found = {side: _outcomes(loop, texts) for side, texts in answers.items()}
     current = loop.archive.get(loop.state.proposer_id)
     fitness = duel.fitness_check(
-        current.fitness if current is not None and current.status == "scored" else None,
+        current.fitness if current is not None and current.status == SCORED else None,
         current.stderr if current is not None else None, challenger.fitness, challenger.stderr)
     promoted, difference, stderr, reason = duel.decide(found["current"], found["challenger"],
                                                        fitness)
@@ -162,9 +164,9 @@ def _duel(loop: Loop, g: int, challenger: Challenger) -> duel.DuelRecord:
 
 def _apply(loop: Loop, challenger: Challenger, g: int) -> None:
     """Serve the challenger as the proposer (recorded first, then announced)."""
-    if loop.state.proposer_model and loop.services.adapters is not None:
-        loop.services.adapters.unload_adapter(loop.state.proposer_model)
-    loop.state.proposer_id, loop.state.proposer_model = challenger.id, challenger.model
+    if loop.state.proposer_adapter and loop.services.adapters is not None:
+        loop.services.adapters.unload_adapter(loop.state.proposer_adapter)
+    loop.state.proposer_id, loop.state.proposer_adapter = challenger.id, challenger.model
     if challenger.fitness is not None:
         loop.state.proposer_fitness = challenger.fitness
     loop.archive.set_meta("proposer", {"id": challenger.id, "model": challenger.model,

@@ -28,15 +28,18 @@ from typing import Any
 
 from selfdisco.config import read_run_config
 from selfdisco.errors import one_line
+from selfdisco.formatting import format_fitness
 from selfdisco.llm.models import resolve_model
 from selfdisco.llm.topology import parse_source
 from selfdisco.losses import Candidate
+from selfdisco.rundir.events import PROPOSED, REJECTED, SCORED, UNSCORED
 from selfdisco.rundir.paths import write_text_atomic
+from selfdisco.stats import TIE_SE
 from selfdisco.tasks import run_train_settings
 
 PROPOSER_DIR = "proposer"
 RESULT_FILE = "result.json"
-BAD = ("rejected", "diverged", "failed")  # answers that are never chosen
+BAD = UNSCORED  # answers that are never chosen
 # A proposer's prompt is long (system prompt and history) and its answer a few hundred tokens:
 # the end of the prompt and the whole answer are kept.
 LENGTHS = {"max_length": 1536, "max_prompt_length": 1152, "batch_size": 2, "grad_accum": 1}
@@ -48,7 +51,7 @@ class Answer:
 
     id: str
     text: str
-    status: str  # a candidate status; duel answers are "proposed" (valid) or "rejected"
+    status: str  # a candidate status; duel answers are PROPOSED (valid) or REJECTED
     stage: str | None = None
     fitness: float | None = None
     stderr: float | None = None
@@ -88,14 +91,15 @@ def load_context(run_dir: Path, name: str) -> Any:
 
 def _why_worse(chosen: Answer, other: Answer) -> str | None:
     """Why `other` is the rejected answer beside `chosen`, or None if it is not."""
-    if other.status == "rejected":
+    if other.status == REJECTED:
         return f"rejected at {other.stage or 'screening'}"
     if other.status in BAD:
         return f"training {other.status}"
-    if chosen.status == other.status == "scored" and None not in (chosen.fitness, other.fitness):
-        margin = 2 * math.sqrt((chosen.stderr or 0.0) ** 2 + (other.stderr or 0.0) ** 2)
+    if chosen.status == other.status == SCORED and None not in (chosen.fitness, other.fitness):
+        margin = TIE_SE * math.sqrt((chosen.stderr or 0.0) ** 2 + (other.stderr or 0.0) ** 2)
         if chosen.fitness - other.fitness > margin:
-            return f"scored lower ({other.fitness:.4g} vs {chosen.fitness:.4g})"
+            return (f"scored lower ({format_fitness(other.fitness)} vs "
+                    f"{format_fitness(chosen.fitness)})")
     return None
 
 
@@ -121,8 +125,8 @@ def save_practice(run_dir: Path, g: int, answers: list[str], outcomes: list[str]
 
 
 def _screened(prefix: str, texts: list[str], outcomes: list[str]) -> list[Answer]:
-    """Answers screened only (duel, practice): valid ones are "proposed", others rejected."""
-    return [Answer(f"{prefix}-{i}", text, "proposed" if outcome == "valid" else "rejected",
+    """Answers screened only (duel, practice): valid ones are PROPOSED, others REJECTED."""
+    return [Answer(f"{prefix}-{i}", text, PROPOSED if outcome == "valid" else REJECTED,
                    None if outcome == "valid" else outcome)
             for i, (text, outcome) in enumerate(zip(texts, outcomes, strict=True))]
 
@@ -160,20 +164,20 @@ def build_pairs(run_dir: Path, rows: list, duels: dict[int, dict]) -> list[Pair]
 
 def best_loss(rows: list, catalog) -> dict:
     """The loss to train the proposer under: the fittest proposal that beats dpo by more than
-    2 standard errors of the paired difference (metrics vs_dpo), else dpo. Returns name, code
-    and why."""
-    beating = [r for r in rows if r.kind == "proposal" and r.status == "scored" and r.code
+    TIE_SE standard errors of the paired difference (metrics vs_dpo), else dpo. Returns name,
+    code and why."""
+    beating = [r for r in rows if r.kind == "proposal" and r.status == SCORED and r.code
                and isinstance(r.metrics.get("vs_dpo"), dict)
                and r.metrics["vs_dpo"].get("difference") is not None
-               and r.metrics["vs_dpo"]["difference"] > 2 * (r.metrics["vs_dpo"].get("stderr")
-                                                            or 0.0)]
+               and r.metrics["vs_dpo"]["difference"] > TIE_SE * (r.metrics["vs_dpo"].get("stderr")
+                                                                 or 0.0)]
     if not beating:
         return {"name": "dpo", "code": catalog("dpo")["code"],
-                "why": "no candidate beats dpo by more than 2 standard errors yet"}
+                "why": f"no candidate beats dpo by more than {TIE_SE:g} standard errors yet"}
     best = max(beating, key=lambda r: r.fitness)
     d = best.metrics["vs_dpo"]
     return {"name": best.name, "code": best.code, "id": best.id,
-            "why": f"{best.id} beats dpo by {d['difference']:.4g} ± {d.get('stderr') or 0:.4g}"}
+            "why": f"{best.id} beats dpo by {format_fitness(d['difference'], d.get('stderr'))}"}
 
 
 def write_pairs(path: Path, pairs: list[Pair]) -> None:
@@ -243,7 +247,7 @@ class RecordedTrainer:
 
 def default_trainer(config, run_dir: Path):
     """The replayed run's recorded adapters under a replay source; else trained here."""
-    source = parse_source(config.server.proposer)
+    source = parse_source(config.server.proposer_source)
     if source.kind == "replay":
         return RecordedTrainer(source.run_dir)
     return ProposerTrainer(run_dir, config.discovery.candidate_timeout_min * 60)
@@ -251,7 +255,7 @@ def default_trainer(config, run_dir: Path):
 
 def train_job(job: dict) -> Trained:
     """Train one proposer adapter as a job file says (in the child process)."""
-    from selfdisco.train.runner import train_adapter  # lazy: loads torch, transformers
+    from selfdisco.train.adapter import train_adapter  # lazy: loads torch, transformers
 
     config = read_run_config(Path(job["run_dir"]))
     settings = run_train_settings(config).with_overrides(max_steps=job["steps"], **job["lengths"])

@@ -24,7 +24,9 @@ from selfdisco import stats
 from selfdisco.config import DiscoveryConfig
 from selfdisco.discovery.interface import Loop
 from selfdisco.execution.records import Result
+from selfdisco.formatting import format_fitness
 from selfdisco.rundir.archive import Row
+from selfdisco.rundir.events import PROPOSED, SCORED, TRAINING
 
 CHEAP = "cheap"  # the one stage before the full evaluation
 
@@ -37,7 +39,7 @@ def cheap_stage(loop: Loop, g: int, pending: list[Row]) -> list[Row]:
     """Run generation g's cheap stage for the pending rows (and the baselines, once); record
     each decision; return the rows that go on to the full evaluation."""
     f = loop.settings.fidelity
-    baselines = loop.archive.rows("kind = 'burn_in' AND status = 'scored'")
+    baselines = loop.archive.rows("kind = 'burn_in' AND status = ?", (SCORED,))
     todo = [r for r in [*baselines, *pending] if loop.archive.stage(r.id, CHEAP) is None]
     if todo:
         loop.mark_stage(g, CHEAP, "start", f"{len(todo)} at {f:.0%} of the training")
@@ -47,7 +49,7 @@ def cheap_stage(loop: Loop, g: int, pending: list[Row]) -> list[Row]:
     entries = {r.id: loop.archive.stage(r.id, CHEAP)
                for r in loop.archive.rows("generation = ? AND kind = 'proposal'", (g,))}
     scored = [(-e["result"]["fitness"], id) for id, e in entries.items()
-              if e is not None and e["result"]["status"] == "scored"]
+              if e is not None and e["result"]["status"] == SCORED]
     ranked = [id for _, id in sorted(scored, key=lambda s: (s[0], loop.archive.get(s[1]).seq))]
     keep = max(1, math.ceil(loop.settings.fidelity_keep * len(ranked)))
     promoted = []
@@ -55,7 +57,7 @@ def cheap_stage(loop: Loop, g: int, pending: list[Row]) -> list[Row]:
         entry = loop.archive.stage(row.id, CHEAP)
         result = Result.from_dict(entry["result"])
         if entry["decision"] is None:  # decided once; a resumed run keeps the decision
-            if result.status != "scored":
+            if result.status != SCORED:
                 decision, rule = "failed", f"failed at the cheap stage: {result.reason}"
             else:
                 decision, rule = _rule(result, ranked.index(row.id) + 1, len(ranked), keep, f,
@@ -74,18 +76,20 @@ def cheap_stage(loop: Loop, g: int, pending: list[Row]) -> list[Row]:
 def _rule(result: Result, rank: int, n: int, keep: int, f: float,
           anchor: tuple[str, Result] | None) -> tuple[str, str]:
     """(decision, the rule that made it, in words)."""
-    where = (f"after {f:.0%} of the training its fitness was {result.fitness:.4g}, rank {rank} "
-             f"of {n}")
+    where = (f"after {f:.0%} of the training its fitness was {format_fitness(result.fitness)}, "
+             f"rank {rank} of {n}")
     if rank <= keep:
         return "promoted", f"promoted: {where} (the top {keep} go on)"
     if anchor is not None:
         name, best = anchor
         d = stats.difference(result, best)
-        if d is not None and d.stderr and d.mean > 2 * d.stderr:
+        if d is not None and d.stderr and d.mean > stats.TIE_SE * d.stderr:
             return "promoted", (f"promoted: {where}, above the best known loss's "
-                                f"{best.fitness:.4g} ({name}) at the same length by "
-                                f"{d.mean:.4g} ± {d.stderr:.2g}, more than 2 s.e.")
-    below = (f"; the best known loss there, {anchor[0]}, had {anchor[1].fitness:.4g}"
+                                f"{format_fitness(best.fitness)} ({name}) at the same length "
+                                f"by {format_fitness(d.mean, d.stderr)}, more than "
+                                f"{stats.TIE_SE:g} s.e.")
+    below = (f"; the best known loss there, {anchor[0]}, had "
+             f"{format_fitness(anchor[1].fitness)}"
              if anchor else "")
     return "stopped", f"not trained fully: {where} (only the top {keep} go on){below}"
 
@@ -98,14 +102,14 @@ def _evaluate(loop: Loop, rows: list, f: float) -> None:
 
     def on_start(row) -> None:
         if row.kind == "proposal":
-            loop.archive.update(row.id, status="training")
-            loop.events.emit("candidate_status", id=row.id, status="training")
+            loop.archive.update(row.id, status=TRAINING)
+            loop.events.emit("candidate_status", id=row.id, status=TRAINING)
 
     loop.services.evaluator.evaluate(rows, lambda row, progress: None, on_done, on_start,
                                      fidelity=f)
     for row in rows:  # back in the queue until decided
-        if loop.archive.get(row.id).status == "training":
-            loop.archive.update(row.id, status="proposed")
+        if loop.archive.get(row.id).status == TRAINING:
+            loop.archive.update(row.id, status=PROPOSED)
 
 
 def _decide(loop: Loop, row, entry: dict, decision: str, rule: str) -> dict:
@@ -127,7 +131,7 @@ def _best_known(loop: Loop, g: int, baselines: list) -> tuple[str, Result] | Non
     baselines and earlier candidates); None when none scored."""
     earlier = loop.archive.rows("kind = 'proposal' AND generation < ?", (g,))
     measured = [(r.name, Result.from_dict(e["result"])) for r in [*baselines, *earlier]
-                if (e := loop.archive.stage(r.id, CHEAP)) and e["result"]["status"] == "scored"]
+                if (e := loop.archive.stage(r.id, CHEAP)) and e["result"]["status"] == SCORED]
     return max(measured, key=lambda m: m[1].fitness) if measured else None
 
 
@@ -147,8 +151,9 @@ def report_section(rows: list, stages: dict[str, dict]) -> list[str]:
         if entry is None:
             continue
         result = entry["result"]
-        fitness = f"{result['fitness']:.4f}" if result["status"] == "scored" else result["status"]
-        full = f"{row.fitness:.4f}" if row.status == "scored" else "-"
+        fitness = (format_fitness(result["fitness"]) if result["status"] == SCORED
+                   else result["status"])
+        full = format_fitness(row.fitness) if row.status == SCORED else "-"
         rule = (entry["rule"] or "baseline at the same fidelity").replace("|", "/")
         lines.append(f"| {row.id} | {row.name} | {fitness} | {entry['decision'] or '-'} | "
                      f"{full} | {rule} |")

@@ -20,7 +20,7 @@ import random
 
 from selfdisco.config import DiscoveryConfig
 from selfdisco.discovery.interface import Loop
-from selfdisco.rundir.events import EVALUATED
+from selfdisco.rundir.events import EVALUATED, SCORED
 from selfdisco.seeds import derive
 
 LATEST = 2  # the island's latest evaluated proposals, always shown
@@ -70,7 +70,7 @@ def _evolve(rows: list, g: int, k: int, islands: int, interval: int) -> tuple[di
 def sample_parents(held: list, count: int, seed: int) -> list:
     """`count` scored members drawn without replacement with weight 1 / rank (rank 1: the
     fittest); in archive order."""
-    ranked = sorted((r for r in held if r.status == "scored"), key=lambda r: (-r.fitness, r.seq))
+    ranked = sorted((r for r in held if r.status == SCORED), key=lambda r: (-r.fitness, r.seq))
     rng = random.Random(seed)
     pool = list(enumerate(ranked, start=1))
     chosen = []
@@ -96,7 +96,7 @@ def _home(row, k: int, islands: int) -> int:
 
 
 def _best(held: list):
-    scored = [r for r in held if r.status == "scored"]
+    scored = [r for r in held if r.status == SCORED]
     return max(scored, key=lambda r: (r.fitness, -r.seq)) if scored else None
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from selfdisco.formatting import format_rate
 from selfdisco.losses import fingerprint as fp
 from selfdisco.rundir.shape import LossShape
 from selfdisco.tasks.base import EvaluationError
@@ -148,7 +149,8 @@ def _check_teaches(loss_fn, logits: torch.Tensor, targets: torch.Tensor,
     share = float((after > before).float().mean())
     if share < TEACH_SHARE:
         raise Rejected(f"a gradient step on the logits raises the true class's probability for "
-                       f"only {share:.0%} of examples (at least {TEACH_SHARE:.0%} needed): "
+                       f"only {format_rate(share)} of examples (at least "
+                       f"{format_rate(TEACH_SHARE)} needed): "
                        "minimising this loss does not teach the labels")
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from selfdisco import stats
 from selfdisco.errors import UserError
 from selfdisco.tasks.base import EvaluationError, Fitness, TaskContext, apply_options
 
@@ -162,7 +163,7 @@ def _train(loss_fn: Callable, settings: DigitsSettings, seed: int, x_train: Any,
     n = len(y_val)
     accuracy = float(val_correct.mean())
     per_example = [float(x) for x in val_correct]
-    stderr = math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)
+    stderr = stats.proportion_stderr(accuracy, n)
     metrics = {"train_accuracy": train_accuracy, "final_train_loss": last_loss, "steps": steps,
                "seconds": round(time.perf_counter() - started, 3),
                "metric": "validation accuracy (binomial stderr)", "per_prompt": per_example}
@@ -220,7 +221,7 @@ class DigitsTask:
         loss_fn = compile_classification_loss(loss) if isinstance(loss, str) else loss
         return train_and_score(loss_fn, self.settings(ctx), seed=ctx.seed)
 
-    def evaluate(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
+    def score(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
         """The cross-entropy baseline (digits has no adapters: use evaluate_loss for a loss)."""
         if adapter_path is not None:
             raise UserError("the digits task scores classification losses, not adapters; "

@@ -112,7 +112,7 @@ def test_a_replay_of_a_multi_fidelity_digits_run_takes_the_same_decisions(tmp_pa
     proposer = ScriptedProposer(DIGITS_ANSWERS, recorder=Recorder(recorded / "llm"))
     make_digits_loop(recorded, proposer, digits_evaluator, **FIDELITY).run()
     config = digits_config(**FIDELITY)
-    config.server.proposer = f"replay:{recorded}"
+    config.server.proposer_source = f"replay:{recorded}"
     replay = prepare_run_dir(config, tmp_path / "replay")
     assert start_run(replay, resume=False) == "generation limit reached"
     assert decisions(replay) == decisions(recorded) != {}

@@ -24,7 +24,7 @@ def digits():
 
 def test_cross_entropy_clearly_beats_a_loss_that_ignores_the_targets(digits):
     ctx = TaskContext(options=RELAXED)
-    good = digits.evaluate(ctx)
+    good = digits.score(ctx)
     poor = digits.evaluate_loss(ctx, IGNORES_TARGETS)
     assert good.n == poor.n == 540
     assert good.value > 0.9
@@ -38,7 +38,7 @@ def test_same_seed_same_accuracy_and_a_callable_loss_works(digits):
     ctx = TaskContext(options={"epochs": 3, **RELAXED})
     first = digits.evaluate_loss(
         ctx, lambda logits, y: F.cross_entropy(logits, y, reduction="none"))
-    second = digits.evaluate(ctx)
+    second = digits.score(ctx)
     assert first.value == second.value
     assert first.metrics["steps"] == second.metrics["steps"] == 3 * 20
 
@@ -62,8 +62,8 @@ def test_broken_losses_fail_with_a_reason(digits, code, reason):
 
 def test_digits_has_no_adapters_and_checks_its_options(digits):
     with pytest.raises(UserError, match="not adapters"):
-        digits.evaluate(TaskContext(), adapter_path="some/adapter")
+        digits.score(TaskContext(), adapter_path="some/adapter")
     with pytest.raises(UserError, match="unknown task option"):
-        digits.evaluate(TaskContext(options={"epochz": 3}))
+        digits.score(TaskContext(options={"epochz": 3}))
     with pytest.raises(UserError, match="expected a int"):
-        digits.evaluate(TaskContext(options={"epochs": "many"}))
+        digits.score(TaskContext(options={"epochs": "many"}))

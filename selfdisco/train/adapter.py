@@ -26,7 +26,7 @@ from selfdisco.llm.models import model_identity, resolve_model
 from selfdisco.losses import compile_loss
 from selfdisco.train.data import load_preferences
 from selfdisco.train.refcache import RefCache
-from selfdisco.train.result import TrainResult
+from selfdisco.train.result import TRAIN_DIVERGED, TRAIN_FAILED, TRAIN_OK, TrainResult
 from selfdisco.train.settings import TrainSettings
 
 # progress(step, max_steps, logs): called after each logged optimizer step.
@@ -46,7 +46,7 @@ def train_adapter(*, model_path: str, data: Any, settings: TrainSettings, out_di
     Args:
         model_path: the policy's base model: a bundled model's name, a local path or a hub id.
         data: preference pairs, anything `load_preferences` accepts, or a `datasets.Dataset`.
-        settings: the recipe (TrainSettings.for_preset(...)).
+        settings: the recipe (a task's, selfdisco.tasks.run_train_settings).
         out_dir: receives adapter/, metrics.json and train_log.jsonl.
         loss_fn: fn(pc, pr, rc, rr, beta) -> per-example losses. Give this or `candidate`.
         candidate: a screened Candidate; its code is compiled with selfdisco.losses.compile_loss.
@@ -85,7 +85,7 @@ def train_adapter(*, model_path: str, data: Any, settings: TrainSettings, out_di
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001 - a failing candidate must not take the run down
-        result = TrainResult(status="failed", error=one_line(err),
+        result = TrainResult(status=TRAIN_FAILED, error=one_line(err),
                              steps_done=run_log.steps if run_log else 0,
                              metrics=dict(run_log.last) if run_log else {})
     trainer = None  # the worker scores next: free the model before the KL model loads
@@ -182,10 +182,10 @@ def _result(trainer, run_log: RunLog) -> TrainResult:
     metrics = {**run_log.last, "ref_cache": trainer.ref_cache_status}
     if guard.reason is not None:
         step = guard.step if guard.step is not None else run_log.steps
-        return TrainResult(status="diverged", steps_done=step, metrics=metrics,
+        return TrainResult(status=TRAIN_DIVERGED, steps_done=step, metrics=metrics,
                            seconds_per_step=run_log.seconds_per_step(),
                            error=f"diverged at step {step}: {guard.reason}")
-    return TrainResult(status="ok", steps_done=trainer.state.global_step, metrics=metrics,
+    return TrainResult(status=TRAIN_OK, steps_done=trainer.state.global_step, metrics=metrics,
                        seconds_per_step=run_log.seconds_per_step())
 
 

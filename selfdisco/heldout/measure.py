@@ -1,5 +1,5 @@
-"""Running held-out protocols on a run: the plan and its time estimate, then each protocol,
-with its points kept in the run's archive and its progress in the run's events."""
+"""Running held-out protocols on a run: what to measure and its time estimate, then each
+protocol, with its points kept in the run's archive and its progress in the run's events."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class HeldoutRequest:
 
 
 @dataclass
-class ProtocolPlan:
+class ProtocolEstimate:
     name: str
     total: int
     missing: int
@@ -41,26 +41,27 @@ class ProtocolPlan:
 
 
 @dataclass
-class HeldoutPlan:
+class HeldoutEstimate:
     """What a held-out evaluation measures and how long it should take."""
 
     text: str  # in words, one line per protocol and the estimate
-    protocols: list[ProtocolPlan]
+    protocols: list[ProtocolEstimate]
     estimate_s: float | None  # None when a protocol with points to measure has no measure
 
 
-def estimate_text(plans: list[ProtocolPlan]) -> tuple[str, float | None]:
-    """The plan in words, and its estimated seconds (None when a protocol has no measure)."""
+def estimate_text(estimates: list[ProtocolEstimate]) -> tuple[str, float | None]:
+    """What is to be measured, in words, and its estimated seconds (None when a protocol has
+    no measure)."""
     lines: list[str] = []
     total: float | None = 0.0
-    for plan in plans:
-        each = plan.seconds_per_point
+    for one in estimates:
+        each = one.seconds_per_point
         cost = f"about {format_duration(each)} each" if each is not None else "no measured cost"
-        lines.append(f"{plan.name}: {plan.missing} of {plan.total} points to measure ({cost}, "
+        lines.append(f"{one.name}: {one.missing} of {one.total} points to measure ({cost}, "
                      "from this run's own timings)")
-        if plan.missing:
-            total = None if total is None or each is None else total + each * plan.missing
-    if all(p.missing == 0 for p in plans):
+        if one.missing:
+            total = None if total is None or each is None else total + each * one.missing
+    if all(p.missing == 0 for p in estimates):
         return "\n".join(lines + ["nothing to measure: every point is recorded"]), 0.0
     if total is None:
         lines.append("no time estimate: the run has no measured training and scoring times")
@@ -72,8 +73,8 @@ def estimate_text(plans: list[ProtocolPlan]) -> tuple[str, float | None]:
 
 def run_heldout(run_dir: Path, request: HeldoutRequest, *, listeners: list | None = None,
                 estimate_only: bool = False, trials: Any = None,
-                log: Callable[[str], None] = print) -> HeldoutPlan:
-    """Plan, estimate and run the requested protocols on the run in run_dir; returns the plan.
+                log: Callable[[str], None] = print) -> HeldoutEstimate:
+    """Estimate and run the requested protocols on the run in run_dir; returns the estimate.
     `trials` trains and scores points (default: WorkerTrials, a worker process each
     against a vLLM server started on first use)."""
     run_dir = Path(run_dir)
@@ -96,15 +97,15 @@ def run_heldout(run_dir: Path, request: HeldoutRequest, *, listeners: list | Non
                              evaluate=trials.evaluate, policy=trials.policy,
                              record=store.record, done=store.done, emit=events.emit,
                              options=dict(request.options))
-        plans = [_plan(name, ctx, archive, store) for name in request.protocols]
-        text, seconds = estimate_text(plans)
-        plan = HeldoutPlan(text, plans, seconds)
+        estimates = [_estimate_protocol(name, ctx, archive, store) for name in request.protocols]
+        text, seconds = estimate_text(estimates)
+        estimate = HeldoutEstimate(text, estimates, seconds)
         if estimate_only:
-            return plan
+            return estimate
         log(text)
         events.emit("heldout_started", protocols=list(request.protocols),
                     losses=[loss.id for loss in losses],
-                    points=sum(p.missing for p in plans),
+                    points=sum(p.missing for p in estimates),
                     estimate_s=round(seconds, 1) if seconds is not None else None)
         stopped = True
         try:
@@ -113,13 +114,14 @@ def run_heldout(run_dir: Path, request: HeldoutRequest, *, listeners: list | Non
             stopped = False
         finally:
             events.emit("heldout_finished", protocols=list(request.protocols), stopped=stopped)
-    return plan
+    return estimate
 
 
-def _plan(name: str, ctx: HeldoutContext, archive: Archive, store: Any) -> ProtocolPlan:
+def _estimate_protocol(name: str, ctx: HeldoutContext, archive: Archive,
+                       store: Any) -> ProtocolEstimate:
     points_of = protocol_hook(name, "points")
     cost_of = protocol_hook(name, "seconds_per_point")
     points = points_of(ctx) if points_of else []
     store.totals[name] = len(points)
-    return ProtocolPlan(name, len(points), sum(1 for p in points if not store.done(p)),
+    return ProtocolEstimate(name, len(points), sum(1 for p in points if not store.done(p)),
                         cost_of(archive) if cost_of else None)
