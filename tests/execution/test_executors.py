@@ -157,13 +157,18 @@ def test_ray_without_a_cluster_at_the_address_is_a_clear_error(tmp_path):
 def ray_cluster():
     """A local two-CPU Ray cluster; after it is shut down, no process of it may be left."""
     ray = pytest.importorskip("ray")
+    before = set(psutil.Process().children(recursive=True))  # e.g. a session's vLLM server
     ray.init(num_cpus=2, address="local", include_dashboard=False)
     yield ray
     ray.shutdown()
+
+    def left() -> list[psutil.Process]:
+        return [p for p in psutil.Process().children(recursive=True) if p not in before]
+
     deadline = time.monotonic() + 30
-    while psutil.Process().children(recursive=True) and time.monotonic() < deadline:
+    while left() and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert psutil.Process().children(recursive=True) == []
+    assert left() == []
 
 
 @pytest.mark.integration

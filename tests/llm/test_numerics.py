@@ -10,6 +10,7 @@ import subprocess
 import pytest
 from console import SELFDISCO
 
+from selfdisco.formatting import format_error
 from selfdisco.llm.numerics import TOLERANCE, compare
 
 
@@ -85,7 +86,7 @@ def test_a_server_whose_weights_differ_is_refused(tmp_path):
     assert same.ok and same.tokens > 0, same.summary()
     assert not other.ok and other.max_abs_error > other.tolerance, other.summary()
     message = other.refusal("smoke-llama")
-    assert "server.dtype" in message and f"{other.max_abs_error:.4f}" in message
+    assert "server.dtype" in message and format_error(other.max_abs_error) in message
 
     # The same refusal stops a managed server at start-up, and nothing is left running.
     server = VLLMServer(broken, log_path=tmp_path / "server2.log", enable_lora=False,
