@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from selfdisco.errors import UserError
-from selfdisco.execution.records import Result
-from selfdisco.execution.worker import PROGRESS_FILE, RESULT_FILE
+from selfdisco.execution.records import PROGRESS_FILE, RESULT_FILE, Result
 from selfdisco.llm.topology import release_leases
 from selfdisco.registry import Registry
 from selfdisco.rundir.events import read_appended

@@ -15,8 +15,7 @@ from typing import Any
 
 from selfdisco.errors import UserError, one_line
 from selfdisco.execution.executors import read_progress, run_job_process
-from selfdisco.execution.records import Result
-from selfdisco.execution.worker import PROGRESS_FILE, RESULT_FILE
+from selfdisco.execution.records import PROGRESS_FILE, RESULT_FILE, Result
 
 POLL_S = 0.5
 

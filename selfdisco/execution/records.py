@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING, Any
 from selfdisco.rundir.events import DIVERGED, EVALUATED, FAILED, SCORED
 from selfdisco.train.settings import TrainSettings
 
+# A job directory (candidates/<id>/): what the worker writes beside job.json.
+RESULT_FILE = "result.json"
+PROGRESS_FILE = "progress.jsonl"
+
 if TYPE_CHECKING:
     from selfdisco.rundir.archive import Row
 

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from selfdisco.errors import one_line
-from selfdisco.execution.records import Job, Result
+from selfdisco.execution.records import PROGRESS_FILE, RESULT_FILE, Job, Result
 from selfdisco.llm.cache import Recorder
 from selfdisco.llm.client import LLMClient, LLMError
 from selfdisco.llm.server import ServerError
@@ -34,9 +34,6 @@ from selfdisco.rundir.paths import write_text_atomic
 from selfdisco.tasks import EvaluationError, TaskContext, get_task
 from selfdisco.train.result import TRAIN_DIVERGED
 from selfdisco.train.tracking import log_summary
-
-RESULT_FILE = "result.json"
-PROGRESS_FILE = "progress.jsonl"
 
 
 def failure_cause(err: BaseException) -> str:

@@ -13,7 +13,7 @@ from openai_server import OpenAIServer
 
 from selfdisco.execution import worker
 from selfdisco.execution.executors import JOB_FILE, LocalExecutor
-from selfdisco.execution.records import Job, Result
+from selfdisco.execution.records import RESULT_FILE, Job, Result
 from selfdisco.llm.backend import free_port
 from selfdisco.llm.client import LLMClient, LLMError, LLMUnavailable
 from selfdisco.rundir.archive import Archive
@@ -108,7 +108,7 @@ def test_the_worker_writes_a_server_caused_result(tmp_path):
         job = a_job(tmp_path, server_url=server.url)
         (out / JOB_FILE).write_text(json.dumps(job.to_dict()))
         assert worker.main([str(out / JOB_FILE)]) == 0
-    result = Result.from_dict(json.loads((out / worker.RESULT_FILE).read_text()))
+    result = Result.from_dict(json.loads((out / RESULT_FILE).read_text()))
     assert (result.status, result.cause) == ("failed", "server")
     assert result.reason.startswith("LLMError") and "Traceback" in result.traceback
 
@@ -116,7 +116,7 @@ def test_the_worker_writes_a_server_caused_result(tmp_path):
 def test_a_bad_job_file_is_an_error_result(tmp_path):
     (tmp_path / JOB_FILE).write_text(json.dumps({"task": "sentiment"}))
     worker.main([str(tmp_path / JOB_FILE)])
-    result = Result.from_dict(json.loads((tmp_path / worker.RESULT_FILE).read_text()))
+    result = Result.from_dict(json.loads((tmp_path / RESULT_FILE).read_text()))
     assert (result.status, result.cause) == ("failed", "error")
     assert "the job" in result.reason
 
