@@ -108,6 +108,22 @@ install_stack() {
     fi
 }
 
+# bubblewrap confines the processes that run candidate code (selfdisco/losses/confine.py).
+# Installed with apt-get where this script runs as root on Debian or Ubuntu; otherwise it says
+# what to install, and runs go on unconfined (or refuse to, with SELFDISCO_CONFINE=require).
+confinement() {
+    if command -v bwrap >/dev/null 2>&1; then
+        say "bubblewrap present ($(bwrap --version)); selfdisco doctor says whether it confines"
+    elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing bubblewrap (confines candidate code)"
+        act apt-get install -y -q bubblewrap >/dev/null ||
+            { act apt-get update -q >/dev/null && act apt-get install -y -q bubblewrap >/dev/null; }
+    else
+        say "bubblewrap (bwrap) is missing: candidate code would run unconfined. Install it" \
+            "(apt install bubblewrap, dnf install bubblewrap) and see 'selfdisco doctor'."
+    fi
+}
+
 main() {
     case "${1:-}" in
         "") ;;
@@ -143,6 +159,7 @@ main() {
             say "packages installed in $((SECONDS - started)) s ($(du -sh "$VENV" | cut -f1) in .venv)"
         fi
     fi
+    confinement
     act "$PY" -m selfdisco.llm.models prepare
 }
 

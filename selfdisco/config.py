@@ -20,6 +20,7 @@ from selfdisco.errors import UserError
 from selfdisco.presets import DEFAULT_PRESET, PRESETS
 
 SELF_IMPROVE_MODES = ("off", "policy", "proposals")
+CONFINE_POLICIES = ("auto", "require", "off")  # RunConfig.confine, SELFDISCO_CONFINE
 
 # Keys renamed since they were first written: old spelling -> new. A config file or --set that
 # uses the old one still works, with a one-line notice; a run directory's config.toml is
@@ -187,6 +188,10 @@ class RunConfig:
     gpus_per_job = 1}; local takes none."""
     workers: int = 1
     """Candidates evaluated at the same time."""
+    confine: str = "auto"
+    """Where candidate code runs: in processes the operating system confines (read-only files
+    but their own directory, no network; selfdisco/losses/confine.py). auto: confined where this
+    machine can, said at the start where it cannot; require: refuse to run unconfined; off."""
     models: ModelsConfig = field(default_factory=ModelsConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -301,6 +306,8 @@ def _validate(config: RunConfig) -> None:
         (d.proposer_steps >= 1, "discovery.proposer_steps must be at least 1"),
         (d.proposer_min_pairs >= 1, "discovery.proposer_min_pairs must be at least 1"),
         (config.workers >= 1, "workers must be at least 1"),
+        (config.confine in CONFINE_POLICIES, f"confine must be one of "
+         f"{', '.join(CONFINE_POLICIES)}, not {config.confine!r}"),
     ]
     for ok, message in checks:
         if not ok:

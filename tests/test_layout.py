@@ -124,6 +124,14 @@ def test_every_python_m_entry_point_is_a_module_with_a_main_guard():
         assert 'if __name__ == "__main__":' in Path(spec.origin).read_text(), name
 
 
+def test_every_loss_kind_names_a_checks_module_with_run_checks():
+    from selfdisco.losses.kinds import KINDS
+
+    assert set(KINDS) == {"preference", "classification"}
+    for kind in KINDS.values():
+        assert callable(importlib.import_module(kind.checks_module).run_checks), kind.name
+
+
 def test_the_sandbox_check_table_names_modules_with_run_checks():
     from selfdisco.losses.sandbox import CHECKS
 

@@ -18,9 +18,11 @@ from selfdisco.formatting import format_error, print_json
 from selfdisco.llm.backend import DTYPES
 from selfdisco.llm.models import BUNDLED, SMOLLM2, resolve_model
 from selfdisco.llm.server import ServerError, VLLMServer
+from selfdisco.losses import confine
 from selfdisco.rundir.paths import checkpoints_dir
 
-HELP = "check this machine: Python, torch, vLLM, GPUs, models, disk and memory"
+HELP = ("check this machine: Python, torch, vLLM, GPUs, models, disk, memory and the "
+        "confinement of candidate code")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -195,6 +197,18 @@ def collect(numerics_model: str | None = None, dtype: str = "auto") -> dict:
         problems.append(f"the default preset's model {SMOLLM2} is not prepared: run "
                         "./scripts/setup.sh (or `selfdisco models prepare`).")
 
+    try:
+        confinement = confine.status()
+    except UserError as err:  # a SELFDISCO_CONFINE value that is not a policy
+        problems.append(str(err))
+    else:
+        report["confinement"] = confinement.to_dict()
+        if not confinement.confined and confinement.policy == "require":
+            problems.append(f"{confine.POLICY_ENV}=require, but candidate code cannot be "
+                            f"confined here ({confinement.reason}): {confinement.hint}.")
+        elif not confinement.confined and confinement.policy == "auto":
+            report.setdefault("notes", []).append(confinement.describe())
+
     where = checkpoints_dir()
     probe = where if where.exists() else where.parent
     report["disk_free_gib"] = round(shutil.disk_usage(probe).free / 2**30, 1)
@@ -246,6 +260,12 @@ def _print(report: dict) -> None:
           f"{report['cpus']} CPUs")
     cpu = report["cpu"]
     print(f"CPU           {cpu['model']} ({', '.join(cpu['flags']) or 'no AVX2'})")
+    confinement = report.get("confinement")
+    if confinement:
+        state = (f"confined by {confinement['tool']}" if confinement["confined"]
+                 else f"UNCONFINED ({confinement['reason']})")
+        print(f"confinement   candidate code {state}; {confine.POLICY_ENV}="
+              f"{confinement['policy']}")
     check = report.get("numerics")
     if check and "tokens" in check:
         print(f"numerics      {check['model']} served in {check['dtype']} vs transformers: max "

@@ -13,7 +13,7 @@ from selfdisco.llm.backend import DTYPES
 from selfdisco.llm.client import read_api_key
 from selfdisco.llm.protocol import STRUCTURED_MODES
 from selfdisco.llm.topology import parse_server_url, parse_source
-from selfdisco.losses import catalog
+from selfdisco.losses import catalog, confine
 from selfdisco.tasks import get_task, run_train_settings, task_names
 from selfdisco.tasks.digits import screening
 from selfdisco.train.settings import TrainSettings
@@ -52,7 +52,8 @@ def check_run(config: RunConfig) -> TrainSettings | None:
     """Check what the task, the executor and the training recipe own, before anything is
     written or started: a preference task, its options, its judge (judge_note), the executor's
     options, the burn-in losses, the training overrides, a LoRA rank the server can load, and
-    the proposer's API key variable (when one is named).
+    the proposer's API key variable (when one is named), and that candidate code can be
+    confined where the config's `confine` requires it.
 
     Returns:
         The run's training settings.
@@ -61,6 +62,7 @@ def check_run(config: RunConfig) -> TrainSettings | None:
         UserError: saying which setting is wrong and how to change it.
     """
     check_names(config)
+    confine.require(config.confine)
     name = config.task.name
     task = get_task(name)
     if task.kind == "classification":

@@ -35,7 +35,7 @@ from selfdisco.llm.numerics import check
 from selfdisco.llm.replay import ReplayClient
 from selfdisco.llm.server import NumericsError, VLLMServer
 from selfdisco.llm.topology import parse_source
-from selfdisco.losses import screen
+from selfdisco.losses import confine, screen
 from selfdisco.losses.catalog import catalog_entry
 from selfdisco.losses.parse import parse_answer
 from selfdisco.rundir.archive import Archive
@@ -127,6 +127,7 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     source = parse_source(config.server.proposer_source)
+    os.environ[confine.POLICY_ENV] = config.confine  # every process of the run inherits it
     settings = check_run(config)  # before any server starts
     task = get_task(config.task.name)
     events = EventWriter(run_dir, listeners=listeners)
@@ -140,6 +141,9 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
                     generations=config.discovery.generations,
                     candidates_per_generation=config.discovery.candidates_per_generation,
                     notes=[note for note in (judge_note(config),) if note])
+    confinement = confine.status()
+    events.emit("log", level="info" if confinement.confined else "warning",
+                message=confinement.describe())
     description = (f"Fitness here is the {task.description}; higher is better.")
     with ExitStack() as stack:
         stack.callback(archive.close)

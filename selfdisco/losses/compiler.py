@@ -1,4 +1,4 @@
-"""Turn checked candidate code into a callable with the project's loss convention."""
+"""Turn checked candidate code into a callable with its kind's loss convention."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import builtins
 import importlib
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from selfdisco.losses import allowlist as allow
 from selfdisco.losses.static import CheckedCode, CodeRejected, check_code
@@ -51,13 +51,24 @@ class CompiledLoss:
         return self.function(*args)
 
 
-def compile_loss(code: str) -> CompiledLoss:
+@overload
+def compile_loss(code: str, kind: Literal["preference"] = "preference") -> CompiledLoss: ...
+@overload
+def compile_loss(code: str, kind: str) -> Callable[..., Any]: ...
+def compile_loss(code: str, kind: str = "preference") -> Callable[..., Any]:
     """Statically check `code`, then build its function (raises CodeRejected on refusal).
 
     Imports in the code are not run: the allowed modules are bound by the compiler, and
     annotations are dropped. The function sees only the builtins in allowlist.SAFE_BUILTINS.
+    An exception raised by the code's top level (its module constants) propagates.
+
+    Args:
+        code: the candidate's code.
+        kind: the kind of loss (kinds.KINDS). "preference" gives a CompiledLoss, called as
+            fn(pc, pr, rc, rr, beta) in either written form; "classification" gives the
+            function itself, fn(logits, targets).
     """
-    checked = check_code(code)
+    checked = check_code(code, kind)
     tree = _Runnable().visit(checked.tree)
     ast.fix_missing_locations(tree)
     try:
@@ -70,7 +81,8 @@ def compile_loss(code: str) -> CompiledLoss:
     for name, (module, attr) in checked.imported_values.items():
         namespace[name] = getattr(importlib.import_module(module), attr)
     exec(code_object, namespace)  # noqa: S102 - checked code only
-    return CompiledLoss(namespace[checked.function_name], checked)
+    function = namespace[checked.function_name]
+    return CompiledLoss(function, checked) if kind == "preference" else function
 
 
 def _safe_builtins() -> dict[str, Any]:

@@ -1,14 +1,19 @@
 """Run candidate code in a throw-away process with time, memory and file-size limits.
 
 A sandbox server is a fresh Python process (started with subprocess, not forked from the
-caller) that imports torch once, then forks one child per candidate. The server never runs
-candidate code itself, so every candidate starts from the same clean state in about 20 ms
-instead of paying for `import torch`. Each child gets its own empty working directory (HOME and
-TMPDIR point there too), an address-space limit, a CPU-time limit, no core dumps and a zero
-file-size limit, and is killed at the wall-clock timeout. The caller only ever sees a verdict:
-a crash, hang or memory bomb in a child becomes a one-line reason.
+caller), confined by the operating system (losses/confine.py: read-only filesystem but its own
+directory, no network, no programs or libraries from writable places), that imports torch once,
+then forks one child per job. The server never runs candidate code itself, so every candidate
+starts from the same clean state in about 20 ms instead of paying for `import torch`, and
+nothing one candidate changes in memory reaches the next. Each child gets its own empty working
+directory (HOME and TMPDIR point there too), an address-space limit, a CPU-time limit, no core
+dumps and a zero file-size limit, and is killed at the wall-clock timeout. The caller only ever
+sees a verdict: a crash, hang or memory bomb in a child becomes a one-line reason.
 
-Run as `python -m selfdisco.losses.sandbox` it is the server; `Sandbox` is the caller's side.
+A job names an entry point (ENTRIES: the screening checks of each kind of loss; a caller may
+give its own table, as the digits evaluation does) and its keyword arguments; the entry returns
+a JSON-able dict. Run as `python -m selfdisco.losses.sandbox` it is the server; `Sandbox` is the
+caller's side.
 """
 
 from __future__ import annotations
@@ -27,10 +32,15 @@ import threading
 import time
 from pathlib import Path
 
+from selfdisco.losses import confine
+
 MAX_RESULT_BYTES = 1 << 20
 # The kinds of loss the sandbox screens -> the module whose run_checks(code, beta) it calls.
 CHECKS = {"preference": "selfdisco.losses.checks",
           "classification": "selfdisco.tasks.digits.checks"}
+# Entry name -> "module:function" the server imports at start and calls in a child per job.
+ENTRIES = {kind: f"{module}:run_checks" for kind, module in CHECKS.items()}
+ENTRIES_ENV = "SELFDISCO_SANDBOX_ENTRIES"
 START_TIMEOUT_S = 180.0
 
 
@@ -40,9 +50,13 @@ class SandboxError(RuntimeError):
 
 # --- caller side ------------------------------------------------------------------------------
 class Sandbox:
-    """A warm sandbox server, started on first use; one candidate at a time (thread-safe)."""
+    """A warm sandbox server, started on first use; one job at a time (thread-safe).
 
-    def __init__(self) -> None:
+    entries: the server's entry points, name -> "module:function" (default ENTRIES).
+    """
+
+    def __init__(self, entries: dict[str, str] | None = None) -> None:
+        self.entries = dict(ENTRIES if entries is None else entries)
         self._proc: subprocess.Popen | None = None
         self._root: Path | None = None
         self._buffer = b""
@@ -67,15 +81,16 @@ class Sandbox:
         self._cleanup()
         self._root = Path(tempfile.mkdtemp(prefix="selfdisco-sandbox-"))
         package_parent = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ, HOME=str(self._root), TMPDIR=str(self._root),
-                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
+        env = dict(os.environ, HOME=str(self._root), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   PYTHONDONTWRITEBYTECODE="1", **{ENTRIES_ENV: json.dumps(self.entries)},
                    PYTHONPATH=os.pathsep.join(
                        p for p in (package_parent, os.environ.get("PYTHONPATH")) if p))
+        argv, env = confine.command([sys.executable, "-m", "selfdisco.losses.sandbox"],
+                                    writable=[self._root], env=env)
         with open(self._root / "server.log", "wb") as log:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "selfdisco.losses.sandbox"], cwd=self._root, env=env,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                start_new_session=True)
+            self._proc = subprocess.Popen(argv, cwd=self._root, env=env, stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=log,
+                                          start_new_session=True)
         self._buffer, self._ready = b"", False
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -94,16 +109,27 @@ class Sandbox:
             checks: str = "preference") -> dict:
         """Screen `code` in a fresh child with the named checks (CHECKS), its loss shape
         computed at `beta`; returns {"ok", "reason", "fingerprint", "shape", "seconds"}."""
+        result = self.call(checks, {"code": code, "beta": beta}, timeout_s=timeout_s,
+                           memory_mb=memory_mb)
+        return {"ok": bool(result.get("ok")), "reason": result.get("reason"),
+                "fingerprint": result.get("fingerprint"), "shape": result.get("shape"),
+                "seconds": result.get("seconds")}
+
+    def call(self, entry: str, args: dict, *, timeout_s: float, memory_mb: int) -> dict:
+        """Call entry point `entry` with keyword `args` in a fresh child; returns its dict, or a
+        verdict {"ok": False, "cause", "reason"} when the child timed out, died or failed."""
+        if entry not in self.entries:
+            raise ValueError(f"no sandbox entry {entry!r}; this sandbox has "
+                             f"{', '.join(self.entries)}")
         with self._lock:
             for _attempt in range(2):
                 self.wait_ready()
-                result = self._exchange({"code": code, "timeout_s": timeout_s,
-                                         "memory_mb": memory_mb, "beta": beta,
-                                         "checks": checks}, timeout_s + 30.0)
+                result = self._exchange({"entry": entry, "args": args, "timeout_s": timeout_s,
+                                         "memory_mb": memory_mb}, timeout_s + 30.0)
                 if result is not None:
                     return result
                 self._cleanup()  # the server died or hung: start a new one and try once more
-            return {**_verdict("the screening sandbox failed twice on this code"),
+            return {**_verdict("the sandbox failed twice on this job", "killed"),
                     "seconds": None}
 
     def close(self) -> None:
@@ -168,12 +194,16 @@ class Sandbox:
 
 # --- server side ------------------------------------------------------------------------------
 def serve() -> None:
-    """Import torch once, then answer one JSON job per line on stdin with one line on stdout."""
+    """Seal the confinement, import torch and the entry points once, then answer one JSON job
+    per line on stdin with one line on stdout."""
+    confine.seal()  # first: before any thread starts
     # lazy: loads torch
     import torch
 
-    for module in CHECKS.values():  # imported once here, used in the forked children
-        importlib.import_module(module)
+    entries = {}
+    for name, target in json.loads(os.environ.get(ENTRIES_ENV) or json.dumps(ENTRIES)).items():
+        module, _, function = target.partition(":")  # imported here, called in the children
+        entries[name] = getattr(importlib.import_module(module), function)
 
     torch.set_num_threads(1)
     protocol_out = os.fdopen(os.dup(1), "wb")
@@ -189,7 +219,7 @@ def serve() -> None:
             except ValueError:
                 continue
             started = time.monotonic()
-            result = run_job(job, private_fds)
+            result = run_job(job, entries, private_fds)
             result["seconds"] = round(time.monotonic() - started, 4)
             protocol_out.write(json.dumps(result).encode() + b"\n")
             protocol_out.flush()
@@ -201,15 +231,15 @@ def serve() -> None:
             shutil.rmtree(workdir, ignore_errors=True)  # remove it
 
 
-def run_job(job: dict, private_fds: tuple[int, ...] = ()) -> dict:
-    """Fork a child for one candidate, enforce the wall-clock limit and read its verdict."""
+def run_job(job: dict, entries: dict, private_fds: tuple[int, ...] = ()) -> dict:
+    """Fork a child for one job, enforce the wall-clock limit and read its result."""
     timeout_s = float(job.get("timeout_s", 5.0))
     workdir = tempfile.mkdtemp(prefix="candidate-", dir=os.getcwd())
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns
         os.close(read_fd)
-        _child(job, write_fd, workdir, private_fds)
+        _child(job, entries, write_fd, workdir, private_fds)
     os.close(write_fd)
     try:
         data, why = _collect(read_fd, time.monotonic() + timeout_s)
@@ -220,19 +250,21 @@ def run_job(job: dict, private_fds: tuple[int, ...] = ()) -> dict:
     status = _reap(pid)
     shutil.rmtree(workdir, ignore_errors=True)
     if why == "timeout":
-        return _verdict(f"timed out after {timeout_s:g} s (an endless or very slow loop?)")
+        return _verdict(f"timed out after {timeout_s:g} s (an endless or very slow loop?)",
+                        "timeout")
     if why == "too_big":
         return _verdict("produced too much output")
     try:
         result = json.loads(data)
-        return {"ok": bool(result["ok"]), "reason": result.get("reason"),
-                "fingerprint": result.get("fingerprint"), "shape": result.get("shape")}
-    except (ValueError, KeyError, TypeError):
-        return _verdict(_death(status, timeout_s))
+    except ValueError:
+        result = None
+    if not isinstance(result, dict):
+        return _verdict(_death(status, timeout_s), "killed")
+    return result
 
 
-def _verdict(reason: str) -> dict:
-    return {"ok": False, "reason": reason, "fingerprint": None, "shape": None}
+def _verdict(reason: str, cause: str = "error") -> dict:
+    return {"ok": False, "cause": cause, "reason": reason, "fingerprint": None, "shape": None}
 
 
 def _collect(fd: int, deadline: float) -> tuple[bytes, str | None]:
@@ -288,7 +320,8 @@ def _death(status: int, timeout_s: float) -> str:
     return f"ended the process (exit status {code}) without a verdict"
 
 
-def _child(job: dict, write_fd: int, workdir: str, private_fds: tuple[int, ...]) -> None:
+def _child(job: dict, entries: dict, write_fd: int, workdir: str,
+           private_fds: tuple[int, ...]) -> None:
     try:
         for fd in private_fds:
             os.close(fd)
@@ -301,10 +334,9 @@ def _child(job: dict, write_fd: int, workdir: str, private_fds: tuple[int, ...])
         _set_limits(float(job.get("timeout_s", 5.0)), int(job.get("memory_mb", 1024)))
         sys.setrecursionlimit(500)
 
-        checks = importlib.import_module(CHECKS[job.get("checks", "preference")])
-        result = checks.run_checks(str(job["code"]), float(job["beta"]))
+        result = entries[job["entry"]](**job["args"])
     except BaseException as err:  # noqa: BLE001 - report, never fall back into the server loop
-        result = _verdict(f"screening failed: {type(err).__name__}: {err}"[:300])
+        result = _verdict(f"{job.get('entry')} failed: {type(err).__name__}: {err}"[:300])
     try:
         data = json.dumps(result).encode()
         while data:

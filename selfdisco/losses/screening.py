@@ -59,8 +59,8 @@ def prewarm() -> None:
 
 def screen(candidate: Candidate, *, timeout_s: float = DEFAULT_TIMEOUT_S,
            memory_mb: int = DEFAULT_MEMORY_MB, sandbox: Sandbox | None = None,
-           beta: float = DEFAULT_BETA) -> ScreenResult:
-    """Check a candidate statically, then run its behavioural checks in the sandbox.
+           beta: float = DEFAULT_BETA, kind: str = "preference") -> ScreenResult:
+    """Check a candidate statically, then run its kind's behavioural checks in the sandbox.
 
     Args:
         candidate: the proposal; only its code is run.
@@ -68,14 +68,15 @@ def screen(candidate: Candidate, *, timeout_s: float = DEFAULT_TIMEOUT_S,
         memory_mb: address space the child may add on top of the sandbox's own.
         sandbox: a specific sandbox; the process-wide one by default.
         beta: the beta the loss shape is computed at (a run's training beta).
+        kind: the kind of loss (kinds.KINDS): its signature and its checks.
     """
     started = time.perf_counter()
     try:
-        check_code(candidate.code)
+        check_code(candidate.code, kind)
     except CodeRejected as err:
         return ScreenResult(False, str(err), None, time.perf_counter() - started)
     raw = (sandbox or default_sandbox()).run(candidate.code, timeout_s=timeout_s,
-                                            memory_mb=memory_mb, beta=beta)
+                                            memory_mb=memory_mb, beta=beta, checks=kind)
     fingerprint = Fingerprint.from_dict(raw["fingerprint"]) if raw.get("fingerprint") else None
     shape = LossShape.from_dict(raw["shape"]) if raw.get("shape") else None
     ok = bool(raw.get("ok")) and fingerprint is not None and shape is not None

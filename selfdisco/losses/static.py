@@ -2,6 +2,7 @@
 
 `check_code` accepts one function that uses only torch, torch.nn.functional, math, plain Python
 arithmetic and control flow, and refuses everything else with a one-line reason for the LLM.
+The walk is the same for every kind of loss (kinds.py); only the signature rule is the kind's.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import ast
 from dataclasses import dataclass, field
 
 from selfdisco.losses import allowlist as allow
+from selfdisco.losses.kinds import LossKind, get_kind
 
 ALLOWED_NODES = (
     # statements
@@ -48,15 +50,23 @@ class CheckedCode:
     """The result of a passed check: the tree to compile and how to call the function."""
 
     tree: ast.Module
+    kind: str  # the kind of loss (kinds.KINDS) whose signature the function has
     function_name: str
     method_form: bool  # first parameter is `self`; beta comes from self.beta
-    takes_beta: bool  # beta is passed as the fifth positional argument
+    takes_beta: bool  # beta is passed as the fifth positional argument (preference only)
     module_names: dict[str, str] = field(default_factory=dict)  # name -> module path
     imported_values: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (mod, attr)
 
 
-def check_code(code: str) -> CheckedCode:
-    """Check candidate code; raise CodeRejected with a one-line reason if anything is refused."""
+def check_code(code: str, kind: str = "preference") -> CheckedCode:
+    """Check candidate code; raise CodeRejected with a one-line reason if anything is refused.
+
+    Args:
+        code: the candidate's code.
+        kind: the kind of loss (kinds.KINDS); it decides the signature the function must have.
+            An unknown kind raises ValueError.
+    """
+    loss_kind = get_kind(kind)
     if not isinstance(code, str) or not code.strip():
         raise CodeRejected("the code is empty; give one Python function as a string")
     if len(code) > allow.MAX_CODE_CHARS:
@@ -74,7 +84,7 @@ def check_code(code: str) -> CheckedCode:
         raise CodeRejected(f"the code is too large ({count} syntax nodes, limit "
                            f"{allow.MAX_AST_NODES}); write a shorter function")
     try:
-        return _Checker(tree).run()
+        return _Checker(tree, loss_kind).run()
     except RecursionError:
         raise CodeRejected("the code is nested too deeply; write a flatter function") from None
 
@@ -89,8 +99,9 @@ def _reject(node: ast.AST, message: str) -> CodeRejected:
 
 
 class _Checker:
-    def __init__(self, tree: ast.Module) -> None:
+    def __init__(self, tree: ast.Module, kind: LossKind) -> None:
         self.tree = tree
+        self.kind = kind
         self.modules: dict[str, str] = dict(allow.DEFAULT_MODULE_NAMES)
         self.imported_values: dict[str, tuple[str, str]] = {}
         self.annotation_names: set[str] = set()
@@ -105,7 +116,7 @@ class _Checker:
         for node in ast.walk(self.tree):
             self._check_node(node)
         self._visit_uses(self.tree)
-        return CheckedCode(self.tree, function.name, method_form, takes_beta,
+        return CheckedCode(self.tree, self.kind.name, function.name, method_form, takes_beta,
                            dict(self.modules), dict(self.imported_values))
 
     # --- shape of the module -------------------------------------------------------------
@@ -127,28 +138,39 @@ class _Checker:
                                     "appear at the top level")
         if len(functions) != 1:
             found = ", ".join(f.name for f in functions) or "none"
-            raise CodeRejected(f"the code must define exactly one top-level function; found "
-                               f"{len(functions)} ({found}). Put helpers inside that function")
+            raise CodeRejected(f"the code must define exactly one top-level function taking "
+                               f"{self.kind.signature}; found {len(functions)} ({found}). Put "
+                               "helpers inside that function")
         return functions[0]
 
     def _signature(self, function: ast.FunctionDef) -> tuple[bool, bool]:
-        args = function.args
+        """The kind's rule: it must accept the kind's arguments (names free); returns
+        (method form, takes the optional arguments)."""
+        kind, args = self.kind, function.args
+        expected = f"it must take {kind.signature}: {kind.call}"
         if args.vararg or args.kwarg:
-            raise _reject(function, "list the arguments explicitly (no *args or **kwargs)")
+            raise _reject(function, f"list the arguments explicitly (no *args or **kwargs); "
+                                    f"{expected}")
+        if args.kwonlyargs and not kind.extra_defaults:
+            raise _reject(function, f"keyword-only arguments are not allowed; {expected}")
         if any(default is None for default in args.kw_defaults):
             raise _reject(function, "keyword-only arguments need default values")
         params = [a.arg for a in args.posonlyargs + args.args]
         method_form = bool(params) and params[0] == "self"
+        if method_form and not kind.method_form:
+            raise _reject(function, f"the method form (self, ...) is not accepted for a "
+                                    f"{kind.name} loss; {expected}")
         if method_form:
             self.self_name = "self"
             params = params[1:]
+        fewest = len(kind.parameters) - (len(kind.optional) if method_form else 0)
         required = len(params) - len(args.defaults)
-        expected = ("(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, "
-                    "reference_rejected_logps, beta)")
-        if required > 5 or len(params) < 4 or (len(params) == 4 and not method_form):
-            raise _reject(function, f"the function takes {len(params)} arguments; it must take "
-                                    f"{expected}")
-        return method_form, len(params) >= 5
+        too_many = len(params) > len(kind.parameters) and not kind.extra_defaults
+        if len(params) < fewest or required > len(kind.parameters) or too_many:
+            hint = " (set constants inside the function)" if too_many else ""
+            raise _reject(function, f"the function takes {len(params)} arguments; {expected}"
+                                    f"{hint}")
+        return method_form, bool(kind.optional) and len(params) >= len(kind.parameters)
 
     def _collect_bindings(self) -> None:
         """Record every name the code binds, and the modules its imports name."""
@@ -283,8 +305,9 @@ class _Checker:
                                     "randomness or global settings)")
             return  # the whole chain down to a module is allowed
         if isinstance(node.value, ast.Name) and node.value.id == self.self_name:
-            if node.attr not in allow.SELF_ATTRS:
-                raise _reject(node, f"self.{node.attr} is not available; only self.beta is")
+            if node.attr not in self.kind.optional:
+                raise _reject(node, f"self.{node.attr} is not available; only "
+                                    f"{self._self_attrs()} is")
             return
         self._visit_uses(node.value)  # inner parts first: report the first problem in a chain
         if node.attr not in allow.VALUE_ATTRS:
@@ -292,12 +315,15 @@ class _Checker:
                                 "functions and common tensor methods such as .mean(), "
                                 ".clamp(), .exp()")
 
+    def _self_attrs(self) -> str:
+        return " or ".join(f"self.{name}" for name in self.kind.optional)
+
     def _check_name(self, node: ast.Name) -> None:
         name = node.id
         if name in self.modules:
             raise _reject(node, f"the module '{name}' may only be used as {name}.<function>")
         if name == self.self_name:
-            raise _reject(node, "self may only be used as self.beta")
+            raise _reject(node, f"self may only be used as {self._self_attrs()}")
         if name in self.local_names or name in self.imported_values:
             return
         if name in allow.SAFE_BUILTINS:

@@ -43,6 +43,11 @@ class Fitness:
     def to_dict(self) -> dict[str, Any]:
         return {"value": self.value, "stderr": self.stderr, "n": self.n, "metrics": self.metrics}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fitness:
+        return cls(value=float(data["value"]), stderr=data.get("stderr"),
+                   metrics=dict(data.get("metrics") or {}), n=int(data.get("n") or 0))
+
     def summary(self) -> str:
         """One line, e.g. "0.412 ± 0.031 (n=64)", or why there is no score."""
         if not self.ok:

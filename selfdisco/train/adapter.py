@@ -4,7 +4,9 @@ Heavy module (transformers at import); `selfdisco.train` imports it on first use
 
 Bad input (data, loss spec) raises UserError before any model is loaded. Once training starts,
 nothing a candidate loss does escapes as an exception: a non-finite loss or gradient gives status
-"diverged", any other error status "failed", each with a one-line `error`.
+"diverged", any other error status "failed", each with a one-line `error`. Candidate code trains
+in a child process the operating system confines (train/confined.py) wherever it can be
+confined; a loss function the caller passes trains in the caller's process.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from transformers import TrainerCallback
 
 from selfdisco.errors import UserError, one_line
 from selfdisco.llm.models import model_identity, resolve_model
-from selfdisco.losses import compile_loss
+from selfdisco.losses import compile_loss, confine
+from selfdisco.train.confined import train_confined
 from selfdisco.train.data import load_preferences
-from selfdisco.train.refcache import RefCache
+from selfdisco.train.refcache import RefCache, reference_digest
 from selfdisco.train.result import TRAIN_DIVERGED, TRAIN_FAILED, TRAIN_OK, TrainResult
 from selfdisco.train.settings import TrainSettings
 
@@ -49,7 +52,9 @@ def train_adapter(*, model_path: str, data: Any, settings: TrainSettings, out_di
         settings: the recipe (a task's, selfdisco.tasks.run_train_settings).
         out_dir: receives adapter/, metrics.json and train_log.jsonl.
         loss_fn: fn(pc, pr, rc, rr, beta) -> per-example losses. Give this or `candidate`.
-        candidate: a screened Candidate; its code is compiled with selfdisco.losses.compile_loss.
+        candidate: a screened Candidate; its code is compiled with selfdisco.losses.compile_loss
+            and trains confined (losses/confine.py; ConfinementError where SELFDISCO_CONFINE
+            requires confinement and this machine has none).
         ref_cache_dir: the shared reference log-prob cache; None computes them every batch.
         seed: overrides settings.seed.
         progress: optional progress(step, max_steps, logs) callback.
@@ -62,6 +67,30 @@ def train_adapter(*, model_path: str, data: Any, settings: TrainSettings, out_di
     dataset = _as_dataset(data)
     if seed is not None:
         settings = settings.with_overrides(seed=seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if candidate is None or not confine.require().confined:
+        return train_in_process(model_path=model_path, data=dataset, settings=settings,
+                                out_dir=out_dir, loss_fn=loss_fn, candidate=candidate,
+                                ref_cache_dir=ref_cache_dir, progress=progress)
+    (out_dir / LOG_FILE).unlink(missing_ok=True)
+    (out_dir / METRICS_FILE).unlink(missing_ok=True)
+    if ref_cache_dir:  # the child reads the cache but may not write it
+        fill_reference(model_path=model_path, dataset=dataset, settings=settings,
+                       out_dir=out_dir, ref_cache_dir=ref_cache_dir)
+    return train_confined(model_path=model_path, dataset=dataset, settings=settings,
+                          out_dir=out_dir, candidate=candidate, ref_cache_dir=ref_cache_dir,
+                          progress=progress, files={"adapter": ADAPTER_DIR,
+                                                    "metrics": METRICS_FILE, "log": LOG_FILE})
+
+
+def train_in_process(*, model_path: str, data: Any, settings: TrainSettings,
+                     out_dir: str | Path, loss_fn: Callable | None = None, candidate: Any = None,
+                     ref_cache_dir: str | Path | None = None, progress: Progress | None = None
+                     ) -> TrainResult:
+    """train_adapter's training, in this process (the confined child's, or where candidate
+    code cannot be confined)."""
+    dataset = _as_dataset(data)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / LOG_FILE
@@ -94,6 +123,25 @@ def train_adapter(*, model_path: str, data: Any, settings: TrainSettings, out_di
     record = {**result.to_dict(), "settings": settings.to_dict(), "model": str(model_path)}
     (out_dir / METRICS_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
     return result
+
+
+def fill_reference(*, model_path: str, dataset: Any, settings: TrainSettings, out_dir: Path,
+                   ref_cache_dir: str | Path) -> None:
+    """Compute and store the reference log-probs of these pairs unless the cache holds them
+    (no candidate code runs: a confined training only reads the cache)."""
+    cache = RefCache(Path(ref_cache_dir))
+    digest = reference_digest(model_identity(resolve_model(model_path)), dataset, settings)
+    if cache.known(digest):
+        return
+    trainer = build_trainer(model_path=model_path, dataset=dataset, settings=settings,
+                            loss_fn=_reference_only, out_dir=out_dir, ref_cache_dir=ref_cache_dir)
+    cache.remember(digest, trainer.ref_cache_path.stem)
+    trainer = None
+    release_memory()
+
+
+def _reference_only(*args: Any) -> Any:
+    raise RuntimeError("a trainer built to fill the reference cache does not train")
 
 
 def release_memory() -> None:

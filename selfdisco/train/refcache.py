@@ -88,3 +88,33 @@ class RefCache:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return path
+
+    def known(self, digest: str) -> bool:
+        """Whether the entry that `remember` filed under `digest` (reference_digest) exists."""
+        try:
+            key = (Path(self.directory) / "index" / digest).read_text().strip()
+        except OSError:
+            return False
+        return bool(key) and self.path(key).exists()
+
+    def remember(self, digest: str, key: str) -> None:
+        """File `key` under `digest`, so that `known` can say it is cached without tokenizing."""
+        index = Path(self.directory) / "index"
+        index.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{digest}-", dir=index)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+        os.replace(tmp, index / digest)
+
+
+def reference_digest(model: dict, dataset, settings) -> str:
+    """A digest of what the reference log-probs depend on, cheap to compute before a tokenizer
+    is loaded: the model's identity (model_identity), the pairs' text, and the precision and
+    length settings (a TrainSettings)."""
+    digest = hashlib.sha256()
+    header = {"version": KEY_VERSION, "model": model, "bf16": settings.bf16,
+              "max_length": settings.max_length, "max_prompt_length": settings.max_prompt_length}
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    for row in dataset:
+        digest.update(json.dumps([row["prompt"], row["chosen"], row["rejected"]]).encode())
+    return digest.hexdigest()[:32]

@@ -182,13 +182,22 @@ def run_in_thread(box: Sandbox, code: str, timeout_s: float) -> tuple[threading.
     return thread, out
 
 
+def is_server(proc: psutil.Process) -> bool:
+    try:
+        return proc.cmdline()[1:3] == ["-m", "selfdisco.losses.sandbox"]
+    except psutil.NoSuchProcess:
+        return False
+
+
 def wait_for_child(box: Sandbox) -> psutil.Process:
+    """The server's forked child (box.pid is bwrap's where the server runs confined)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if box.pid is not None:
-            children = psutil.Process(box.pid).children()
-            if children:
-                return children[0]
+            root = psutil.Process(box.pid)
+            for proc in [root, *root.children(recursive=True)]:
+                if is_server(proc) and is_server(proc.parent()):
+                    return proc
         time.sleep(0.02)
     raise AssertionError("no screening child appeared")
 

@@ -1,21 +1,15 @@
 """Classification losses as discovery candidates (the digits task): the catalog of baselines
-and the screening (static check here, behavioural checks in the sandbox:
-checks.py). Light imports only: the orchestrator does not import torch."""
+and the screening (the loss library's static check, then the behavioural checks of
+checks.py in the sandbox). Light imports only: the orchestrator does not import torch."""
 
 from __future__ import annotations
 
-import time
-
 from selfdisco.errors import UserError
+from selfdisco.losses import screening as losses_screening
 from selfdisco.losses.candidate import Candidate
-from selfdisco.losses.fingerprint import Fingerprint
-from selfdisco.losses.screening import DEFAULT_MEMORY_MB, ScreenResult, default_sandbox
-from selfdisco.rundir.shape import LossShape
-from selfdisco.tasks.base import EvaluationError
-from selfdisco.tasks.digits.task import static_check
+from selfdisco.losses.screening import DEFAULT_MEMORY_MB, ScreenResult
 
 REFERENCE = "cross_entropy"  # the baseline every classification candidate is compared with
-CHECKS = "classification"  # the sandbox's name for classification_checks
 
 CATALOG: dict[str, tuple[str, str]] = {
     "cross_entropy": ("Cross-entropy", '''
@@ -45,17 +39,7 @@ def catalog_entry(name: str) -> dict:
 
 def screen(candidate: Candidate, *, timeout_s: float = 5.0, beta: float = 0.0,
            memory_mb: int = DEFAULT_MEMORY_MB, sandbox=None) -> ScreenResult:
-    """Check a classification loss statically, then run its checks in the sandbox (the same
-    result type as the preference screening, so the loop treats both alike)."""
-    started = time.perf_counter()
-    try:
-        static_check(candidate.code)
-    except EvaluationError as err:
-        return ScreenResult(False, str(err), None, time.perf_counter() - started)
-    raw = (sandbox or default_sandbox()).run(candidate.code, timeout_s=timeout_s,
-                                            memory_mb=memory_mb, beta=beta, checks=CHECKS)
-    fingerprint = Fingerprint.from_dict(raw["fingerprint"]) if raw.get("fingerprint") else None
-    shape = LossShape.from_dict(raw["shape"]) if raw.get("shape") else None
-    ok = bool(raw.get("ok")) and fingerprint is not None and shape is not None
-    reason = None if ok else (raw.get("reason") or "rejected without a reason")
-    return ScreenResult(ok, reason, fingerprint, time.perf_counter() - started, shape)
+    """Check a classification loss statically, then run its checks in the sandbox (the
+    loss library's screening with the classification kind, so the loop treats both alike)."""
+    return losses_screening.screen(candidate, timeout_s=timeout_s, memory_mb=memory_mb,
+                                   sandbox=sandbox, beta=beta, kind="classification")

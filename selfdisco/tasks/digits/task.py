@@ -5,20 +5,27 @@ tensor, targets a (B,) int64 tensor of class indices; it returns per-example los
 (a 0-dim scalar is accepted too) and the mean is the training loss. Fitness is the validation
 accuracy of a small MLP trained under that loss for a fixed budget on scikit-learn's bundled
 digits data (8x8 images, 10 classes), with a fixed split and seed.
+
+Candidate code is evaluated confined (Evaluations): a sandbox server (losses/sandbox.py) under
+the operating system's confinement imports torch once and forks a child per evaluation, so no
+candidate's changes to memory (a monkeypatched torch function, say) reach the next candidate or
+baseline, and a crash, hang or memory bomb ends only its child. A fresh process per candidate
+(about 2 s to import torch) would cost several times the evaluation itself.
 """
 
 from __future__ import annotations
 
-import ast
 import math
 import time
-import types
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from selfdisco import stats
 from selfdisco.errors import UserError
+from selfdisco.losses.compiler import compile_loss
+from selfdisco.losses.sandbox import Sandbox
+from selfdisco.losses.static import CodeRejected
 from selfdisco.tasks.base import EvaluationError, Fitness, TaskContext, apply_options
 
 
@@ -50,49 +57,16 @@ class DigitsSettings:
 
 
 def compile_classification_loss(code: str) -> Callable:
-    """Turn candidate code that defines one function of (logits, targets) into that function.
+    """Check candidate code with the loss library's allow-list and build its fn(logits, targets).
 
-    The code may use torch, F (torch.nn.functional) and math; it is checked statically first.
+    Raises EvaluationError with the check's one-line reason, or when the code's top level fails.
     """
-    # lazy: loads torch
-    import torch
-    import torch.nn.functional as F
-
-    static_check(code)
-    provided = {"torch": torch, "F": F, "math": math}
-    namespace: dict[str, Any] = dict(provided)
     try:
-        exec(compile(code, "<candidate>", "exec"), namespace)  # noqa: S102 - checked above
+        return compile_loss(code, kind="classification")
+    except CodeRejected as err:
+        raise EvaluationError(str(err)) from None
     except Exception as err:  # noqa: BLE001 - any error in candidate code is the candidate's
         raise EvaluationError(f"the code does not run: {type(err).__name__}: {err}") from None
-    functions = [v for k, v in namespace.items()
-                 if isinstance(v, types.FunctionType) and k not in provided]
-    if len(functions) != 1:
-        raise EvaluationError(f"the code must define exactly one function, found {len(functions)}")
-    return functions[0]
-
-
-def static_check(code: str) -> None:
-    """Reject code that imports, or reaches dunder names or private attributes.
-
-    The loss library's allow-list checker expects the preference-loss signature, so this task
-    keeps its own, smaller check; a loop should still run candidates in a worker process.
-    """
-    try:
-        tree = ast.parse(code)
-    except SyntaxError as err:
-        raise EvaluationError(f"syntax error: {err.msg} (line {err.lineno})") from None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            raise EvaluationError("code rejected: imports are not allowed; torch, F and math "
-                                  "are already available")
-        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
-            raise EvaluationError(f"code rejected: attribute {node.attr!r} is not allowed")
-        if isinstance(node, ast.Name) and node.id.startswith("__"):
-            raise EvaluationError(f"code rejected: name {node.id!r} is not allowed")
-        if isinstance(node, ast.Name) and node.id in ("eval", "exec", "open", "compile",
-                                                      "getattr", "setattr", "globals", "vars"):
-            raise EvaluationError(f"code rejected: {node.id!r} is not allowed")
 
 
 def load_split(settings: DigitsSettings) -> tuple[Any, Any, Any, Any]:
@@ -200,6 +174,51 @@ def _check_gradients(model: Any, step: int) -> None:
             raise Diverged(f"diverged at step {step}: a gradient is not finite")
 
 
+EVALUATION_ENTRIES = {"evaluate": "selfdisco.tasks.digits.task:evaluate_job"}
+EVALUATION_MEMORY_MB = 2048  # on top of the sandbox server's own address space
+
+
+def evaluate_job(code: str | None, options: dict, seed: int, fidelity: float = 1.0) -> dict:
+    """One evaluation, in a sandbox child: `code` trained for `fidelity` of the task's epochs
+    (no code: the untrained network). {"ok": True, "fitness": Fitness.to_dict()} or
+    {"ok": False, "cause": "diverged" or "candidate", "reason"}."""
+    settings = DigitsTask().settings(TaskContext(options=dict(options)))
+    epochs = 0 if code is None else max(1, math.ceil(settings.epochs * fidelity))
+    settings = replace(settings, epochs=epochs)
+    try:
+        loss_fn = compile_classification_loss(code) if code is not None else None
+        fitness = train_and_score(loss_fn, settings, seed=seed)
+    except Diverged as err:
+        return {"ok": False, "cause": "diverged", "reason": str(err)}
+    except EvaluationError as err:
+        return {"ok": False, "cause": "candidate", "reason": str(err)}
+    return {"ok": True, "fitness": fitness.to_dict()}
+
+
+class Evaluations:
+    """A confined sandbox server that evaluates classification losses, a child for each."""
+
+    def __init__(self, timeout_s: float = 120.0) -> None:
+        self.timeout_s = timeout_s
+        self.sandbox = Sandbox(EVALUATION_ENTRIES)
+
+    def run(self, code: str | None, options: dict, seed: int, fidelity: float = 1.0) -> dict:
+        """evaluate_job's dict, or {"ok": False, "cause": "timeout", "killed" or "error",
+        "reason"} when the child returned none."""
+        return self.sandbox.call("evaluate", {"code": code, "options": dict(options),
+                                              "seed": seed, "fidelity": fidelity},
+                                 timeout_s=self.timeout_s, memory_mb=EVALUATION_MEMORY_MB)
+
+    def close(self) -> None:
+        self.sandbox.close()
+
+    def __enter__(self) -> Evaluations:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 class DigitsTask:
     """Classification-loss discovery on scikit-learn's digits (see module docstring)."""
 
@@ -217,9 +236,16 @@ class DigitsTask:
         self.settings(TaskContext(preset=preset, options=dict(options)))
 
     def evaluate_loss(self, ctx: TaskContext, loss: Callable | str) -> Fitness:
-        """Fitness of a classification loss: a callable, or candidate code defining one."""
-        loss_fn = compile_classification_loss(loss) if isinstance(loss, str) else loss
-        return train_and_score(loss_fn, self.settings(ctx), seed=ctx.seed)
+        """Fitness of a classification loss: candidate code defining one (evaluated confined,
+        see Evaluations), or a callable (the caller's own function, run in this process)."""
+        if not isinstance(loss, str):
+            return train_and_score(loss, self.settings(ctx), seed=ctx.seed)
+        self.settings(ctx)  # a bad option is the caller's error, before a server starts
+        with Evaluations() as evaluations:
+            result = evaluations.run(loss, ctx.options, ctx.seed)
+        if not result.get("ok"):
+            raise EvaluationError(result.get("reason") or "the evaluation failed")
+        return Fitness.from_dict(result["fitness"])
 
     def score(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
         """The cross-entropy baseline (digits has no adapters: use evaluate_loss for a loss)."""

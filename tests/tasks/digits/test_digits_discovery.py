@@ -58,7 +58,7 @@ def test_the_baselines_pass_screening_with_their_shapes():
      "    return -torch.log(p.gather(1, targets[:, None]).squeeze(1) / p.sum(dim=1))\n",
      "large logits"),
     ("def f(logits, targets):\n    return logits[:, :3]\n", "shape"),
-    ("import os\ndef f(logits, targets):\n    return logits\n", "imports"),
+    ("import os\ndef f(logits, targets):\n    return logits\n", "import of 'os'"),
 ])
 def test_screening_rejects_leaks_and_broken_losses_with_a_reason(code, says):
     result = screen(code)

@@ -1,0 +1,101 @@
+"""Training under candidate code in a confined child (train/confined.py), on the smoke model.
+
+The hostile tests bypass the static check in the child (confine_helpers.unchecked_env); each
+escape must fail while a write to the child's own directory goes through.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from confine_helpers import (
+    Listener,
+    acts,
+    hostile_code,
+    hostile_code_trying_all,
+    outcomes,
+    require_confinement,
+    some_library,
+    unchecked_env,
+)
+from train_helpers import separable_pairs
+
+from selfdisco.losses import Candidate, catalog, confine
+from selfdisco.train.adapter import train_adapter
+from selfdisco.train.confined import CHILD_DIR
+from selfdisco.train.settings import SMOKE_RECIPE
+
+VICTIM_TEXT = "the user's notes\n"
+
+
+def train(candidate: Candidate, out_dir, **kwargs):
+    return train_adapter(model_path="smoke-llama", data=separable_pairs(4), candidate=candidate,
+                         settings=SMOKE_RECIPE.with_overrides(max_steps=2), out_dir=out_dir,
+                         **kwargs)
+
+
+def test_a_confined_training_reports_progress_and_leaves_plain_files(tmp_path):
+    require_confinement()
+    steps = []
+    result = train(catalog.get("dpo").candidate, tmp_path / "job",
+                   ref_cache_dir=tmp_path / "refcache",
+                   progress=lambda step, total, logs: steps.append((step, total)))
+    assert result.status == "ok", result.error
+    assert steps == [(1, 2), (2, 2)]
+    job = tmp_path / "job"
+    assert sorted(p.name for p in (job / "adapter").iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors"]
+    assert json.loads((job / "metrics.json").read_text())["status"] == "ok"
+    assert not (job / CHILD_DIR).exists()
+    assert result.metrics["ref_cache"] == "reused"  # filled before the child, unconfined
+    again = train(catalog.get("dpo").candidate, tmp_path / "again",
+                  ref_cache_dir=tmp_path / "refcache")
+    assert again.status == "ok" and again.metrics["ref_cache"] == "reused"
+
+
+def test_unconfined_training_runs_in_this_process(tmp_path, monkeypatch):
+    monkeypatch.setenv(confine.POLICY_ENV, "off")
+    result = train(catalog.get("dpo").candidate, tmp_path / "job")
+    assert result.status == "ok", result.error
+    assert not (tmp_path / "job" / CHILD_DIR).exists()
+
+
+@pytest.fixture
+def hostile(tmp_path, monkeypatch):
+    require_confinement()
+    monkeypatch.setenv("PYTHONPATH", unchecked_env(tmp_path / "bypass")["PYTHONPATH"])
+    victim = tmp_path / "notes.txt"
+    victim.write_text(VICTIM_TEXT)
+    library = tmp_path / "lib" / "helper.so"
+    library.parent.mkdir()
+    library.write_bytes(some_library().read_bytes())
+    listener = Listener()
+    yield victim, listener, library
+    listener.close()
+
+
+def test_a_training_child_confines_a_candidate_past_the_static_check(hostile, tmp_path):
+    """One child tries every escape in turn; only the write to its own directory goes through."""
+    victim, listener, library = hostile
+    tried = {"own_directory": "open('mine.txt', 'w').write('x')",
+             **acts(victim, listener.port, library)}
+    result = train(Candidate("", "hostile", hostile_code_trying_all(tried)), tmp_path / "job")
+    assert result.status == "failed"
+    found = outcomes(result.error)
+    assert found.pop("own_directory") == "DONE", result.error
+    assert sorted(found) == sorted(acts(victim, 0, library))
+    assert all(outcome.startswith("REFUSED") and "NameError" not in outcome
+               for outcome in found.values()), result.error
+    assert victim.read_text() == VICTIM_TEXT
+    assert listener.accepted == 0
+
+
+def test_links_the_child_plants_are_not_followed(hostile, tmp_path):
+    victim, _, _ = hostile
+    plant = (f"os.symlink({str(victim)!r}, 'metrics.json')\n"
+             f"os.symlink({str(victim)!r}, 'train_log.jsonl')")
+    result = train(Candidate("", "links", hostile_code(plant)), tmp_path / "job")
+    assert result.status == "failed"
+    assert victim.read_text() == VICTIM_TEXT
+    assert not (tmp_path / "job" / "metrics.json").is_symlink()
