@@ -29,7 +29,7 @@ from pathlib import Path
 from selfdisco import stats
 from selfdisco.config import load_config
 from selfdisco.discovery.loop import Discovery
-from selfdisco.execution.classification import ClassificationEvaluator, evaluate_job
+from selfdisco.execution.classification import ClassificationEvaluator
 from selfdisco.launch.digits import classification_services
 from selfdisco.launch.start import prepare_run_dir
 from selfdisco.llm.client import BaseClient
@@ -38,6 +38,7 @@ from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.control import send
 from selfdisco.rundir.events import EventWriter
 from selfdisco.seeds import derive
+from selfdisco.tasks.digits.task import Evaluations
 
 CONFIGS = {
     "today": {},
@@ -148,9 +149,11 @@ def run_one(out: Path, label: str, seed: int, budget: int, evaluator) -> dict:
 def fresh_difference(code: str, reference: str) -> tuple[float, float]:
     """Mean and s.e. of the per-example accuracy difference over FRESH_SEEDS training seeds."""
     diffs = []
-    for seed in FRESH_SEEDS:
-        a, b = (evaluate_job(c, {}, seed, 1.0)["metrics"]["per_prompt"] for c in (code, reference))
-        diffs += [x - y for x, y in zip(a, b, strict=True)]
+    with Evaluations() as evaluations:
+        for seed in FRESH_SEEDS:
+            a, b = (evaluations.run(c, {}, seed)["fitness"]["metrics"]["per_prompt"]
+                    for c in (code, reference))
+            diffs += [x - y for x, y in zip(a, b, strict=True)]
     return stats.mean_stderr(diffs)
 
 

@@ -132,9 +132,10 @@ def test_every_loss_kind_names_a_checks_module_with_run_checks():
         assert callable(importlib.import_module(kind.checks_module).run_checks), kind.name
 
 
-def test_the_sandbox_check_table_names_modules_with_run_checks():
-    from selfdisco.losses.sandbox import CHECKS
+def test_every_sandbox_entry_point_resolves():
+    from selfdisco.losses.sandbox import ENTRIES
+    from selfdisco.tasks.digits.task import EVALUATION_ENTRIES
 
-    assert set(CHECKS) == {"preference", "classification"}
-    for name in CHECKS.values():
-        assert callable(importlib.import_module(name).run_checks), name
+    for target in [*ENTRIES.values(), *EVALUATION_ENTRIES.values()]:
+        module, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), function)), target

@@ -202,6 +202,11 @@ def _probe() -> tuple[str | None, str | None]:
 
 
 # --- inside the confined process -------------------------------------------------------------
+def active() -> bool:
+    """Whether this process was started confined (and so has sealed, or has stopped)."""
+    return CONFINED_ENV in os.environ
+
+
 def seal() -> None:
     """Make every mount but the exec directories noexec, and give up the power to change that.
 

@@ -1,6 +1,7 @@
-"""Loss curves: `loss_curve` evaluates a loss at given rho values in this process, for
-`selfdisco losses eval` on the user's own files (imports torch); `plot_shapes` draws shapes that
-screening recorded (shape.py), for `selfdisco losses plot` and the report, and runs no loss code.
+"""Loss curves: `loss_curve` evaluates a loss at given rho values in a confined sandbox child
+(losses/sandbox.py), for `selfdisco losses eval` (its file may hold a run's candidate);
+`plot_shapes` draws shapes that screening recorded (shape.py), for `selfdisco losses plot` and
+the report, and runs no loss code.
 
 In `loss_curve` rho is applied as the chosen-minus-rejected log-ratio with zero reference:
 policy_chosen_logps = rho, policy_rejected_logps = 0, both reference log-probs 0. All rho values
@@ -14,12 +15,32 @@ from pathlib import Path
 from selfdisco.errors import UserError
 from selfdisco.losses.candidate import Candidate
 from selfdisco.losses.compiler import compile_loss
-from selfdisco.losses.static import CodeRejected
+from selfdisco.losses.sandbox import Sandbox
+from selfdisco.losses.static import CodeRejected, check_code
 from selfdisco.rundir.shape import LossShape
+
+CURVE_ENTRIES = {"curve": "selfdisco.losses.curves:curve_values"}
+CURVE_TIMEOUT_S = 30.0
+CURVE_MEMORY_MB = 2048
 
 
 def loss_curve(candidate: Candidate, rho: list[float], beta: float) -> tuple[list, list]:
-    """Per-example losses at each rho and d(sum of losses)/d rho, in float64."""
+    """Per-example losses at each rho and d(sum of losses)/d rho, in float64; UserError saying
+    why when the code is refused or fails."""
+    try:
+        check_code(candidate.code)
+    except CodeRejected as err:
+        raise UserError(f"{candidate.name} is not a valid loss: {err}") from None
+    with Sandbox(CURVE_ENTRIES) as sandbox:
+        result = sandbox.call("curve", {"code": candidate.code, "rho": list(rho), "beta": beta},
+                              timeout_s=CURVE_TIMEOUT_S, memory_mb=CURVE_MEMORY_MB)
+    if not result.get("ok"):
+        raise UserError(f"{candidate.name} failed: {result.get('reason')}")
+    return result["loss"], result["slope"]
+
+
+def curve_values(code: str, rho: list[float], beta: float) -> dict:
+    """loss_curve's work, in the sandbox child: {"ok", "loss", "slope"} or {"ok", "reason"}."""
     # lazy: loads torch
     import torch
 
@@ -27,21 +48,18 @@ def loss_curve(candidate: Candidate, rho: list[float], beta: float) -> tuple[lis
     from selfdisco.losses.checks import describe
 
     try:
-        loss_fn = compile_loss(candidate.code)
-    except CodeRejected as err:
-        raise UserError(f"{candidate.name} is not a valid loss: {err}") from None
-    chosen = torch.tensor(rho, dtype=torch.float64, requires_grad=True)
-    zeros = [torch.zeros_like(chosen) for _ in range(3)]
-    try:
+        loss_fn = compile_loss(code)
+        chosen = torch.tensor(rho, dtype=torch.float64, requires_grad=True)
+        zeros = [torch.zeros_like(chosen) for _ in range(3)]
         losses = loss_fn(chosen, *zeros, beta)
         losses.sum().backward()
-    except Exception as err:  # noqa: BLE001 - the user's code failed: say how
-        raise UserError(f"{candidate.name} failed: {describe(err)}") from None
+    except Exception as err:  # noqa: BLE001 - the code failed: say how
+        return {"ok": False, "reason": describe(err)}
     if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (len(rho),):
-        raise UserError(f"{candidate.name} did not return per-example losses of shape "
-                        f"({len(rho)},)")
+        return {"ok": False, "reason": f"it did not return per-example losses of shape "
+                                       f"({len(rho)},)"}
     grad = chosen.grad if chosen.grad is not None else torch.zeros_like(chosen)
-    return losses.detach().tolist(), grad.tolist()
+    return {"ok": True, "loss": losses.detach().tolist(), "slope": grad.tolist()}
 
 
 def plot_shapes(shapes: list[tuple[str, LossShape]], output: Path) -> None:

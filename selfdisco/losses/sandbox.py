@@ -33,13 +33,12 @@ import time
 from pathlib import Path
 
 from selfdisco.losses import confine
+from selfdisco.losses.kinds import KINDS
 
 MAX_RESULT_BYTES = 1 << 20
-# The kinds of loss the sandbox screens -> the module whose run_checks(code, beta) it calls.
-CHECKS = {"preference": "selfdisco.losses.checks",
-          "classification": "selfdisco.tasks.digits.checks"}
-# Entry name -> "module:function" the server imports at start and calls in a child per job.
-ENTRIES = {kind: f"{module}:run_checks" for kind, module in CHECKS.items()}
+# Entry name -> "module:function" the server imports at start and calls in a child per job:
+# by default each kind of loss's screening checks, run_checks(code, beta).
+ENTRIES = {name: f"{kind.checks_module}:run_checks" for name, kind in KINDS.items()}
 ENTRIES_ENV = "SELFDISCO_SANDBOX_ENTRIES"
 START_TIMEOUT_S = 180.0
 
@@ -53,10 +52,13 @@ class Sandbox:
     """A warm sandbox server, started on first use; one job at a time (thread-safe).
 
     entries: the server's entry points, name -> "module:function" (default ENTRIES).
+    warm: "module:function"s the server calls once, with no arguments, before it forks any
+        child (loading data every child reads, say); never candidate code.
     """
 
-    def __init__(self, entries: dict[str, str] | None = None) -> None:
+    def __init__(self, entries: dict[str, str] | None = None, warm: list[str] = ()) -> None:
         self.entries = dict(ENTRIES if entries is None else entries)
+        self.warm = list(warm)
         self._proc: subprocess.Popen | None = None
         self._root: Path | None = None
         self._buffer = b""
@@ -82,7 +84,8 @@ class Sandbox:
         self._root = Path(tempfile.mkdtemp(prefix="selfdisco-sandbox-"))
         package_parent = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, HOME=str(self._root), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   PYTHONDONTWRITEBYTECODE="1", **{ENTRIES_ENV: json.dumps(self.entries)},
+                   PYTHONDONTWRITEBYTECODE="1",
+                   **{ENTRIES_ENV: json.dumps({"entries": self.entries, "warm": self.warm})},
                    PYTHONPATH=os.pathsep.join(
                        p for p in (package_parent, os.environ.get("PYTHONPATH")) if p))
         argv, env = confine.command([sys.executable, "-m", "selfdisco.losses.sandbox"],
@@ -107,7 +110,7 @@ class Sandbox:
 
     def run(self, code: str, *, timeout_s: float, memory_mb: int, beta: float,
             checks: str = "preference") -> dict:
-        """Screen `code` in a fresh child with the named checks (CHECKS), its loss shape
+        """Screen `code` in a fresh child with the checks of kind `checks` (KINDS), its shape
         computed at `beta`; returns {"ok", "reason", "fingerprint", "shape", "seconds"}."""
         result = self.call(checks, {"code": code, "beta": beta}, timeout_s=timeout_s,
                            memory_mb=memory_mb)
@@ -200,10 +203,10 @@ def serve() -> None:
     # lazy: loads torch
     import torch
 
-    entries = {}
-    for name, target in json.loads(os.environ.get(ENTRIES_ENV) or json.dumps(ENTRIES)).items():
-        module, _, function = target.partition(":")  # imported here, called in the children
-        entries[name] = getattr(importlib.import_module(module), function)
+    table = json.loads(os.environ.get(ENTRIES_ENV) or json.dumps({"entries": ENTRIES}))
+    entries = {name: _function(target) for name, target in table["entries"].items()}
+    for target in table.get("warm", []):  # imported and called here, before any child
+        _function(target)()
 
     torch.set_num_threads(1)
     protocol_out = os.fdopen(os.dup(1), "wb")
@@ -229,6 +232,11 @@ def serve() -> None:
         workdir = Path.cwd()
         if workdir.name.startswith("selfdisco-sandbox-"):  # the caller may not be there to
             shutil.rmtree(workdir, ignore_errors=True)  # remove it
+
+
+def _function(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def run_job(job: dict, entries: dict, private_fds: tuple[int, ...] = ()) -> dict:

@@ -60,7 +60,8 @@ def train_adapter(*, model_path: str, data: Any, settings: TrainSettings, out_di
         progress: optional progress(step, max_steps, logs) callback.
 
     Returns:
-        A TrainResult; metrics.json in out_dir holds the same.
+        A TrainResult; metrics.json in out_dir holds the same but metrics["confined"] (whether
+        the loss trained in a confined child).
     """
     if (loss_fn is None) == (candidate is None):
         raise ValueError("give exactly one of loss_fn or candidate")
@@ -70,18 +71,22 @@ def train_adapter(*, model_path: str, data: Any, settings: TrainSettings, out_di
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if candidate is None or not confine.require().confined:
-        return train_in_process(model_path=model_path, data=dataset, settings=settings,
-                                out_dir=out_dir, loss_fn=loss_fn, candidate=candidate,
-                                ref_cache_dir=ref_cache_dir, progress=progress)
+        result = train_in_process(model_path=model_path, data=dataset, settings=settings,
+                                  out_dir=out_dir, loss_fn=loss_fn, candidate=candidate,
+                                  ref_cache_dir=ref_cache_dir, progress=progress)
+        result.metrics["confined"] = False
+        return result
     (out_dir / LOG_FILE).unlink(missing_ok=True)
     (out_dir / METRICS_FILE).unlink(missing_ok=True)
     if ref_cache_dir:  # the child reads the cache but may not write it
         fill_reference(model_path=model_path, dataset=dataset, settings=settings,
                        out_dir=out_dir, ref_cache_dir=ref_cache_dir)
-    return train_confined(model_path=model_path, dataset=dataset, settings=settings,
-                          out_dir=out_dir, candidate=candidate, ref_cache_dir=ref_cache_dir,
-                          progress=progress, files={"adapter": ADAPTER_DIR,
-                                                    "metrics": METRICS_FILE, "log": LOG_FILE})
+    result = train_confined(model_path=model_path, dataset=dataset, settings=settings,
+                            out_dir=out_dir, candidate=candidate, ref_cache_dir=ref_cache_dir,
+                            progress=progress, files={"adapter": ADAPTER_DIR,
+                                                      "metrics": METRICS_FILE, "log": LOG_FILE})
+    result.metrics["confined"] = True
+    return result
 
 
 def train_in_process(*, model_path: str, data: Any, settings: TrainSettings,

@@ -11,7 +11,9 @@ import time
 
 import psutil
 import pytest
+from confine_helpers import require_confinement
 
+from selfdisco.losses import confine
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import read_events
 
@@ -67,6 +69,36 @@ def test_smoke_run_records_two_generations(smoke_run):
     checks = [e["message"] for e in events
               if e["type"] == "log" and "greedy tokens" in e["message"]]
     assert len(checks) == 1 and "float32" in checks[0] and "agree 32/32" in checks[0], checks
+
+
+def test_a_smoke_run_trains_its_candidates_confined(smoke_run):
+    """The run says at its start how candidate code runs, and every trained row ran confined
+    wherever this machine can confine (CI: root with bubblewrap from scripts/setup.sh)."""
+    run_dir, _ = smoke_run
+    confined = confine.status().confined
+    events = list(read_events(run_dir / "events.jsonl"))
+    said = [e["message"] for e in events[:3] if e["type"] == "log"]
+    assert said and ("runs confined by bubblewrap" if confined else "UNCONFINED") in said[0]
+    trained = [r for r in Archive(run_dir).rows() if r.metrics.get("train")]
+    assert trained and all(r.metrics["train"]["confined"] is confined for r in trained)
+
+
+def test_a_digits_run_on_the_smoke_preset_evaluates_confined(vllm_smoke, tmp_path):
+    """A digits discovery with the smoke model as its proposer: screened and evaluated in the
+    confined sandbox."""
+    require_confinement()
+    run_dir = tmp_path / "digits"
+    result = selfdisco("run", "--preset", "smoke", "--no-tui", "--run-dir", str(run_dir),
+                       "--set", "task.name=digits", "--set", "discovery.generations=1",
+                       "--set", f"server.proposer_source={vllm_smoke.base_url}",
+                       "--set", "confine=require")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = {r.id: r for r in Archive(run_dir).rows()}
+    assert rows["burn-cross_entropy"].status == "scored"
+    scored = [r for r in rows.values() if r.status == "scored" and r.id != "base"]
+    assert scored and all(r.metrics["confined"] is True for r in scored)
+    events = list(read_events(run_dir / "events.jsonl"))
+    assert any("runs confined by bubblewrap" in e.get("message", "") for e in events[:3])
 
 
 def test_report_is_written(smoke_run):

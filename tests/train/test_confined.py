@@ -42,6 +42,7 @@ def test_a_confined_training_reports_progress_and_leaves_plain_files(tmp_path):
                    ref_cache_dir=tmp_path / "refcache",
                    progress=lambda step, total, logs: steps.append((step, total)))
     assert result.status == "ok", result.error
+    assert result.metrics["confined"] is True
     assert steps == [(1, 2), (2, 2)]
     job = tmp_path / "job"
     assert sorted(p.name for p in (job / "adapter").iterdir()) == [
@@ -58,6 +59,7 @@ def test_unconfined_training_runs_in_this_process(tmp_path, monkeypatch):
     monkeypatch.setenv(confine.POLICY_ENV, "off")
     result = train(catalog.get("dpo").candidate, tmp_path / "job")
     assert result.status == "ok", result.error
+    assert result.metrics["confined"] is False
     assert not (tmp_path / "job" / CHILD_DIR).exists()
 
 

@@ -11,7 +11,7 @@ from selfdisco import stats
 from selfdisco.config import load_config
 from selfdisco.errors import UserError
 from selfdisco.launch.checks import check_run
-from selfdisco.losses import Candidate
+from selfdisco.losses import Candidate, confine
 from selfdisco.rundir.archive import REFERENCE_SHAPE, Archive
 from selfdisco.rundir.events import read_events
 from selfdisco.tasks.digits import screening
@@ -97,6 +97,9 @@ def test_digits_discovery_burns_in_screens_and_scores_by_accuracy(tmp_path, digi
     assert rows["g01-c2"].status == "rejected" and "reads the labels" in rows["g01-c2"].reason
     assert rows["g01-c2-r1"].status == "scored"
     assert rows["base"].fitness < 0.3  # the untrained network
+    confined = confine.status().confined  # evaluated in a confined child wherever it can be
+    assert all(rows[i].metrics["confined"] is confined
+               for i in ("burn-cross_entropy", "burn-focal", "g01-c1", "base"))
     assert archive.get_meta(REFERENCE_SHAPE)["beta"] == 0.0  # cross-entropy's margin curve
     system = proposer.requests[0]["messages"][0]["content"]
     assert "def loss_fn(logits, targets):" in system and "cross_entropy" in \
