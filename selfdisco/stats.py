@@ -1,7 +1,9 @@
 """Statistics for comparing candidates (PAPER.md section 8): standard errors that include the
 variance between training seeds, paired differences on the shared held-out prompts, and the
 rule that calls a candidate indistinguishable from the best. Also the one mean, standard error
-and correlation that every task, report and rule uses, with one set of edge rules.
+and correlation that every task, report and rule uses, with one set of edge rules. The
+seed-blocked difference (training seeds as blocks, a two-way seed x prompt standard error), the
+run's pooled loss-by-seed interaction and Holm's correction are issue 27's replacements.
 
 The functions read rows duck-typed (an archive Row or the TUI's CandidateRow): `fitness`,
 `stderr`, `code` and `metrics`, where metrics["per_prompt"] holds each held-out prompt's
@@ -12,9 +14,11 @@ metrics["replicates"] one {"fitness", "stderr", ...} entry per training seed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 REFERENCE_ID = "burn-dpo"  # the baseline every candidate is compared with
 # A difference within this many standard errors is not told apart from zero: a candidate this
@@ -204,3 +208,234 @@ def compare(rows: Iterable[Any]) -> Comparison | None:
                     if reference is not None and r is not reference}
     tied = {best.id} | {id for id, d in to_best.items() if d is not None and d.tied}
     return Comparison(best, to_best, to_reference, tied, pooled)
+
+
+# ---- training seeds as blocks (issue 27) --------------------------------------------------
+# Replicate k trains every loss with the same seed and scores it on the same prompts with the
+# same sampling seed, so a difference of two losses is read seed by seed and prompt by prompt:
+# D[k, j] = Y_a[k, j] - Y_b[k, j] = delta + i_k + g_j + e_kj, with i_k the loss-by-seed
+# interaction, g_j the loss-by-prompt effect and e_kj the rest. A seed effect common to both
+# losses is not in D at all. Var(mean D) = s_i / K + s_g / J + s_e / (K J).
+
+FAMILY_ALPHA = 0.05  # the family-wise error level of every "better than dpo" claim
+SEED_TERMS = ("seed", "prompt", "residual")  # the components of a BlockedDifference
+
+
+@dataclass(frozen=True)
+class PooledInteraction:
+    """The loss-by-seed interaction pooled across a run: the variance of one seed's difference
+    of two losses' fitnesses about its mean, with its degrees of freedom."""
+
+    variance: float
+    df: int
+
+
+@dataclass(frozen=True)
+class BlockedDifference:
+    """A minus B over the seeds both were trained on, blocked by seed and paired by prompt.
+
+    components: each part's share of stderr**2, summing to it: "seed" (the loss-by-seed
+    interaction, s_i / K), "prompt" (the loss-by-prompt effect, s_g / J) and, from per-seed
+    per-prompt scores only, "residual" (s_e / (K J)); without those the other two each contain
+    it. omitted names the parts the inputs could not estimate, which stderr leaves out.
+    """
+
+    mean: float
+    stderr: float | None
+    n_seeds: int
+    n_prompts: int | None
+    df: float | None  # Satterthwaite's; None where the normal distribution is used
+    components: dict[str, float]
+    basis: str
+    omitted: tuple[str, ...] = ()
+
+    def p_value(self) -> float | None:
+        """One-sided p-value of "A is no better than B" (t with df, normal when df is None)."""
+        if self.stderr is None:
+            return None
+        if self.stderr == 0:
+            return 0.0 if self.mean > 0 else 1.0
+        from scipy import stats as scipy_stats  # lazy: see correlation
+
+        t = self.mean / self.stderr
+        return float(scipy_stats.norm.sf(t) if self.df is None else scipy_stats.t.sf(t, self.df))
+
+    def interval(self, level: float = 0.95) -> tuple[float, float] | None:
+        """The two-sided interval mean +- q * stderr, q the t (or normal) quantile."""
+        if self.stderr is None:
+            return None
+        from scipy import stats as scipy_stats  # lazy: see correlation
+
+        upper = (1 + level) / 2
+        q = scipy_stats.norm.ppf(upper) if self.df is None else scipy_stats.t.ppf(upper, self.df)
+        return self.mean - q * self.stderr, self.mean + q * self.stderr
+
+
+def seed_blocked_difference(
+        a: Sequence, b: Sequence, interaction: PooledInteraction | None = None,
+        prompt_means: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> BlockedDifference:
+    """A minus B, blocked by training seed, with a two-way (seed x prompt) standard error.
+
+    Args:
+        a, b: per seed (rows, the same seeds in the same order) the two losses' per-prompt
+            scores on the same prompts, K x J; or only their per-seed fitnesses, K values.
+        interaction: the run's pooled loss-by-seed interaction (pooled_interaction); it replaces
+            the pair's own seed component below POOL_BELOW seeds and is the only one at K = 1.
+        prompt_means: with per-seed fitnesses only, the two losses' per-prompt scores averaged
+            over the seeds (what a row records), for the loss-by-prompt part.
+
+    Returns:
+        With K x J scores: Var = (MS_seed + MS_prompt - MS_resid) / (K J), each of the seed and
+        prompt parts clipped so that its variance component is at least 0 (MS_seed and
+        MS_prompt raised to MS_resid), df by Satterthwaite. Without cell-level scores MS_resid
+        is unknown and not subtracted (conservative by s_e / (K J)); a part with no data is
+        left out and named in `omitted` and `basis`.
+    """
+    a_values, b_values = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a_values.shape != b_values.shape or a_values.ndim not in (1, 2) or not a_values.size:
+        raise ValueError(f"per-seed scores of shapes {a_values.shape} and {b_values.shape}")
+    d = a_values - b_values
+    n_seeds = d.shape[0]
+    if d.ndim == 2:
+        seed_diffs, prompt_diffs = d.mean(axis=1), d.mean(axis=0)
+    else:
+        seed_diffs = d
+        prompt_diffs = (None if prompt_means is None
+                        else np.subtract(*(np.asarray(p, dtype=float) for p in prompt_means)))
+    n_prompts = None if prompt_diffs is None else len(prompt_diffs)
+    # Each term: (its share of Var(mean), df). seed = MS_seed / (K J), prompt = MS_prompt / (K J)
+    terms: dict[str, tuple[float, float]] = {}
+    words = []
+    if n_seeds >= 2 and (interaction is None or n_seeds >= POOL_BELOW):
+        terms["seed"] = (float(np.var(seed_diffs, ddof=1)) / n_seeds, n_seeds - 1)
+        words.append(f"the spread of the {n_seeds} per-seed differences")
+    elif interaction is not None:
+        terms["seed"] = (interaction.variance / n_seeds, interaction.df)
+        words.append(f"the run's pooled loss-by-seed interaction ({interaction.df} df)")
+    if prompt_diffs is not None and n_prompts >= 2:
+        terms["prompt"] = (float(np.var(prompt_diffs, ddof=1)) / n_prompts, n_prompts - 1)
+        words.append(f"the spread over {n_prompts} shared prompts")
+    components = {name: share for name, (share, _) in terms.items()}
+    if d.ndim == 2 and n_seeds >= 2 and d.shape[1] >= 2:
+        # MS_resid is in both parts: subtract it once, each part's component clipped at 0
+        cells = d - seed_diffs[:, None] - prompt_diffs[None, :] + d.mean()
+        df_resid = (n_seeds - 1) * (d.shape[1] - 1)
+        residual = float((cells ** 2).sum()) / df_resid / d.size
+        components = {name: max(0.0, share - residual) for name, share in components.items()}
+        components["residual"] = residual
+        # Var = the unclipped parts + (clipped parts - 1) * MS_resid / (K J), for the df
+        clipped = sum(share <= residual for share, _ in terms.values())
+        terms = {name: term for name, term in terms.items() if term[0] > residual}
+        terms["residual"] = ((clipped - 1) * residual, df_resid)
+        words.append("their common seed-by-prompt residual subtracted once (two-way analysis)")
+    elif len(terms) == 2:
+        words.append("the seed-by-prompt residual counted in both (conservative)")
+    omitted = tuple(name for name in ("seed", "prompt") if name not in components)
+    words += [f"leaves out the {name} part ({_OMITTED[name]})" for name in omitted]
+    mean_difference = float(d.mean())
+    if not components:
+        return BlockedDifference(mean_difference, None, n_seeds, n_prompts, None, {},
+                                 "no standard error: one seed and no per-prompt scores", omitted)
+    return BlockedDifference(mean_difference, math.sqrt(sum(components.values())), n_seeds,
+                             n_prompts, _satterthwaite(list(terms.values())), components,
+                             "; ".join(words), omitted)
+
+
+_OMITTED = {
+    "seed": "one training seed and no pooled interaction: prompt-only, training noise unmeasured",
+    "prompt": "no per-prompt scores: the loss-by-prompt variance is not in it",
+}
+
+
+def _satterthwaite(terms: list[tuple[float, float]]) -> float | None:
+    """Satterthwaite's degrees of freedom of a sum of mean-square terms (share, df); None when
+    the sum is 0 (nothing varies: the normal distribution stands in)."""
+    total = sum(share for share, _ in terms)
+    spread = sum(share ** 2 / df for share, df in terms if share)
+    return total ** 2 / spread if total > 0 and spread > 0 else None
+
+
+def pooled_interaction(per_seed_fitness: Mapping[str, Mapping[Any, float]],
+                       ) -> PooledInteraction | None:
+    """The loss-by-seed interaction pooled over every loss trained on two or more shared seeds.
+
+    A least-squares fit of fitness = loss + seed to the (possibly unbalanced) loss x seed table;
+    its residual mean square estimates one loss's interaction variance, and twice it is the
+    variance of a per-seed difference of two losses. For two losses on K seeds this is the
+    variance of their K differences with K - 1 df; with L losses on the same K seeds it is the
+    df-weighted mean of all pairs' variances, with df (L - 1)(K - 1) and not pairs x (K - 1),
+    which would count each loss's seeds once per pair. The prompts and sampling seeds are the
+    same for every replicate, so no prompt-sampling variance is subtracted.
+
+    Args:
+        per_seed_fitness: per loss, its fitness per training seed.
+
+    Returns:
+        The variance of one seed's difference and its df; None when the table has no
+        residual df (no two losses share two seeds).
+    """
+    losses = [name for name, by_seed in per_seed_fitness.items() if by_seed]
+    seeds = sorted({seed for name in losses for seed in per_seed_fitness[name]}, key=str)
+    cells = [(losses.index(name), seeds.index(seed), float(value))
+             for name in losses for seed, value in per_seed_fitness[name].items()]
+    if not cells:
+        return None
+    design = np.zeros((len(cells), len(losses) + len(seeds)))
+    for row, (loss, seed, _) in enumerate(cells):
+        design[row, loss] = design[row, len(losses) + seed] = 1.0
+    fitness = np.array([value for _, _, value in cells])
+    df = len(cells) - int(np.linalg.matrix_rank(design))
+    if df <= 0:
+        return None
+    coefficients = np.linalg.lstsq(design, fitness, rcond=None)[0]
+    residual = float(((fitness - design @ coefficients) ** 2).sum())
+    return PooledInteraction(2 * residual / df, df)
+
+
+def run_interaction(rows: Iterable[Any]) -> PooledInteraction | None:
+    """pooled_interaction over the rows' recorded replicates, keyed by training seed."""
+    table = {}
+    for row in rows:
+        entries = [e for e in (row.metrics or {}).get("replicates") or []
+                   if isinstance(e, dict) and isinstance(e.get("fitness"), int | float)]
+        table[row.id] = {e.get("train_seed", e.get("replicate", k)): float(e["fitness"])
+                         for k, e in enumerate(entries)}
+    return pooled_interaction(table)
+
+
+# ---- many comparisons -------------------------------------------------------------------
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order: the k-th smallest p times
+    (m - k + 1), made non-decreasing and capped at 1. Reject where adjusted <= alpha."""
+    m = len(p_values)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, index in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def better_than_reference(differences: Mapping[str, BlockedDifference],
+                          alpha: float = FAMILY_ALPHA) -> set[str]:
+    """The candidates better than the reference at family-wise level alpha (Holm).
+
+    One-sided: each test is "candidate minus reference <= 0" against "> 0", p from the t
+    distribution with the difference's df (normal when None). The family is every candidate
+    given, those without a standard error included: their p-value counts as 1.
+    """
+    names = list(differences)
+    p_values = [differences[n].p_value() for n in names]
+    adjusted = holm_adjusted([1.0 if p is None else p for p in p_values])
+    return {name for name, q in zip(names, adjusted, strict=True) if q <= alpha}
+
+
+def chance_any_passes(m: int, threshold_se: float = TIE_SE, df: float | None = None) -> float:
+    """The chance that at least one of m independent candidates with no true difference is
+    more than threshold_se standard errors above the reference (one-sided, uncorrected)."""
+    from scipy import stats as scipy_stats  # lazy: see correlation
+
+    tail = scipy_stats.norm.sf(threshold_se) if df is None else scipy_stats.t.sf(threshold_se, df)
+    return float(1 - (1 - tail) ** m)

@@ -90,6 +90,9 @@ def test_a_digits_run_on_the_smoke_preset_evaluates_confined(vllm_smoke, tmp_pat
     run_dir = tmp_path / "digits"
     result = selfdisco("run", "--preset", "smoke", "--no-tui", "--run-dir", str(run_dir),
                        "--set", "task.name=digits", "--set", "discovery.generations=1",
+                       "--set", 'discovery.burn_in=["cross_entropy", "focal"]',
+                       "--set", "discovery.code_grammar=free",
+                       "--set", "discovery.self_improve=off",
                        "--set", f"server.proposer_source={vllm_smoke.base_url}",
                        "--set", "confine=require")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
