@@ -120,7 +120,8 @@ def combine(results: list[Result], pooled: float | None) -> Result:
     """A candidate's result from its per-seed results (in replicate order): the first failure
     if one did not score; else the mean fitness, a standard error with the seed variance
     (stats.replicate_stderr; `pooled` is the run's pooled seed variance), per-prompt scores and
-    numeric metrics averaged over seeds, and each seed's figures in metrics["replicates"]."""
+    numeric metrics averaged over seeds, and each seed's figures in metrics["replicates"] (its
+    per-prompt scores too: stats.seed_blocked_difference reads them seed by seed)."""
     failed = next((r for r in results if r.status != SCORED), None)
     if failed is not None or len(results) == 1:
         first = failed or results[0]
@@ -132,7 +133,9 @@ def combine(results: list[Result], pooled: float | None) -> Result:
     metrics = _mean_metrics([r.metrics for r in results])
     metrics["replicates"] = [
         {"replicate": r.replicate, "train_seed": r.train_seed, "fitness": r.fitness,
-         "stderr": r.stderr, **({"kl": r.metrics["kl"]} if "kl" in r.metrics else {})}
+         "stderr": r.stderr, **({"kl": r.metrics["kl"]} if "kl" in r.metrics else {}),
+         **({"per_prompt": r.metrics["per_prompt"]}
+            if isinstance(r.metrics.get("per_prompt"), list) else {})}
         for r in results]
     metrics["seed_variance"] = stats.seed_variance_source(len(results), pooled)
     timings: dict[str, float] = {}

@@ -89,6 +89,9 @@ def test_each_candidate_is_trained_with_distinct_seeds_and_combined(tmp_path):
         assert row.fitness == pytest.approx(sum(fits) / 2)
         assert [e["train_seed"] for e in row.metrics["replicates"]] == [seeds[(row.id, 0)],
                                                                         seeds[(row.id, 1)]]
+        # each seed's own per-prompt scores, for the seed-blocked comparison
+        assert [e["per_prompt"] for e in row.metrics["replicates"]] == [
+            per_seed[0]["metrics"]["per_prompt"], per_seed[1]["metrics"]["per_prompt"]]
         assert row.metrics["per_prompt"] == pytest.approx(
             [(x + y) / 2 for x, y in zip(per_seed[0]["metrics"]["per_prompt"],
                                          per_seed[1]["metrics"]["per_prompt"], strict=True)])
