@@ -120,6 +120,45 @@ class Listener:
         self.server.close()
 
 
+VICTIM_TEXT = "the user's notes\n"
+OWN_DIRECTORY = "open('mine.txt', 'w').write('x')"  # the control: a write it may make
+
+
+class Target:
+    """A user's file, a listening server and a library, all outside any job directory, and
+    the escapes at them a confined candidate must not manage (acts)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.victim = directory / "notes.txt"
+        self.victim.write_text(VICTIM_TEXT)
+        self.library = directory / "lib" / "helper.so"
+        self.library.parent.mkdir()
+        self.library.write_bytes(some_library().read_bytes())
+        self.listener = Listener()
+        self.acts = acts(self.victim, self.listener.port, self.library)
+
+    def tried(self) -> dict[str, str]:
+        """Every escape, after the control write to the candidate's own directory."""
+        return {"own_directory": OWN_DIRECTORY, **self.acts}
+
+    def assert_untouched(self) -> None:
+        assert self.victim.read_text() == VICTIM_TEXT
+        assert self.listener.accepted == 0
+
+    def assert_all_refused(self, message: str) -> None:
+        """hostile_code_trying_all(self.tried())'s message: the control went through, every
+        escape was refused (not by a missing name), and nothing of the user's was reached."""
+        found = outcomes(message)
+        assert found.pop("own_directory") == "DONE", message[-2000:]
+        assert sorted(found) == sorted(self.acts)
+        assert all(o.startswith("REFUSED") and "NameError" not in o for o in found.values()), \
+            found
+        self.assert_untouched()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 def some_library() -> Path:
     """A real shared library to copy and load (the C extension _ctypes)."""
     import _ctypes

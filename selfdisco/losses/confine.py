@@ -106,12 +106,13 @@ def require(chosen: str | None = None) -> Status:
 def command(argv: Sequence[str], *, writable: Sequence[str | Path],
             env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The command and environment that run `argv` confined, with `writable` (directories that
-    exist) the only places it may write; the first of them holds its scratch (TMPDIR).
+    exist) the only places it may write; the first of them holds its scratch (TMPDIR), and the
+    environment leads to this package (with_package_path).
 
     Unconfined (policy off, or auto where confinement is unavailable) it is `argv` as given.
     The confined program must call `seal()` before it runs any candidate code.
     """
-    env = dict(os.environ if env is None else env)
+    env = with_package_path(dict(os.environ if env is None else env))
     writable = [str(Path(p).resolve()) for p in writable]
     scratch = Path(writable[0]) / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -125,6 +126,14 @@ def command(argv: Sequence[str], *, writable: Sequence[str | Path],
                 "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "TRANSFORMERS_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1"})
     return [*_bwrap_args(_bwrap(), exec_dirs, writable), *argv], env
+
+
+def with_package_path(env: dict[str, str]) -> dict[str, str]:
+    """`env` with this package's parent first on PYTHONPATH: a process started with it imports
+    this selfdisco, installed or not."""
+    package_parent = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def exec_mounts() -> list[str]:
@@ -182,10 +191,7 @@ def _probe() -> tuple[str | None, str | None]:
     tool = f"{version.strip() or 'bubblewrap'} ({bwrap})"
     with tempfile.TemporaryDirectory(prefix="selfdisco-confine-") as work:
         exec_dirs = exec_mounts()
-        env = dict(os.environ, **{CONFINED_ENV: json.dumps(exec_dirs)})
-        package_parent = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent,
-                                                        os.environ.get("PYTHONPATH")) if p)
+        env = with_package_path(dict(os.environ, **{CONFINED_ENV: json.dumps(exec_dirs)}))
         argv = [*_bwrap_args(bwrap, exec_dirs, [work]), sys.executable, "-c",
                 "import sys; from selfdisco.losses.confine import probe_inside; "
                 "print(probe_inside(sys.argv[1]))", work]

@@ -82,12 +82,9 @@ class Sandbox:
             return
         self._cleanup()
         self._root = Path(tempfile.mkdtemp(prefix="selfdisco-sandbox-"))
-        package_parent = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, HOME=str(self._root), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    PYTHONDONTWRITEBYTECODE="1",
-                   **{ENTRIES_ENV: json.dumps({"entries": self.entries, "warm": self.warm})},
-                   PYTHONPATH=os.pathsep.join(
-                       p for p in (package_parent, os.environ.get("PYTHONPATH")) if p))
+                   **{ENTRIES_ENV: json.dumps({"entries": self.entries, "warm": self.warm})})
         argv, env = confine.command([sys.executable, "-m", "selfdisco.losses.sandbox"],
                                     writable=[self._root], env=env)
         with open(self._root / "server.log", "wb") as log:
@@ -272,7 +269,7 @@ def run_job(job: dict, entries: dict, private_fds: tuple[int, ...] = ()) -> dict
 
 
 def _verdict(reason: str, cause: str = "error") -> dict:
-    return {"ok": False, "cause": cause, "reason": reason, "fingerprint": None, "shape": None}
+    return {"ok": False, "cause": cause, "reason": reason}
 
 
 def _collect(fd: int, deadline: float) -> tuple[bytes, str | None]:

@@ -55,8 +55,6 @@ def train_confined(*, model_path: str, dataset: Any, settings: TrainSettings, ou
     (child_dir / REQUEST_FILE).write_text(json.dumps(request))
     argv, env = confine.command([sys.executable, "-m", "selfdisco.train.child",
                                  str(child_dir / REQUEST_FILE)], writable=[child_dir])
-    package_parent = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
     with open(child_dir / "child.log", "wb") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import pytest
 from confine_helpers import (
-    Listener,
-    acts,
+    OWN_DIRECTORY,
+    Target,
     hostile_code,
     require_confinement,
-    some_library,
     unchecked_env,
 )
 
@@ -22,20 +21,12 @@ from selfdisco.errors import UserError
 from selfdisco.losses import confine
 from selfdisco.losses.sandbox import Sandbox
 
-VICTIM_TEXT = "the user's notes\n"
-
 
 @pytest.fixture
 def target(tmp_path):
-    """A user's file, a listening server and a library, all outside any job directory."""
-    victim = tmp_path / "notes.txt"
-    victim.write_text(VICTIM_TEXT)
-    library = tmp_path / "lib" / "helper.so"
-    library.parent.mkdir()
-    library.write_bytes(some_library().read_bytes())
-    listener = Listener()
-    yield victim, listener, library
-    listener.close()
+    target = Target(tmp_path)
+    yield target
+    target.close()
 
 
 def test_a_bad_policy_is_refused_with_the_choices(monkeypatch):
@@ -87,7 +78,7 @@ def hostile_sandbox(tmp_path, monkeypatch):
 
 
 def test_the_bypass_runs_candidate_code_that_writes_its_own_directory(hostile_sandbox):
-    result = hostile_sandbox.run(hostile_code("open('mine.txt', 'w').write('x')"),
+    result = hostile_sandbox.run(hostile_code(OWN_DIRECTORY),
                                  timeout_s=20, memory_mb=1024, beta=0.1)
     assert "DONE" in result["reason"], result
 
@@ -95,13 +86,11 @@ def test_the_bypass_runs_candidate_code_that_writes_its_own_directory(hostile_sa
 @pytest.mark.parametrize("name", ["truncate", "overwrite", "network", "library_outside",
                                   "library_written"])
 def test_screening_confines_a_candidate_past_the_static_check(hostile_sandbox, target, name):
-    victim, listener, library = target
-    code = hostile_code(acts(victim, listener.port, library)[name])
-    result = hostile_sandbox.run(code, timeout_s=20, memory_mb=1024, beta=0.1)
+    result = hostile_sandbox.run(hostile_code(target.acts[name]), timeout_s=20, memory_mb=1024,
+                                 beta=0.1)
     assert not result["ok"]
     assert "REFUSED" in result["reason"] and "NameError" not in result["reason"], result
-    assert victim.read_text() == VICTIM_TEXT
-    assert listener.accepted == 0
+    target.assert_untouched()
 
 
 def test_screening_runs_confined(monkeypatch):

@@ -10,13 +10,10 @@ import json
 
 import pytest
 from confine_helpers import (
-    Listener,
-    acts,
+    Target,
     hostile_code,
     hostile_code_trying_all,
-    outcomes,
     require_confinement,
-    some_library,
     unchecked_env,
 )
 from train_helpers import separable_pairs
@@ -25,8 +22,6 @@ from selfdisco.losses import Candidate, catalog, confine
 from selfdisco.train.adapter import train_adapter
 from selfdisco.train.confined import CHILD_DIR
 from selfdisco.train.settings import SMOKE_RECIPE
-
-VICTIM_TEXT = "the user's notes\n"
 
 
 def train(candidate: Candidate, out_dir, **kwargs):
@@ -67,37 +62,24 @@ def test_unconfined_training_runs_in_this_process(tmp_path, monkeypatch):
 def hostile(tmp_path, monkeypatch):
     require_confinement()
     monkeypatch.setenv("PYTHONPATH", unchecked_env(tmp_path / "bypass")["PYTHONPATH"])
-    victim = tmp_path / "notes.txt"
-    victim.write_text(VICTIM_TEXT)
-    library = tmp_path / "lib" / "helper.so"
-    library.parent.mkdir()
-    library.write_bytes(some_library().read_bytes())
-    listener = Listener()
-    yield victim, listener, library
-    listener.close()
+    target = Target(tmp_path)
+    yield target
+    target.close()
 
 
 def test_a_training_child_confines_a_candidate_past_the_static_check(hostile, tmp_path):
     """One child tries every escape in turn; only the write to its own directory goes through."""
-    victim, listener, library = hostile
-    tried = {"own_directory": "open('mine.txt', 'w').write('x')",
-             **acts(victim, listener.port, library)}
-    result = train(Candidate("", "hostile", hostile_code_trying_all(tried)), tmp_path / "job")
+    code = hostile_code_trying_all(hostile.tried())
+    result = train(Candidate("", "hostile", code), tmp_path / "job")
     assert result.status == "failed"
-    found = outcomes(result.error)
-    assert found.pop("own_directory") == "DONE", result.error
-    assert sorted(found) == sorted(acts(victim, 0, library))
-    assert all(outcome.startswith("REFUSED") and "NameError" not in outcome
-               for outcome in found.values()), result.error
-    assert victim.read_text() == VICTIM_TEXT
-    assert listener.accepted == 0
+    hostile.assert_all_refused(result.error)
 
 
 def test_links_the_child_plants_are_not_followed(hostile, tmp_path):
-    victim, _, _ = hostile
+    victim = hostile.victim
     plant = (f"os.symlink({str(victim)!r}, 'metrics.json')\n"
              f"os.symlink({str(victim)!r}, 'train_log.jsonl')")
     result = train(Candidate("", "links", hostile_code(plant)), tmp_path / "job")
     assert result.status == "failed"
-    assert victim.read_text() == VICTIM_TEXT
+    hostile.assert_untouched()
     assert not (tmp_path / "job" / "metrics.json").is_symlink()

@@ -12,12 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 from confine_helpers import (
-    Listener,
-    acts,
+    Target,
     hostile_code_trying_all,
-    outcomes,
     require_confinement,
-    some_library,
     unchecked_env,
 )
 
@@ -67,26 +64,14 @@ def test_a_monkeypatching_candidate_does_not_change_the_next_score(unchecked):
 
 def test_eval_loss_confines_a_candidate_past_the_static_check(tmp_path, unchecked):
     require_confinement()
-    victim = tmp_path / "notes.txt"
-    victim.write_text("the user's notes\n")
-    library = tmp_path / "lib" / "helper.so"
-    library.parent.mkdir()
-    library.write_bytes(some_library().read_bytes())
-    listener = Listener()
-    tried = {"own_directory": "open('mine.txt', 'w').write('x')",
-             **acts(victim, listener.port, library)}
+    target = Target(tmp_path)
     loss = tmp_path / "hostile.py"
-    loss.write_text(hostile_code_trying_all(tried, kind="classification"))
+    loss.write_text(hostile_code_trying_all(target.tried(), kind="classification"))
     try:
         done = subprocess.run([sys.executable, "-m", "selfdisco", "eval", "--task", "digits",
                                "--loss", str(loss), "--option", "epochs=1"],
                               capture_output=True, text=True, timeout=300)
     finally:
-        listener.close()
+        target.close()
     assert done.returncode == 1, done.stderr[-2000:]
-    found = outcomes(done.stderr)
-    assert found.pop("own_directory") == "DONE", done.stderr[-2000:]
-    assert sorted(found) == sorted(k for k in tried if k != "own_directory")
-    assert all(o.startswith("REFUSED") and "NameError" not in o for o in found.values()), found
-    assert victim.read_text() == "the user's notes\n"
-    assert listener.accepted == 0
+    target.assert_all_refused(done.stderr)
