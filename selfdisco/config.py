@@ -142,9 +142,16 @@ class DiscoveryConfig:
     screen_timeout_s: float = 10.0
     """Time limit for running a candidate on random tensors."""
     replicates: int = 1
-    """Training seeds per candidate and baseline (R): fitness is the mean over the R trained
-    policies, and its standard error includes the variance between seeds (pooled across the
-    run's candidates below 5 seeds; see selfdisco/stats.py). R times the training time."""
+    """Training seeds per candidate (R): fitness is the mean over the R trained policies, and
+    replicate k is trained with the same seed for every loss, so two losses are compared seed
+    by seed (selfdisco/stats.py). R times the training time."""
+    baseline_seeds: int = 1
+    """Training seeds per burn-in baseline (at least `replicates`; the presets set 2 or 3): the
+    baselines' spread over shared seeds estimates the loss-by-seed interaction, the training
+    noise of a comparison on one seed. Four baselines on 3 seeds give it 6 degrees of freedom
+    for 8 more trainings in the burn-in (cached across runs). 1 (runs recorded before this
+    setting) leaves training noise unmeasured: then no candidate trained on one seed is called
+    better than dpo or below the best."""
     fidelity: float = 0.0
     """Multi-fidelity evaluation (selfdisco/discovery/search/fidelity.py): every valid candidate
     is first trained for this share of the full training, with one seed; only the best go on to
@@ -289,6 +296,8 @@ def _validate(config: RunConfig) -> None:
         (d.max_resamples >= 0, "discovery.max_resamples must be 0 or more"),
         (d.replicates >= 1, "discovery.replicates must be at least 1 (training seeds per "
          "candidate)"),
+        (d.baseline_seeds >= 1, "discovery.baseline_seeds must be at least 1 (training seeds "
+         "per burn-in baseline)"),
         (0 <= d.fidelity < 1, "discovery.fidelity must be in [0, 1): the share of the training "
          "of the cheap stage (0 turns multi-fidelity off)"),
         (0 < d.fidelity_keep <= 1, "discovery.fidelity_keep must be in (0, 1]"),

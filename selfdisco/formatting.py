@@ -61,7 +61,7 @@ def format_stderr(stderr: float | None, missing: str = "-") -> str:
 
 
 def format_difference(difference: Any, missing: str = "-") -> str:
-    """A difference of fitnesses (a stats.Difference: mean, stderr, paired): '+0.0123 ±
+    """A difference of fitnesses (a stats.BlockedDifference: mean, stderr, paired): '+0.0123 ±
     0.0040', with a '~' before an unpaired one; `missing` for none."""
     if difference is None:
         return missing

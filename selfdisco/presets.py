@@ -15,7 +15,9 @@ DEFAULT_PRESET = "cpu"
 # What the paper-scale presets share: its discovery task and data, and a GPU-sized search.
 PAPER_TASK = {"name": "mtbench", "options": {"data": "argilla/dpo-mix-7k"}}
 PAPER_DISCOVERY = {"generations": 25, "candidates_per_generation": 4, "code_grammar": "free",
-                   "max_tokens": 1024, "candidate_timeout_min": 90.0}
+                   "max_tokens": 1024, "candidate_timeout_min": 90.0,
+                   # the four baselines on 3 shared seeds: the loss-by-seed interaction, 6 df
+                   "baseline_seeds": 3}
 
 PRESETS: dict[str, dict] = {
     # SmolLM2-135M-Instruct as policy and proposer, the sentiment task, vLLM on CPU.
@@ -37,6 +39,9 @@ PRESETS: dict[str, dict] = {
             # p 0.28), no fitness difference beyond noise; free code 0/32 in every mode. No mode
             # beats off, and off costs least (proposals adds a proposer training per generation).
             "self_improve": "off",
+            # dpo and three baselines on 2 shared seeds: the loss-by-seed interaction with 3 df
+            # for 4 more trainings (about 7 minutes, cached across runs) rather than 6 df for 8.
+            "baseline_seeds": 2,
         },
         "train": {"recipe": "cpu", "overrides": {"max_steps": 16}},
     },
@@ -48,6 +53,7 @@ PRESETS: dict[str, dict] = {
             "generations": 2,
             "candidates_per_generation": 2,
             "burn_in": ["dpo", "hinge"],
+            "baseline_seeds": 2,
             "code_grammar": "primitives",
             "max_tokens": 600,
             "candidate_timeout_min": 5.0,

@@ -1,7 +1,8 @@
 """A Markdown summary of a run, with plots: fitness per candidate (with its standard error) and
 best so far per generation, and the top losses' shapes beside dpo, as screening recorded them
-(no loss code runs here). The table shows each candidate's paired difference to dpo and which
-candidates are tied with the best (stats.TIE_RULE) instead of a strict order."""
+(no loss code runs here). The table shows each candidate's seed-blocked difference to dpo,
+which are better than dpo (stats.BETTER_RULE) and which are tied with the best (stats.TIE_RULE)
+instead of a strict order, both corrected for the run's number of comparisons."""
 
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def write_report(run_dir: Path) -> Path:
                      f" (its policy's fitness {format_fitness(proposer['fitness'])})")
                   + ".", ""]
     comparison = stats.compare(scored)
-    lines += _ranking(scored, comparison, config.discovery.replicates)
+    lines += _ranking(scored, comparison)
     plot_fitness(rows, run_dir / "report_fitness.png", comparison.pooled if comparison else None)
     lines += ["", "## Fitness", "", "![fitness](report_fitness.png)", ""]
     top = [r for r in scored if r.kind == "proposal"][:3]
@@ -182,20 +183,23 @@ def fitness_rule(scored: list[Row]) -> list[str]:
     return []
 
 
-def _ranking(scored: list[Row], comparison: stats.Comparison | None,
-             replicates: int) -> list[str]:
-    """The table of scored rows, best fitness first, ties with the best marked, and the
-    statistics it rests on."""
+def _ranking(scored: list[Row], comparison: stats.Comparison | None) -> list[str]:
+    """The table of scored rows, best fitness first, ties with the best and wins over dpo
+    marked, and the statistics they rest on."""
     lines = ["## Ranking", ""]
     if comparison is None:
         return lines + ["No candidate was scored.", ""]
+    seeds = max((len(stats.seed_scores(r)) for r in scored if r.code), default=1)
     lines += [f"Sorted by fitness; **=** marks the candidates {stats.TIE_RULE}, so their order "
-              "among themselves is not established. Differences are paired over the shared "
-              "held-out prompts (sd of per-prompt differences / sqrt(n), plus the seed "
-              "variance); ~ marks an unpaired one (no per-prompt scores). "
-              f"Seed variance: {stats.seed_variance_source(replicates, comparison.pooled)}.", "",
-              "| tie | id | name | generation | fitness | stderr | vs dpo | vs best | KL | "
-              "proposer |", "|---|---|---|---|---|---|---|---|---|---|"]
+              f"among themselves is not established; **>** marks those {stats.BETTER_RULE}. "
+              "A difference is read seed by seed over the training seeds both losses share and "
+              "prompt by prompt (a two-way seed x prompt standard error; vs dpo and vs best "
+              "show mean ± s.e.); ~ marks an unpaired one. Loss-by-seed interaction: "
+              f"{stats.interaction_source(comparison.interaction)}. The stderr column is the "
+              "row's own (seed variance: "
+              f"{stats.seed_variance_source(seeds, comparison.pooled)}).", "",
+              "| tie | > dpo | id | name | generation | fitness | stderr | vs dpo | vs best | KL |"
+              " proposer |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in scored:
         kl = r.metrics.get("kl")
         mark = " (cached)" if r.metrics.get("cached_from") else ""
@@ -203,12 +207,13 @@ def _ranking(scored: list[Row], comparison: stats.Comparison | None,
         to_dpo = format_difference(comparison.to_reference.get(r.id))
         to_best = ("best" if r is comparison.best
                    else format_difference(comparison.to_best.get(r.id)))
-        lines.append(f"| {'=' if r.id in comparison.tied else ''} | {r.id}{mark} | {r.name} | "
+        lines.append(f"| {'=' if r.id in comparison.tied else ''} | "
+                     f"{'>' if r.id in comparison.better else ''} | {r.id}{mark} | {r.name} | "
                      f"{r.generation} | {format_fitness(r.fitness)} | "
                      f"{format_stderr(stats.row_stderr(r, comparison.pooled))} | {to_dpo} | "
                      f"{to_best} | {kl_text} | {r.proposer or '-'} |")
     lines += ["", f"Tied with the best ({comparison.best.id}): "
-              + ", ".join(sorted(comparison.tied)) + "."]
+              + ", ".join(sorted(comparison.tied)) + ".", verdict(comparison)]
     lines += fitness_rule(scored)
     with_kl = [r for r in scored if isinstance(r.metrics.get("kl"), int | float)
                and math.isfinite(r.metrics["kl"])]
@@ -218,3 +223,18 @@ def _ranking(scored: list[Row], comparison: stats.Comparison | None,
         lines.append(f"Correlation of fitness with KL across the {len(with_kl)} scored rows: "
                      f"r = {r_kl:.2f}.")
     return lines + [""]
+
+
+def verdict(comparison: stats.Comparison) -> str:
+    """The run's finding in words: which losses beat dpo after the correction, or that none
+    does, and that a win still needs the confirmatory step."""
+    others = [id for id, d in comparison.to_reference.items() if d is not None]
+    if not others:
+        return "No comparison with dpo: dpo, or every other loss, was not scored."
+    if not comparison.better:
+        return (f"No loss is better than dpo at a family-wise level of {stats.FAMILY_ALPHA:g} "
+                f"(Holm over {len(others)} comparisons).")
+    return (f"Better than dpo at a family-wise level of {stats.FAMILY_ALPHA:g} (Holm over "
+            f"{len(others)} comparisons): {', '.join(sorted(comparison.better))}. The search "
+            "chose among these on the same prompts and seeds; confirm the winner on data it "
+            "never saw: selfdisco heldout RUN --protocols confirm.")

@@ -1,34 +1,38 @@
-"""Statistics for comparing candidates (PAPER.md section 8): standard errors that include the
-variance between training seeds, paired differences on the shared held-out prompts, and the
-rule that calls a candidate indistinguishable from the best. Also the one mean, standard error
-and correlation that every task, report and rule uses, with one set of edge rules. The
-seed-blocked difference (training seeds as blocks, a two-way seed x prompt standard error), the
-run's pooled loss-by-seed interaction and Holm's correction are issue 27's replacements.
+"""Statistics for comparing candidates (PAPER.md section 8), and the one mean, standard error
+and correlation that every task, report and rule uses, with one set of edge rules.
 
-The functions read rows duck-typed (an archive Row or the TUI's CandidateRow): `fitness`,
-`stderr`, `code` and `metrics`, where metrics["per_prompt"] holds each held-out prompt's
-contribution to the fitness in prompt order (their mean is the fitness) and
-metrics["replicates"] one {"fitness", "stderr", ...} entry per training seed.
+Two losses are compared seed by seed: replicate k trains every loss of a run with the same
+seed and scores it on the same prompts with the same sampling seed, so their difference is
+blocked by training seed and paired by prompt (seed_blocked_difference, a two-way seed x prompt
+standard error); with one seed per candidate the loss-by-seed interaction is pooled from the
+losses trained on several shared seeds (the burn-in baselines, discovery.baseline_seeds). Every
+"better than dpo" and every "tied with the best" is decided at a family-wise level of
+FAMILY_ALPHA over the run's comparisons (Holm), one-sided; a comparison whose standard error
+leaves out the training noise makes no claim.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 REFERENCE_ID = "burn-dpo"  # the baseline every candidate is compared with
-# A difference within this many standard errors is not told apart from zero: a candidate this
-# close to the best is tied with it, and the duel, the proposer's preference pairs, the
-# multi-fidelity cut and the held-out frontier's dominance count only a difference past it.
+FAMILY_ALPHA = 0.05  # the family-wise error level of every "better" and "tied" claim
+# Rules that decide without claiming (the multi-fidelity cut, the proposer duel, the proposer's
+# preference pairs) count a difference only past this many standard errors.
 TIE_SE = 2.0
-# With fewer replicates than this, a candidate's own seed variance is too rough: pool it.
+# With fewer seeds than this, a loss's own seed spread is too rough: pool it.
 POOL_BELOW = 5
-TIE_RULE = (f"tied with the best: the paired difference to the best is within {TIE_SE:g} "
-            "standard errors (not corrected for multiple comparisons)")
+TIE_RULE = ("tied with the best: not below it at a family-wise level of "
+            f"{FAMILY_ALPHA:g} (Holm over the run's comparisons with the best, one-sided, "
+            "blocked by training seed and paired by prompt)")
+BETTER_RULE = (f"better than dpo at a family-wise level of {FAMILY_ALPHA:g} (Holm over every "
+               "scored loss compared with dpo, one-sided, blocked by training seed and paired "
+               "by prompt)")
 
 
 def mean(values: Sequence[float]) -> float:
@@ -72,154 +76,12 @@ def correlation(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     return float(pearsonr(xs, ys).statistic)
 
 
-# ---- training seeds ---------------------------------------------------------------------
-
-Replicates = list[tuple[float, float | None]]  # (fitness, sampling stderr) per training seed
-
-
-def seed_component(replicates: Replicates) -> float:
-    """One candidate's between-seed variance: the variance of its per-seed fitnesses less
-    their mean squared sampling error (which that variance also contains); at least 0."""
-    sampling = sum((e or 0.0) ** 2 for _, e in replicates) / len(replicates)
-    return max(0.0, variance([f for f, _ in replicates]) - sampling)
-
-
-def pooled_seed_variance(groups: Iterable[Replicates]) -> float | None:
-    """The between-seed variance pooled over candidates (weights: replicates - 1), assuming
-    similar seed noise for all; None when no candidate has two replicates."""
-    total = weight = 0.0
-    for replicates in groups:
-        if len(replicates) >= 2:
-            total += (len(replicates) - 1) * seed_component(replicates)
-            weight += len(replicates) - 1
-    return total / weight if weight else None
-
-
-def replicate_stderr(replicates: Replicates, pooled: float | None) -> float | None:
-    """The standard error of the mean over replicates, seed variance included: from the
-    candidate's own seeds when it has POOL_BELOW or more, else the pooled seed variance plus
-    the replicates' sampling errors. A single replicate without a pool keeps its own error."""
-    r = len(replicates)
-    if r >= POOL_BELOW:
-        return math.sqrt(variance([f for f, _ in replicates]) / r)
-    if any(e is None for _, e in replicates):
-        return None
-    sampling = sum(e ** 2 for _, e in replicates) / r
-    return math.sqrt(((pooled or 0.0) + sampling) / r)
-
-
-def seed_variance_source(replicates: int, pooled: float | None) -> str:
-    """Which estimate of the seed variance the standard errors use, in words."""
-    if replicates >= POOL_BELOW:
-        return f"each candidate's own {replicates} training seeds"
-    if pooled is None:
-        return "none: one training seed per candidate, so training variance is not measured"
-    return (f"pooled across the run's candidates ({replicates} seeds each; estimated seed "
-            f"variance {pooled:.3g})")
-
-
-# ---- rows -------------------------------------------------------------------------------
-
-def replicates_of(row: Any) -> Replicates:
-    """The row's per-seed (fitness, stderr) pairs (empty when none were recorded)."""
-    entries = (row.metrics or {}).get("replicates") or []
-    return [(float(e["fitness"]), e.get("stderr")) for e in entries
-            if isinstance(e, dict) and isinstance(e.get("fitness"), int | float)]
-
-
-def per_prompt(row: Any) -> list[float] | None:
-    values = (row.metrics or {}).get("per_prompt")
-    if isinstance(values, list) and values and all(isinstance(v, int | float) for v in values):
-        return [float(v) for v in values]
-    return None
-
-
-def run_seed_variance(rows: Iterable[Any]) -> float | None:
-    """The seed variance pooled over the rows that were trained with two or more seeds."""
-    return pooled_seed_variance(replicates_of(r) for r in rows if r.fitness is not None)
-
-
-def row_stderr(row: Any, pooled: float | None) -> float | None:
-    """The row's standard error with the run's current pooled seed variance."""
-    replicates = replicates_of(row)
-    if len(replicates) >= 2:
-        return replicate_stderr(replicates, pooled)
-    return row.stderr
-
-
-@dataclass(frozen=True)
-class Difference:
-    """A's fitness minus B's, with its standard error; paired when both were scored on the
-    same prompts (then stderr = sd of per-prompt differences / sqrt(n), plus seed variance)."""
-
-    mean: float
-    stderr: float | None
-    paired: bool
-
-    @property
-    def tied(self) -> bool:
-        """Not distinguishable from zero under the tie rule."""
-        return self.stderr is not None and abs(self.mean) <= TIE_SE * self.stderr
-
-
-def _seed_share(row: Any, pooled: float | None) -> float:
-    """The seed variance in the row's mean: none for the untrained policy."""
-    if pooled is None or not row.code:
-        return 0.0
-    return pooled / max(1, len(replicates_of(row)))
-
-
-def difference(a: Any, b: Any, pooled: float | None = None) -> Difference | None:
-    """a minus b: paired over prompts when both have per-prompt scores of the same length,
-    else the difference of fitnesses with independent errors. None without both fitnesses."""
-    if a.fitness is None or b.fitness is None:
-        return None
-    pa, pb = per_prompt(a), per_prompt(b)
-    if pa and pb and len(pa) == len(pb) and len(pa) >= 2:
-        diff, stderr = mean_stderr([x - y for x, y in zip(pa, pb, strict=True)])
-        seeds = _seed_share(a, pooled) + _seed_share(b, pooled)
-        return Difference(diff, math.sqrt((stderr or 0.0) ** 2 + seeds), paired=True)
-    ea, eb = row_stderr(a, pooled), row_stderr(b, pooled)
-    stderr = math.sqrt(ea ** 2 + eb ** 2) if ea is not None and eb is not None else None
-    return Difference(a.fitness - b.fitness, stderr, paired=False)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Every scored row against the best and against dpo (REFERENCE_ID)."""
-
-    best: Any
-    to_best: dict[str, Difference | None]
-    to_reference: dict[str, Difference | None]
-    tied: set[str]  # ids tied with the best, the best included
-    pooled: float | None
-
-
-def compare(rows: Iterable[Any]) -> Comparison | None:
-    """The tie rule and the differences to dpo for the scored rows; None when none is."""
-    scored = [r for r in rows if r.fitness is not None]
-    if not scored:
-        return None
-    pooled = run_seed_variance(scored)
-    best = max(scored, key=lambda r: r.fitness)
-    reference = next((r for r in scored if r.id == REFERENCE_ID), None)
-    to_best = {r.id: difference(r, best, pooled) for r in scored if r is not best}
-    to_reference = {r.id: difference(r, reference, pooled) for r in scored
-                    if reference is not None and r is not reference}
-    tied = {best.id} | {id for id, d in to_best.items() if d is not None and d.tied}
-    return Comparison(best, to_best, to_reference, tied, pooled)
-
-
-# ---- training seeds as blocks (issue 27) --------------------------------------------------
+# ---- training seeds as blocks -------------------------------------------------------------
 # Replicate k trains every loss with the same seed and scores it on the same prompts with the
 # same sampling seed, so a difference of two losses is read seed by seed and prompt by prompt:
 # D[k, j] = Y_a[k, j] - Y_b[k, j] = delta + i_k + g_j + e_kj, with i_k the loss-by-seed
 # interaction, g_j the loss-by-prompt effect and e_kj the rest. A seed effect common to both
 # losses is not in D at all. Var(mean D) = s_i / K + s_g / J + s_e / (K J).
-
-FAMILY_ALPHA = 0.05  # the family-wise error level of every "better than dpo" claim
-SEED_TERMS = ("seed", "prompt", "residual")  # the components of a BlockedDifference
-
 
 @dataclass(frozen=True)
 class PooledInteraction:
@@ -248,6 +110,7 @@ class BlockedDifference:
     components: dict[str, float]
     basis: str
     omitted: tuple[str, ...] = ()
+    paired: bool = True  # False: no shared seed, the rows' own errors combined
 
     def p_value(self) -> float | None:
         """One-sided p-value of "A is no better than B" (t with df, normal when df is None)."""
@@ -393,17 +256,6 @@ def pooled_interaction(per_seed_fitness: Mapping[str, Mapping[Any, float]],
     return PooledInteraction(2 * residual / df, df)
 
 
-def run_interaction(rows: Iterable[Any]) -> PooledInteraction | None:
-    """pooled_interaction over the rows' recorded replicates, keyed by training seed."""
-    table = {}
-    for row in rows:
-        entries = [e for e in (row.metrics or {}).get("replicates") or []
-                   if isinstance(e, dict) and isinstance(e.get("fitness"), int | float)]
-        table[row.id] = {e.get("train_seed", e.get("replicate", k)): float(e["fitness"])
-                         for k, e in enumerate(entries)}
-    return pooled_interaction(table)
-
-
 # ---- many comparisons -------------------------------------------------------------------
 
 def holm_adjusted(p_values: Sequence[float]) -> list[float]:
@@ -424,10 +276,12 @@ def better_than_reference(differences: Mapping[str, BlockedDifference],
 
     One-sided: each test is "candidate minus reference <= 0" against "> 0", p from the t
     distribution with the difference's df (normal when None). The family is every candidate
-    given, those without a standard error included: their p-value counts as 1.
+    given; one without a standard error, or whose standard error leaves out the training noise
+    (one seed and no pooled interaction), makes no claim: its p-value counts as 1.
     """
     names = list(differences)
-    p_values = [differences[n].p_value() for n in names]
+    p_values = [None if "seed" in differences[n].omitted else differences[n].p_value()
+                for n in names]
     adjusted = holm_adjusted([1.0 if p is None else p for p in p_values])
     return {name for name, q in zip(names, adjusted, strict=True) if q <= alpha}
 
@@ -439,3 +293,221 @@ def chance_any_passes(m: int, threshold_se: float = TIE_SE, df: float | None = N
 
     tail = scipy_stats.norm.sf(threshold_se) if df is None else scipy_stats.t.sf(threshold_se, df)
     return float(1 - (1 - tail) ** m)
+
+
+# ---- rows ---------------------------------------------------------------------------------
+# A run's rows, read duck-typed (an archive Row, the TUI's CandidateRow): `id`, `fitness`,
+# `stderr`, `code` (None for the untrained policy) and `metrics`, where metrics["per_prompt"]
+# holds each held-out prompt's contribution to the fitness (averaged over seeds) and
+# metrics["replicates"] one {"replicate", "train_seed", "fitness", "stderr", "per_prompt"} entry
+# per training seed. Replicate k is trained with the same seed for every loss of a run.
+
+Replicates = list[tuple[float, float | None]]  # (fitness, sampling stderr) per training seed
+SeedScores = dict[int, tuple[float, list[float] | None]]  # replicate -> (fitness, per prompt)
+
+
+def replicates_of(row: Any) -> Replicates:
+    """The row's per-seed (fitness, stderr) pairs (empty when none were recorded)."""
+    return [(float(e["fitness"]), e.get("stderr")) for e in _entries(row)]
+
+
+def _entries(row: Any) -> list[dict]:
+    entries = (row.metrics or {}).get("replicates") or []
+    return [e for e in entries
+            if isinstance(e, dict) and isinstance(e.get("fitness"), int | float)]
+
+
+def per_prompt(row: Any) -> list[float] | None:
+    return _numbers((row.metrics or {}).get("per_prompt"))
+
+
+def _numbers(values: Any) -> list[float] | None:
+    if isinstance(values, list) and values and all(isinstance(v, int | float) for v in values):
+        return [float(v) for v in values]
+    return None
+
+
+def seed_scores(row: Any) -> SeedScores:
+    """The row's fitness and per-prompt scores per replicate; a row with one training seed (or
+    recorded before replicates were) is replicate 0."""
+    entries = _entries(row)
+    if not entries:
+        return {} if row.fitness is None else {0: (float(row.fitness), per_prompt(row))}
+    return {e["replicate"] if isinstance(e.get("replicate"), int) else k:
+            (float(e["fitness"]), _numbers(e.get("per_prompt"))) for k, e in enumerate(entries)}
+
+
+def seed_variance(replicates: Replicates) -> float:
+    """One loss's variance between training seeds: the variance of its per-seed fitnesses.
+    Every seed is scored on the same prompts with the same sampling seeds, so the prompt
+    sampling noise is common to all seeds and none is subtracted."""
+    return variance([f for f, _ in replicates])
+
+
+def pooled_seed_variance(groups: Iterable[Replicates]) -> float | None:
+    """The between-seed variance pooled over losses (weights: seeds - 1); None when no loss
+    has two seeds."""
+    total = weight = 0.0
+    for replicates in groups:
+        if len(replicates) >= 2:
+            total += (len(replicates) - 1) * seed_variance(replicates)
+            weight += len(replicates) - 1
+    return total / weight if weight else None
+
+
+def replicate_stderr(replicates: Replicates, pooled: float | None,
+                     scores: Sequence[Sequence[float]] | None = None) -> float | None:
+    """The standard error of a loss's fitness, its mean over K seeds scored on the same J
+    prompts: Var = s_seed / K + s_prompt / J + s_e / (K J).
+
+    Args:
+        replicates: per seed, its fitness and sampling standard error.
+        pooled: the run's pooled seed variance, used below POOL_BELOW seeds.
+        scores: each seed's per-prompt scores (K x J): with two or more seeds the two-way
+            analysis of seed_blocked_difference against zero, every part estimated.
+
+    Without per-prompt scores: the seed part from the loss's own seeds (POOL_BELOW or more, or
+    no pool) or the pool, divided by K, plus the prompt part, the seeds' mean squared sampling
+    error, not divided by K (the prompts are shared). One seed without a pool keeps its own
+    error (prompt sampling only).
+    """
+    k = len(replicates)
+    if scores is not None and k >= 2:
+        matrix = np.asarray(scores, dtype=float)
+        return seed_blocked_difference(matrix, np.zeros_like(matrix)).stderr
+    if any(e is None for _, e in replicates):
+        return None
+    sampling = sum(e ** 2 for _, e in replicates) / k
+    own = k >= POOL_BELOW or (k >= 2 and pooled is None)
+    seeds = seed_variance(replicates) if own else (pooled or 0.0)
+    return math.sqrt(seeds / k + sampling)
+
+
+def seed_variance_source(replicates: int, pooled: float | None) -> str:
+    """Which estimate of the seed variance a row's standard error uses, in words."""
+    if replicates >= POOL_BELOW:
+        return f"each loss's own {replicates} training seeds"
+    if pooled is None:
+        return "none: one training seed per loss, so training variance is not measured"
+    return (f"pooled across the run's losses trained on two or more seeds (estimated seed "
+            f"variance {pooled:.3g})")
+
+
+def run_seed_variance(rows: Iterable[Any]) -> float | None:
+    """The seed variance pooled over the trained rows with two or more seeds."""
+    return pooled_seed_variance(replicates_of(r) for r in rows
+                                if r.fitness is not None and r.code)
+
+
+def row_stderr(row: Any, pooled: float | None) -> float | None:
+    """The row's standard error, training noise included (replicate_stderr): from its own
+    seeds, or for one seed the run's pooled seed variance added to its sampling error. The
+    untrained policy has no training noise."""
+    replicates = replicates_of(row)
+    if len(replicates) >= 2:
+        grid = [s for _, s in seed_scores(row).values()]
+        same = all(grid) and len({len(s) for s in grid}) == 1 and len(grid[0]) >= 2
+        return replicate_stderr(replicates, pooled, grid if same else None)
+    if row.stderr is None or not row.code or pooled is None:
+        return row.stderr
+    return math.sqrt(row.stderr ** 2 + pooled)
+
+
+def run_seed_pool(rows: Iterable[Any]) -> PooledInteraction | None:
+    """The run's pooled seed variance of one trained loss with its df (sum of seeds - 1): the
+    training noise of a trained loss against the untrained policy."""
+    groups = [replicates_of(r) for r in rows if r.fitness is not None and r.code]
+    pooled = pooled_seed_variance(groups)
+    df = sum(len(g) - 1 for g in groups if len(g) >= 2)
+    return None if pooled is None else PooledInteraction(pooled, df)
+
+
+def run_interaction(rows: Iterable[Any]) -> PooledInteraction | None:
+    """pooled_interaction over the trained rows' recorded seeds (replicate k shares its
+    training seed across the run's losses)."""
+    return pooled_interaction({row.id: {k: f for k, (f, _) in seed_scores(row).items()}
+                               for row in rows if row.fitness is not None and row.code})
+
+
+def difference(a: Any, b: Any, interaction: PooledInteraction | None = None,
+               seed_pool: PooledInteraction | None = None) -> BlockedDifference | None:
+    """a minus b, blocked by the training seeds both were trained on and paired by prompt
+    (seed_blocked_difference); None without both fitnesses.
+
+    The untrained policy has no training seed: its scores stand beside every seed of the other
+    row, and in place of the interaction of two trained losses the trained side's seed
+    variance (seed_pool, run_seed_pool) is pooled below POOL_BELOW seeds. Rows with no
+    seed in common, or one shared seed and no per-prompt scores, give the unpaired difference
+    of fitnesses with the rows' own errors (paired False; it makes no claim).
+    """
+    if a.fitness is None or b.fitness is None:
+        return None
+    sa, sb = seed_scores(a), seed_scores(b)
+    if not a.code:
+        sa = dict.fromkeys(sb, next(iter(sa.values())))
+    if not b.code:
+        sb = dict.fromkeys(sa, next(iter(sb.values())))
+    common = [k for k in sa if k in sb]
+    pool = interaction if a.code and b.code else seed_pool if a.code or b.code else None
+    grids = [[s[k][1] for k in common] for s in (sa, sb)]
+    lengths = {len(p) if p else 0 for grid in grids for p in grid}
+    if common and len(lengths) == 1 and lengths.pop() >= 2:
+        return seed_blocked_difference(*grids, interaction=pool)
+    means = (per_prompt(a), per_prompt(b))
+    aligned = all(means) and len(means[0]) == len(means[1])
+    if common:
+        d = seed_blocked_difference([sa[k][0] for k in common], [sb[k][0] for k in common],
+                                    interaction=pool, prompt_means=means if aligned else None)
+        if d.stderr is not None:
+            return d
+    ea, eb = a.stderr, b.stderr
+    stderr = math.sqrt(ea ** 2 + eb ** 2) if ea is not None and eb is not None else None
+    return BlockedDifference(a.fitness - b.fitness, stderr, len(common), None, None, {},
+                             "unpaired: no per-prompt scores or training seeds in common "
+                             "(the rows' own errors combined)", ("seed", "prompt"),
+                             paired=False)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every scored row against the best and against dpo (REFERENCE_ID), seed-blocked.
+
+    tied: the best and every row not below it at family-wise level FAMILY_ALPHA (TIE_RULE);
+    better: the rows better than dpo at that level (BETTER_RULE).
+    """
+
+    best: Any
+    to_best: dict[str, BlockedDifference | None]
+    to_reference: dict[str, BlockedDifference | None]
+    tied: set[str]
+    better: set[str]
+    interaction: PooledInteraction | None
+    pooled: float | None
+
+
+def compare(rows: Iterable[Any]) -> Comparison | None:
+    """The corrected tie and better-than-dpo rules over the scored rows; None when none is."""
+    scored = [r for r in rows if r.fitness is not None]
+    if not scored:
+        return None
+    interaction, seed_pool = run_interaction(scored), run_seed_pool(scored)
+    best = max(scored, key=lambda r: r.fitness)
+    reference = next((r for r in scored if r.id == REFERENCE_ID), None)
+    to_best = {r.id: difference(r, best, interaction, seed_pool) for r in scored
+               if r is not best}
+    to_reference = {r.id: difference(r, reference, interaction, seed_pool) for r in scored
+                    if reference is not None and r is not reference}
+    below = better_than_reference({id: replace(d, mean=-d.mean)
+                                   for id, d in to_best.items() if d is not None})
+    better = better_than_reference({id: d for id, d in to_reference.items() if d is not None})
+    return Comparison(best, to_best, to_reference, {r.id for r in scored} - below, better,
+                      interaction, run_seed_variance(scored))
+
+
+def interaction_source(interaction: PooledInteraction | None) -> str:
+    """Where the loss-by-seed interaction of single-seed comparisons comes from, in words."""
+    if interaction is None:
+        return ("not measured: no two losses share two training seeds, so a comparison on one "
+                "seed leaves out the training noise and makes no claim")
+    return (f"pooled from the losses trained on two or more shared seeds: variance of one "
+            f"seed's difference {interaction.variance:.3g}, {interaction.df} df")

@@ -104,7 +104,8 @@ class CurveEvaluator:
 
 def make_loop(run_dir: Path, proposer, evaluator, **discovery) -> Discovery:
     overrides = {"discovery": {"generations": 2, "candidates_per_generation": 2,
-                               "burn_in": ["dpo", "hinge"], "max_resamples": 2, **discovery}}
+                               "burn_in": ["dpo", "hinge"], "max_resamples": 2,
+                               "baseline_seeds": 1, **discovery}}
     config = load_config("smoke", overrides=overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(config.to_toml())

@@ -16,7 +16,7 @@ from selfdisco.formatting import (
     format_stderr,
 )
 from selfdisco.llm.numerics import NumericsReport
-from selfdisco.stats import Difference
+from selfdisco.stats import BlockedDifference
 from selfdisco.tasks import Fitness
 from selfdisco.tui.printer import Printer
 
@@ -35,10 +35,14 @@ def test_a_missing_standard_error_is_left_out():
     assert format_stderr(math.nan) == "-"
 
 
+def difference(mean: float, stderr: float | None, paired: bool) -> BlockedDifference:
+    return BlockedDifference(mean, stderr, 1, None, None, {}, "", paired=paired)
+
+
 def test_differences_of_fitness():
-    assert format_difference(Difference(0.0123, 0.004, paired=True)) == "+0.0123 ± 0.0040"
-    assert format_difference(Difference(-0.1, 0.05, paired=False)) == "~-0.1000 ± 0.0500"
-    assert format_difference(Difference(0.1, None, paired=False)) == "~+0.1000"
+    assert format_difference(difference(0.0123, 0.004, paired=True)) == "+0.0123 ± 0.0040"
+    assert format_difference(difference(-0.1, 0.05, paired=False)) == "~-0.1000 ± 0.0500"
+    assert format_difference(difference(0.1, None, paired=False)) == "~+0.1000"
     assert format_difference(None) == "-" and format_difference(None, missing="") == ""
 
 

@@ -1,7 +1,8 @@
 """The figures of the two recorded runs (tests/data/runs) as `selfdisco report` and the headless
 printer show them, pinned as they were before the statistics helpers were merged into
-selfdisco/stats.py (issue 25): a change to any figure below is a change to a printed or recorded
-number and must be deliberate."""
+selfdisco/stats.py (issue 25), with the marks of the corrected tie and better-than-dpo rules
+(issue 27): a change to any figure below is a change to a printed or recorded number and must
+be deliberate."""
 
 from __future__ import annotations
 
@@ -24,16 +25,17 @@ REPORT_LINES = {
     "smoke-sentiment": [
         "Self-improvement: from generation 2 the proposer was g01-c2 (its policy's fitness "
         "0.0002).",
-        "| = | g01-c2 | osfulitrejectedchghaundloturwaree6ondked | 1 | 0.0002 | 0.0002 | "
+        "| = |  | g01-c2 | osfulitrejectedchghaundloturwaree6ondked | 1 | 0.0002 | 0.0002 | "
         "+0.0000 ± 0.0000 | best | -0.009 | base |",
-        "| = | burn-hinge | hinge | 0 | 0.0002 | 0.0002 | +0.0000 ± 0.0000 | -0.0000 ± 0.0000 | "
+        "| = |  | burn-hinge | hinge | 0 | 0.0002 | 0.0002 | +0.0000 ± 0.0000 | -0.0000 ± 0.0000 | "
         "-0.008 | catalog |",
-        "| = | burn-dpo | dpo | 0 | 0.0002 | 0.0002 | - | -0.0000 ± 0.0000 | -0.008 | catalog |",
-        "| = | g01-c1 | hici5verelogpswisolicusicchcri5urzjectel | 1 | 0.0001 | 0.0002 | "
+        "| = |  | burn-dpo | dpo | 0 | 0.0002 | 0.0002 | - | -0.0000 ± 0.0000 | -0.008 | catalog |",
+        "| = |  | g01-c1 | hici5verelogpswisolicusicchcri5urzjectel | 1 | 0.0001 | 0.0002 | "
         "-0.0001 ± 0.0002 | -0.0001 ± 0.0002 | -0.003 | base |",
-        "| = | base | base (untrained policy) | 0 | 0.0000 | 0.0000 | -0.0002 ± 0.0002 | "
+        "| = |  | base | base (untrained policy) | 0 | 0.0000 | 0.0000 | -0.0002 ± 0.0002 | "
         "-0.0002 ± 0.0002 | 0.000 | catalog |",
         "Tied with the best (g01-c2): base, burn-dpo, burn-hinge, g01-c1, g01-c2.",
+        "No loss is better than dpo at a family-wise level of 0.05 (Holm over 4 comparisons).",
         "Fitness: reward - 0.02 x KL (nats).",
         "Correlation of fitness with KL across the 5 scored rows: r = -1.00.",
         "### g01-c2 osfulitrejectedchghaundloturwaree6ondked (fitness 0.0002)",
@@ -45,13 +47,16 @@ REPORT_LINES = {
         "(valid-and-novel rate tie (+0.00 ± 0.00), fitness +0.0001822 ± 0.0002169)",
     ],
     "digits": [
-        "| = | burn-label_smoothing | label_smoothing | 0 | 0.9611 | 0.0083 | - | best | - | "
+        "| = |  | burn-label_smoothing | label_smoothing | 0 | 0.9611 | 0.0083 | - | best | - | "
         "catalog |",
-        "| = | burn-cross_entropy | cross_entropy | 0 | 0.9537 | 0.0090 | - | -0.0074 ± 0.0045 | "
+        "| = |  | burn-cross_entropy | cross_entropy | 0 | 0.9537 | 0.0090 | - | -0.0074 ± 0.0045 | "
         "- | catalog |",
-        "|  | base | base (untrained policy) | 0 | 0.0870 | 0.0121 | - | -0.8741 ± 0.0150 | - | "
-        "catalog |",
-        "Tied with the best (burn-label_smoothing): burn-cross_entropy, burn-label_smoothing.",
+        # one training seed and no loss on two: training noise unmeasured, so nothing is
+        # ranked below the best (issue 27), not even the untrained policy
+        "| = |  | base | base (untrained policy) | 0 | 0.0870 | 0.0121 | - | -0.8741 ± 0.0150 | "
+        "- | catalog |",
+        "Tied with the best (burn-label_smoothing): base, burn-cross_entropy, "
+        "burn-label_smoothing.",
         "| base | 1 | 8 | 0.00 ± 0.00 (0/8) | 1.00 ± 0.00 (8/8) | 0.00 ± 0.00 (0/8) | "
         "0.00 ± 0.00 (0/8) | - |",
         "| 1 | base | 8 | 0.00 ± 0.00 (0/8) | - |",
@@ -64,13 +69,13 @@ REPORT_LINES = {
 RANKING = {
     "smoke-sentiment": [
         ("g01-c2", 0.00018220901489257807, 0.00021685864899759346, -0.009110450744628906,
-         (1.737500000000001e-05, 4.2399855752786977e-05)),
+         (1.7375000000000006e-05, 4.2399855752786977e-05)),
         ("burn-hinge", 0.00016515731811523444, 0.0002060340330871704, -0.008257865905761719,
          (3.750000000000193e-07, 1.829812636778594e-07)),
         ("burn-dpo", 0.00016489982604980468, 0.0002060119746589793, -0.008244991302490234,
          None),
         ("g01-c1", 6.688117980957031e-05, 0.0001616736131011026, -0.0033440589904785156,
-         (-9.787499999999998e-05, 0.00022308666137208394)),
+         (-9.787499999999997e-05, 0.00022308666137208397)),
         ("base", 0.0, 0.0, 0.0, (-0.00016474999999999997, 0.00020603421612510315)),
     ],
     "digits": [

@@ -45,62 +45,125 @@ def test_the_binomial_standard_error():
     assert stats.proportion_stderr(1.0, 8) == 0.0
 
 
-def test_paired_difference_by_hand():
+def test_a_difference_on_one_seed_by_hand():
     # d = (0.1, 0.2, 0.0, 0.1): mean 0.1, sd sqrt(0.02 / 3), s.e. sd / 2
     a = Row("a", 0.6, metrics={"per_prompt": [0.5, 0.7, 0.9, 0.3]})
     b = Row("b", 0.5, metrics={"per_prompt": [0.4, 0.5, 0.9, 0.2]})
     d = stats.difference(a, b)
-    assert d.paired
+    assert d.paired and d.n_seeds == 1
     assert d.mean == pytest.approx(0.1)
     assert d.stderr == pytest.approx(math.sqrt(0.02 / 3) / 2)
-    # Two seeds each and a pooled seed variance of 0.0004 add 0.0004 / 2 per side.
-    for row in (a, b):
-        row.metrics["replicates"] = [{"fitness": 0.0, "stderr": 0.1}] * 2
-    d = stats.difference(a, b, pooled=0.0004)
-    assert d.stderr == pytest.approx(math.sqrt(0.02 / 3 / 4 + 0.0004))
-    # The untrained base policy has no training seed: only the trained side's share.
+    assert d.omitted == ("seed",)  # training noise unmeasured: it says so, and claims nothing
+    assert stats.better_than_reference({"a": d}) == set()
+    # The run's pooled interaction adds one seed's variance of a difference.
+    pool = stats.PooledInteraction(variance=0.0004, df=6)
+    assert stats.difference(a, b, pool).stderr == pytest.approx(math.sqrt(0.02 / 3 / 4 + 0.0004))
+    # The untrained base policy has no training seed: the interaction of two trained losses
+    # does not apply to it, the trained side's seed variance does.
     b.code = None
-    assert stats.difference(a, b, pooled=0.0004).stderr == pytest.approx(
-        math.sqrt(0.02 / 3 / 4 + 0.0002))
+    assert stats.difference(a, b, pool).stderr == pytest.approx(math.sqrt(0.02 / 3) / 2)
+    seeds = stats.PooledInteraction(variance=0.0009, df=4)
+    assert stats.difference(a, b, pool, seeds).stderr == pytest.approx(
+        math.sqrt(0.02 / 3 / 4 + 0.0009))
 
 
 def test_unpaired_difference_without_per_prompt_scores():
     d = stats.difference(Row("a", 0.6, 0.03), Row("b", 0.5, 0.04))
     assert not d.paired
     assert (d.mean, d.stderr) == pytest.approx((0.1, 0.05))
+    assert stats.better_than_reference({"a": d}) == set()  # unpaired: no claim
     assert stats.difference(Row("a", None), Row("b", 0.5)) is None
 
 
+def test_a_difference_reads_the_seeds_both_rows_share():
+    # dpo on seeds 0-2 (the burn-in's baseline_seeds), the candidate on seed 0 only: the
+    # difference is seed 0's, prompt by prompt.
+    dpo = as_row(stats.REFERENCE_ID, np.array([[0.4, 0.5], [0.7, 0.8], [0.1, 0.3]]))
+    candidate = Row("c", 0.5, 0.05, metrics={"per_prompt": [0.45, 0.55]})
+    d = stats.difference(candidate, dpo)
+    assert (d.n_seeds, d.n_prompts) == (1, 2)
+    assert d.mean == pytest.approx(0.05)
+
+
 def test_seed_variance_own_and_pooled():
-    # var(1.0, 1.4) = 0.08 less the sampling 0.1^2 = 0.07; var(2.0, 2.2) = 0.02 < 0.2^2: 0.
+    # The prompts are shared, so nothing is subtracted from the spread of the per-seed
+    # fitnesses, and the seeds' sampling error is not divided by their number.
     first, second = [(1.0, 0.1), (1.4, 0.1)], [(2.0, 0.2), (2.2, 0.2)]
-    assert stats.seed_component(first) == pytest.approx(0.07)
-    assert stats.seed_component(second) == 0.0
+    assert stats.seed_variance(first) == pytest.approx(0.08)
     pooled = stats.pooled_seed_variance([first, second, [(3.0, 0.1)]])
-    assert pooled == pytest.approx(0.035)
-    assert stats.replicate_stderr(first, pooled) == pytest.approx(math.sqrt((0.035 + 0.01) / 2))
+    assert pooled == pytest.approx(0.05)
+    assert stats.replicate_stderr(first, pooled) == pytest.approx(math.sqrt(0.05 / 2 + 0.01))
     assert stats.pooled_seed_variance([[(1.0, 0.1)]]) is None
-    assert stats.replicate_stderr([(1.0, 0.1)], None) == pytest.approx(0.1)  # R = 1: as before
+    assert stats.replicate_stderr([(1.0, 0.1)], None) == pytest.approx(0.1)  # one seed
     five = [(f, 0.5) for f in (1.0, 2.0, 3.0, 4.0, 5.0)]  # enough seeds: its own spread
-    assert stats.replicate_stderr(five, pooled) == pytest.approx(math.sqrt(2.5 / 5))
+    assert stats.replicate_stderr(five, pooled) == pytest.approx(math.sqrt(2.5 / 5 + 0.25))
     assert "pooled" in stats.seed_variance_source(2, pooled)
     assert "not measured" in stats.seed_variance_source(1, None)
+    # One seed with the run's pool: its training noise is in its error.
+    row = Row("c", 0.5, 0.03)
+    assert stats.row_stderr(row, 0.0016) == pytest.approx(0.05)
+    row.code = None
+    assert stats.row_stderr(row, 0.0016) == 0.03
 
 
-def test_tie_rule():
-    assert stats.Difference(-0.05, 0.03, paired=True).tied  # within 2 s.e.
-    assert not stats.Difference(-0.07, 0.03, paired=True).tied
-    assert not stats.Difference(-0.01, None, paired=False).tied
-    prompts = {"best": [0.9, 0.8, 0.7, 0.6], "close": [0.9, 0.7, 0.7, 0.6],
-               "far": [0.1, 0.2, 0.1, 0.2], stats.REFERENCE_ID: [0.5, 0.5, 0.4, 0.4]}
-    rows = [Row(id, sum(p) / 4, metrics={"per_prompt": p}) for id, p in prompts.items()]
+def test_a_rows_standard_error_holds_the_shared_prompts_noise_once():
+    # Issue 27, item 2: three seeds scored on the same 32 prompts. The variance of the row's
+    # fitness over 1000 simulated runs against the mean of its squared standard error: the
+    # two-way error gives 1.03 (measured); the earlier rule, which divided the prompt
+    # variance by the number of seeds and subtracted it from the seed variance, 0.58.
+    rng = np.random.default_rng(6)
+    runs = simulate(rng, [0.0], n_seeds=3, n_runs=1000)[:, 0]
+    fitness = [s.mean() for s in runs]
+    squared = [stats.row_stderr(as_row("a", s), None) ** 2 for s in runs]
+    assert 0.9 <= np.mean(squared) / np.var(fitness) <= 1.15
+    # Without per-prompt scores per seed: conservative, never below.
+    bare = [stats.row_stderr(_without_cells(as_row("a", s)), None) ** 2 for s in runs]
+    assert np.mean(bare) / np.var(fitness) >= 0.95
+
+
+def _without_cells(row: Row) -> Row:
+    for entry in row.metrics["replicates"]:
+        entry.pop("per_prompt", None)
+    return row
+
+
+def test_the_tie_and_better_rules_are_corrected_for_the_number_compared():
+    # Issue 27, item 5: eleven losses on the same 4 seeds and 8 prompts. "good" beats dpo by
+    # 0.1 on every seed, "lucky" by 2.3 standard errors: past the old uncorrected 2 s.e. rule,
+    # not past Holm's threshold over the 10 comparisons with dpo; seven others equal dpo.
+    rng = np.random.default_rng(7)
+    base = rng.normal(0.5, 0.2, (4, 8))
+    names = ["dpo", "good", "lucky", "poor", *(f"same{i}" for i in range(7))]
+    noise = {name: rng.normal(0.0, 0.02, (4, 8)) for name in names}
+    dpo = base + noise["dpo"]
+    scores = {stats.REFERENCE_ID: dpo, "good": base + 0.1 + noise["good"],
+              "poor": base - 0.1 + noise["poor"],
+              **{name: base + noise[name] for name in names[4:]}}
+    target = stats.seed_blocked_difference(base + noise["lucky"], dpo)
+    shift = 2.3 * target.stderr - target.mean  # "lucky" ends 2.3 s.e. above dpo
+    scores["lucky"] = base + noise["lucky"] + shift
+    rows = [as_row(name, s) for name, s in scores.items()]
     rows.append(Row("failed", None))
     comparison = stats.compare(rows)
-    assert comparison.best.id == "best"
-    assert comparison.tied == {"best", "close"}
-    assert comparison.to_reference["best"].mean == pytest.approx(0.3)
+    lucky = comparison.to_reference["lucky"]
+    assert lucky.mean / lucky.stderr == pytest.approx(2.3)
+    assert comparison.best.id == "good"
+    assert comparison.better == {"good"}
+    assert comparison.tied == {"good"}  # all 0.1 or more below it, "lucky" included
     assert stats.REFERENCE_ID not in comparison.to_reference
     assert stats.compare([Row("failed", None)]) is None
+
+
+def test_without_a_measured_training_noise_nothing_is_ranked():
+    # One seed each and no loss on two shared seeds: no interaction, so a loss far above dpo
+    # on the prompts is still not called better, and nothing falls out of the tie.
+    rows = [Row(id, sum(p) / 4, metrics={"per_prompt": p}) for id, p in {
+        "best": [0.9, 0.8, 0.7, 0.6], "far": [0.1, 0.2, 0.1, 0.2],
+        stats.REFERENCE_ID: [0.5, 0.5, 0.4, 0.4]}.items()]
+    comparison = stats.compare(rows)
+    assert comparison.interaction is None and comparison.better == set()
+    assert comparison.tied == {"best", "far", stats.REFERENCE_ID}
+    assert "makes no claim" in stats.interaction_source(None)
 
 
 def test_correlation():
@@ -118,10 +181,9 @@ def test_the_edge_rules_of_the_correlation():
         stats.correlation([1.0, 2.0, 3.0], [1.0, 2.0])
 
 
-def test_the_tie_rule_is_one_constant():
+def test_the_rules_that_decide_without_claiming_share_one_constant():
     from selfdisco.discovery.proposer import duel
 
-    assert f"within {stats.TIE_SE:g} standard errors" in stats.TIE_RULE
     assert f"more than {stats.TIE_SE:g} standard errors" in duel.RULE
     assert duel.worse(-0.5, 0.2) and not duel.worse(-0.5, 0.25)  # beyond TIE_SE s.e. or not
     assert duel.rate_word(0.5, 0.2) == "higher" and duel.rate_word(0.5, 0.25) == "within noise"
@@ -160,14 +222,34 @@ def simulate(rng: np.random.Generator, deltas: list[float], n_seeds: int, n_runs
 
 def as_row(name: str, scores: np.ndarray) -> Row:
     """The row a run records for a loss scored seed by seed (seeds x prompts): per-seed
-    fitnesses with their sampling errors, and per-prompt scores averaged over the seeds."""
+    fitnesses with their sampling errors and per-prompt scores, and per-prompt scores averaged
+    over the seeds."""
     per_seed = [{"replicate": k, "train_seed": k, "fitness": float(s.mean()),
-                 "stderr": float(s.std(ddof=1) / math.sqrt(s.size))}
+                 "stderr": float(s.std(ddof=1) / math.sqrt(s.size)),
+                 "per_prompt": [float(v) for v in s]}
                 for k, s in enumerate(scores)]
     metrics = {"per_prompt": [float(v) for v in scores.mean(axis=0)]}
     if len(per_seed) > 1:
         metrics["replicates"] = per_seed
     return Row(name, float(scores.mean()), per_seed[0]["stderr"], metrics=metrics)
+
+
+def old_difference(a: Row, b: Row) -> tuple[float, float]:
+    """The analysis before seeds were blocks (issue 27): the seed-averaged per-prompt
+    differences' error plus each side's seed variance (its between-seed variance less the
+    prompt sampling variance, pooled over the two) divided by its seeds, as if the seeds of
+    the two sides were independent."""
+    diffs = [x - y for x, y in zip(a.metrics["per_prompt"], b.metrics["per_prompt"],
+                                   strict=True)]
+    mean, stderr = stats.mean_stderr(diffs)
+    parts = []
+    for row in (a, b):
+        replicates = stats.replicates_of(row)
+        sampling = sum(e ** 2 for _, e in replicates) / len(replicates)
+        parts.append(max(0.0, stats.variance([f for f, _ in replicates]) - sampling))
+    pooled = sum(parts) / 2
+    k = len(stats.replicates_of(a))
+    return mean, math.sqrt(stderr ** 2 + 2 * pooled / k)
 
 
 def covers(d: stats.BlockedDifference, delta: float) -> bool:
@@ -270,11 +352,12 @@ def test_a_seed_effect_common_to_both_losses_cancels():
     assert after.stderr == pytest.approx(before.stderr, rel=1e-9)
     assert after.mean == pytest.approx(before.mean, rel=1e-9)
 
-    def old_stderr(a: np.ndarray, b: np.ndarray) -> float:
-        rows = [as_row("a", a), as_row("b", b)]
-        return stats.difference(*rows, stats.run_seed_variance(rows)).stderr
-
-    assert old_stderr(scores[0] + common, scores[1] + common) > 5 * old_stderr(*scores)
+    # The same through the rows a run records (issue 27, item 1): unchanged by the common
+    # seed effect; the analysis before blocking grew more than five times with it.
+    rows = [as_row("a", scores[0]), as_row("b", scores[1])]
+    shifted = [as_row("a", scores[0] + common), as_row("b", scores[1] + common)]
+    assert stats.difference(*shifted).stderr == pytest.approx(stats.difference(*rows).stderr)
+    assert old_difference(*shifted)[1] > 5 * old_difference(*rows)[1]
 
 
 def test_one_seed_without_a_pooled_interaction_says_it_is_prompt_only():
@@ -310,14 +393,11 @@ def test_blocked_intervals_cover_at_the_nominal_rate_and_the_old_analysis_is_wid
     rng = np.random.default_rng(10 + n_seeds)
     scores = simulate(rng, [delta, 0.0], n_seeds)
     new = [stats.seed_blocked_difference(s[0], s[1]) for s in scores]
-    old = []
-    for s in scores:
-        rows = [as_row("a", s[0]), as_row("b", s[1])]
-        old.append(stats.difference(*rows, stats.run_seed_variance(rows)))
+    old = [old_difference(as_row("a", s[0]), as_row("b", s[1])) for s in scores]
     coverage = np.mean([covers(d, delta) for d in new])
     assert abs(coverage - 0.95) <= COVERAGE_TOLERANCE, coverage
-    old_coverage = np.mean([abs(d.mean - delta) <= 1.96 * d.stderr for d in old])
-    width_ratio = np.mean([d.stderr for d in old]) / np.mean([d.stderr for d in new])
+    old_coverage = np.mean([abs(mean - delta) <= 1.96 * stderr for mean, stderr in old])
+    width_ratio = np.mean([stderr for _, stderr in old]) / np.mean([d.stderr for d in new])
     assert width_ratio > 1.5, width_ratio
     assert old_coverage >= coverage - COVERAGE_TOLERANCE, old_coverage
 

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def ranking(run_dir: Path) -> list[dict[str, Any]]:
-    """The scored rows, best fitness first, with the standard errors and ties of the report."""
+    """The scored rows, best fitness first, with the standard errors, ties and wins over dpo
+    of the report (stats.TIE_RULE, stats.BETTER_RULE)."""
     archive = Archive(run_dir)
     scored = sorted((r for r in archive.rows() if r.status == SCORED), key=lambda r: -r.fitness)
     archive.close()
@@ -46,8 +47,11 @@ def ranking(run_dir: Path) -> list[dict[str, Any]]:
         to_dpo = comparison.to_reference.get(r.id)
         out.append({"id": r.id, "name": r.name, "kind": r.kind, "generation": r.generation,
                     "fitness": r.fitness, "stderr": stats.row_stderr(r, comparison.pooled),
-                    "tied_with_best": r.id in comparison.tied, "kl": r.metrics.get("kl"),
-                    "vs_dpo": None if to_dpo is None else {"difference": to_dpo.mean,
-                                                           "stderr": to_dpo.stderr},
+                    "tied_with_best": r.id in comparison.tied,
+                    "better_than_dpo": r.id in comparison.better, "kl": r.metrics.get("kl"),
+                    "vs_dpo": None if to_dpo is None else {
+                        "difference": to_dpo.mean, "stderr": to_dpo.stderr, "df": to_dpo.df,
+                        "seeds": to_dpo.n_seeds, "p_value": to_dpo.p_value(),
+                        "omitted": list(to_dpo.omitted)},
                     "proposer": r.proposer})
     return out

@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if recorded is not None and recorded.status == SCORED:
         print(f"recorded {format_fitness(recorded.fitness, recorded.stderr)}")
     if difference is not None:
-        kind = "paired over prompts" if difference.paired else "unpaired"
+        kind = ("blocked by training seed, paired over prompts" if difference.paired
+                else "unpaired")
         print(f"difference to the recorded fitness: {format_difference(difference)} ({kind})")
         verdict = "within" if reproduction.within_stderr else "outside"
         print(f"reproduced: {verdict} the recorded standard error")

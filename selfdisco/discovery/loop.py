@@ -303,7 +303,7 @@ class Discovery:
 
         if not rows:
             return
-        if self.settings.replicates > 1:
+        if any(self._seeds(row) > 1 for row in rows):
             self.services.evaluator.evaluate(rows, on_progress, on_done, on_start,
                                              replicates=missing)
         else:
@@ -323,25 +323,31 @@ class Discovery:
             self.events.emit("server", state="restarted", detail="after a crash")
         return restarted
 
+    def _seeds(self, row: Row) -> int:
+        """The row's training seeds: one for the untrained base policy (every policy is scored
+        with the same sampling seeds), baseline_seeds for a burn-in baseline, else replicates."""
+        if row.code is None:
+            return 1
+        if row.kind == "burn_in":
+            return max(self.settings.replicates, self.settings.baseline_seeds)
+        return self.settings.replicates
+
     def _missing_replicates(self, row: Row) -> list[int]:
-        """The row's training seeds without a recorded result; the untrained base policy has
-        one (it is not trained, and every policy is scored with the same sampling seeds)."""
-        wanted = 1 if row.code is None else self.settings.replicates
+        """The row's training seeds without a recorded result."""
         have = self.archive.replicates(row.id)
-        return [k for k in range(wanted) if k not in have]
+        return [k for k in range(self._seeds(row)) if k not in have]
 
     def _store_replicate(self, row: Row, k: int, result: Result) -> None:
         """Keep training seed k's result; record the row once all its seeds are in."""
         self.archive.put_replicate(row.id, k, result.to_dict())
-        if self.settings.replicates > 1 and row.code is not None:
+        if self._seeds(row) > 1:
             self.events.emit("log", level="info", message=(
                 f"{row.id}{self._seed_label(row, k)}: {result.status}"
                 + (f" {format_fitness(result.fitness)}" if result.status == SCORED else "")))
         self._record_if_complete(row)
 
     def _seed_label(self, row: Row, k: int) -> str:
-        several = row.code is not None and self.settings.replicates > 1
-        return f" (training seed {k})" if several else ""
+        return f" (training seed {k})" if self._seeds(row) > 1 else ""
 
     def _record_if_complete(self, row: Row) -> None:
         """Record the combination of the row's per-seed results once all are in (the standard
@@ -351,22 +357,25 @@ class Discovery:
         results = [Result.from_dict(r) for r in self.archive.replicates(row.id).values()]
         own = [(float(r.fitness), r.stderr) for r in results if r.status == SCORED]
         others = [stats.replicates_of(r) for r in self.archive.rows("status = ?", (SCORED,))
-                  if r.id != row.id]
-        pooled = stats.pooled_seed_variance([*others, own])
-        self.record_result(row, self._versus_dpo(row, combine(results, pooled), pooled))
+                  if r.id != row.id and r.code]
+        pooled = stats.pooled_seed_variance([*others, own] if row.code else others)
+        self.record_result(row, self._versus_dpo(row, combine(results, pooled)))
 
-    def _versus_dpo(self, row: Row, result: Result, pooled: float | None) -> Result:
-        """The result with its paired difference to dpo in metrics["vs_dpo"], once dpo is
-        scored (the report and the TUI recompute it with the run's final seed variance)."""
+    def _versus_dpo(self, row: Row, result: Result) -> Result:
+        """The result with its seed-blocked difference to dpo in metrics["vs_dpo"], once dpo
+        is scored (the report and the TUI recompute it, with the run's final interaction and
+        the correction for the run's number of comparisons)."""
         reference = self.archive.get(stats.REFERENCE_ID)
         if result.status != SCORED or row.id == stats.REFERENCE_ID or reference is None \
                 or reference.status != SCORED:
             return result
         scored = replace(row, fitness=result.fitness, stderr=result.stderr,
                          metrics=result.metrics)
-        d = stats.difference(scored, reference, pooled)
+        others = [r for r in self.archive.rows("status = ?", (SCORED,)) if r.id != row.id]
+        d = stats.difference(scored, reference, stats.run_interaction([*others, scored]))
         return replace(result, metrics={**result.metrics, "vs_dpo": {
-            "difference": d.mean, "stderr": d.stderr, "paired": d.paired}})
+            "difference": d.mean, "stderr": d.stderr, "df": d.df, "seeds": d.n_seeds,
+            "paired": d.paired}})
 
     def record_result(self, row: Row, result: Result) -> None:
         """Write a row's final result to the archive and announce it."""

@@ -22,13 +22,13 @@ class Reproduction:
     Attributes:
         result: over the recipe's training seeds, combined as the run combined them.
         recorded: the result the run recorded (None when the export has none).
-        difference: result minus recorded, paired over the held-out prompts when both have
-            per-prompt scores (stats.difference); None unless both scored.
+        difference: result minus recorded, blocked by training seed and paired over the
+            held-out prompts (stats.difference); None unless both scored.
     """
 
     result: Result
     recorded: Result | None
-    difference: stats.Difference | None
+    difference: stats.BlockedDifference | None
 
     @property
     def within_stderr(self) -> bool | None:
@@ -73,6 +73,5 @@ def reproduce(recipe: Recipe, *, server_url: str, served_model: str, out_dir: Pa
     recorded = Result.from_dict(recipe.recorded) if recipe.recorded else None
     difference = None
     if recorded is not None and recorded.status == SCORED and result.status == SCORED:
-        difference = stats.difference(_row(result, recipe.code), _row(recorded, recipe.code),
-                                      recipe.pooled_seed_variance)
+        difference = stats.difference(_row(result, recipe.code), _row(recorded, recipe.code))
     return Reproduction(result, recorded, difference)

@@ -156,7 +156,8 @@ class CandidatesTable(DataTable):
     def sync(self, rows: list[CandidateRow], changed: set[str],
              comparison: stats.Comparison | None = None) -> None:
         """Show `rows` in this order; rebuild only when the order or the set of rows changed.
-        `comparison` (stats.compare over every candidate) fills the tie and vs-dpo columns."""
+        `comparison` (stats.compare over every candidate) fills the tie and vs-dpo columns
+        (">": better than dpo, stats.BETTER_RULE)."""
         keys = [row.id for row in rows]
         current = [key.value for key in self.rows]
         if keys == current:
@@ -182,6 +183,8 @@ def _cells(row: CandidateRow, comparison: stats.Comparison | None) -> tuple:
         tie = "best" if row.id == comparison.best.id else (
             "=" if row.id in comparison.tied else "")
         to_dpo = format_difference(comparison.to_reference.get(row.id), missing="")
+        if row.id in comparison.better:  # better than dpo after the run's correction
+            to_dpo = "> " + to_dpo
     return (
         row.id,
         generation_label(row.generation),

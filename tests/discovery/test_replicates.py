@@ -108,8 +108,9 @@ def test_each_candidate_is_trained_with_distinct_seeds_and_combined(tmp_path):
     pooled = stats.run_seed_variance(trained)
     assert pooled > 0
     own = stats.replicates_of(last)
+    grid = [e["per_prompt"] for e in last.metrics["replicates"]]
     sampling_only = (sum(e**2 for _, e in own) / 2 / 2) ** 0.5
-    assert last.stderr == pytest.approx(stats.replicate_stderr(own, pooled))
+    assert last.stderr == pytest.approx(stats.replicate_stderr(own, pooled, grid))
     assert last.stderr > sampling_only * 1.2  # the seed shift (sd 0.05) dominates
     assert "pooled" in last.metrics["seed_variance"]
     archive.close()
@@ -147,16 +148,17 @@ def test_report_marks_ties_and_prints_the_correlation_with_kl(tmp_path):
     comparison = stats.compare(rows)
     assert 2 <= len(comparison.tied) < len(rows)  # some tied with the best, some not
     ranking = text[text.index("## Ranking"):text.index("## Fitness")]  # not the other tables
-    table = {line.split(" | ")[1].split()[0]: line for line in ranking.splitlines()
-             if line.startswith("| ") and " | " in line and line.split(" | ")[1][:1] in "bg"}
+    table = {line.split(" | ")[2].split()[0]: line for line in ranking.splitlines()
+             if line.startswith("| ") and line.count(" | ") > 2
+             and line.split(" | ")[2][:1] in "bg"}
     assert set(table) == {r.id for r in rows}
     for row in rows:
-        tied = row.id in comparison.tied
-        assert table[row.id].startswith("| = |" if tied else "|  |")
-        if row.id != stats.REFERENCE_ID:  # the paired difference to dpo, with its s.e.
+        tied, better = row.id in comparison.tied, row.id in comparison.better
+        assert table[row.id].startswith(f"| {'=' if tied else ''} | {'>' if better else ''} |")
+        if row.id != stats.REFERENCE_ID:  # the seed-blocked difference to dpo, with its s.e.
             assert format_difference(comparison.to_reference[row.id]) in table[row.id]
-    assert "not corrected for multiple comparisons" in text
-    assert "pooled across the run's candidates (2 seeds each" in text
+    assert stats.TIE_RULE in text and stats.BETTER_RULE in text
+    assert f"{comparison.interaction.df} df" in text  # the pooled loss-by-seed interaction
     assert f"Tied with the best ({comparison.best.id}): " in text
     r = np.corrcoef([row.fitness for row in rows], [row.metrics["kl"] for row in rows])[0, 1]
     assert f"Correlation of fitness with KL across the {len(rows)} scored rows: r = {r:.2f}." \

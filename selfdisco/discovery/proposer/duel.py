@@ -6,11 +6,11 @@ fitness where both proposers' policies were scored.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from selfdisco import stats
 from selfdisco.formatting import format_fitness, format_rate
 from selfdisco.stats import TIE_SE, mean_stderr
 
@@ -19,7 +19,8 @@ RULE = ("the challenger is promoted unless its valid-and-novel rate is below the
         f"proposer's by more than {TIE_SE:g} standard errors of the paired difference (answer i "
         "of each side shares a seed; a difference with no spread counts in full); a tie "
         "promotes. Where both proposers' policies were scored, fitness must pass the same test "
-        f"({TIE_SE:g} standard errors of the difference)")
+        f"({TIE_SE:g} standard errors of the difference, blocked by training seed and paired "
+        "by prompt)")
 
 
 @dataclass
@@ -101,14 +102,17 @@ def worse(difference: float, stderr: float) -> bool:
     return difference < 0 and difference < -TIE_SE * stderr
 
 
-def fitness_check(current: float | None, current_stderr: float | None,
-                  challenger: float | None, challenger_stderr: float | None) -> dict | None:
-    """The fitness comparison, or None when either side has no measured fitness."""
+def fitness_check(current: Any, challenger: Any, rows: list) -> dict | None:
+    """The fitness comparison of the two proposers' policy rows (archive rows; the base
+    policy is the first proposer's), blocked by training seed with the run's pooled interaction
+    (stats.difference), or None when either side has no measured fitness."""
     if current is None or challenger is None:
         return None
-    stderr = math.sqrt((current_stderr or 0.0) ** 2 + (challenger_stderr or 0.0) ** 2)
-    return {"current": current, "challenger": challenger,
-            "difference": challenger - current, "stderr": stderr}
+    d = stats.difference(challenger, current, stats.run_interaction(rows))
+    if d is None:
+        return None
+    return {"current": current.fitness, "challenger": challenger.fitness,
+            "difference": d.mean, "stderr": d.stderr or 0.0, "df": d.df, "seeds": d.n_seeds}
 
 
 def rate_word(difference: float, stderr: float) -> str:

@@ -147,10 +147,10 @@ def _duel(loop: Loop, g: int, challenger: Challenger) -> duel.DuelRecord:
                for side, model in (("current", loop.state.proposer_adapter),
                                    ("challenger", challenger.model))}
     found = {side: _outcomes(loop, texts) for side, texts in answers.items()}
-    current = loop.archive.get(loop.state.proposer_id)
-    fitness = duel.fitness_check(
-        current.fitness if current is not None and current.status == SCORED else None,
-        current.stderr if current is not None else None, challenger.fitness, challenger.stderr)
+    scored = loop.archive.rows("status = ?", (SCORED,))
+    by_id = {r.id: r for r in scored}
+    fitness = duel.fitness_check(by_id.get(loop.state.proposer_id), by_id.get(challenger.id),
+                                 scored)
     promoted, difference, stderr, reason = duel.decide(found["current"], found["challenger"],
                                                        fitness)
     loop.mark_stage(g, "duel", "end", "promoted" if promoted else "not promoted")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfdisco import stats
 from selfdisco.config import read_run_config
 from selfdisco.errors import one_line
 from selfdisco.formatting import format_fitness
@@ -163,21 +164,21 @@ def build_pairs(run_dir: Path, rows: list, duels: dict[int, dict]) -> list[Pair]
 
 
 def best_loss(rows: list, catalog) -> dict:
-    """The loss to train the proposer under: the fittest proposal that beats dpo by more than
-    TIE_SE standard errors of the paired difference (metrics vs_dpo), else dpo. Returns name,
+    """The loss to train the proposer under: the fittest proposal better than dpo after the
+    correction for the run's number of comparisons (stats.BETTER_RULE), else dpo. Returns name,
     code and why."""
-    beating = [r for r in rows if r.kind == "proposal" and r.status == SCORED and r.code
-               and isinstance(r.metrics.get("vs_dpo"), dict)
-               and r.metrics["vs_dpo"].get("difference") is not None
-               and r.metrics["vs_dpo"]["difference"] > TIE_SE * (r.metrics["vs_dpo"].get("stderr")
-                                                                 or 0.0)]
+    comparison = stats.compare([r for r in rows if r.status == SCORED])
+    beating = [r for r in rows if comparison is not None and r.id in comparison.better
+               and r.kind == "proposal" and r.code]
     if not beating:
         return {"name": "dpo", "code": catalog("dpo")["code"],
-                "why": f"no candidate beats dpo by more than {TIE_SE:g} standard errors yet"}
+                "why": f"no candidate is better than dpo at a family-wise level of "
+                       f"{stats.FAMILY_ALPHA:g} yet"}
     best = max(beating, key=lambda r: r.fitness)
-    d = best.metrics["vs_dpo"]
+    d = comparison.to_reference[best.id]
     return {"name": best.name, "code": best.code, "id": best.id,
-            "why": f"{best.id} beats dpo by {format_fitness(d['difference'], d.get('stderr'))}"}
+            "why": f"{best.id} is better than dpo by {format_fitness(d.mean, d.stderr)} "
+                   f"(Holm over {len(comparison.to_reference)} comparisons)"}
 
 
 def write_pairs(path: Path, pairs: list[Pair]) -> None:

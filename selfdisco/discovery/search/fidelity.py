@@ -19,6 +19,7 @@ killed during the cheap stage resumes with the results it has and evaluates only
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 from selfdisco import stats
 from selfdisco.config import DiscoveryConfig
@@ -82,7 +83,7 @@ def _rule(result: Result, rank: int, n: int, keep: int, f: float,
         return "promoted", f"promoted: {where} (the top {keep} go on)"
     if anchor is not None:
         name, best = anchor
-        d = stats.difference(result, best)
+        d = stats.difference(_trained(result), _trained(best))
         if d is not None and d.stderr and d.mean > stats.TIE_SE * d.stderr:
             return "promoted", (f"promoted: {where}, above the best known loss's "
                                 f"{format_fitness(best.fitness)} ({name}) at the same length "
@@ -92,6 +93,14 @@ def _rule(result: Result, rank: int, n: int, keep: int, f: float,
              f"{format_fitness(anchor[1].fitness)}"
              if anchor else "")
     return "stopped", f"not trained fully: {where} (only the top {keep} go on){below}"
+
+
+def _trained(result: Result) -> SimpleNamespace:
+    """A cheap result as stats reads a trained loss's row (one seed, no pooled interaction at
+    this fidelity: the difference holds prompt noise only, which the cut accepts: it keeps a
+    candidate, it claims nothing)."""
+    return SimpleNamespace(fitness=result.fitness, stderr=result.stderr, code=True,
+                           metrics=result.metrics)
 
 
 def _evaluate(loop: Loop, rows: list, f: float) -> None:

@@ -4,7 +4,9 @@ decision (scripted proposers that answer by served model; no model server)."""
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
+import pytest
 from loop_helpers import CurveEvaluator, answer, make_loop
 
 from selfdisco.discovery.evaluation import RecordedEvaluator
@@ -70,10 +72,17 @@ def test_the_rule_keeps_a_worse_challenger_out_and_lets_a_tie_in():
     # five worse of eight: -0.625, s.e. 0.18: out
     assert not duel.decide([V] * 8, [V] * 3 + [P] * 5)[0]
     # a fitness clearly below the current proposer's keeps it out even on a tie
-    fitness = duel.fitness_check(0.5, 0.01, 0.3, 0.01)
+    # (the two policies' rows, blocked by seed: the untrained base against a policy on the
+    # same prompts)
+    base = SimpleNamespace(id="base", fitness=0.5, stderr=0.01, code=None,
+                           metrics={"per_prompt": [0.45, 0.5, 0.55, 0.5]})
+    policy = SimpleNamespace(id="g01-c1", fitness=0.3, stderr=0.01, code="code",
+                             metrics={"per_prompt": [0.25, 0.3, 0.36, 0.29]})
+    fitness = duel.fitness_check(base, policy, [base, policy])
+    assert fitness["difference"] == pytest.approx(-0.2) and fitness["seeds"] == 1
     promoted, _, _, reason = duel.decide([V, V], [V, V], fitness)
     assert not promoted and reason.startswith("fitness lower")
-    assert duel.fitness_check(None, None, 0.3, 0.01) is None
+    assert duel.fitness_check(None, policy, [policy]) is None
     # promoted either way, but "higher" only beyond 2 s.e.: 3/4 against 1/4 is +0.50 +- 0.29
     assert "rate within noise (+0.50" in duel.decide([V, P, P, D], [V, V, V, P])[3]
     assert "rate higher (+1.00" in duel.decide([P, P, P, P], [V, V, V, V])[3]
