@@ -1,4 +1,5 @@
-"""`selfdisco heldout RUN`: evaluate a run's best losses on held-out protocols (fresh seeds)."""
+"""`selfdisco heldout RUN`: evaluate a run's best losses on held-out protocols (fresh seeds,
+prompts the search never scored), or confirm its winner against dpo."""
 
 from __future__ import annotations
 
@@ -13,37 +14,52 @@ from selfdisco.errors import UserError
 from selfdisco.formatting import print_json
 from selfdisco.heldout.frontier import DEFAULT_BETAS
 from selfdisco.heldout.measure import HeldoutRequest, run_heldout
+from selfdisco.heldout.session import PROMPT_CHOICES
 from selfdisco.report import write_report
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.paths import resolve_run
 from selfdisco.tui.printer import Printer
 
 HELP = ("evaluate a run's top losses and references on held-out protocols (reward-vs-KL "
-        "frontier, ...) with fresh training seeds; resumable")
+        "frontier, ..., a pre-registered confirmation of the winner) with fresh training seeds "
+        "and prompts the search never scored; resumable")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="the run directory, or its id under "
                                                    "checkpoints/")
     parser.add_argument("--protocols", default="frontier",
-                        help="comma-separated protocols to run: frontier, pairwise, lmeval "
-                             "(default: frontier)")
+                        help="comma-separated protocols to run: frontier, pairwise, lmeval, "
+                             "confirm (the winner against dpo tuned over its beta, one "
+                             "pre-registered one-sided test; (2 + dpo betas) x seeds "
+                             "trainings) (default: frontier)")
     parser.add_argument("--losses", help="comma-separated losses instead of the defaults: "
                                          "candidate ids of the run or catalog names")
     parser.add_argument("--top", type=int, default=1,
                         help="how many of the run's best discovered losses (default 1)")
-    parser.add_argument("--references", default="dpo,lrml",
-                        help="catalog losses evaluated beside them (default: dpo,lrml)")
+    parser.add_argument("--references",
+                        help="catalog losses evaluated beside them (default: dpo,lrml; "
+                             "digits: cross_entropy)")
     parser.add_argument("--betas", help="comma-separated betas for the protocols that sweep "
                                         "beta (default: 0.025,0.05,0.1,0.25)")
-    parser.add_argument("--seeds", type=int, default=2,
-                        help="fresh training seeds per point (default 2)")
+    parser.add_argument("--seeds", type=int,
+                        help="fresh training seeds per point (default 2; confirm: 4)")
+    parser.add_argument("--prompts", choices=list(PROMPT_CHOICES), default="unused",
+                        help="what the task scores frontier and confirm points on: unused "
+                             "(default): prompts the search never scored, with a sampling seed "
+                             "of their own (sentiment: the held-out openings after the search's "
+                             "first eval_prompts; digits: the test split); search: the search's "
+                             "own prompts and sampling seed (not held out; the output says so)")
+    parser.add_argument("--prompt-count", type=int, metavar="N",
+                        help="sentiment, --prompts unused: how many unused openings (default: "
+                             "as many as the search scored on)")
     parser.add_argument("--server", metavar="URL",
                         help="a running vLLM server with the run's policy model and LoRA "
                              "(http://HOST:PORT/v1) instead of starting one")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="a protocol option (repeatable), e.g. allow_self_judge=true or "
-                             "judge=URL (pairwise), lm_eval_limit=8 (lmeval)")
+                             "judge=URL (pairwise), lm_eval_limit=8 (lmeval), "
+                             "dpo_betas=0.05,0.1 or tuning_seeds=2 (confirm)")
     parser.add_argument("--lm-eval-tasks", metavar="TASKS",
                         help="lmeval: comma-separated lm-eval tasks (default: the shipped "
                              "offline selfdisco_sentiment_mc; standard tasks need the Hub)")
@@ -77,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
     run_dir = resolve_run(args.run)
     request = HeldoutRequest(
         protocols=split(args.protocols), betas=parse_betas(args.betas), seeds=args.seeds,
-        top=args.top, references=split(args.references), losses=split(args.losses),
-        options=parse_options(args.option), server_url=args.server or "")
+        top=args.top, references=None if args.references is None else split(args.references),
+        losses=split(args.losses), options=parse_options(args.option),
+        server_url=args.server or "", prompts=args.prompts, prompt_count=args.prompt_count)
     if args.lm_eval_tasks:
         request.options["lm_eval_tasks"] = args.lm_eval_tasks
     if not request.protocols:

@@ -1,21 +1,34 @@
-"""Running held-out protocols on a run: what to measure and its time estimate, then each
-protocol, with its points kept in the run's archive and its progress in the run's events."""
+"""Running held-out protocols on a run: what to measure, on which prompts, and its time
+estimate, then each protocol, with its points kept in the run's archive and its progress in
+the run's events."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from selfdisco.config import read_run_config
 from selfdisco.formatting import format_duration
-from selfdisco.heldout import PROTOCOLS, HeldoutContext, protocol_hook
-from selfdisco.heldout.session import PointStore, WorkerTrials, choose_losses, fresh_seeds
+from selfdisco.heldout import PROTOCOLS, TASK_SCORED, HeldoutContext, protocol_hook
+from selfdisco.heldout.session import (
+    ClassificationTrials,
+    PointStore,
+    WorkerTrials,
+    choose_losses,
+    default_references,
+    fresh_seeds,
+    heldout_scoring,
+    recorded_metrics,
+)
 from selfdisco.launch.checks import check_run
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import EventWriter
+from selfdisco.tasks import get_task
+
+DEFAULT_SEEDS = 2  # fresh seeds per point of a protocol that names no DEFAULT_SEEDS
 
 
 @dataclass
@@ -24,12 +37,14 @@ class HeldoutRequest:
 
     protocols: list[str]
     betas: list[float]
-    seeds: int = 2
+    seeds: int | None = None  # None: each protocol's DEFAULT_SEEDS
     top: int = 1
-    references: list[str] = field(default_factory=lambda: ["dpo", "lrml"])
+    references: list[str] | None = None  # None: the task's (session.default_references)
     losses: list[str] = field(default_factory=list)  # explicit: replaces top and references
     options: dict[str, str] = field(default_factory=dict)
     server_url: str = ""
+    prompts: str = "unused"  # session.PROMPT_CHOICES
+    prompt_count: int | None = None  # how many unused prompts (None: the task's default)
 
 
 @dataclass
@@ -80,25 +95,39 @@ def run_heldout(run_dir: Path, request: HeldoutRequest, *, listeners: list | Non
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     settings = check_run(config)
+    kind = get_task(config.task.name).kind
     for name in request.protocols:
         PROTOCOLS.load(name)  # an unknown name: UserError naming the known ones
     with ExitStack() as stack:
         archive = Archive(run_dir)
         stack.callback(archive.close)
+        task_scored = any(name in TASK_SCORED for name in request.protocols)
+        scoring = (heldout_scoring(config, recorded_metrics(archive), request.prompts,
+                                   request.prompt_count) if task_scored else None)
+        scoring_options = scoring.task_options if scoring else {}
         events = EventWriter(run_dir, listeners=listeners)
-        store = PointStore(archive, events.emit)
+        store = PointStore(archive, events.emit, scoring)
         if trials is None:
-            trials = WorkerTrials(run_dir, config, settings, request.server_url)
+            trials = (ClassificationTrials(config, scoring_options)
+                      if kind == "classification" else
+                      WorkerTrials(run_dir, config, settings, request.server_url,
+                                   scoring_options))
             stack.callback(trials.close)
-        losses = choose_losses(archive, top=request.top, references=request.references,
-                               names=request.losses or None)
+        references = (default_references(kind) if request.references is None
+                      else request.references)
+        losses = choose_losses(archive, top=request.top, references=references,
+                               names=request.losses or None, kind=kind)
         ctx = HeldoutContext(run_dir=run_dir, config=config, losses=losses,
-                             betas=request.betas, seeds=fresh_seeds(config, request.seeds),
-                             evaluate=trials.evaluate, policy=trials.policy,
-                             record=store.record, done=store.done, emit=events.emit,
-                             options=dict(request.options))
-        estimates = [_estimate_protocol(name, ctx, archive, store) for name in request.protocols]
+                             betas=request.betas, seeds=[], evaluate=trials.evaluate,
+                             policy=trials.policy, record=store.record, done=store.done,
+                             emit=events.emit, options=dict(request.options), scoring=scoring)
+        contexts = {name: replace(ctx, seeds=fresh_seeds(config, _seed_count(name, request)))
+                    for name in request.protocols}
+        estimates = [_estimate_protocol(name, contexts[name], archive, store)
+                     for name in request.protocols]
         text, seconds = estimate_text(estimates)
+        if scoring is not None:
+            text += "\n" + scoring.line()
         estimate = HeldoutEstimate(text, estimates, seconds)
         if estimate_only:
             return estimate
@@ -107,14 +136,24 @@ def run_heldout(run_dir: Path, request: HeldoutRequest, *, listeners: list | Non
                     losses=[loss.id for loss in losses],
                     points=sum(p.missing for p in estimates),
                     estimate_s=round(seconds, 1) if seconds is not None else None)
+        if scoring is not None:
+            events.emit("log", level="warning" if scoring.seen_by_search else "info",
+                        message=f"held-out points {scoring.line()}")
         stopped = True
         try:
             for name in request.protocols:
-                PROTOCOLS.load(name)(ctx)
+                PROTOCOLS.load(name)(contexts[name])
             stopped = False
         finally:
             events.emit("heldout_finished", protocols=list(request.protocols), stopped=stopped)
     return estimate
+
+
+def _seed_count(name: str, request: HeldoutRequest) -> int:
+    """--seeds, else the protocol's DEFAULT_SEEDS, else DEFAULT_SEEDS."""
+    if request.seeds is not None:
+        return request.seeds
+    return protocol_hook(name, "DEFAULT_SEEDS") or DEFAULT_SEEDS
 
 
 def _estimate_protocol(name: str, ctx: HeldoutContext, archive: Archive,

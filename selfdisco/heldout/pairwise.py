@@ -10,11 +10,13 @@ standardised length difference gives the length-controlled win rate: the predict
 zero length difference; its standard error comes from a seeded bootstrap over prompts.
 
 The judge is never the policy's base model unless the option allow_self_judge is on; then the
-metrics and the report say so first.
+metrics and the report say so first. The metrics and the report also say whether the search saw
+the prompts (prompt_source_note): only when the run's task reads the same file or data set.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, fields
@@ -30,7 +32,7 @@ from selfdisco.llm.models import resolve_model
 from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import HELDOUT_DONE, HELDOUT_FAILED, SCORED
 from selfdisco.rundir.paths import DATA_DIR
-from selfdisco.tasks import run_train_settings
+from selfdisco.tasks import TaskContext, get_task, run_train_settings
 from selfdisco.tasks.judge import (
     Judge,
     PairGame,
@@ -192,13 +194,17 @@ def run(ctx: Any) -> None:
                       max_tokens=settings.judge_tokens)
         _say(ctx, "pairwise: the judge compares answer pairs of known quality (agreement)")
         agreement = pair_agreement(judge, load_known_pairs(), "pairwise", settings.concurrency)
-        _say(ctx, f"pairwise: the base model answers {len(prompts)} held-out prompts")
+        seen = seen_by_search(ctx.config, settings.prompts)
+        source = prompt_source_note(ctx.config, settings.prompts, len(prompts), seen)
+        _say(ctx, f"pairwise: the base model answers {source}")
         reference = answer_prompts(client, prompts, None, settings, ctx.config.seed)
         losses = {loss.id: loss for loss in ctx.losses}
         for point in todo:
             _measure(ctx, point, losses[point.loss_id], prompts, reference, judge, settings,
                      {"judge": judge_name, "self_judge": bool(note), "note": note,
-                      "prompt_set": settings.prompts, **agreement})
+                      "prompt_set": settings.prompts, "prompts_seen_by_search": seen,
+                      "answer_seed": ctx.config.seed, "prompt_source_note": source,
+                      **agreement})
     finally:
         if judge_endpoint is not None:
             judge_endpoint.close()
@@ -232,6 +238,36 @@ def _measure(ctx: Any, point: Any, loss: Any, prompts: list[Prompt], reference: 
             f.write(json.dumps({"id": prompt.id, "policy": answer, "reference": base,
                                 "policy_as_a": game.first, "policy_as_b": game.second}) + "\n")
     ctx.record(point, metrics)
+
+
+def seen_by_search(config: Any, source: str) -> bool:
+    """Whether the run's task reads the prompt source: a file or data set its settings name
+    (the search scores only its task's prompts)."""
+    task = get_task(config.task.name)
+    try:
+        settings = task.settings(TaskContext(preset=config.preset,
+                                             options=dict(config.task.options)))
+    except (UserError, AttributeError):  # a task without settings reads no prompt source
+        return False
+    read = {_where(value) for value in dataclasses.asdict(settings).values()
+            if isinstance(value, str) and value}
+    return _where(source) in read
+
+
+def _where(source: str) -> str:
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source
+
+
+def prompt_source_note(config: Any, source: str, count: int, seen: bool) -> str:
+    """Which prompts, and whether the search saw them, in words."""
+    name = Path(source).name if Path(source).expanduser().exists() else source
+    if seen:
+        return (f"{count} prompts from {name}, which the {config.task.name} task also scores: "
+                "the search saw them (not held out)")
+    return (f"{count} held-out prompts from {name}, which the search never saw (it scores the "
+            f"{config.task.name} task's own prompts); answers sampled with seed "
+            f"{config.seed} + the prompt's index")
 
 
 def _say(ctx: Any, message: str) -> None:
@@ -306,8 +342,9 @@ def report_lines(rows: list[Any], run_dir: Path) -> list[str]:
     if done:
         first = done[0].metrics
         self_judged = " (the policy's own base model)" if first.get("self_judge") else ""
-        lines += [f"Judge {first.get('judge')}{self_judged}, {first.get('prompts')} held-out "
-                  f"prompts ({Path(str(first.get('prompt_set'))).name}), both answer orders "
+        prompts = first.get("prompt_source_note") or (
+            f"{first.get('prompts')} held-out prompts ({Path(str(first.get('prompt_set'))).name})")
+        lines += [f"Judge {first.get('judge')}{self_judged}, {prompts}; both answer orders "
                   "judged, a "
                   "tie counts half. Length-controlled: the win rate a logistic regression on "
                   "the standardised length difference predicts at equal lengths (AlpacaEval "

@@ -13,6 +13,11 @@ frontier. On a concave frontier the chord reads a little low, more so the furthe
 drifted (0.4% at 1.3 x the budget, 3% at 2.7 x on a saturating curve; tests): it errs toward
 less drift. The standard error treats the interpolation weight as fixed (it ignores the noise
 of the two KL estimates that set it).
+
+The held-out frontier walks the same path further: scaling_path measures the policy shrunk to
+aim at each of a few common KL values, and read_at reads the per-prompt reward at any KL between
+two measured points (PathPoint: what a frontier point records of each), with the variance that
+the noise of those two KL estimates adds to the reading (the delta method).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from selfdisco import stats
 from selfdisco.formatting import format_kl
@@ -59,6 +65,14 @@ class Point:
         kl, kl_stderr = stats.mean_stderr([k for ks in self.kls for k in ks])
         return {"scale": round(self.scale, 4), "reward": reward, "reward_stderr": reward_stderr,
                 "kl": kl, "kl_stderr": kl_stderr}
+
+    def path_point(self) -> PathPoint:
+        """What the frontier keeps of this point: per prompt means, the KL and its error."""
+        kls = [k for ks in self.kls for k in ks]
+        kl, kl_stderr = stats.mean_stderr(kls)
+        return PathPoint(scale=self.scale, per_prompt=self.prompt_rewards, kl=kl,
+                         kl_stderr=kl_stderr, kl_n=len(kls),
+                         per_prompt_kl=[sum(k) / len(k) if k else None for k in self.kls])
 
 
 def reach_budget(full: Point, budget: float, measure: Callable[[float], Point]) -> list[Point]:
@@ -105,6 +119,139 @@ def at_budget(points: list[Point], budget: float) -> tuple[list[float], dict]:
     return values, {"rule": f"reward at KL {budget:g}, interpolated between scales "
                             f"{low.scale:.3f} (KL {format_kl(low.kl)}) and {high.scale:.3f} "
                             f"(KL {format_kl(high.kl)})", "weight": weight}
+
+
+# ---- the scaling path, for the held-out frontier --------------------------------------------
+
+@dataclass(frozen=True)
+class PathPoint:
+    """One policy measured on a scaling path, as a frontier point records it (metrics["path"]).
+
+    per_prompt: the mean reward of each held-out prompt, in prompt order (the same prompts and
+    sampling seeds for every policy); kl, kl_stderr, kl_n: the KL estimate, its standard error
+    and its sample count; per_prompt_kl: each prompt's mean KL (None where none was estimated).
+    """
+
+    scale: float
+    per_prompt: list[float]
+    kl: float
+    kl_stderr: float | None
+    kl_n: int
+    per_prompt_kl: list[float | None]
+
+    @property
+    def reward(self) -> float:
+        return stats.mean(self.per_prompt)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scale": round(self.scale, 4), "reward": self.reward, "kl": self.kl,
+                "kl_stderr": self.kl_stderr, "kl_n": self.kl_n,
+                "per_prompt": [round(v, 6) for v in self.per_prompt],
+                "per_prompt_kl": [None if k is None else round(k, 5)
+                                  for k in self.per_prompt_kl]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PathPoint:
+        """ValueError for a record that is not one (a missing or mistyped field)."""
+        try:
+            kl_stderr = data.get("kl_stderr")
+            return cls(scale=float(data["scale"]),
+                       per_prompt=[float(v) for v in data["per_prompt"]],
+                       kl=float(data["kl"]),
+                       kl_stderr=None if kl_stderr is None else float(kl_stderr),
+                       kl_n=int(data.get("kl_n") or 0),
+                       per_prompt_kl=[None if k is None else float(k)
+                                      for k in data.get("per_prompt_kl") or []])
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"not a path point: {err}") from None
+
+
+def parse_kl_targets(text: str) -> tuple[float, ...]:
+    """Comma-separated KL values in nats, ascending and without repeats; ValueError naming the
+    bad one (each must be a number above 0)."""
+    values = set()
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"{part!r} is not a number") from None
+        if not value > 0 or not math.isfinite(value):
+            raise ValueError(f"{part} is not a KL above 0")
+        values.add(value)
+    return tuple(sorted(values))
+
+
+def scaling_path(full: Point, targets: tuple[float, ...],
+                 measure: Callable[[float], Point]) -> list[Point]:
+    """`full` and the policy shrunk to aim at each target under its KL, highest first.
+
+    Each shrink starts from the measured point nearest over its target (scale * sqrt(target /
+    KL)); the lowest aims at AIM x its target so that a point falls under every target. Where
+    KL did not follow s^2 and none does, the reference (scale 0, KL 0) is measured too. One
+    measurement per target under the full KL, then at most the reference's.
+
+    Args:
+        full: the trained policy (scale 1).
+        targets: KL values in nats (> 0); those at or over full's KL are not on its path.
+        measure: measures the policy at a scale of its delta (0: the reference).
+    """
+    points = [full]
+    reached = sorted((t for t in targets if t < full.kl), reverse=True)
+    for target in reached:
+        above = min((p for p in points if p.kl > target), key=lambda p: p.kl)
+        aim = AIM * target if target == reached[-1] else target
+        points.append(measure(above.scale * math.sqrt(aim / above.kl)))
+    if reached and min(p.kl for p in points) > reached[-1]:
+        points.append(measure(0.0))
+    return points
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A path read at one KL: per prompt rewards interpolated between two measured points.
+
+    kl_variance: the variance of the mean reading that the two KL estimates' noise adds, by the
+    delta method: the reading moves by slope x the error of each KL estimate (weights w and
+    1 - w), the two errors taken as fully correlated (the policies share prompts and sampling
+    seeds), which bounds it from above. kl_df: its degrees of freedom (the fewer KL samples,
+    less 1); None when no KL error was estimated.
+    """
+
+    target: float
+    values: list[float]
+    low: PathPoint
+    high: PathPoint
+    weight: float  # on low
+    kl_variance: float
+    kl_df: int | None
+
+    @property
+    def reward(self) -> float:
+        return stats.mean(self.values)
+
+
+def read_at(path: list[PathPoint], target: float) -> Reading | None:
+    """The path's per-prompt reward at KL = target, read linearly in KL between the measured
+    point nearest at or under the target and the one nearest over it; None when the path does
+    not reach past the target, has no point at or under it, or its points' prompts differ."""
+    under = [p for p in path if p.kl <= target]
+    over = [p for p in path if p.kl > target]
+    if not under or not over:
+        return None
+    low = max(under, key=lambda p: p.kl)
+    high = min(over, key=lambda p: p.kl)
+    if len(low.per_prompt) != len(high.per_prompt) or not low.per_prompt:
+        return None
+    weight = (high.kl - target) / (high.kl - low.kl)
+    values = [weight * a + (1 - weight) * b
+              for a, b in zip(low.per_prompt, high.per_prompt, strict=True)]
+    slope = (high.reward - low.reward) / (high.kl - low.kl)
+    kl_sd = weight * (low.kl_stderr or 0.0) + (1 - weight) * (high.kl_stderr or 0.0)
+    counts = [p.kl_n for p in (low, high) if p.kl_stderr and p.kl_n >= 2]
+    return Reading(target=target, values=values, low=low, high=high, weight=weight,
+                   kl_variance=(slope * kl_sd) ** 2, kl_df=min(counts) - 1 if counts else None)
 
 
 def scaled_adapter(adapter_path: str | Path, scale: float, out_dir: Path) -> Path:

@@ -52,7 +52,14 @@ from selfdisco.tasks.base import (
     preset_settings,
     train_recipe,
 )
-from selfdisco.tasks.budget import Point, at_budget, reach_budget, scaled_adapter
+from selfdisco.tasks.budget import (
+    Point,
+    at_budget,
+    parse_kl_targets,
+    reach_budget,
+    scaled_adapter,
+    scaling_path,
+)
 from selfdisco.tasks.kl import sequence_kls
 from selfdisco.tasks.openings import Split, dataset_openings, split_openings, template_openings
 from selfdisco.tasks.sampling import sample_completions, served_adapter
@@ -62,6 +69,7 @@ from selfdisco.train.settings import PAPER_RECIPE, SMOKE_RECIPE, TrainSettings
 # Part of the pairs' cache key (and the burn-in cache's): bump it when the way pairs are
 # sampled or chosen changes.
 PAIRS_VERSION = 1
+PROMPT_SETS = ("search", "unused")  # SentimentSettings.prompt_set
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,15 @@ class SentimentSettings:
     """Held-out openings the policy is scored on."""
     eval_samples: int = 4
     """Policy samples per held-out opening."""
+    prompt_set: str = "search"
+    """Which held-out openings are scored: "search" (the first eval_prompts, those discovery
+    scores on) or "unused" (the heldout_prompts after them, which discovery never scores;
+    `selfdisco heldout` sets it)."""
+    heldout_prompts: int = 0
+    """With prompt_set = "unused": how many openings (0: eval_prompts)."""
+    sampling_seed: int = -1
+    """Seed the scored policy samples derive from; -1: the task seed, discovery's own
+    (`selfdisco heldout` sets a seed of its own)."""
     max_tokens: int = 24
     """Length of every sampled continuation, in tokens."""
     measure_kl: bool = True
@@ -99,6 +116,11 @@ class SentimentSettings:
     kl_weight: float = 0.0
     """Without a budget: fitness = mean reward - kl_weight * KL; 0 (and no budget): the raw
     reward."""
+    kl_targets: str = ""
+    """Comma-separated KL values in nats (e.g. "3,6"): an adapter is also measured shrunk along
+    its scaling path toward each one under its KL (budget.scaling_path), and metrics["path"]
+    keeps every measured point; empty: none. The held-out frontier sets it; the search does not
+    (each target costs one more measurement)."""
     concurrency: int = 8
     """Requests in flight to the server."""
 
@@ -148,6 +170,13 @@ class SentimentTask:
             raise UserError(f"kl_budget = {settings.kl_budget:g} and kl_weight = "
                             f"{settings.kl_weight:g} are two different fitnesses: set one of "
                             "them to 0")
+        try:
+            targets = parse_kl_targets(settings.kl_targets)
+        except ValueError as err:
+            raise UserError(f"kl_targets = {settings.kl_targets!r}: {err}; give KL values in "
+                            "nats separated by commas, e.g. 3,6") from None
+        if targets and not settings.measure_kl:
+            raise UserError("kl_targets needs the KL measured: set measure_kl = true")
         if (settings.kl_weight or settings.kl_budget) and not settings.measure_kl:
             raise UserError("measure_kl = false leaves the KL part of the fitness unknown: set "
                             "kl_budget = 0 and kl_weight = 0 as well (fitness is then the raw "
@@ -158,6 +187,7 @@ class SentimentTask:
         """UserError for an unknown or mistyped option or an unknown scorer; reads nothing."""
         settings = self.settings(TaskContext(preset=preset, options=dict(options)))
         scorer_label(settings.scorer)
+        check_prompt_choice(settings)
 
     def train_settings(self, recipe: str) -> TrainSettings:
         """The training recipe of this name (TRAIN_RECIPES)."""
@@ -168,6 +198,59 @@ class SentimentTask:
             return dataset_openings(settings.reviews, column=settings.review_column,
                                     words=settings.opening_words, seed=settings.split_seed)
         return split_openings(template_openings(), seed=settings.split_seed)
+
+    def scored_prompts(self, settings: SentimentSettings) -> tuple[list[str], int]:
+        """The held-out openings the policy is scored on and the index of the first: the first
+        eval_prompts (prompt_set "search"), or the heldout_prompts (0: eval_prompts) after
+        them ("unused"); UserError when too few remain."""
+        check_prompt_choice(settings)
+        held_out = self.openings(settings).held_out
+        if settings.prompt_set == "search":
+            return held_out[:settings.eval_prompts], 0
+        start = settings.eval_prompts
+        count = settings.heldout_prompts or settings.eval_prompts
+        if start + count > len(held_out):
+            raise UserError(
+                f"too few unused openings: the task has {len(held_out)} held-out openings and "
+                f"the search scores the first {start} (eval_prompts), so "
+                f"{max(0, len(held_out) - start)} remain, fewer than the {count} asked for; "
+                "ask for fewer (selfdisco heldout --prompt-count N, the task option "
+                "heldout_prompts) or score on the search's own (--prompts search)")
+        return held_out[start:start + count], start
+
+    def heldout_options(self, preset: str, options: dict[str, Any], *, unused: bool,
+                        sampling_seed: int, count: int | None,
+                        recorded: list[dict]) -> tuple[dict[str, Any], str, str]:
+        """The task options that score held-out evaluations on openings the search never
+        scored with a sampling seed of their own (unused), or on the search's own, with a
+        sentence saying which.
+
+        Args:
+            preset, options: the run's.
+            unused: score on the held-out openings after the search's, with sampling_seed.
+            sampling_seed: the held-out evaluation's sampling seed.
+            count: how many unused openings (None: as many as the search scores on).
+            recorded: unused here (the split of the openings never changed).
+
+        Returns:
+            (options, the sentence, "": the unused openings always exist, or a UserError says
+            there are too few).
+        """
+        if not unused:
+            chosen = {"prompt_set": "search", "sampling_seed": -1}
+        else:
+            chosen = {"prompt_set": "unused", "sampling_seed": sampling_seed,
+                      **({"heldout_prompts": count} if count is not None else {})}
+        settings = self.settings(TaskContext(preset=preset, options={**options, **chosen}))
+        prompts, start = self.scored_prompts(settings)
+        total = len(self.openings(settings).held_out)
+        where = f"held-out openings {start + 1}-{start + len(prompts)} of {total}"
+        if not unused:
+            return (chosen, f"the search's own {len(prompts)} {where}, with its sampling seed "
+                            "(not held out: the search selected on them)", "")
+        return (chosen, f"{len(prompts)} {where}, which the search never scored (it scores "
+                        f"the first {settings.eval_prompts}), with sampling seed "
+                        f"{sampling_seed}, not the search's", "")
 
     # ---- preference data -----------------------------------------------------------------
 
@@ -212,23 +295,36 @@ class SentimentTask:
     def score(self, ctx: TaskContext, adapter_path: str | None = None) -> Fitness:
         """The policy's fitness on held-out openings, with reward, KL and length beside it."""
         settings = self.settings(ctx)
-        prompts = self.openings(settings).held_out[:settings.eval_prompts]
+        prompts, first = self.scored_prompts(settings)
+        if settings.sampling_seed >= 0:  # held-out scoring: draws the search never made
+            ctx = dataclasses.replace(ctx, seed=settings.sampling_seed)
         started = time.perf_counter()
         metrics: dict[str, Any] = {
             "policy": str(adapter_path) if adapter_path else "base model (the reference)",
-            "prompts": len(prompts), "samples_per_prompt": settings.eval_samples}
+            "prompts": len(prompts), "samples_per_prompt": settings.eval_samples,
+            "prompt_set": settings.prompt_set, "first_prompt": first, "sampling_seed": ctx.seed}
         full = self.measure(ctx, settings, prompts, adapter_path, metrics)
         metrics.update(full.summary(), kl_weight=settings.kl_weight,
                        kl_budget=settings.kl_budget)
         del metrics["scale"]
-        if settings.kl_budget and adapter_path:
+        targets = parse_kl_targets(settings.kl_targets) if adapter_path else ()
+        if adapter_path and (settings.kl_budget or targets):
             with tempfile.TemporaryDirectory(prefix="selfdisco-budget-") as tmp:
                 def shrunk(scale: float) -> Point:
-                    scaled = scaled_adapter(adapter_path, scale, Path(tmp) / f"x{scale:.4f}")
-                    point = self.measure(ctx, settings, prompts, str(scaled), {})
+                    """The policy with its delta scaled; at 0 the reference, the base model
+                    itself (KL 0 without estimating it)."""
+                    scaled = (None if scale == 0 else
+                              str(scaled_adapter(adapter_path, scale, Path(tmp) / f"x{scale:.4f}")))
+                    point = self.measure(ctx, settings, prompts, scaled, {})
                     return dataclasses.replace(point, scale=scale)
 
-                points = reach_budget(full, settings.kl_budget, shrunk)
+                if settings.kl_budget:
+                    points = reach_budget(full, settings.kl_budget, shrunk)
+                if targets:
+                    path = scaling_path(full, targets, shrunk)
+                    metrics.update(kl_targets=list(targets),
+                                   path=[p.path_point().to_json() for p in path])
+        if settings.kl_budget and adapter_path:
             values, how = at_budget(points, settings.kl_budget)
             value, stderr = stats.mean_stderr(values)
             method = "per prompt"
@@ -280,6 +376,16 @@ class SentimentTask:
             metrics.update(kl_dtype=ctx.dtype, kl_n=len(scored),
                            kl_seconds=round(time.perf_counter() - kl_started, 2))
         return Point(scale=1.0, rewards=rewards, kls=kls)
+
+
+def check_prompt_choice(settings: SentimentSettings) -> None:
+    """UserError for a prompt_set other than search or unused, or a negative count."""
+    if settings.prompt_set not in PROMPT_SETS:
+        raise UserError(f"prompt_set must be {' or '.join(PROMPT_SETS)}, not "
+                        f"{settings.prompt_set!r}")
+    if settings.heldout_prompts < 0:
+        raise UserError(f"heldout_prompts must be 0 (as many as eval_prompts) or more, not "
+                        f"{settings.heldout_prompts}")
 
 
 def kl_regularised(rewards: list[list[float]], kls: list[list[float]],

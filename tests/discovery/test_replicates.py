@@ -189,6 +189,31 @@ def test_tui_table_shows_the_reports_ties_and_differences_to_dpo(tmp_path):
             assert str(cells["vs_dpo"]) == format_difference(recorded.to_reference[row.id])
 
 
+def test_baselines_on_shared_seeds_give_one_seed_candidates_their_training_noise(tmp_path):
+    # The default: candidates on one seed, the burn-in baselines on baseline_seeds shared
+    # seeds, whose spread is the pooled loss-by-seed interaction of every comparison.
+    run = tmp_path / "run"
+    executor = SeededExecutor()
+    loop = make_loop(run, ScriptedProposer(list(ANSWERS)), evaluator(run, executor),
+                     generations=1, baseline_seeds=3)
+    loop.run()
+    loop.archive.close()
+    trained = {(j.id, j.replicate) for j in executor.jobs}
+    assert trained == {("base", 0), *((b, k) for b in ("burn-dpo", "burn-hinge")
+                                      for k in range(3)),
+                       ("g01-c1", 0), ("g01-c2", 0)}
+    archive = Archive(run)
+    rows = archive.rows("status = 'scored'")
+    archive.close()
+    comparison = stats.compare(rows)
+    assert comparison.interaction.df == 2  # two losses on 3 shared seeds
+    for id in ("g01-c1", "g01-c2"):
+        d = comparison.to_reference[id]
+        assert d.n_seeds == 1 and d.omitted == () and d.components["seed"] > 0
+        recorded = next(r for r in rows if r.id == id).metrics["vs_dpo"]
+        assert (recorded["seeds"], recorded["difference"]) == (1, pytest.approx(d.mean))
+
+
 def test_replicates_below_one_is_refused():
     from selfdisco.config import load_config
     from selfdisco.errors import UserError

@@ -37,7 +37,7 @@ class FakeTrials:
     def evaluate(self, point, code, task_options=None) -> Result:
         if self.kill_after is not None and len(self.measured) == self.kill_after:
             raise Killed
-        assert code and task_options == {"kl_budget": 0}
+        assert code and task_options == {"kl_budget": 0, "kl_targets": "3,6"}
         self.measured.append((point.loss_id, point.beta, point.seed))
         top, scale = CURVES[point.loss_id]
         kl = scale * 0.3 / point.beta + (point.seed % 7) * 0.01

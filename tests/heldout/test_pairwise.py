@@ -261,7 +261,26 @@ def test_run_records_each_loss_against_the_base_model(tmp_path):
     assert m["judge_agreement_n"] == 24 and 0.0 <= m["judge_agreement"] <= 1.0
     assert ("judge_unreliable" in m) == (m["judge_agreement"] < 0.75)
     assert any("judging 6 pairs of dpo" in fields["message"] for _, fields in events)
+    # which prompts, and that the search (sentiment openings) never saw them
+    assert m["prompts_seen_by_search"] is False and m["answer_seed"] == config.seed
+    assert m["prompt_source_note"].startswith("6 held-out prompts from heldout_prompts.jsonl, "
+                                              "which the search never saw")
+    lines = report_lines(archive.heldout_rows("pairwise"), tmp_path)
+    assert "which the search never saw" in " ".join(lines)
     archive.close()
+
+
+def test_prompts_the_runs_task_reads_count_as_seen_by_the_search():
+    from selfdisco.config import RunConfig
+    from selfdisco.heldout.pairwise import prompt_source_note, seen_by_search
+
+    config = RunConfig(preset="smoke")
+    assert not seen_by_search(config, str(SHIPPED_PROMPTS))
+    config.task.name = "mtbench"
+    config.task.options = {"questions": str(SHIPPED_PROMPTS)}
+    assert seen_by_search(config, str(SHIPPED_PROMPTS))
+    assert "the search saw them (not held out)" in prompt_source_note(
+        config, str(SHIPPED_PROMPTS), 48, True)
 
 
 def test_registered_as_a_protocol():

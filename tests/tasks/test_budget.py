@@ -1,4 +1,5 @@
-"""Reward at a fixed KL budget: shrinking a LoRA delta, and reading the reward at the budget."""
+"""Reward at a fixed KL budget: shrinking a LoRA delta, and reading the reward at the budget;
+the scaling path toward common KL values that the held-out frontier reads."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ import math
 
 import pytest
 
-from selfdisco.tasks.budget import AIM, Point, at_budget, reach_budget, scaled_adapter
+from selfdisco.tasks.budget import (
+    AIM,
+    PathPoint,
+    Point,
+    at_budget,
+    parse_kl_targets,
+    reach_budget,
+    read_at,
+    scaled_adapter,
+    scaling_path,
+)
 
 
 def point(scale: float, rewards: list[float], kl: float) -> Point:
@@ -117,3 +128,87 @@ def test_scaling_the_delta_scales_the_policy_and_zero_is_the_reference(tmp_path)
 def test_only_an_adapter_with_lora_weights_can_be_scaled(tmp_path):
     with pytest.raises(FileNotFoundError, match="safetensors"):
         scaled_adapter(tmp_path, 0.5, tmp_path / "out")
+
+
+# ---- the scaling path (the held-out frontier's common KL values) ---------------------------
+
+def test_the_path_takes_one_shrink_per_target_under_the_policys_kl():
+    measure, calls = quadratic_policy(8.0, lambda kl: 0.05 * kl)
+    path = scaling_path(measure(1.0), (3.0, 6.0, 12.0), measure)
+    # 12 is past the trained policy's KL: not on its path. 6 is aimed at itself from the full
+    # policy; the lowest, 3, at AIM x 3 from the point at 6, so that a point falls under it.
+    assert [p.kl for p in path] == pytest.approx([8.0, 6.0, AIM * 3.0])
+    assert calls[1:] == pytest.approx([math.sqrt(6 / 8), math.sqrt(6 / 8) * math.sqrt(2.7 / 6)])
+    assert scaling_path(measure(1.0), (9.0,), measure)[1:] == []
+
+
+def test_the_reference_closes_a_path_whose_kl_will_not_come_down():
+    def floored(scale: float) -> Point:
+        kl = 0.0 if scale == 0 else max(4.0, 8.0 * scale ** 2)
+        return point(scale, [0.2 + 0.5 * scale, 0.1 + 0.5 * scale], kl)
+    path = scaling_path(floored(1.0), (3.0,), floored)
+    assert [p.scale for p in path][-1] == 0.0 and len(path) == 3
+    reading = read_at([p.path_point() for p in path], 3.0)
+    assert reading.low.scale == 0.0 and reading.weight == pytest.approx(1 / 4)
+
+
+def test_a_path_point_survives_its_record_and_a_bad_record_is_a_value_error():
+    full = point(1.0, [0.5, 0.25], 6.0).path_point()
+    assert full.per_prompt == [0.5, 0.25] and full.kl == 6.0 and full.kl_n == 2
+    assert PathPoint.from_json(full.to_json()) == full
+    with pytest.raises(ValueError, match="not a path point"):
+        PathPoint.from_json({"scale": 1.0, "kl": 2.0})
+    with pytest.raises(ValueError, match="not a path point"):
+        PathPoint.from_json(["scale"])
+
+
+def test_reading_needs_a_point_on_each_side_of_the_kl():
+    low = PathPoint(0.5, [0.2, 0.4], 2.0, 0.1, 10, [2.0, 2.0])
+    high = PathPoint(1.0, [0.6, 0.8], 6.0, 0.3, 10, [6.0, 6.0])
+    reading = read_at([high, low], 3.0)
+    assert reading.weight == pytest.approx(0.75)
+    assert reading.values == pytest.approx([0.75 * 0.2 + 0.25 * 0.6, 0.75 * 0.4 + 0.25 * 0.8])
+    slope = 0.4 / 4
+    assert reading.kl_variance == pytest.approx((slope * (0.75 * 0.1 + 0.25 * 0.3)) ** 2)
+    assert read_at([high, low], 6.0) is None and read_at([high, low], 1.0) is None
+    assert read_at([high, low], 2.0).values == pytest.approx(low.per_prompt)
+
+
+def test_kl_targets_parse_to_sorted_positive_nats():
+    assert parse_kl_targets("6, 3,3,") == (3.0, 6.0) and parse_kl_targets("") == ()
+    for bad in ("three", "0", "-1", "inf"):
+        with pytest.raises(ValueError):
+            parse_kl_targets(bad)
+
+
+def test_the_sentiment_score_records_the_path_toward_each_target(monkeypatch):
+    """score() with kl_targets measures the trained policy shrunk toward each target (KL 8 s^2
+    here), keeps every point in metrics["path"] and leaves the fitness as it was."""
+    from pathlib import Path
+
+    from selfdisco.tasks import TaskContext, get_task, sentiment
+
+    measured = []
+
+    def measure(self, ctx, settings, prompts, adapter_path, metrics):
+        scale = (0.0 if adapter_path is None else 1.0 if adapter_path == "trained"
+                 else float(str(adapter_path).split(":")[1]))
+        measured.append(scale)
+        kl = 8.0 * scale ** 2
+        return Point(1.0, [[0.1 + 0.05 * kl] for _ in prompts],
+                     [[kl] if adapter_path else [0.0] for _ in prompts])
+
+    monkeypatch.setattr(sentiment, "scaled_adapter",
+                        lambda adapter, scale, out: Path(f"scaled:{scale}"))
+    monkeypatch.setattr(sentiment.SentimentTask, "measure", measure)
+    task = get_task("sentiment")
+    options = {"kl_budget": 0, "kl_targets": "3,6", "eval_prompts": "4"}
+    fitness = task.score(TaskContext(options=options), adapter_path="trained")
+    path = [PathPoint.from_json(p) for p in fitness.metrics["path"]]
+    assert [p.kl for p in path] == pytest.approx([8.0, 6.0, AIM * 3.0])
+    assert fitness.metrics["kl_targets"] == [3.0, 6.0] and len(measured) == 3
+    assert fitness.value == pytest.approx(0.1 + 0.05 * 8.0)
+    # The base policy has no path to walk.
+    measured.clear()
+    assert "path" not in task.score(TaskContext(options=options)).metrics
+    assert measured == [0.0]

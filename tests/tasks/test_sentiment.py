@@ -255,3 +255,46 @@ def test_the_base_models_fitness_is_its_reward_with_reward_and_kl_beside_it(tmp_
     assert fitness.stderr == pytest.approx(metrics["reward_stderr"])
     assert metrics["kl_budget"] == 6.0 and metrics["fitness_stderr"] == "per prompt"
     assert len(metrics["per_prompt"]) == 6 and "budget_rule" not in metrics
+
+
+class SeedRecordingLLM(ScriptedLLM):
+    """ScriptedLLM that also records each request's (opening, seed)."""
+
+    def __init__(self, texts: list[str]):
+        super().__init__(texts)
+        self.requests: list[tuple[str, int]] = []
+
+    def complete(self, prompt, *, n, seed, **options):
+        self.requests.append((prompt, seed))
+        return super().complete(prompt, n=n, seed=seed, **options)
+
+
+def test_unused_openings_follow_the_searchs_and_draw_with_their_own_seed(tmp_path):
+    task = get_task("sentiment")
+    options = {"eval_prompts": "6", "eval_samples": "1", "concurrency": "1"}
+    settings = task.settings(TaskContext(options=options))
+    search, start = task.scored_prompts(settings)
+    unused, first = task.scored_prompts(
+        task.settings(TaskContext(options={**options, "prompt_set": "unused",
+                                           "heldout_prompts": "9"})))
+    held_out = task.openings(settings).held_out
+    assert (start, first) == (0, 6) and search == held_out[:6] and unused == held_out[6:15]
+
+    def sampled(more):
+        client = SeedRecordingLLM([" a wonderful film."])
+        ctx = TaskContext(client=client, model_path="m", cache_dir=tmp_path, seed=11,
+                          options={**options, **more})
+        return client.requests, task.score(ctx).metrics
+
+    before, metrics = sampled({})
+    after, held = sampled({"prompt_set": "unused", "sampling_seed": "5"})
+    assert not {p for p, _ in before} & {p for p, _ in after}
+    assert not {s for _, s in before} & {s for _, s in after}
+    assert (metrics["prompt_set"], metrics["sampling_seed"]) == ("search", 11)
+    assert (held["prompt_set"], held["first_prompt"], held["sampling_seed"]) == ("unused", 6, 5)
+    task.check_options("cpu", {"prompt_set": "unused", "sampling_seed": 5})
+    with pytest.raises(UserError, match="prompt_set must be search or unused"):
+        task.check_options("cpu", {"prompt_set": "fresh"})
+    with pytest.raises(UserError, match="too few unused openings"):
+        task.scored_prompts(task.settings(TaskContext(options={
+            "prompt_set": "unused", "eval_prompts": "150"})))

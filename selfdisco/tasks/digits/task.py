@@ -4,7 +4,8 @@ The candidate is a classification loss `fn(logits, targets) -> Tensor`: logits i
 tensor, targets a (B,) int64 tensor of class indices; it returns per-example losses of shape (B,)
 (a 0-dim scalar is accepted too) and the mean is the training loss. Fitness is the validation
 accuracy of a small MLP trained under that loss for a fixed budget on scikit-learn's bundled
-digits data (8x8 images, 10 classes), with a fixed split and seed.
+digits data (8x8 images, 10 classes), with a fixed split and seed. The test split apart from
+validation is read only by held-out evaluation (splits.py; eval_split = "test").
 
 Candidate code is evaluated confined (Evaluations): a sandbox server (losses/sandbox.py) under
 the operating system's confinement imports torch once and forks a child per evaluation, so no
@@ -15,7 +16,6 @@ baseline, and a crash, hang or memory bomb ends only its child. A fresh process 
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable
@@ -29,6 +29,13 @@ from selfdisco.losses.compiler import compile_loss
 from selfdisco.losses.sandbox import Sandbox
 from selfdisco.losses.static import CodeRejected
 from selfdisco.tasks.base import EvaluationError, Fitness, TaskContext, apply_options
+from selfdisco.tasks.digits.splits import (
+    EVAL_SPLITS,
+    SPLIT_VERSION,
+    load_split,
+    run_split_version,
+    split_indices,
+)
 
 
 class Diverged(EvaluationError):
@@ -51,9 +58,15 @@ class DigitsSettings:
     learning_rate: float = 1e-3
     """Adam's learning rate."""
     validation_fraction: float = 0.3
-    """Share of the 1797 images held out for the fitness (stratified, fixed seed)."""
+    """Share of the 1797 images held out from training (stratified, fixed seed): all of it
+    validation (split version 1), or half validation and half test (version 2)."""
     split_seed: int = 0
-    """Seed of the train/validation split; fixed so every candidate sees the same split."""
+    """Seed of the splits; fixed so every candidate sees the same split."""
+    split_version: int = SPLIT_VERSION
+    """2: a test split apart from validation; 1: no test split (runs recorded before it)."""
+    eval_split: str = "validation"
+    """Which split the fitness is measured on: "validation" (the search selects on it) or
+    "test" (held-out evaluation only; split version 2)."""
     max_seconds: float = 30.0
     """A candidate that has not finished training by then fails (too slow)."""
 
@@ -71,33 +84,9 @@ def compile_classification_loss(code: str) -> Callable:
         raise EvaluationError(f"the code does not run: {type(err).__name__}: {err}") from None
 
 
-@functools.cache
-def digits_data() -> tuple[Any, Any]:
-    """scikit-learn's digits as (images scaled to [0, 1], labels); read once per process."""
-    # lazy: loads scikit-learn
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split  # noqa: F401 - imported for the children
-
-    data = load_digits()
-    return data.data.astype("float32") / 16.0, data.target
-
-
-def load_split(settings: DigitsSettings) -> tuple[Any, Any, Any, Any]:
-    """The fixed split as float32/int64 tensors: (x_train, y_train, x_val, y_val)."""
-    # lazy: loads torch
-    import torch
-    from sklearn.model_selection import train_test_split
-
-    x, target = digits_data()
-    x_train, x_val, y_train, y_val = train_test_split(
-        x, target, test_size=settings.validation_fraction,
-        random_state=settings.split_seed, stratify=target)
-    return (torch.from_numpy(x_train), torch.from_numpy(y_train).long(),
-            torch.from_numpy(x_val), torch.from_numpy(y_val).long())
-
-
 def train_and_score(loss_fn: Callable, settings: DigitsSettings, seed: int = 0) -> Fitness:
-    """Train the MLP under `loss_fn` and return its validation accuracy as the fitness.
+    """Train the MLP under `loss_fn` and return its accuracy on settings.eval_split (the
+    validation split unless held-out evaluation asks for test) as the fitness.
 
     Raises EvaluationError when the loss has the wrong shape, is not finite, has no gradient,
     or training runs past settings.max_seconds.
@@ -151,7 +140,9 @@ def _train(loss_fn: Callable, settings: DigitsSettings, seed: int, x_train: Any,
     stderr = stats.proportion_stderr(accuracy, n)
     metrics = {"train_accuracy": train_accuracy, "final_train_loss": last_loss, "steps": steps,
                "seconds": round(time.perf_counter() - started, 3),
-               "metric": "validation accuracy (binomial stderr)", "per_prompt": per_example}
+               "metric": f"{settings.eval_split} accuracy (binomial stderr)",
+               "eval_split": settings.eval_split, "split_version": settings.split_version,
+               "per_prompt": per_example}
     return Fitness(value=accuracy, stderr=stderr, metrics=metrics, n=n)
 
 
@@ -253,11 +244,66 @@ class DigitsTask:
 
     def settings(self, ctx: TaskContext) -> DigitsSettings:
         options = {k: v for k, v in ctx.options.items() if k != "preset"}
-        return apply_options(DigitsSettings(), options)
+        settings = apply_options(DigitsSettings(), options)
+        if settings.split_version not in (1, SPLIT_VERSION):
+            raise UserError(f"split_version must be 1 or {SPLIT_VERSION}, not "
+                            f"{settings.split_version}")
+        if settings.eval_split not in EVAL_SPLITS:
+            raise UserError(f"eval_split must be {' or '.join(EVAL_SPLITS)}, not "
+                            f"{settings.eval_split!r}")
+        if settings.eval_split == "test" and settings.split_version == 1:
+            raise UserError("eval_split = test needs split_version 2: split version 1 (runs "
+                            "recorded before the test split) has no test split")
+        return settings
 
     def check_options(self, preset: str, options: dict[str, Any]) -> None:
-        """UserError for an unknown or mistyped option."""
-        self.settings(TaskContext(preset=preset, options=dict(options)))
+        """UserError for an unknown or mistyped option, or a search told to select on the
+        test split (only held-out evaluation reads it)."""
+        if self.settings(TaskContext(preset=preset, options=dict(options))).eval_split != \
+                "validation":
+            raise UserError("eval_split = test is for held-out evaluation (`selfdisco "
+                            "heldout`): the search selects on the validation split; remove "
+                            "the option")
+
+    def heldout_options(self, preset: str, options: dict[str, Any], *, unused: bool,
+                        sampling_seed: int, count: int | None,
+                        recorded: list[dict]) -> tuple[dict[str, Any], str, str]:
+        """The task options that score held-out evaluations on the test split (unused) or on
+        the validation split the search selected on, with a sentence saying which.
+
+        Args:
+            preset, options: the run's.
+            unused: score on images the search never read (the test split).
+            sampling_seed: unused here: scoring an image samples nothing.
+            count: must be None: every image of the split is scored.
+            recorded: the metrics of the run's scored evaluations; one without a
+                split_version was scored by a selfdisco before the test split (version 1).
+
+        Returns:
+            (options, the sentence, why the search's split stands in for the test split: empty
+            unless an old run has none).
+        """
+        if count is not None:
+            raise UserError("--prompt-count is for the sentiment task: digits scores every "
+                            "image of its split")
+        version = run_split_version(options, recorded)
+        settings = self.settings(TaskContext(preset=preset,
+                                             options={**options, "split_version": version}))
+        splits = split_indices(settings)
+        if unused and version == SPLIT_VERSION:
+            return ({"split_version": version, "eval_split": "test"},
+                    f"the digits test split ({len(splits.test)} images), which the search never "
+                    f"read: it trained on {len(splits.train)} images and selected on a "
+                    f"validation split of {len(splits.validation)}", "")
+        old = "" if version == SPLIT_VERSION else (
+            "this run was recorded before the digits task had a test split (split version 1) "
+            "and keeps its split, so it has no test split")
+        text = (f"the digits validation split ({len(splits.validation)} images) the search "
+                "selected on (not held out)")
+        if unused:  # asked for the test split: the old split stands in, and says why
+            return {"split_version": version, "eval_split": "validation"}, text, old
+        return ({"split_version": version, "eval_split": "validation"},
+                text + (f": {old}" if old else ""), "")
 
     def evaluate_loss(self, ctx: TaskContext, loss: Callable | str) -> Fitness:
         """Fitness of a classification loss: candidate code defining one (evaluated confined,
