@@ -8,7 +8,7 @@ standard error); with one seed per candidate the loss-by-seed interaction is poo
 losses trained on several shared seeds (the burn-in baselines, discovery.baseline_seeds). Every
 "better than dpo" and every "tied with the best" is decided at a family-wise level of
 FAMILY_ALPHA over the run's comparisons (Holm), one-sided; a comparison whose standard error
-leaves out the training noise makes no claim.
+leaves out a source of noise (the training noise, or the prompts') makes no claim.
 """
 
 from __future__ import annotations
@@ -276,12 +276,12 @@ def better_than_reference(differences: Mapping[str, BlockedDifference],
 
     One-sided: each test is "candidate minus reference <= 0" against "> 0", p from the t
     distribution with the difference's df (normal when None). The family is every candidate
-    given; one without a standard error, or whose standard error leaves out the training noise
-    (one seed and no pooled interaction), makes no claim: its p-value counts as 1.
+    given; one without a standard error, or whose standard error leaves out a source of noise
+    (the training noise: one seed and no pooled interaction; the prompts': no per-prompt
+    scores), makes no claim: its p-value counts as 1.
     """
     names = list(differences)
-    p_values = [None if "seed" in differences[n].omitted else differences[n].p_value()
-                for n in names]
+    p_values = [None if differences[n].omitted else differences[n].p_value() for n in names]
     adjusted = holm_adjusted([1.0 if p is None else p for p in p_values])
     return {name for name, q in zip(names, adjusted, strict=True) if q <= alpha}
 
@@ -507,7 +507,8 @@ def compare(rows: Iterable[Any]) -> Comparison | None:
 def interaction_source(interaction: PooledInteraction | None) -> str:
     """Where the loss-by-seed interaction of single-seed comparisons comes from, in words."""
     if interaction is None:
-        return ("not measured: no two losses share two training seeds, so a comparison on one "
-                "seed leaves out the training noise and makes no claim")
+        return ("not measured: no two losses share two training seeds (discovery.baseline_seeds"
+                " = 1, or a run of an earlier version), so a comparison on one seed leaves out "
+                "the training noise and makes no claim")
     return (f"pooled from the losses trained on two or more shared seeds: variance of one "
             f"seed's difference {interaction.variance:.3g}, {interaction.df} df")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from selfdisco.config import load_config
@@ -75,37 +76,41 @@ class CurveEvaluator:
     def __init__(self):
         self.evaluated: list[str] = []
 
-    def evaluate(self, rows, on_progress, on_done, on_start=None) -> None:
+    def evaluate(self, rows, on_progress, on_done, on_start=None, replicates=None) -> None:
+        """`replicates` (row id -> training seeds) as WorkerEvaluator takes it; the curve has
+        no seed noise, so every seed scores alike."""
+        for row in rows:
+            for k in replicates.get(row.id, [0]) if replicates else [None]:
+                result = self._evaluate(row, on_progress, on_start)
+                on_done(row, result if k is None else replace(result, replicate=k))
+
+    def _evaluate(self, row, on_progress, on_start) -> Result:
         import torch
 
         from selfdisco.losses import compile_loss
 
-        for row in rows:
-            if on_start:
-                on_start(row)
-            self.evaluated.append(row.id)
-            if row.code is None:
-                on_done(row, Result(status="scored", fitness=0.0, stderr=0.01,
-                                    metrics={"kl": 0.0}))
-                continue
-            on_progress(row, {"step": 1, "total": 2, "loss": 0.5})
-            fn = compile_loss(row.code)
-            rho = torch.tensor([-5.0, 5.0])
-            zero = torch.zeros(2)
-            losses = fn(rho, zero, zero, zero, 1.0)
-            if not torch.isfinite(losses).all():
-                on_done(row, Result.failed("diverged", "diverged at step 1", step=1))
-                continue
-            on_progress(row, {"step": 2, "total": 2, "loss": 0.4})
-            fitness = float(losses[0] - losses[1])
-            on_done(row, Result(status="scored", fitness=fitness, stderr=0.01,
-                                metrics={"kl": 0.1}, adapter=f"/adapters/{row.id}"))
+        if on_start:
+            on_start(row)
+        self.evaluated.append(row.id)
+        if row.code is None:
+            return Result(status="scored", fitness=0.0, stderr=0.01, metrics={"kl": 0.0})
+        on_progress(row, {"step": 1, "total": 2, "loss": 0.5})
+        fn = compile_loss(row.code)
+        rho = torch.tensor([-5.0, 5.0])
+        zero = torch.zeros(2)
+        losses = fn(rho, zero, zero, zero, 1.0)
+        if not torch.isfinite(losses).all():
+            return Result.failed("diverged", "diverged at step 1", step=1)
+        on_progress(row, {"step": 2, "total": 2, "loss": 0.4})
+        fitness = float(losses[0] - losses[1])
+        return Result(status="scored", fitness=fitness, stderr=0.01, metrics={"kl": 0.1},
+                      adapter=f"/adapters/{row.id}")
 
 
 def make_loop(run_dir: Path, proposer, evaluator, **discovery) -> Discovery:
     overrides = {"discovery": {"generations": 2, "candidates_per_generation": 2,
                                "burn_in": ["dpo", "hinge"], "max_resamples": 2,
-                               "baseline_seeds": 1, **discovery}}
+                               **discovery}}
     config = load_config("smoke", overrides=overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(config.to_toml())

@@ -143,7 +143,7 @@ class FailingOnce(CurveEvaluator):
         super().__init__()
         self.cause = cause
 
-    def evaluate(self, rows, on_progress, on_done, on_start=None):
+    def evaluate(self, rows, on_progress, on_done, on_start=None, replicates=None):
         for row in rows:
             if row.kind == "proposal" and row.id not in self.evaluated:
                 if on_start:
@@ -151,7 +151,7 @@ class FailingOnce(CurveEvaluator):
                 self.evaluated.append(row.id)
                 on_done(row, Result.failed(self.cause, "LLMError: the LLM server refused it"))
             else:
-                super().evaluate([row], on_progress, on_done, on_start)
+                super().evaluate([row], on_progress, on_done, on_start, replicates)
 
 
 @pytest.mark.parametrize(("cause", "retried"), [("server", True), ("candidate", False)])

@@ -66,7 +66,7 @@ class TroubledEvaluator(CurveEvaluator):
         restarted, self.to_restart = self.to_restart, False
         return restarted
 
-    def evaluate(self, rows, on_progress, on_done, on_start=None) -> None:
+    def evaluate(self, rows, on_progress, on_done, on_start=None, replicates=None) -> None:
         for row in rows:
             if row.name == "cell_like":
                 send(self.run_dir, "pause")
@@ -82,7 +82,7 @@ class TroubledEvaluator(CurveEvaluator):
                     result = Result.failed("server", "the model server went away")
                 on_done(row, result)
                 continue
-            super().evaluate([row], on_progress, on_done, on_start)
+            super().evaluate([row], on_progress, on_done, on_start, replicates)
 
 
 class Killed(Exception):
