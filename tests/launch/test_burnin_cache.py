@@ -118,8 +118,9 @@ def test_reused_baselines_are_marked_in_archive_events_tui_and_report(tmp_path):
     events = list(read_events(run / "events.jsonl"))
     scored = {e["id"]: e for e in events if e["type"] == "candidate_scored"}
     assert scored["burn-dpo"]["metrics"]["cached_from"] == "first"
-    assert any(e["type"] == "log" and "burn-dpo reused from the burn-in cache" in e["message"]
-               for e in events)
+    for k in (0, 1):  # each of the baseline's two training seeds (the smoke preset's)
+        assert any(e["type"] == "log" and f"burn-dpo (training seed {k}) reused from the "
+                   "burn-in cache" in e["message"] for e in events)
 
     state = RunState.from_run_dir(run)
     assert state.candidates["burn-hinge"].status_text == "scored (cached)"
