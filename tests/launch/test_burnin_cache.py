@@ -126,7 +126,7 @@ def test_reused_baselines_are_marked_in_archive_events_tui_and_report(tmp_path):
     assert state.candidates["burn-hinge"].status_text == "scored (cached)"
     assert state.candidates["burn-hinge"].cached_from == "first"
     assert state.candidates["g01-c1"].status_text == "scored"
-    assert any("burn-dpo reused" in line.text for line in state.log)
+    assert any("burn-dpo (training seed 1) reused" in line.text for line in state.log)
 
     report = write_report(run).read_text()
     assert "Baselines reused from an earlier run's burn-in cache" in report
