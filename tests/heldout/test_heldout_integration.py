@@ -35,7 +35,11 @@ def test_frontier_points_are_trained_scored_and_kept(vllm_smoke, tmp_path):
     assert [(r.loss_id, r.beta, r.status) for r in rows] == [("dpo", 0.1, "done"),
                                                               ("dpo", 0.5, "done")]
     for row in rows:
-        assert math.isfinite(row.metrics["reward"]) and row.metrics["kl"] >= 0
+        # the sampled KL estimate is at or above 0 within its noise (the smoke model's policy
+        # barely moves, so an estimate can come out a little below 0)
+        kl, kl_stderr = row.metrics["kl"], row.metrics["kl_stderr"]
+        assert math.isfinite(row.metrics["reward"]) and kl >= -3 * kl_stderr
+        assert row.metrics["path"]  # the scaling path the common-KL reading uses
         assert (run_dir / "heldout" / "frontier" / "dpo" / f"beta{row.beta:g}-seed{row.seed}"
                 / "adapter").is_dir()
     report = (run_dir / "report.md").read_text()
