@@ -327,6 +327,12 @@ def _numbers(values: Any) -> list[float] | None:
     return None
 
 
+def _aligned(scores: Sequence[Any]) -> bool:
+    """Every entry is a list of per-prompt scores, all on the same two or more prompts."""
+    lengths = {len(s) if isinstance(s, list) else 0 for s in scores}
+    return len(lengths) == 1 and lengths.pop() >= 2
+
+
 def seed_scores(row: Any) -> SeedScores:
     """The row's fitness and per-prompt scores per replicate; a row with one training seed (or
     recorded before replicates were) is replicate 0."""
@@ -356,15 +362,16 @@ def pooled_seed_variance(groups: Iterable[Replicates]) -> float | None:
 
 
 def replicate_stderr(replicates: Replicates, pooled: float | None,
-                     scores: Sequence[Sequence[float]] | None = None) -> float | None:
+                     scores: Sequence[Any] | None = None) -> float | None:
     """The standard error of a loss's fitness, its mean over K seeds scored on the same J
     prompts: Var = s_seed / K + s_prompt / J + s_e / (K J).
 
     Args:
         replicates: per seed, its fitness and sampling standard error.
         pooled: the run's pooled seed variance, used below POOL_BELOW seeds.
-        scores: each seed's per-prompt scores (K x J): with two or more seeds the two-way
-            analysis of seed_blocked_difference against zero, every part estimated.
+        scores: each seed's per-prompt scores (K x J; a seed without them is None): with two
+            or more seeds, all with scores on the same prompts, the two-way analysis of
+            seed_blocked_difference against zero, every part estimated.
 
     Without per-prompt scores: the seed part from the loss's own seeds (POOL_BELOW or more, or
     no pool) or the pool, divided by K, plus the prompt part, the seeds' mean squared sampling
@@ -372,7 +379,7 @@ def replicate_stderr(replicates: Replicates, pooled: float | None,
     error (prompt sampling only).
     """
     k = len(replicates)
-    if scores is not None and k >= 2:
+    if scores is not None and k >= 2 and _aligned(scores):
         matrix = np.asarray(scores, dtype=float)
         return seed_blocked_difference(matrix, np.zeros_like(matrix)).stderr
     if any(e is None for _, e in replicates):
@@ -405,9 +412,7 @@ def row_stderr(row: Any, pooled: float | None) -> float | None:
     untrained policy has no training noise."""
     replicates = replicates_of(row)
     if len(replicates) >= 2:
-        grid = [s for _, s in seed_scores(row).values()]
-        same = all(grid) and len({len(s) for s in grid}) == 1 and len(grid[0]) >= 2
-        return replicate_stderr(replicates, pooled, grid if same else None)
+        return replicate_stderr(replicates, pooled, [s for _, s in seed_scores(row).values()])
     if row.stderr is None or not row.code or pooled is None:
         return row.stderr
     return math.sqrt(row.stderr ** 2 + pooled)
@@ -450,8 +455,7 @@ def difference(a: Any, b: Any, interaction: PooledInteraction | None = None,
     common = [k for k in sa if k in sb]
     pool = interaction if a.code and b.code else seed_pool if a.code or b.code else None
     grids = [[s[k][1] for k in common] for s in (sa, sb)]
-    lengths = {len(p) if p else 0 for grid in grids for p in grid}
-    if common and len(lengths) == 1 and lengths.pop() >= 2:
+    if common and _aligned(grids[0] + grids[1]):
         return seed_blocked_difference(*grids, interaction=pool)
     means = (per_prompt(a), per_prompt(b))
     aligned = all(means) and len(means[0]) == len(means[1])

@@ -130,8 +130,6 @@ def combine(results: list[Result], pooled: float | None) -> Result:
             reason = f"training seed {failed.replicate}: {failed.reason}"
         return replace(first, replicate=None, train_seed=None, reason=reason)
     pairs = [(float(r.fitness), r.stderr) for r in results]
-    grid = [r.metrics.get("per_prompt") for r in results]
-    same = all(isinstance(p, list) for p in grid) and len({len(p) for p in grid}) == 1
     metrics = _mean_metrics([r.metrics for r in results])
     metrics["replicates"] = [
         {"replicate": r.replicate, "train_seed": r.train_seed, "fitness": r.fitness,
@@ -146,7 +144,8 @@ def combine(results: list[Result], pooled: float | None) -> Result:
             timings[stage] = round(timings.get(stage, 0.0) + seconds, 2)
     cached = [r.cached_from for r in results]
     return Result(status=SCORED, fitness=stats.mean([f for f, _ in pairs]),
-                  stderr=stats.replicate_stderr(pairs, pooled, grid if same else None),
+                  stderr=stats.replicate_stderr(pairs, pooled,
+                                                [r.metrics.get("per_prompt") for r in results]),
                   metrics=metrics,
                   timings=timings, adapter=results[0].adapter,
                   cached_from=cached[0] if all(cached) else None)
