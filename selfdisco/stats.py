@@ -22,8 +22,8 @@ import numpy as np
 
 REFERENCE_ID = "burn-dpo"  # the baseline every candidate is compared with
 FAMILY_ALPHA = 0.05  # the family-wise error level of every "better" and "tied" claim
-# Rules that decide without claiming (the multi-fidelity cut, the proposer duel, the proposer's
-# preference pairs) count a difference only past this many standard errors.
+# Rules that decide without claiming (the multi-fidelity cut, the proposer's preference pairs)
+# count a difference only past this many standard errors.
 TIE_SE = 2.0
 # With fewer seeds than this, a loss's own seed spread is too rough: pool it.
 POOL_BELOW = 5

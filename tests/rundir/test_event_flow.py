@@ -14,7 +14,7 @@ import io
 import json
 
 import pytest
-from loop_helpers import CurveEvaluator, ScriptedProposer, answer
+from loop_helpers import DUEL_WINS, PromptCurveEvaluator, ScriptedProposer, answer
 
 from selfdisco.config import load_config
 from selfdisco.discovery.interface import Services
@@ -31,7 +31,7 @@ from selfdisco.tui.printer import Printer
 from selfdisco.tui.state import RunState
 
 DISCOVERY = {"generations": 2, "candidates_per_generation": 2, "burn_in": ["dpo", "hinge"],
-             "max_resamples": 2, "duel_samples": 1}
+             "max_resamples": 2, "duel_samples": 5}
 ANSWERS = [
     # generation 1: a valid loss and an unparsable answer, resampled into a duplicate of dpo,
     # then into a new loss (whose first evaluation loses the model server)
@@ -39,9 +39,8 @@ ANSWERS = [
     "not json at all",
     answer("dpo_again", "1.0 * F.softplus(-1.0 * x)"),
     answer("steeper", "1.0 * F.softplus(-3.0 * x)"),
-    # the duel after generation 1: the base's answer, then the best policy's (a tie: promoted)
-    answer("duel_base", "1.0 * torch.sigmoid(-2.0 * x)"),
-    answer("duel_policy", "0.4 * torch.exp(-2.0 * x) + 0.6 * F.softplus(-1.0 * x)"),
+    # the duel after generation 1: the base's answers, then the best policy's (it wins)
+    *["not json either"] * 5, *DUEL_WINS,
     # generation 2: a loss that diverges in training, and one that fails the static check,
     # resampled into one whose evaluation fails
     answer("blow_up", "torch.exp(-30.0 * x)"),
@@ -51,8 +50,8 @@ ANSWERS = [
 ]
 
 
-class TroubledEvaluator(CurveEvaluator):
-    """CurveEvaluator, except: "steeper" loses the model server once, "boom" fails, and
+class TroubledEvaluator(PromptCurveEvaluator):
+    """PromptCurveEvaluator, except: "steeper" loses the model server once, "boom" fails, and
     evaluating "cell_like" pauses and resumes the run through its control file."""
 
     def __init__(self, run_dir):

@@ -1,7 +1,8 @@
 """Promotion after a generation: the discovery.self_improve mode nominates a challenger proposer
-(policy: the generation's best policy adapter, if its fitness is above the current proposer's;
-proposals: a proposer LoRA trained on the run's own answers, selftrain.py), the duel decides
-(duel.py), and a winner is served as the proposer from the next generation on.
+(policy: of the generation's policy adapters better than the current proposer's policy beyond
+noise, the one with the highest lower confidence bound, better_policy; proposals: a proposer
+LoRA trained on the run's own answers, selftrain.py), the duel decides (duel.py), and a winner
+is served as the proposer from the next generation on.
 
 A duel is recorded (archive, event) before its decision is acted on; a resumed run applies a
 recorded duel's decision instead of duelling again.
@@ -10,7 +11,9 @@ recorded duel's decision instead of duelling again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from selfdisco import stats
 from selfdisco.discovery.interface import Loop
 from selfdisco.discovery.proposer import duel, selftrain
 from selfdisco.rundir.events import SCORED
@@ -62,15 +65,55 @@ def promote(loop: Loop, g: int) -> None:
 
 
 def _policy_challenger(loop: Loop, g: int) -> Challenger | None:
-    scored = [r for r in loop.archive.rows("generation = ? AND status = ?", (g, SCORED))
-              if r.metrics.get("adapter")]
-    if not scored:
-        return None
-    best = max(scored, key=lambda r: r.fitness)
-    current = loop.state.proposer_fitness
-    if current is not None and best.fitness <= current:
+    """Generation g's policy better than the current proposer's (better_policy), or None
+    (logged when the generation has policies)."""
+    scored = loop.archive.rows("status = ?", (SCORED,))
+    candidates = [r for r in scored if r.generation == g and r.metrics.get("adapter")]
+    current = next((r for r in scored if r.id == loop.state.proposer_id), None)
+    best = better_policy(current, candidates, scored)
+    if best is None:
+        if candidates:
+            loop.events.emit("log", level="info", message=(
+                f"no policy challenger after generation {g}: " + (
+                    f"none of its {len(candidates)} policies is better than {current.id}'s "
+                    f"beyond noise (Holm at {stats.FAMILY_ALPHA:g}, one-sided, seed-blocked)"
+                    if current is not None else
+                    f"the current proposer {loop.state.proposer_id} has no scored policy to "
+                    "compare with")))
         return None
     return Challenger(best.id, best.metrics["adapter"], best.fitness, best.stderr)
+
+
+def better_policy(current: Any, candidates: list, rows: list,
+                  alpha: float = stats.FAMILY_ALPHA) -> Any | None:
+    """The candidate policy that challenges the current proposer, chosen with its error.
+
+    Args:
+        current: the current proposer's policy row (the untrained policy's for the base, a
+            promoted candidate's after a promotion: the row state.proposer_fitness is read
+            from); None when it has no scored row.
+        candidates: the generation's scored policy rows.
+        rows: the run's scored rows, for the pooled interaction and seed variance.
+        alpha: the family-wise level over the candidates.
+
+    Returns:
+        Of the candidates better than `current` at family-wise level alpha (Holm, one-sided,
+        blocked by training seed and paired by prompt: stats.better_than_reference), the one
+        whose difference has the highest one-sided lower confidence bound at 1 - alpha; None
+        when none is better beyond noise (the raw maximum is not enough: the winner's curse),
+        or without a current row to compare with.
+    """
+    if current is None or not candidates:
+        return None
+    interaction, seed_pool = stats.run_interaction(rows), stats.run_seed_pool(rows)
+    differences = {r.id: stats.difference(r, current, interaction, seed_pool)
+                   for r in candidates}
+    better = stats.better_than_reference(
+        {id: d for id, d in differences.items() if d is not None}, alpha)
+    if not better:
+        return None
+    return max((r for r in candidates if r.id in better),
+               key=lambda r: differences[r.id].interval(1 - 2 * alpha)[0])
 
 
 def _trained_challenger(loop: Loop, g: int) -> Challenger | None:
@@ -120,7 +163,7 @@ def _practice(loop: Loop, g: int) -> None:
 def _outcomes(loop: Loop, texts: list[str]) -> list[str]:
     return duel.outcomes(texts, loop.services.parse, loop.services.screen,
                          list(loop.state.fingerprints.values()),
-                         loop.settings.duplicate_tolerance,
+                         loop.settings.duplicate_tolerance, within=loop.archive.reach(),
                          timeout_s=loop.settings.screen_timeout_s, beta=loop.services.beta)
 
 
@@ -151,15 +194,15 @@ def _duel(loop: Loop, g: int, challenger: Challenger) -> duel.DuelRecord:
     by_id = {r.id: r for r in scored}
     fitness = duel.fitness_check(by_id.get(loop.state.proposer_id), by_id.get(challenger.id),
                                  scored)
-    promoted, difference, stderr, reason = duel.decide(found["current"], found["challenger"],
-                                                       fitness)
-    loop.mark_stage(g, "duel", "end", "promoted" if promoted else "not promoted")
+    decision = duel.decide(found["current"], found["challenger"], fitness)
+    loop.mark_stage(g, "duel", "end", "promoted" if decision.promoted else "not promoted")
     return duel.DuelRecord(
         generation=g, current=loop.state.proposer_id, challenger=challenger.id,
         adapter=challenger.adapter, samples=n, seed=seed, current_outcomes=found["current"],
-        challenger_outcomes=found["challenger"], difference=difference, stderr=stderr,
-        promoted=promoted, reason=reason, fitness=fitness, current_answers=answers["current"],
-        challenger_answers=answers["challenger"])
+        challenger_outcomes=found["challenger"], difference=decision.difference,
+        stderr=decision.stderr, promoted=decision.promoted, reason=decision.reason,
+        fitness=fitness, current_answers=answers["current"],
+        challenger_answers=answers["challenger"], p_value=decision.p_value)
 
 
 def _apply(loop: Loop, challenger: Challenger, g: int) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from loop_helpers import CurveEvaluator, make_loop
+from loop_helpers import PromptCurveEvaluator, make_loop
 from test_duel import GOOD, ByModel
 
 from selfdisco.discovery.proposer import lineage
@@ -51,7 +51,8 @@ def test_figures_per_proposer():
 
 def test_the_report_has_the_proposer_section(tmp_path):
     run = tmp_path / "run"
-    make_loop(run, ByModel(GOOD, ["no json"] * 20), CurveEvaluator(), duel_samples=2).run()
+    make_loop(run, ByModel(GOOD, ["no json"] * 20), PromptCurveEvaluator(),
+              duel_samples=2).run()
     text = write_report(run).read_text()
     section = text[text.index("## Proposers"):]
     assert "Self-improvement mode: **policy**" in section

@@ -137,9 +137,11 @@ class FakeTrainer:
 
 def test_proposals_mode_trains_a_challenger_on_the_runs_answers(tmp_path):
     run = tmp_path / "run"
-    base = GOOD[:1] + ["no json"] + GOOD[1:2] + GOOD[2:4] + GOOD[4:]
-    loop = make_loop(run, ByModel(base, GOOD[6:]), CurveEvaluator(), self_improve="proposals",
-                     duel_samples=2, proposer_min_pairs=1)
+    # the base model: generation 1 (a resample after "no json"), 5 practice answers, then
+    # nothing usable in the duel, where the adapter writes 5 valid losses and wins (p = 1/32)
+    base = GOOD[:1] + ["no json"] + GOOD[1:2] + GOOD[2:7]
+    loop = make_loop(run, ByModel(base, GOOD[7:]), CurveEvaluator(), self_improve="proposals",
+                     duel_samples=5, proposer_min_pairs=1)
     trainer = FakeTrainer()
     loop.services.proposer_trainer = trainer
     loop.run()
@@ -150,10 +152,10 @@ def test_proposals_mode_trains_a_challenger_on_the_runs_answers(tmp_path):
     pairs = (selftrain.proposer_dir(run) / "g01" / "pairs.jsonl").read_text().splitlines()
     assert pairs and json.loads(pairs[0])["rejected"][0]["content"] == "no json"
     practice = json.loads((selftrain.proposer_dir(run) / "g01" / "practice.json").read_text())
-    assert len(practice["answers"]) == 2 and practice["outcomes"] == ["valid", "valid"]
+    assert len(practice["answers"]) == 5 and practice["outcomes"] == ["valid"] * 5
     record = Archive(run).duels()[1]
-    assert record["challenger"] == "self-g01"
-    assert record["promoted"], record["reason"]  # a tie: both sides wrote valid, new losses
+    assert record["challenger"] == "self-g01" and record["fitness"] is None  # no policy
+    assert record["promoted"], record["reason"]
     assert {r.proposer for r in Archive(run).rows("generation = 2")} == {"self-g01"}
 
 
