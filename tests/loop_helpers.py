@@ -2,7 +2,8 @@
 
 ScriptedProposer is a real BaseClient (so its exchanges are recorded and replayable) whose
 answers come from a list. CurveEvaluator scores a loss by a cheap, deterministic property of
-its curve (computed by running the candidate's code), so the loop's decisions can be checked.
+its curve (computed by running the candidate's code), so the loop's decisions can be checked;
+PromptCurveEvaluator adds per-prompt scores, which a policy needs to challenge the proposer.
 make_digits_loop drives the same loop on the digits task (classification losses, a real and
 cheap evaluator: the digits_evaluator fixture in conftest.py), with digits_answer's answers.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +41,15 @@ DPO_LIKE = ("def loss_fn(policy_chosen_logps, policy_rejected_logps, reference_c
 
 def answer(name: str, expr: str, thought: str = "a mix of shapes") -> str:
     return json.dumps({"thought": thought, "name": name, "code": DPO_LIKE.format(expr=expr)})
+
+
+# Five distinct new losses: a challenger that writes these in a duel of 5 answers a side
+# against one that writes nothing usable wins (exact p = 1/32, duel.py).
+DUEL_WINS = [answer(f"duel_{i}", expr) for i, expr in enumerate([
+    "1.0 * torch.sigmoid(-0.7 * x)", "1.0 * torch.square(torch.relu(1.0 - 1.5 * x))",
+    "0.2 * torch.exp(-0.5 * x) + 0.8 * torch.sigmoid(-2.5 * x)",
+    "0.9 * F.softplus(-0.5 * x) + 0.1 * torch.abs(1.0 - x)",
+    "0.4 * torch.exp(-3.0 * x) + 0.6 * torch.relu(2.0 - x)"])]
 
 
 class ScriptedProposer(BaseClient):
@@ -105,6 +116,22 @@ class CurveEvaluator:
         fitness = float(losses[0] - losses[1])
         return Result(status="scored", fitness=fitness, stderr=0.01, metrics={"kl": 0.1},
                       adapter=f"/adapters/{row.id}")
+
+
+class PromptCurveEvaluator(CurveEvaluator):
+    """CurveEvaluator with per-prompt scores: the fitness plus offsets of mean 0 that differ by
+    loss. Comparing two policies then measures its prompt part; CurveEvaluator's comparisons
+    leave it out and make no claim, so under them no policy challenges the proposer."""
+
+    def _evaluate(self, row, on_progress, on_start) -> Result:
+        import numpy as np
+
+        result = super()._evaluate(row, on_progress, on_start)
+        if result.status != "scored":
+            return result
+        offsets = np.random.default_rng(zlib.crc32(row.id.encode())).normal(0, 0.01, 8)
+        per_prompt = [result.fitness + float(o) for o in offsets - offsets.mean()]
+        return replace(result, metrics={**result.metrics, "per_prompt": per_prompt})
 
 
 def make_loop(run_dir: Path, proposer, evaluator, **discovery) -> Discovery:

@@ -7,12 +7,17 @@ replayed with no model at all.
 With discovery.replicates = R > 1 each candidate is one job per training seed (replicate k in
 candidates/<id>/r<k>/, trained with replicate_seed(train_seed, k)); `combine` folds the
 per-seed results into the candidate's own.
+
+The trajectory check (same_training_as): a candidate trained on the same seed and pairs as a
+recorded row, whose per-prompt scores and rho statistics equal that row's within float noise,
+trained the same; the loop records it a duplicate of that row and trains it no further.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -21,13 +26,19 @@ from selfdisco import stats
 from selfdisco.execution.executors import JOB_FILE, Executor
 from selfdisco.execution.records import Job, Result
 from selfdisco.rundir.archive import Archive, Row
-from selfdisco.rundir.events import SCORED
+from selfdisco.rundir.events import REJECTED, SCORED
 from selfdisco.seeds import replicate_seed
 
 Progress = Callable[[Row, dict], None]
 Done = Callable[[Row, Result], None]
 Start = Callable[[Row], None]
 Replicates = dict[str, list[int]] | None  # row id -> replicates to run; None: each row once
+# Relative difference within which two trainings' figures are equal: float noise. Identical
+# trainings on one machine give identical numbers (the sentiment task rounds per-prompt scores
+# to 6 digits), so this only forgives the last bits of a float written and read back.
+SAME_TRAINING = 1e-9
+# The training's trace that must match too: the last step's rho statistics (train/trainer.py).
+RHO_TRACE = ("rho/mean", "rho/std", "rho/min", "rho/max")
 
 
 def code_sha(code: str | None) -> str | None:
@@ -88,12 +99,19 @@ class RecordedEvaluator:
                                        replace(Result.from_dict(entry["result"]),
                                                replayed_from=row.id))
         for row in rows:
+            key = (row.kind, code_sha(row.code))
+            # a duplicate found in training (rejected) has the per-seed results it measured
+            per_seed = (archive.replicates(row.id) if row.evaluated or row.status == REJECTED
+                        else {})
             if row.evaluated:
-                key = (row.kind, code_sha(row.code))
                 self.results.setdefault(key, replace(Result.from_row(row), replayed_from=row.id))
-                for k, data in archive.replicates(row.id).items():
-                    self.results.setdefault((*key, k), replace(Result.from_dict(data),
-                                                               replayed_from=row.id))
+            elif 0 in per_seed:
+                self.results.setdefault(key, replace(Result.from_dict(per_seed[0]),
+                                                     replicate=None, train_seed=None,
+                                                     replayed_from=row.id))
+            for k, data in per_seed.items():
+                self.results.setdefault((*key, k), replace(Result.from_dict(data),
+                                                           replayed_from=row.id))
         archive.close()
 
     def evaluate(self, rows: list[Row], on_progress: Progress, on_done: Done,
@@ -114,6 +132,66 @@ class RecordedEvaluator:
                 if result is None:
                     result = Result.failed("not_recorded", "not evaluated in the recorded run")
                 on_done(row, result if k is None else replace(result, replicate=k))
+
+
+def same_training_as(result: Result, recorded: list[tuple[str, dict | None]]) -> str | None:
+    """The id of the first recorded result that trained the same as `result` on the same seed
+    and pairs: both scored, their per-prompt scores and the rho statistics of their last
+    training step equal within SAME_TRAINING. A result without either never matches: per-prompt
+    scores alone can agree between losses that train apart when they take few values (the
+    digits task's right or wrong per example, which logs no rho).
+
+    Args:
+        result: a candidate's result on one training seed.
+        recorded: (row id, its result on that seed as a Result dict, or None), in row order.
+    """
+    mine = _trace(result.to_dict())
+    if mine is None:
+        return None
+    for id, data in recorded:
+        if data is None:
+            continue
+        seeds = (data.get("train_seed"), result.train_seed)  # None: the replicate's, unnamed
+        if None not in seeds and seeds[0] != seeds[1]:
+            continue
+        theirs = _trace(data)
+        if theirs is not None and len(theirs) == len(mine) and all(
+                math.isclose(a, b, rel_tol=SAME_TRAINING, abs_tol=1e-12)
+                for a, b in zip(mine, theirs, strict=True)):
+            return id
+    return None
+
+
+def twin_on_seed(archive: Archive, row: Row, k: int, result: Result) -> str | None:
+    """The first other row, not itself a duplicate, whose training seed k trained the same as
+    `result`, row's on that seed (replicate k of every row trains with one seed on the run's
+    pairs); None when none did."""
+    others = archive.rows("code IS NOT NULL AND id != ? AND status != ?", (row.id, REJECTED))
+    return same_training_as(result, [(other.id, archive.replicates(other.id).get(k))
+                                     for other in others])
+
+
+def twin_at_stage(archive: Archive, row: Row, stage: str) -> str | None:
+    """The first earlier row, not itself a duplicate, whose result at multi-fidelity's `stage`
+    (one seed, the same share of the training for every loss) trained the same as row's."""
+    entry = archive.stage(row.id, stage)
+    others = archive.rows("seq < ? AND status != ?", (row.seq, REJECTED))
+    recorded = [(other.id, e["result"]) for other in others
+                if (e := archive.stage(other.id, stage)) and e["fidelity"] == entry["fidelity"]]
+    return same_training_as(Result.from_dict(entry["result"]), recorded)
+
+
+def _trace(data: dict) -> list[float] | None:
+    """A scored result's per-prompt scores and last rho statistics in one list, or None."""
+    metrics = data.get("metrics") or {}
+    scores, train = metrics.get("per_prompt"), metrics.get("train") or {}
+    if data.get("status") != SCORED or not isinstance(scores, list) or not scores or any(
+            not isinstance(train.get(key), int | float) for key in RHO_TRACE):
+        return None
+    try:
+        return [float(x) for x in scores] + [float(train[key]) for key in RHO_TRACE]
+    except (TypeError, ValueError):
+        return None
 
 
 def combine(results: list[Result], pooled: float | None) -> Result:

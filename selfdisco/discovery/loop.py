@@ -14,7 +14,7 @@ from pathlib import Path
 from selfdisco import stats
 from selfdisco.config import RunConfig
 from selfdisco.discovery import propose
-from selfdisco.discovery.evaluation import code_sha, combine
+from selfdisco.discovery.evaluation import code_sha, combine, twin_at_stage, twin_on_seed
 from selfdisco.discovery.interface import ProposerRequests, Services, State
 from selfdisco.discovery.propose import (
     ProposerUnavailable as ProposerUnavailable,  # raised by run()
@@ -26,11 +26,12 @@ from selfdisco.formatting import format_fitness
 from selfdisco.losses import Candidate, Fingerprint
 from selfdisco.losses.fingerprint import VERSION
 from selfdisco.losses.screening import ScreenResult
-from selfdisco.rundir.archive import REFERENCE_SHAPE, Archive, Row
+from selfdisco.rundir.archive import REFERENCE_SHAPE, RHO_REACH, Archive, Row
 from selfdisco.rundir.control import ControlReader, apply_command
 from selfdisco.rundir.events import (
     DIVERGED,
     EVALUATED,
+    FINAL,
     PROPOSED,
     REJECTED,
     SCORED,
@@ -38,8 +39,10 @@ from selfdisco.rundir.events import (
     TRAINING,
     EventWriter,
 )
+from selfdisco.rundir.shape import reach_of
 
 STOPPED = "stopped on request"  # the reason a run ends with when the user stops it
+DUPLICATE_OF = "duplicate_of"  # metrics key of a row that trained the same as a recorded one
 FAILED_GENERATIONS = 2  # generations in a row whose every proposer request failed end a run
 
 
@@ -143,7 +146,9 @@ class Discovery:
     # ---- restore ---------------------------------------------------------------------------
     def _restore(self) -> None:
         for row in self.archive.rows():
-            if row.fingerprint and row.status != REJECTED:
+            # a duplicate found in training keeps its fingerprint: it differs from its twin's
+            # where training did not go, so a copy of it is recognised before training
+            if row.fingerprint and (row.status != REJECTED or DUPLICATE_OF in row.metrics):
                 fingerprint = Fingerprint.from_dict(row.fingerprint)
                 if fingerprint.version == VERSION:
                     self.state.fingerprints[row.id] = fingerprint
@@ -201,6 +206,7 @@ class Discovery:
             self.state.proposer_fitness = base.fitness
         if self.archive.get_meta(REFERENCE_SHAPE) is None:
             self._record_reference_shape()
+        self._record_reach()
 
     def screen(self, name: str, code: str) -> ScreenResult:
         """Screen code in the sandbox; a passing result carries its shape at the run's beta."""
@@ -221,6 +227,24 @@ class Discovery:
         if result.ok:
             self.archive.set_meta(REFERENCE_SHAPE, result.shape.to_dict())
 
+    def _record_reach(self) -> None:
+        """Record the rho the burn-in's trained policies reached, where duplicates are judged
+        from now on (shape.reach_of), once, before generation 1: a run begun before the reach
+        was recorded keeps the full grid, and a resumed run reads the same reach."""
+        if self.archive.get_meta(RHO_REACH) is not None or self.archive.generations():
+            return
+        trained = [result["metrics"].get("train") or {}
+                   for row in self.archive.rows("kind = 'burn_in'")
+                   for result in self.archive.replicates(row.id).values()
+                   if result.get("status") == SCORED]
+        reach = reach_of(trained, self.services.beta)
+        if reach is None:  # no rho logged (the digits task): the full grid
+            return
+        self.archive.set_meta(RHO_REACH, reach.to_dict())
+        self.events.emit("log", level="info", message=(
+            f"duplicates are judged on rho in [{reach.low:.1f}, {reach.high:.1f}] at beta "
+            f"{reach.beta:g}, where {reach.trainings} burn-in trainings went"))
+
     # ---- one generation ----------------------------------------------------------------------
     def generation(self, g: int) -> None:
         self.events.emit("generation_started", generation=g)
@@ -233,7 +257,8 @@ class Discovery:
         self.archive.set_generation(g, "evaluating")
         pending = self.archive.rows("generation = ? AND status = ?", (g, PROPOSED))
         if pending and fidelity.enabled(self.settings):
-            pending = fidelity.cheap_stage(self, g, pending)
+            pending = [r for r in fidelity.cheap_stage(self, g, pending)
+                       if not self._cheap_twin(r)]
         if pending:
             self.mark_stage(g, "evaluate", "start", f"{len(pending)} candidates")
             self._evaluate(pending)
@@ -258,14 +283,27 @@ class Discovery:
         return propose.ask(self, messages, n, seed, model)
 
     # ---- evaluate and record --------------------------------------------------------------------
-    def _evaluate(self, rows: list[Row], cache: bool = False, retry: bool = True) -> None:
-        """Train and score rows, each with its training seeds not yet recorded (replicates);
-        one that failed because of the model server (cause "server") is evaluated once more,
-        after a health check of the server."""
+    def _evaluate(self, rows: list[Row], cache: bool = False) -> None:
+        """Train and score rows, each with its training seeds not yet recorded (replicates).
+        A proposal with several seeds and none recorded trains its first seed alone first: one
+        that trains the same as a recorded row is a duplicate and trains no further."""
+        fresh = [r for r in rows if r.kind == "proposal" and self._seeds(r) > 1
+                 and not self.archive.replicates(r.id)]
+        if fresh:
+            self._train(fresh, cache, first_only=True)
+            rows = [r for r in rows if self.archive.get(r.id).status not in FINAL]
+        self._train(rows, cache)
+
+    def _train(self, rows: list[Row], cache: bool, retry: bool = True,
+               first_only: bool = False) -> None:
+        """Train and score rows on their missing seeds (first_only: the first of them); one
+        that failed because of the model server (cause "server") is evaluated once more, after
+        a health check of the server."""
         last_emit: dict[str, float] = {}
         scoring: set[str] = set()
         hit_by_crash: list[Row] = []
-        missing = {row.id: self._missing_replicates(row) for row in rows}
+        missing = {row.id: self._missing_replicates(row)[:1 if first_only else None]
+                   for row in rows}
         for row in [r for r in rows if not missing[r.id]]:  # killed after its last seed
             self._record_if_complete(row)
         rows = [r for r in rows if missing[r.id]]
@@ -313,7 +351,7 @@ class Discovery:
             self.events.emit("log", level="warning", message=(
                 f"the model server failed during {', '.join(r.id for r in hit_by_crash)}"
                 f"{' and was restarted' if restarted else ''}; evaluating again"))
-            self._evaluate(hit_by_crash, cache=cache, retry=False)
+            self._train(hit_by_crash, cache, retry=False, first_only=first_only)
 
     def _check_server(self) -> bool:
         if self.services.health is None:
@@ -338,13 +376,58 @@ class Discovery:
         return [k for k in range(self._seeds(row)) if k not in have]
 
     def _store_replicate(self, row: Row, k: int, result: Result) -> None:
-        """Keep training seed k's result; record the row once all its seeds are in."""
+        """Keep training seed k's result; record the row once all its seeds are in, or as a
+        duplicate when it trained the same as a recorded row."""
         self.archive.put_replicate(row.id, k, result.to_dict())
         if self._seeds(row) > 1:
             self.events.emit("log", level="info", message=(
                 f"{row.id}{self._seed_label(row, k)}: {result.status}"
                 + (f" {format_fitness(result.fitness)}" if result.status == SCORED else "")))
+        if row.kind == "proposal" and self._trained_before(row, k, result):
+            return
         self._record_if_complete(row)
+
+    def _trained_before(self, row: Row, k: int, result: Result) -> bool:
+        """The trajectory check: whether training seed k's `result` trained the same as a
+        recorded row's on that seed (evaluation.twin_on_seed); if so the row is recorded a
+        duplicate of it."""
+        status = self.archive.get(row.id).status
+        if status in FINAL:  # a seed that was already running when its twin was found
+            return status == REJECTED
+        twin = twin_on_seed(self.archive, row, k, result)
+        if twin is not None:
+            where = f"training seed {k}" if self._seeds(row) > 1 else "the same training seed"
+            self._record_duplicate(row, twin, where, result)
+        return twin is not None
+
+    def _cheap_twin(self, row: Row) -> bool:
+        """The trajectory check at multi-fidelity's cheap stage (one seed, the same share of
+        the training for every loss): a row promoted there that trained the same as an earlier
+        row is recorded a duplicate and not trained fully."""
+        entry = self.archive.stage(row.id, fidelity.CHEAP)
+        result = Result.from_dict(entry["result"])
+        twin = twin_at_stage(self.archive, row, fidelity.CHEAP)
+        if twin is None:
+            return False
+        reason = self._record_duplicate(
+            row, twin, f"{entry['fidelity']:.0%} of the training (the cheap stage)", result)
+        self.archive.put_stage(row.id, fidelity.CHEAP,
+                               {**entry, "decision": "duplicate", "rule": reason})
+        return True
+
+    def _record_duplicate(self, row: Row, twin: str, where: str, result: Result) -> str:
+        """Record `row` a duplicate of the row `twin` that it trained the same as; what it
+        measured stays in its metrics (its per-seed results in the archive). Returns why."""
+        other = self.archive.get(twin)
+        reason = (f"it trained the same as {other.name} ({twin}): on {where} and the run's "
+                  f"pairs its per-prompt scores and rho statistics equal those of {twin}; "
+                  "not trained further")
+        metrics = {**result.metrics, DUPLICATE_OF: twin,
+                   "measured": {"fitness": result.fitness, "stderr": result.stderr}}
+        self.archive.update(row.id, status=REJECTED, stage="duplicate", reason=reason,
+                            metrics=metrics)
+        self.events.emit("candidate_rejected", id=row.id, stage="duplicate", reason=reason)
+        return reason
 
     def _seed_label(self, row: Row, k: int) -> str:
         return f" (training seed {k})" if self._seeds(row) > 1 else ""
@@ -352,7 +435,7 @@ class Discovery:
     def _record_if_complete(self, row: Row) -> None:
         """Record the combination of the row's per-seed results once all are in (the standard
         error pools the seed variance over the run's rows, stats.py)."""
-        if self._missing_replicates(row):
+        if self._missing_replicates(row) or self.archive.get(row.id).status in FINAL:
             return
         results = [Result.from_dict(r) for r in self.archive.replicates(row.id).values()]
         own = [(float(r.fitness), r.stderr) for r in results if r.status == SCORED]

@@ -1,8 +1,9 @@
 """A generation's proposals: ask the proposer, screen each answer, record it proposed or rejected.
 
 Each of the generation's K slots gets one answer; an answer that does not parse, fails the
-screen or behaves the same as a loss already seen is recorded as rejected, and its slot is
-asked again with the reason, up to max_resamples times. A proposal named like a catalog loss or
+screen or behaves the same as a loss already seen (compared where the burn-in's training went,
+the run's reach: losses/fingerprint.py) is recorded as rejected, and its slot is asked again
+with the reason, up to max_resamples times. A proposal named like a catalog loss or
 an earlier candidate it does not behave like is renamed (losses/names.py). prompt.py writes
 the proposer's messages from prompts/; this module asks and records (loop: the running
 loop, as interface.Loop). A resumed run asks only for the slots still open.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
 from selfdisco.discovery import prompt
@@ -143,15 +143,17 @@ def _screen_answer(loop: Loop, g: int, slot: int, attempt: int, text: str) -> Ro
                                   beta=loop.services.beta)
     if not result.ok:
         return _reject(loop, id, g, "screen", result.reason, common)
+    reach = loop.archive.reach()
     for other_id, fingerprint in loop.state.fingerprints.items():
-        if result.fingerprint.is_duplicate(fingerprint, loop.settings.duplicate_tolerance):
+        if result.fingerprint.is_duplicate(fingerprint, loop.settings.duplicate_tolerance,
+                                           within=reach):
             other = loop.archive.get(other_id)
             reason = (f"it behaves the same as {other.name} ({other_id}), which was already "
                       "evaluated; propose a loss with a different shape")
             return _reject(loop, id, g, "duplicate", reason, common,
                            fingerprint=result.fingerprint.to_dict(),
                            shape=result.shape.to_dict())
-    name, why = _honest_name(loop, candidate.name, result.fingerprint)
+    name, why = _honest_name(loop, candidate.name, result.fingerprint, reach)
     if why:
         common.update(name=name, proposed_name=candidate.name, rename_reason=why)
     row = loop.archive.add(id, g, "proposal", PROPOSED,
@@ -166,12 +168,19 @@ def _screen_answer(loop: Loop, g: int, slot: int, attempt: int, text: str) -> Ro
     return row
 
 
-def _honest_name(loop: Loop, name: str, fingerprint) -> tuple[str, str | None]:
+def _honest_name(loop: Loop, name: str, fingerprint, reach) -> tuple[str, str | None]:
     """The name to show (a catalog loss's or an earlier candidate's only if it behaves the
-    same) and, when it is not the proposer's, why (losses/names.py)."""
+    same, within the run's reach when it has one) and, when it is not the proposer's, why
+    (losses/names.py)."""
     earlier = [(r.id, r.name) for r in map(loop.archive.get, loop.state.fingerprints)
                if r is not None and r.name]
-    return honest_name(name, fingerprint, earlier, partial(_catalog_fingerprint, loop),
+
+    def catalog_fingerprint(loss: str):
+        found = _catalog_fingerprint(loop, loss)
+        return found.restricted(reach) if found is not None and reach is not None else found
+
+    mine = fingerprint.restricted(reach) if reach is not None else fingerprint
+    return honest_name(name, mine, earlier, catalog_fingerprint,
                        loop.settings.duplicate_tolerance)
 
 

@@ -134,7 +134,9 @@ def _check_behaviour(loss_fn: CompiledLoss) -> None:
 
 def compute_fingerprint(loss_fn: CompiledLoss) -> fp.Fingerprint:
     """The policy gradients on the rho grid and the fixed batch, at each fingerprint beta (the
-    loss values and the reference gradients play no part in training)."""
+    loss values and the reference gradients play no part in training). All of the grid is
+    kept; a run compares it within the rho its training reached, the batch whole
+    (Fingerprint.restricted)."""
     blocks = {}
     for beta in fp.BETAS:
         _, grid = _values(loss_fn, _grid(), beta, " on the rho grid")

@@ -16,6 +16,13 @@ to unit norm: 0 for the same behaviour, 1 for opposite gradients. tests/losses/t
 lists the pairs, known to train alike or known to differ, that DUPLICATE_TOLERANCE is set from.
 This module is pure Python: the parent process compares fingerprints without importing torch;
 they are computed in the sandbox (checks.py).
+
+A fingerprint is stored on the whole grid, but a run compares it where its training goes: after
+the burn-in the run records the rho its trained policies reached (shape.Reach, at least
+|beta * rho| <= 1), and `within=` that reach keeps only the grid points inside it, at the run's
+beta when it is one of BETAS. A hinge that differs from the catalog's only below rho = -20 is
+then hinge (on a cpu run such a loss reproduced hinge's fitness to the last digit and had passed
+as novel). Runs recorded without a reach compare on the whole grid.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from selfdisco.rundir.shape import finite_or_none
+from selfdisco.rundir.shape import GRID, Reach, finite_or_none
 
 # 3: policy gradients only, compared up to a positive factor per beta
 # (2: loss and every gradient on the rho grid of shape.py; 1: a grid of -40 to 40 in steps of 2)
@@ -51,9 +58,12 @@ class Fingerprint:
                        for name, values in data["blocks"].items())
         return cls(blocks=blocks, version=int(data.get("version", VERSION)))
 
-    def distance(self, other: Fingerprint) -> float:
+    def distance(self, other: Fingerprint, within: Reach | None = None) -> float:
         """Relative L2 difference of the worst block, each beta's gradients scaled to unit
-        norm: 0 for the same behaviour up to a positive factor, at most 1."""
+        norm: 0 for the same behaviour up to a positive factor, at most 1. `within`: compare
+        only there (restricted)."""
+        if within is not None:
+            return self.restricted(within).distance(other.restricted(within))
         if self.version != other.version or [n for n, _ in self.blocks] != [
                 n for n, _ in other.blocks]:
             return 1.0
@@ -64,8 +74,39 @@ class Fingerprint:
             worst = max(worst, _block_distance(mine, theirs))
         return min(worst, 1.0)
 
-    def is_duplicate(self, other: Fingerprint, tolerance: float = DUPLICATE_TOLERANCE) -> bool:
-        return self.distance(other) <= tolerance
+    def is_duplicate(self, other: Fingerprint, tolerance: float = DUPLICATE_TOLERANCE,
+                     within: Reach | None = None) -> bool:
+        """Whether the two train alike, on the whole grid or `within` a run's reach."""
+        return self.distance(other, within) <= tolerance
+
+    def restricted(self, reach: Reach) -> Fingerprint:
+        """The blocks where training goes: the grid points inside `reach`, at the reach's beta
+        when the fingerprint has it. The batch blocks stay whole: their rho lie within +-9.3
+        (policies within a few nats of their references), inside any reach of a run at beta
+        0.1 or below, and only they see a loss that reads the log-probs other than through rho
+        (their levels, the reference's margin), which the grid holds fixed."""
+        groups = {name.split("/")[0] for name, _ in self.blocks}
+        group = next((g for g in groups if _beta_of(g) is not None
+                      and math.isclose(_beta_of(g), reach.beta)), None)
+        blocks = []
+        for name, values in self.blocks:
+            if group is not None and name.split("/")[0] != group:
+                continue
+            if name.split("/")[1:2] == ["grid"] and len(values) == len(GRID):
+                values = tuple(v for rho, v in zip(GRID, values, strict=True)
+                               if reach.covers(rho))
+            blocks.append((name, values))
+        return Fingerprint(blocks=tuple(blocks), version=self.version)
+
+
+def _beta_of(group: str) -> float | None:
+    """B of a block group "beta=B"; None for another group (the digits task's "cls")."""
+    if not group.startswith("beta="):
+        return None
+    try:
+        return float(group.removeprefix("beta="))
+    except ValueError:
+        return None
 
 
 def _unit(blocks):

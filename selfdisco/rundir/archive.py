@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from selfdisco.rundir.events import EVALUATED, IN_EVALUATION, PROPOSED, SCORED, STATUSES
+from selfdisco.rundir.shape import Reach
 
 ARCHIVE_FILE = "archive.sqlite"
 
@@ -81,6 +82,7 @@ NULLABLE_JSON = ("fingerprint", "shape")  # None when absent; the other JSON fie
 # Columns added after archives were first written: an older archive gets them, empty, on open.
 ADDED_COLUMNS = (("shape", "TEXT"), ("proposed_name", "TEXT"), ("rename_reason", "TEXT"))
 REFERENCE_SHAPE = "reference_shape"  # meta key: dpo's shape at the run's beta
+RHO_REACH = "rho_reach"  # meta key: the rho the burn-in's training reached (shape.Reach)
 
 
 @dataclass
@@ -283,6 +285,12 @@ class Archive:
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
+
+    def reach(self) -> Reach | None:
+        """The rho the run's burn-in training reached, where duplicates are judged; None for a
+        run that recorded none (from before the reach, or without rho logged: the full grid)."""
+        data = self.get_meta(RHO_REACH)
+        return Reach.from_dict(data) if data else None
 
 
 def _check_status(status: str) -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 
-from loop_helpers import CurveEvaluator, ScriptedProposer, answer, make_loop
+from loop_helpers import (
+    DUEL_WINS,
+    CurveEvaluator,
+    PromptCurveEvaluator,
+    ScriptedProposer,
+    answer,
+    make_loop,
+)
 
 from selfdisco.discovery.evaluation import RecordedEvaluator
 from selfdisco.llm.cache import Recorder
@@ -31,10 +38,13 @@ def test_generations_record_every_candidate_and_decision(tmp_path):
     answers = [answer("cell_like", "0.5 * F.softplus(-1.0 * x) + 0.5 * torch.exp(-1.0 * x)"),
                answer("dpo_again", "1.0 * F.softplus(-1.0 * x)"),  # duplicate of burn-in dpo
                answer("steeper", "1.0 * F.softplus(-3.0 * x)"),
+               # the duel after generation 1: the base writes nothing usable, the best policy
+               # five new losses (it wins, p = 1/32)
+               *["no json"] * 5, *DUEL_WINS,
                answer("hinge_exp", "0.7 * torch.relu(1 - 2.0 * x) + 0.3 * torch.exp(-1.0 * x)"),
                answer("sig", "1.0 * torch.sigmoid(-2.0 * x)")]
     proposer = ScriptedProposer(answers, recorder=Recorder(run / "llm"))
-    loop = make_loop(run, proposer, CurveEvaluator())
+    loop = make_loop(run, proposer, PromptCurveEvaluator(), duel_samples=5)
     reason = loop.run()
     assert reason == "generation limit reached"
     archive = Archive(run)
