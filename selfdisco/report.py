@@ -175,9 +175,16 @@ def fitness_rule(scored: list[Row]) -> list[str]:
     budgets = {r.metrics.get("kl_budget") for r in scored} - {None, 0}
     weights = {r.metrics.get("kl_weight") for r in scored} - {None, 0}
     if len(budgets) == 1:
-        return [f"Fitness: the reward at a KL budget of {budgets.pop():g} nats (a policy past "
-                "it is shrunk back to it by scaling its LoRA delta); the KL column is the "
-                "trained policy's own."]
+        budget = budgets.pop()
+        if all(r.metrics.get("fitness_version", 1) >= 2 for r in scored
+               if r.metrics.get("kl_budget")):
+            return [f"Fitness: the reward at a KL budget of {budget:g} nats (a policy past it "
+                    "is shrunk back to it and one under it grown to it by scaling its LoRA "
+                    "delta; KL by the exact per-token estimate, its noise in the standard "
+                    "error); the KL column is the trained policy's own."]
+        return [f"Fitness: the reward at a KL budget of {budget:g} nats (a policy past "
+                "it is shrunk back to it by scaling its LoRA delta, one under it is read at "
+                "its own KL); the KL column is the trained policy's own."]
     if len(weights) == 1:
         return [f"Fitness: reward - {weights.pop():g} x KL (nats)."]
     return []

@@ -55,7 +55,10 @@ def test_the_report_says_which_kl_aware_fitness_it_ranks_by():
     def rows(**metrics):
         return [SimpleNamespace(metrics=dict(metrics)), SimpleNamespace(metrics={})]
 
-    assert "KL budget of 6 nats" in fitness_rule(rows(kl_budget=6.0, kl_weight=0.0))[0]
+    old = fitness_rule(rows(kl_budget=6.0, kl_weight=0.0))[0]
+    assert "KL budget of 6 nats" in old and "read at its own KL" in old
+    new = fitness_rule(rows(kl_budget=6.0, kl_weight=0.0, fitness_version=2))[0]
+    assert "grown to it" in new and "exact per-token" in new
     assert fitness_rule(rows(kl_budget=0.0, kl_weight=0.02)) == [
         "Fitness: reward - 0.02 x KL (nats)."]
     assert fitness_rule(rows(accuracy=0.9)) == []

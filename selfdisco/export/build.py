@@ -116,9 +116,13 @@ def build_recipe(run_dir: Path, id: str | None = None, *, with_pairs: bool = Tru
     finally:
         archive.close()
     recorded = Result.from_row(row)
+    # what the row's own scoring fixed (the sentiment task's fitness version), so that a
+    # reproduction scores as the run did
+    hook = getattr(get_task(job.task), "recorded_options", None)
+    options = {**job.task_options, **(hook(job.task_options, [row.metrics or {}]) if hook else {})}
     recipe = Recipe(run=str(run_dir), id=row.id, name=row.name or row.id, code=row.code,
                     task=job.task, task_preset=job.task_preset,
-                    task_options=dict(job.task_options), task_seed=job.task_seed,
+                    task_options=options, task_seed=job.task_seed,
                     policy=config.models.policy, model_path=job.model_path, dtype=job.dtype,
                     train=job.train_settings.with_overrides(report_to=[], seed=seeds[0]),
                     train_seeds=seeds,
@@ -128,7 +132,8 @@ def build_recipe(run_dir: Path, id: str | None = None, *, with_pairs: bool = Tru
                     recorded=recorded.to_dict())
     if with_pairs:
         _add_pairs(recipe, Path(job.cache_dir))
-    if match_trl:
+    if match_trl:  # on the whole grid: the export is trained with other recipes, beyond the
+        # rho this run's training reached (the run's reach judges its own duplicates only)
         recipe.trl_loss_type = trl_equivalent(row.code, config.discovery.duplicate_tolerance,
                                               row.fingerprint)
     return recipe

@@ -63,16 +63,18 @@ def prepare_run_dir(config: RunConfig, run_dir: Path | None) -> Path:
 # Part of the burn-in cache's key: bump it when what a baseline's result depends on changes,
 # or the entries' shape (3: entries are records.Result, the model a models.model_identity;
 # 4: one entry per training seed, results carry per-prompt scores; 5: sentiment's fitness is
-# the reward at a KL budget).
-BURN_IN_VERSION = 5
+# the reward at a KL budget; 6: ... reached from under the budget too, with the exact KL).
+BURN_IN_VERSION = 6
 
 
 def burn_in_key(config: RunConfig, *, model: dict, dtype: str, train: dict, seeds: list[int],
-                pairs_version: int, pairs_sha: str) -> dict:
+                pairs_version: int, pairs_sha: str, options: dict | None = None) -> dict:
     """Everything a baseline's result depends on, but its loss code (BurnInCache keys each
-    entry by its code too): task and options, preset, model, served dtype, training recipe,
-    seeds, the preference pairs (version and content) and, for a judged task, the judge."""
-    return {"task": config.task.name, "options": config.task.options, "preset": config.preset,
+    entry by its code too): task and options (`options`, default the config's), preset, model,
+    served dtype, training recipe, seeds, the preference pairs (version and content) and, for a
+    judged task, the judge."""
+    options = config.task.options if options is None else options
+    return {"task": config.task.name, "options": options, "preset": config.preset,
             "model": model, "dtype": dtype, "train": train, "seeds": list(seeds),
             "pairs_version": pairs_version, "pairs": pairs_sha,
             "judge": config.judge_model if get_task(config.task.name).needs_judge else "",
@@ -163,6 +165,20 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
         return Discovery(config, run_dir, archive, events, services).run()
 
 
+def recorded_task_options(config: RunConfig, run_dir: Path, task) -> dict:
+    """The run's task options with what its recorded evaluations fix (the sentiment task's
+    fitness version), so that a run resumed from an earlier version scores as it did."""
+    hook = getattr(task, "recorded_options", None)
+    if hook is None:
+        return dict(config.task.options)
+    archive = Archive(run_dir)
+    try:
+        recorded = [r.metrics for r in archive.rows() if r.fitness is not None]
+    finally:
+        archive.close()
+    return {**config.task.options, **hook(dict(config.task.options), recorded)}
+
+
 def _live_services(config, run_dir, task, settings, events, stack, description):
     plan = topology.server_roles(config, task.needs_judge)
     placement = plan_run(config)  # refuses, with the figures, what cannot fit: before any start
@@ -232,16 +248,17 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         judge_url, judge_model = judge.base_url, judge.model_name
     cache_dir = checkpoints_dir() / "cache"
     task_seed = derive(config.seed, "task")
+    options = recorded_task_options(config, run_dir, task)
     ctx = TaskContext(client=data_client,
                       model_path=policy_path, cache_dir=cache_dir, seed=task_seed,
-                      preset=config.preset, options=dict(config.task.options), dtype=dtype)
+                      preset=config.preset, options=dict(options), dtype=dtype)
     events.emit("stage", generation=0, stage="data", state="start",
                 detail="preference pairs from the reference policy")
     pairs = task.preference_data(ctx)
     events.emit("stage", generation=0, stage="data", state="end", detail=f"{len(pairs)} pairs")
     train_seed = derive(config.seed, "train")
     template = Job(
-        task=config.task.name, task_options=dict(config.task.options), task_preset=config.preset,
+        task=config.task.name, task_options=dict(options), task_preset=config.preset,
         task_seed=task_seed, model_path=policy_path, cache_dir=str(cache_dir),
         ref_cache_dir=str(cache_dir / "refcache"), train_settings=settings,
         train_seed=train_seed, server_url=base_url, served_model=served_model,
@@ -254,7 +271,8 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
                                 timeout_s=config.discovery.candidate_timeout_min * 60)
     burn_key = burn_in_key(config, model=model_identity(policy_path), dtype=dtype,
                            train=settings.recipe(), seeds=[task_seed, train_seed],
-                           pairs_version=task.pairs_version, pairs_sha=pairs_digest(pairs))
+                           pairs_version=task.pairs_version, pairs_sha=pairs_digest(pairs),
+                           options=options)
 
     return Services(proposer=proposer, evaluator=evaluator, screen=screen,
                     parse=partial(parse_answer, grammar=config.discovery.code_grammar),

@@ -1,18 +1,27 @@
 """Reward at a fixed KL budget: every policy compared at the same distance from the reference.
 
-A LoRA policy is the reference plus a low-rank delta; scaling the delta by s in [0, 1] walks a
-path from the reference (s = 0, KL 0) to the trained policy (s = 1). KL grows about as s^2 along
-it, so s = sqrt(target / KL) lands near a target KL. A policy whose KL exceeds the budget B is
-measured again at such a shrunk scale (aimed at 0.9 B, so that the shrunk point falls under the
-budget and the trained one over it), and its fitness is the reward at KL = B, interpolated
-linearly in KL between the two points, prompt by prompt (the same prompts and sampling seeds
-for every policy, so paired comparisons hold). A policy at or under the budget is scored at its
-own KL: it did not use all of it. Drift past the budget therefore buys nothing, and two losses
-are compared by the reward they reach at the same KL: one slice of the paper's reward-vs-KL
-frontier. On a concave frontier the chord reads a little low, more so the further the policy
-drifted (0.4% at 1.3 x the budget, 3% at 2.7 x on a saturating curve; tests): it errs toward
-less drift. The standard error treats the interpolation weight as fixed (it ignores the noise
-of the two KL estimates that set it).
+A LoRA policy is the reference plus a low-rank delta; scaling the delta by s walks a line
+through the reference (s = 0, KL 0) and the trained policy (s = 1), on past it for s > 1. KL
+grows about as s^2 along it, so s = sqrt(target / KL) lands near a target KL. Every policy is
+measured again at such a scale: shrunk when it drifted past the budget B (aimed at 0.9 B),
+grown when it stopped under it (aimed at B / 0.9, at most MAX_SCALE), until two measured points
+bracket B; its fitness is the reward at KL = B, interpolated linearly in KL between them, prompt
+by prompt (the same prompts and sampling seeds for every policy, so paired comparisons hold).
+Drift past the budget buys nothing and restraint under it costs nothing: two losses are compared
+by the reward their direction reaches at the same KL, one slice of the paper's reward-vs-KL
+frontier, not by how far 32 steps carried them. Measured on the cpu recipe
+(scripts/fitness_rules.py), the earlier rule (a policy under the budget scored at its own KL)
+tied fitness to KL; docs/fitness.md has the figures. A policy that stays under the budget even
+at MAX_SCALE barely trained and is scored at its highest measured KL, which the rule says.
+
+On a concave frontier the chord reads a little low, more so the further the bracketing points
+lie from the budget (0.4% at 1.3 x the budget, 3% at 2.7 x on a saturating curve; tests). The
+noise of the two KL estimates that set the interpolation weight is carried into each prompt's
+value (linearised: the reading moves by -slope x each point's KL error, weighted), so the
+fitness's standard error and every paired difference include it.
+
+Runs scored before this rule (fitness_version 1 in the sentiment task) keep the old one: no
+growth, a policy under the budget read at its own KL, the interpolation weight taken as fixed.
 
 The held-out frontier walks the same path further: scaling_path measures the policy shrunk to
 aim at each of a few common KL values, and read_at reads the per-prompt reward at any KL between
@@ -34,10 +43,13 @@ from selfdisco import stats
 from selfdisco.formatting import format_kl
 
 AIM = 0.9
-"""Shrunk scales aim at this fraction of the budget, so the budget lies between the points."""
+"""Shrunk scales aim at this fraction of the budget, grown ones at the budget over it, so that
+the budget lies between the points."""
 MAX_SHRINKS = 3
-"""Shrunk measurements aimed at the budget; when none falls under it, the reference itself
-(scale 0, KL 0 by construction) is measured and the budget read between it and the lowest."""
+"""Measurements aimed at the budget; when none falls under it, the reference itself (scale 0,
+KL 0 by construction) is measured and the budget read between it and the lowest."""
+MAX_SCALE = 4.0
+"""The largest scale a policy under the budget is grown to (KL about 16 times its own)."""
 
 
 @dataclass
@@ -51,6 +63,13 @@ class Point:
     @property
     def prompt_rewards(self) -> list[float]:
         return [sum(r) / len(r) for r in self.rewards if r]
+
+    @property
+    def prompt_kls(self) -> list[float | None]:
+        """Each scored prompt's mean KL (None where none was estimated), in the order of
+        prompt_rewards."""
+        return [sum(k) / len(k) if k else None for r, k in zip(self.rewards, self.kls,
+                                                                  strict=True) if r]
 
     @property
     def reward(self) -> float:
@@ -75,50 +94,114 @@ class Point:
                          per_prompt_kl=[sum(k) / len(k) if k else None for k in self.kls])
 
 
-def reach_budget(full: Point, budget: float, measure: Callable[[float], Point]) -> list[Point]:
-    """`full` and the shrunk points measured until one falls at or under `budget`.
+def brackets(points: list[Point], budget: float) -> bool:
+    """A point at or under the budget and one over it."""
+    return (any(p.kl <= budget for p in points)
+            and any(p.kl > budget for p in points))
+
+
+def reach_budget(full: Point, budget: float, measure: Callable[[float], Point],
+                 grow: bool = True) -> list[Point]:
+    """`full` and the points measured until two bracket `budget`.
 
     Args:
         full: the trained policy (scale 1).
         budget: the KL budget in nats (> 0).
-        measure: measures the policy at a scale of its delta.
+        measure: measures the policy at a scale of its delta (0: the reference).
+        grow: also grow a policy under the budget (up to MAX_SCALE); False: the rule of
+            fitness_version 1, which measures only a policy over it.
     """
     points = [full]
-    last = full
     for _ in range(MAX_SHRINKS):
-        if last.kl <= budget or not last.kl > 0:
+        if brackets(points, budget) or not grow and full.kl <= budget:
             break
-        last = measure(last.scale * math.sqrt(AIM * budget / last.kl))
-        points.append(last)
+        over = [p for p in points if p.kl > budget]
+        if over:
+            near = min(over, key=lambda p: p.kl)
+            scale = near.scale * (AIM * budget / near.kl) ** (1 / growth(points))
+        else:
+            near = max(points, key=lambda p: p.kl)
+            if not near.kl > 0 or near.scale >= MAX_SCALE:
+                break  # it does not move, or it is grown as far as it goes
+            scale = min(near.scale * (budget / AIM / near.kl) ** (1 / growth(points)),
+                        MAX_SCALE)
+        points.append(measure(scale))
     if min(p.kl for p in points) > budget:  # KL did not follow s^2 down: use the reference
         points.append(measure(0.0))
     return points
 
 
-def at_budget(points: list[Point], budget: float) -> tuple[list[float], dict]:
+def growth(points: list[Point]) -> float:
+    """The exponent p of KL ~ scale^p between the two measured points with KL above 0 and the
+    highest scales, within [1, 3]; 2 (small deltas) before there are two. On the cpu recipe KL
+    grew about as scale^1.6 between scales 0.34 and 1, so aiming by s^2 alone landed over the
+    budget and took a second shrink."""
+    moved = sorted((p for p in points if p.kl > 0 and p.scale > 0), key=lambda p: -p.scale)
+    if len(moved) < 2 or moved[0].scale == moved[1].scale:
+        return 2.0
+    a, b = moved[0], moved[1]
+    return min(max(math.log(a.kl / b.kl) / math.log(a.scale / b.scale), 1.0), 3.0)
+
+
+def at_budget(points: list[Point], budget: float,
+              grow: bool = True) -> tuple[list[float], dict]:
     """Per prompt rewards at KL = budget, and how they were read off `points`.
 
-    Interpolates between the point nearest under the budget and the one nearest over it; a
-    trained policy (points[0]) at or under the budget is read as it is. Empty values when no
-    point reached the budget.
+    Interpolates between the point nearest under the budget and the one nearest over it, each
+    prompt's value carrying the noise of the two KL estimates (module docstring). Where no
+    point lies over the budget (a policy grown to MAX_SCALE still under it), the highest
+    point's rewards. Empty values when no point reached down to the budget. grow=False: the
+    rule of fitness_version 1 (a trained policy, points[0], at or under the budget read as it
+    is; the weight taken as fixed).
     """
     full = points[0]
-    if full.kl <= budget:
+    if not grow and full.kl <= budget:
         return full.prompt_rewards, {"rule": f"under the budget: reward at its own KL "
                                               f"{format_kl(full.kl)}", "weight": 0.0}
     under = [p for p in points if p.kl <= budget]
+    over = [p for p in points if p.kl > budget]
     if not under:
         return [], {"rule": f"KL stayed above the budget {budget:g} at every scale measured, "
                             f"the reference's included (lowest "
                             f"{format_kl(min(p.kl for p in points))})"}
     low = max(under, key=lambda p: p.kl)
-    high = min((p for p in points if p.kl > budget), key=lambda p: p.kl)
+    if not over:
+        return low.prompt_rewards, {
+            "rule": f"under the budget at every scale measured, up to {low.scale:.3f}: reward "
+                    f"at its highest KL {format_kl(low.kl)}", "weight": 1.0}
+    high = min(over, key=lambda p: p.kl)
     weight = (high.kl - budget) / (high.kl - low.kl)
     values = [weight * a + (1 - weight) * b
               for a, b in zip(low.prompt_rewards, high.prompt_rewards, strict=True)]
+    if grow:
+        values = with_kl_noise(values, low, high, weight)
     return values, {"rule": f"reward at KL {budget:g}, interpolated between scales "
                             f"{low.scale:.3f} (KL {format_kl(low.kl)}) and {high.scale:.3f} "
                             f"(KL {format_kl(high.kl)})", "weight": weight}
+
+
+def with_kl_noise(values: list[float], low: Point, high: Point, weight: float) -> list[float]:
+    """Each prompt's interpolated value plus its share of the KL estimates' noise.
+
+    The reading R = w a + (1 - w) b with w = (K_high - B) / (K_high - K_low) moves by
+    -slope x w per nat of error in K_low and by -slope x (1 - w) in K_high (slope: reward per
+    nat between the points). Adding those terms, prompt j's KL deviation from the mean over the
+    prompts with one, leaves the mean unchanged and puts the KL noise, with its correlation to
+    the reward's, into the spread over prompts (a linearised, influence-function standard
+    error). A prompt without a KL estimate adds nothing.
+    """
+    slope = (high.reward - low.reward) / (high.kl - low.kl)
+    terms = [0.0] * len(values)
+    for point, share in ((low, weight), (high, 1 - weight)):
+        kls = point.prompt_kls
+        known = [k for k in kls if k is not None]
+        if not known:
+            continue
+        mean = sum(known) / len(known)
+        for j, k in enumerate(kls):
+            if k is not None:
+                terms[j] -= slope * share * (k - mean)
+    return [v + t for v, t in zip(values, terms, strict=True)]
 
 
 # ---- the scaling path, for the held-out frontier --------------------------------------------

@@ -7,11 +7,17 @@ the best and the worst as (chosen, rejected) when their scores differ by more th
 
 Fitness is the reward at a fixed KL budget (kl_budget nats, 6 on the cpu recipe): the mean
 reward (the scorer's value per sample, VADER compound in [-1, 1], averaged per prompt) of the
-policy brought to KL(policy || reference) = budget by scaling its LoRA delta, read off two
-measured points (budget.py). Reward and KL of the trained policy itself stay in the metrics
-beside it. The untrained base has KL exactly 0, so its fitness is its reward; drift past the
-budget buys nothing, so a bigger drift cannot win on its own, and losses are compared at equal
-KL: one slice of the paper's reward-vs-KL frontier.
+policy brought to KL(policy || reference) = budget by scaling its LoRA delta, down when it
+drifted past the budget and up when it stopped under it, read off two measured points
+(budget.py). KL is the exact per-token estimate along the sampled path from every scored sample
+(kl.py), and its noise is part of the fitness's standard error. Reward and KL of the trained
+policy itself stay in the metrics beside it. The untrained base has KL exactly 0, so its fitness
+is its reward; drift past the budget buys nothing and stopping short of it costs nothing, so
+losses are compared at equal KL: one slice of the paper's reward-vs-KL frontier.
+
+fitness_version 1 is how runs of earlier versions scored (a policy under the budget read at its
+own KL, KL by the sampled log-ratio, the interpolation weight taken as fixed): a run whose
+recorded rows were scored so keeps it when resumed (recorded_options).
 
 Why a budget and not J = reward - kl_weight * KL (still available: kl_budget = 0, kl_weight >
 0): measured on the cpu recipe (24-token continuations, beta 0.1), the step from the base to dpo
@@ -19,9 +25,9 @@ bought 0.038 reward per nat and the step from dpo to dpo at beta / 4 bought 0.04
 single weight ranks dpo above both the base and its weakly regularised control; the frontier is
 not concave enough for a linear price of KL. Why 6 nats: the catalog's working losses reach
 6.9-10.5 nats on this recipe over seeds, so each of them is shrunk a little (a scale of 0.75-0.95)
-and all are compared at one KL; a loss that stays under 6 barely trained and is scored at its own
-KL. The training beta is no guide: it weighs KL against the Bradley-Terry reward of the
-preference labels, in logits, not VADER's scale.
+and all are compared at one KL; a loss that stays under 6 is grown to it (fitness_version 1
+scored it at its own KL). The training beta is no guide: it weighs KL against the
+Bradley-Terry reward of the preference labels, in logits, not VADER's scale.
 
 The standard error is over prompts of the per prompt values (every policy on the same prompts
 and sampling seeds, so differences are paired). With kl_weight, J_i = mean reward_i - kl_weight
@@ -70,6 +76,7 @@ from selfdisco.train.settings import PAPER_RECIPE, SMOKE_RECIPE, TrainSettings
 # sampled or chosen changes.
 PAIRS_VERSION = 1
 PROMPT_SETS = ("search", "unused")  # SentimentSettings.prompt_set
+FITNESS_VERSION = 2  # SentimentSettings.fitness_version: the rule new runs score under
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,7 @@ class SentimentSettings:
     """Length of every sampled continuation, in tokens."""
     measure_kl: bool = True
     """Estimate KL(policy || reference) for adapters (two forward passes per scored sample)."""
-    kl_samples: int = 64
+    kl_samples: int = 0
     """Samples the KL is estimated from, one per opening first (0: all of them)."""
     kl_budget: float = 6.0
     """KL budget in nats: fitness is the reward at this KL (module docstring, budget.py); 0:
@@ -123,6 +130,9 @@ class SentimentSettings:
     (each target costs one more measurement)."""
     concurrency: int = 8
     """Requests in flight to the server."""
+    fitness_version: int = FITNESS_VERSION
+    """2: the budget rule of budget.py, the exact KL estimator; 1: how runs of earlier versions
+    scored (module docstring)."""
 
 
 PRESET_SETTINGS = per_preset({
@@ -157,7 +167,8 @@ class SentimentTask:
     needs_judge = False
     description = ("sentiment reward on held-out review openings at a fixed KL budget: the mean "
                    "reward of the policy's samples once it is brought to the same KL from the "
-                   "reference policy as every other, so drifting further buys nothing")
+                   "reference policy as every other (its LoRA delta scaled down or up), so "
+                   "neither drifting further nor stopping short changes it")
     pairs_version = PAIRS_VERSION
 
     def settings(self, ctx: TaskContext) -> SentimentSettings:
@@ -177,6 +188,8 @@ class SentimentTask:
                             "nats separated by commas, e.g. 3,6") from None
         if targets and not settings.measure_kl:
             raise UserError("kl_targets needs the KL measured: set measure_kl = true")
+        if settings.fitness_version not in (1, 2):
+            raise UserError(f"fitness_version must be 1 or 2, not {settings.fitness_version}")
         if (settings.kl_weight or settings.kl_budget) and not settings.measure_kl:
             raise UserError("measure_kl = false leaves the KL part of the fitness unknown: set "
                             "kl_budget = 0 and kl_weight = 0 as well (fitness is then the raw "
@@ -230,7 +243,7 @@ class SentimentTask:
             unused: score on the held-out openings after the search's, with sampling_seed.
             sampling_seed: the held-out evaluation's sampling seed.
             count: how many unused openings (None: as many as the search scores on).
-            recorded: unused here (the split of the openings never changed).
+            recorded: the run's recorded metrics (their fitness_version: recorded_options).
 
         Returns:
             (options, the sentence, "": the unused openings always exist, or a UserError says
@@ -241,6 +254,7 @@ class SentimentTask:
         else:
             chosen = {"prompt_set": "unused", "sampling_seed": sampling_seed,
                       **({"heldout_prompts": count} if count is not None else {})}
+        chosen.update(self.recorded_options(options, recorded))
         settings = self.settings(TaskContext(preset=preset, options={**options, **chosen}))
         prompts, start = self.scored_prompts(settings)
         total = len(self.openings(settings).held_out)
@@ -251,6 +265,16 @@ class SentimentTask:
         return (chosen, f"{len(prompts)} {where}, which the search never scored (it scores "
                         f"the first {settings.eval_prompts}), with sampling seed "
                         f"{sampling_seed}, not the search's", "")
+
+    def recorded_options(self, options: dict[str, Any], recorded: list[dict]) -> dict[str, Any]:
+        """The fitness version a run's evaluations used: its task option, else 1 when one of
+        its recorded evaluations (their metrics) has none (scored by an earlier version), else
+        the current one."""
+        if "fitness_version" in options:
+            return {"fitness_version": int(options["fitness_version"])}
+        if any("fitness_version" not in metrics for metrics in recorded):
+            return {"fitness_version": 1}
+        return {"fitness_version": FITNESS_VERSION}
 
     # ---- preference data -----------------------------------------------------------------
 
@@ -300,9 +324,11 @@ class SentimentTask:
             ctx = dataclasses.replace(ctx, seed=settings.sampling_seed)
         started = time.perf_counter()
         metrics: dict[str, Any] = {
+            "fitness_version": settings.fitness_version,
             "policy": str(adapter_path) if adapter_path else "base model (the reference)",
             "prompts": len(prompts), "samples_per_prompt": settings.eval_samples,
             "prompt_set": settings.prompt_set, "first_prompt": first, "sampling_seed": ctx.seed}
+        grow = settings.fitness_version >= 2
         full = self.measure(ctx, settings, prompts, adapter_path, metrics)
         metrics.update(full.summary(), kl_weight=settings.kl_weight,
                        kl_budget=settings.kl_budget)
@@ -319,15 +345,15 @@ class SentimentTask:
                     return dataclasses.replace(point, scale=scale)
 
                 if settings.kl_budget:
-                    points = reach_budget(full, settings.kl_budget, shrunk)
+                    points = reach_budget(full, settings.kl_budget, shrunk, grow=grow)
                 if targets:
                     path = scaling_path(full, targets, shrunk)
                     metrics.update(kl_targets=list(targets),
                                    path=[p.path_point().to_json() for p in path])
         if settings.kl_budget and adapter_path:
-            values, how = at_budget(points, settings.kl_budget)
+            values, how = at_budget(points, settings.kl_budget, grow=grow)
             value, stderr = stats.mean_stderr(values)
-            method = "per prompt"
+            method = "per prompt, with the KL estimates' noise" if grow else "per prompt"
             metrics.update(budget_rule=how["rule"],
                            budget_points=[p.summary() for p in points[1:]])
         else:
@@ -370,10 +396,16 @@ class SentimentTask:
         elif settings.measure_kl:
             kl_started = time.perf_counter()
             scored = kl_subset(samples, settings.kl_samples)
-            values = sequence_kls(ctx.model_path, str(adapter_path), scored, dtype=ctx.dtype)
-            for sample, value in zip(scored, values, strict=True):
-                kls[sample.prompt_index].append(value)
-            metrics.update(kl_dtype=ctx.dtype, kl_n=len(scored),
+            estimates = sequence_kls(ctx.model_path, str(adapter_path), scored,
+                                     dtype=ctx.dtype)
+            estimator, other = (("exact", "sampled") if settings.fitness_version >= 2
+                                else ("sampled", "exact"))
+            for sample, estimate in zip(scored, estimates, strict=True):
+                kls[sample.prompt_index].append(estimate.get(estimator))
+            kl_other, kl_other_stderr = stats.mean_stderr([e.get(other) for e in estimates])
+            metrics.update(kl_dtype=ctx.dtype, kl_n=len(scored), kl_estimator=estimator,
+                           kl_other={"estimator": other, "kl": kl_other,
+                                     "kl_stderr": kl_other_stderr},
                            kl_seconds=round(time.perf_counter() - kl_started, 2))
         return Point(scale=1.0, rewards=rewards, kls=kls)
 

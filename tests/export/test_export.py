@@ -50,8 +50,9 @@ def test_the_best_loss_is_picked_and_its_recipe_is_the_runs(run_dir):
     assert recipe.train.learning_rate == 1e-3  # the task's smoke recipe, not the preset default
     assert recipe.train_seeds == [derive(config.seed, "train")]
     assert recipe.task_seed == derive(config.seed, "task")
+    # the curve evaluator's rows record no fitness_version: scored as by an earlier version
     assert (recipe.task, recipe.task_preset, recipe.task_options) == (
-        "sentiment", "smoke", config.task.options)
+        "sentiment", "smoke", {**config.task.options, "fitness_version": 1})
 
 
 def test_exported_loss_is_the_candidates_code_as_a_standalone_function(run_dir, tmp_path):
@@ -252,3 +253,20 @@ def test_the_exported_trainer_carries_the_projects_own_trainer_code(run_dir, tmp
         assert ast.dump(theirs) == ast.dump(ours), path
         assert _free_names(theirs) <= top_level, path
     assert "_FirstOutputs(model)" in text  # the exported _compute_loss records the policy
+
+
+def test_a_reproduction_scores_under_the_rows_own_fitness_version(run_dir, tmp_path):
+    import shutil
+
+    from selfdisco.rundir.archive import Archive
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    best = build_recipe(copy, match_trl=False)
+    archive = Archive(copy)
+    try:
+        row = archive.get(best.id)
+        archive.update(row.id, metrics={**row.metrics, "fitness_version": 2})
+    finally:
+        archive.close()
+    assert build_recipe(copy, best.id, match_trl=False).task_options["fitness_version"] == 2

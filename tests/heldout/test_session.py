@@ -119,8 +119,8 @@ def test_the_search_prompts_are_used_only_when_asked_for_and_said_so(cpu_run):
     assert unused.line().startswith("scored on 32 held-out openings 33-64 of 157, which the "
                                     "search never scored")
     search = session.heldout_scoring(config, [], "search")
-    assert search.seen_by_search and search.task_options == {"prompt_set": "search",
-                                                             "sampling_seed": -1}
+    assert search.seen_by_search and search.task_options == {
+        "prompt_set": "search", "sampling_seed": -1, "fitness_version": 2}
     assert "not held out" in search.line() and "(--prompts search)" in search.line()
     assert session.heldout_scoring(config, [], count=100).text.startswith("100 held-out")
 

@@ -9,6 +9,8 @@ import pytest
 
 from selfdisco.tasks.budget import (
     AIM,
+    MAX_SCALE,
+    MAX_SHRINKS,
     PathPoint,
     Point,
     at_budget,
@@ -35,13 +37,72 @@ def quadratic_policy(full_kl: float, reward_at):
     return measure, calls
 
 
-def test_a_policy_under_the_budget_is_read_as_it_is_and_never_remeasured():
+def test_a_policy_under_the_budget_is_grown_to_it_and_read_there():
     measure, calls = quadratic_policy(4.0, lambda kl: 0.1 * kl)
     full = measure(1.0)
     points = reach_budget(full, 6.0, measure)
-    assert points == [full] and calls == [1.0]
+    assert calls == [1.0, pytest.approx(math.sqrt(6.0 / AIM / 4.0))]
+    assert points[1].kl == pytest.approx(6.0 / AIM)
     values, how = at_budget(points, 6.0)
+    # The reward is linear in KL here, so interpolation gives it exactly at KL 6.
+    assert sum(values) / len(values) == pytest.approx(0.1 * 6.0)
+    assert "interpolated between scales 1.000" in how["rule"]
+
+
+def test_restraint_is_not_ranked_below_drift_on_the_same_frontier():
+    """Two losses on one concave frontier, one stopping at KL 3 and one drifting to 10: read
+    at the budget of 6 each is brought there, so both read the frontier at 6 up to the chord's
+    small error (2% low here), where the rule of fitness_version 1 put the restrained one
+    a third lower."""
+    frontier = lambda kl: 0.6 * (1 - math.exp(-kl / 5))  # noqa: E731
+    restrained, _ = quadratic_policy(3.0, frontier)
+    drifted, _ = quadratic_policy(10.0, frontier)
+    low = sum(at_budget(reach_budget(restrained(1.0), 6.0, restrained), 6.0)[0]) / 4
+    high = sum(at_budget(reach_budget(drifted(1.0), 6.0, drifted), 6.0)[0]) / 4
+    assert low == pytest.approx(frontier(6.0), rel=0.025)
+    assert high == pytest.approx(frontier(6.0), rel=0.025)
+    assert low == pytest.approx(high, rel=0.005)
+    old = sum(at_budget(reach_budget(restrained(1.0), 6.0, restrained, grow=False), 6.0,
+                        grow=False)[0]) / 4
+    assert old < 0.7 * high
+
+
+def test_fitness_version_1_reads_a_policy_under_the_budget_as_it_is():
+    measure, calls = quadratic_policy(4.0, lambda kl: 0.1 * kl)
+    full = measure(1.0)
+    points = reach_budget(full, 6.0, measure, grow=False)
+    assert points == [full] and calls == [1.0]
+    values, how = at_budget(points, 6.0, grow=False)
     assert values == full.prompt_rewards and "under the budget" in how["rule"]
+
+
+def test_a_policy_that_barely_moves_is_grown_no_further_than_max_scale():
+    measure, calls = quadratic_policy(0.01, lambda kl: 0.1 * kl)
+    points = reach_budget(measure(1.0), 6.0, measure)
+    assert max(calls) == MAX_SCALE and len(calls) <= 1 + MAX_SHRINKS
+    values, how = at_budget(points, 6.0)
+    assert sum(values) / 4 == pytest.approx(0.1 * 0.01 * MAX_SCALE ** 2)
+    assert "under the budget at every scale measured, up to 4.000" in how["rule"]
+
+
+def test_a_policy_that_does_not_move_is_not_grown():
+    measure, calls = quadratic_policy(0.0, lambda kl: 0.1 * kl)
+    points = reach_budget(measure(1.0), 6.0, measure)
+    assert calls == [1.0] and len(points) == 1
+
+
+def test_the_kl_estimates_noise_is_in_the_per_prompt_values():
+    """Prompt KLs that vary around each point's mean leave the mean reading unchanged and
+    widen its spread by -slope x the weighted deviations."""
+    low = Point(scale=1.0, rewards=[[0.2]] * 4, kls=[[4.0], [5.0], [3.0], [4.0]])
+    high = Point(scale=1.3, rewards=[[0.4]] * 4, kls=[[8.0], [9.0], [7.0], [8.0]])
+    values, how = at_budget([low, high], 6.0)
+    assert how["weight"] == pytest.approx(0.5)
+    assert sum(values) / 4 == pytest.approx(0.3)
+    slope = 0.2 / 4.0
+    assert values == pytest.approx([0.3, 0.3 - slope, 0.3 + slope, 0.3])
+    # The rule of fitness_version 1 takes the weight as fixed: no spread at all.
+    assert at_budget([high, low], 6.0, grow=False)[0] == pytest.approx([0.3] * 4)
 
 
 def test_over_the_budget_one_shrink_lands_under_it_and_the_reward_is_interpolated():
@@ -111,13 +172,14 @@ def test_scaling_the_delta_scales_the_policy_and_zero_is_the_reference(tmp_path)
     adapter = make_random_lora_adapter(model, tmp_path / "adapter", seed=3)
     samples = [Sample(i, "", [7 + i, 8, 9, 10], None, "length", [5, 17 + i])
                for i in range(4)]
-    kls = {scale: sum(sequence_kls(model, str(scaled_adapter(adapter, scale,
-                                                              tmp_path / f"x{scale}")), samples))
-           for scale in (0.0, 0.5, 1.0)}
-    full = sum(sequence_kls(model, str(adapter), samples))
+    kls = {scale: sum(k.exact for k in sequence_kls(
+               model, str(scaled_adapter(adapter, scale, tmp_path / f"x{scale}")), samples))
+           for scale in (0.0, 0.5, 1.0, 2.0)}
+    full = sum(k.exact for k in sequence_kls(model, str(adapter), samples))
     assert kls[0.0] == 0.0
     assert kls[1.0] == pytest.approx(full, abs=1e-5)
     assert kls[0.5] != pytest.approx(full, abs=1e-3)
+    assert kls[0.5] < kls[1.0] < kls[2.0]  # grown past the trained policy, it moves further
     original = load_file(str(adapter / "adapter_model.safetensors"))
     half = load_file(str(tmp_path / "x0.5" / "adapter_model.safetensors"))
     for name, tensor in original.items():

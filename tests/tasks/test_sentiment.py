@@ -298,3 +298,19 @@ def test_unused_openings_follow_the_searchs_and_draw_with_their_own_seed(tmp_pat
     with pytest.raises(UserError, match="too few unused openings"):
         task.scored_prompts(task.settings(TaskContext(options={
             "prompt_set": "unused", "eval_prompts": "150"})))
+
+
+def test_a_run_scored_by_an_earlier_version_keeps_its_fitness_version():
+    task = get_task("sentiment")
+    assert task.recorded_options({}, []) == {"fitness_version": 2}
+    assert task.recorded_options({}, [{"fitness_version": 2, "kl": 3.0}]) == {
+        "fitness_version": 2}
+    assert task.recorded_options({}, [{"fitness_version": 2}, {"kl": 3.0}]) == {
+        "fitness_version": 1}
+    assert task.recorded_options({"fitness_version": "2"}, [{"kl": 3.0}]) == {
+        "fitness_version": 2}
+    with pytest.raises(UserError, match="fitness_version must be 1 or 2"):
+        task.check_options("cpu", {"fitness_version": 3})
+    chosen, _, _ = task.heldout_options("cpu", {}, unused=True, sampling_seed=5, count=None,
+                                        recorded=[{"kl": 3.0}])
+    assert chosen["fitness_version"] == 1

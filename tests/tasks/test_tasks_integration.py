@@ -55,6 +55,25 @@ def test_a_policy_over_the_kl_budget_is_shrunk_to_it_on_the_server(smoke_ctx,
     assert not any(name.startswith("adapter-") for name in smoke_ctx.client.list_models())
 
 
+def test_a_policy_under_the_kl_budget_is_grown_to_it_on_the_server(smoke_ctx,
+                                                                   smoke_lora_adapter):
+    task = get_task("sentiment")
+    smoke_ctx.options = {"kl_weight": 0, "kl_budget": 0}
+    plain = task.score(smoke_ctx, adapter_path=str(smoke_lora_adapter))
+    budget = plain.metrics["kl"] * 2
+    smoke_ctx.options = {"kl_weight": 0, "kl_budget": budget}
+    fitness = task.score(smoke_ctx, adapter_path=str(smoke_lora_adapter))
+    metrics, grown = fitness.metrics, fitness.metrics["budget_points"]
+    assert metrics["kl_estimator"] == "exact" and metrics["fitness_version"] == 2
+    assert metrics["kl_other"]["estimator"] == "sampled"
+    assert grown and grown[0]["scale"] > 1 and grown[0]["kl"] > metrics["kl"]
+    assert fitness.ok and len(metrics["per_prompt"]) == fitness.n
+    if any(p["kl"] > budget for p in grown):
+        assert "interpolated" in metrics["budget_rule"]
+    else:  # grown to MAX_SCALE and still under it
+        assert "under the budget at every scale measured" in metrics["budget_rule"]
+
+
 def test_sampled_token_ids_come_back_with_their_prompt_ids(smoke_ctx):
     samples = sample_completions(smoke_ctx.client, ["This film is", "The acting was"], n=2,
                                  max_tokens=8, seed=3)
