@@ -109,7 +109,8 @@ def reach_of(train_metrics: list[dict], beta: float) -> Reach | None:
         highs.append(max(mean + REACH_SD * sd, mean if high is None else high))
     if not lows:
         return None
-    return Reach(low=min(*lows, -1 / beta), high=max(*highs, 1 / beta), beta=beta,
+    floor = 1 / beta if beta > 0 else 0.0
+    return Reach(low=min(*lows, -floor), high=max(*highs, floor), beta=beta,
                  trainings=len(lows))
 
 
