@@ -223,7 +223,8 @@ def analyse(out: Path) -> None:
             grid = [table[(loss, k)][rule]["per_prompt"] for k in complete]
             values = [table[(loss, k)][rule]["value"] for k in complete]
             row_mean = mean(values)
-            stderr = stats.replicate_stderr(values, None, grid)
+            own = [(v, stats.mean_stderr(g)[1]) for v, g in zip(values, grid, strict=True)]
+            stderr = stats.replicate_stderr(own, None, grid)
             line = f"  {loss:9s} {row_mean:.4f} ± {stderr:.4f}" if stderr else \
                 f"  {loss:9s} {row_mean:.4f}"
             if loss != "dpo":

@@ -2,7 +2,8 @@
 
 A LoRA policy is the reference plus a low-rank delta; scaling the delta by s walks a line
 through the reference (s = 0, KL 0) and the trained policy (s = 1), on past it for s > 1. KL
-grows about as s^2 along it, so s = sqrt(target / KL) lands near a target KL. Every policy is
+grows about as s^p along it (p = 2 for small deltas, about 1.6 on the cpu recipe's policies:
+growth), so s = (target / KL)^(1/p) lands near a target KL. Every policy is
 measured again at such a scale: shrunk when it drifted past the budget B (aimed at 0.9 B),
 grown when it stopped under it (aimed at B / 0.9, at most MAX_SCALE), until two measured points
 bracket B; its fitness is the reward at KL = B, interpolated linearly in KL between them, prompt
