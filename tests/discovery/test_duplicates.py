@@ -195,3 +195,15 @@ def test_the_same_training_is_equal_scores_and_rho_within_float_noise():
     # right-or-wrong scores without a training trace (the digits task) never match
     right = Result(status="scored", fitness=0.5, metrics={"per_prompt": [1.0, 0.0]})
     assert same_training_as(right, [("a", right.to_dict())]) is None
+
+
+def test_a_duplicate_at_the_cheap_stage_takes_no_place_in_the_cut(tmp_path):
+    """With room for one of two, the one that is not a duplicate goes on, whatever the
+    duplicate's cheap fitness."""
+    run = tmp_path / "run"
+    evaluator = TracedEvaluator(ONE_TRACE)
+    make_loop(run, ScriptedProposer([HINGE_TWIN, SHIFTED]), evaluator, generations=1,
+              max_resamples=0, self_improve="off", fidelity=0.5, fidelity_keep=0.5).run()
+    rows = rows_of(run)
+    assert rows["g01-c1"].stage == "duplicate"
+    assert trained(evaluator, "g01-c2") == [(None, 0.5), (None, 1.0)]

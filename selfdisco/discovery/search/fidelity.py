@@ -10,7 +10,9 @@ difference: the cut should never drop a loss that clearly beats all known ones. 
 baselines alone is not enough: in a search that refines good losses most candidates do, and the
 cut would then keep nearly all of them.) A candidate stopped at the cheap stage is never trained
 fully; it is recorded as failed with cause "stopped" and the rule that stopped it, and its cheap
-result stays in the archive's stages table.
+result stays in the archive's stages table. A candidate that trained the same as an earlier row
+at the cheap stage (evaluation.twin_at_stage) takes no place in the ranking: it goes on to the
+loop, which records it as that row's duplicate and trains it no further.
 
 Every cheap result and every decision is written to the archive before the next step, so a run
 killed during the cheap stage resumes with the results it has and evaluates only the rest.
@@ -23,6 +25,7 @@ from types import SimpleNamespace
 
 from selfdisco import stats
 from selfdisco.config import DiscoveryConfig
+from selfdisco.discovery.evaluation import twin_at_stage
 from selfdisco.discovery.interface import Loop
 from selfdisco.execution.records import Result
 from selfdisco.formatting import format_fitness
@@ -49,14 +52,20 @@ def cheap_stage(loop: Loop, g: int, pending: list[Row]) -> list[Row]:
     anchor = _best_known(loop, g, baselines)
     entries = {r.id: loop.archive.stage(r.id, CHEAP)
                for r in loop.archive.rows("generation = ? AND kind = 'proposal'", (g,))}
+    twins = {r.id for r in pending if entries.get(r.id) and entries[r.id]["decision"] is None
+             and entries[r.id]["result"]["status"] == SCORED
+             and twin_at_stage(loop.archive, r, CHEAP) is not None}
     scored = [(-e["result"]["fitness"], id) for id, e in entries.items()
-              if e is not None and e["result"]["status"] == SCORED]
+              if e is not None and e["result"]["status"] == SCORED and id not in twins]
     ranked = [id for _, id in sorted(scored, key=lambda s: (s[0], loop.archive.get(s[1]).seq))]
     keep = max(1, math.ceil(loop.settings.fidelity_keep * len(ranked)))
     promoted = []
     for row in pending:
         entry = loop.archive.stage(row.id, CHEAP)
         result = Result.from_dict(entry["result"])
+        if row.id in twins:  # the loop records it a duplicate (Discovery._cheap_twin)
+            promoted.append(row)
+            continue
         if entry["decision"] is None:  # decided once; a resumed run keeps the decision
             if result.status != SCORED:
                 decision, rule = "failed", f"failed at the cheap stage: {result.reason}"
