@@ -202,9 +202,18 @@ def pearson(xs: list[float], ys: list[float]) -> float:
     return sxy / math.sqrt(sxx * syy) if sxx and syy else math.nan
 
 
-def analyse(out: Path) -> None:
+def correlation(xs: list[float], ys: list[float], groups: int) -> tuple[float, float, int]:
+    """Pearson's r of values centred within `groups` groups, its two-sided p and its df."""
     from scipy import stats as sps
 
+    r = pearson(xs, ys)
+    dof = len(xs) - groups - 1
+    p = (2 * sps.t.sf(abs(r) * math.sqrt(dof / (1 - r ** 2)), dof)
+         if dof > 0 and abs(r) < 1 else math.nan)
+    return r, p, dof
+
+
+def analyse(out: Path) -> None:
     from selfdisco import stats
 
     records = [r for r in read_lines(out / RESULTS) if r.get("points")]
@@ -242,13 +251,20 @@ def analyse(out: Path) -> None:
             kl = [table[(loss, k)]["kl"] for k in complete]
             within_f += [x - mean(f) for x in f]
             within_k += [x - mean(kl) for x in kl]
-        r_within = pearson(within_k, within_f)
-        n = len(within_f)
-        dof = n - len(LOSSES) - 1
-        p = (2 * sps.t.sf(abs(r_within) * math.sqrt(dof / (1 - r_within ** 2)), dof)
-             if dof > 0 and abs(r_within) < 1 else math.nan)
-        print(f"  r(fitness, KL): all {len(fits)} policies {r_all:+.2f}; within losses "
-              f"(seed to seed, {n} policies, {dof} df) {r_within:+.2f}, p {p:.3f}")
+        r_within, p_within, dof = correlation(within_k, within_f, len(LOSSES))
+        by_seed_f, by_seed_k = [], []
+        for k in complete:
+            f = [table[(loss, k)][rule]["value"] for loss in LOSSES]
+            kl = [table[(loss, k)]["kl"] for loss in LOSSES]
+            by_seed_f += [x - mean(f) for x in f]
+            by_seed_k += [x - mean(kl) for x in kl]
+        r_seed, p_seed, dof_seed = correlation(by_seed_k, by_seed_f, len(complete))
+        slope = (sum(a * b for a, b in zip(by_seed_k, by_seed_f, strict=True))
+                 / sum(a * a for a in by_seed_k))
+        print(f"  r(fitness, KL): all {len(fits)} policies {r_all:+.2f}; across losses within "
+              f"a seed (what ranks losses; {dof_seed} df) {r_seed:+.2f}, p {p_seed:.3f}, "
+              f"{slope:+.4f} per nat; within losses, seed to seed ({dof} df) {r_within:+.2f}, "
+              f"p {p_within:.3f}")
     print("\nKL estimators on the same samples (trained policies; mean s.e. of the mean KL):")
     ses = {"sampled, 32 of 64": [], "sampled, all": [], "exact, all": []}
     for r in records:
