@@ -34,7 +34,7 @@ from selfdisco.rundir.archive import ARCHIVE_FILE, Archive
 from selfdisco.rundir.events import SCORED
 from selfdisco.rundir.paths import checkpoints_dir, resolve_run
 from selfdisco.seeds import derive, replicate_seed
-from selfdisco.tasks import TaskContext, get_task, run_train_settings
+from selfdisco.tasks import TaskContext, get_task, recorded_options, run_train_settings
 
 
 def pick_row(run_dir: Path, id: str | None):
@@ -116,10 +116,8 @@ def build_recipe(run_dir: Path, id: str | None = None, *, with_pairs: bool = Tru
     finally:
         archive.close()
     recorded = Result.from_row(row)
-    # what the row's own scoring fixed (the sentiment task's fitness version), so that a
-    # reproduction scores as the run did
-    hook = getattr(get_task(job.task), "recorded_options", None)
-    options = {**job.task_options, **(hook(job.task_options, [row.metrics or {}]) if hook else {})}
+    # what the row's own scoring fixed, so that a reproduction scores as the run did
+    options = recorded_options(job.task, job.task_options, [row.metrics or {}])
     recipe = Recipe(run=str(run_dir), id=row.id, name=row.name or row.id, code=row.code,
                     task=job.task, task_preset=job.task_preset,
                     task_options=options, task_seed=job.task_seed,

@@ -20,9 +20,9 @@ from selfdisco.llm.cache import Recorder
 from selfdisco.llm.endpoint import open_llm
 from selfdisco.llm.replay import ReplayClient
 from selfdisco.losses.parse import parse_answer
-from selfdisco.rundir.archive import Archive
 from selfdisco.seeds import derive
-from selfdisco.tasks.digits import screening, splits
+from selfdisco.tasks import recorded_task_options
+from selfdisco.tasks.digits import screening
 
 
 def start_services(config: RunConfig, run_dir: Path, source, events, stack,
@@ -34,23 +34,11 @@ def start_services(config: RunConfig, run_dir: Path, source, events, stack,
         evaluator = RecordedEvaluator(source.run_dir)
     else:
         proposer = _proposer(config, run_dir, source, events, stack)
-        evaluator = ClassificationEvaluator(_split_options(config, run_dir),
+        evaluator = ClassificationEvaluator(recorded_task_options(config, run_dir),
                                             derive(config.seed, "train"),
                                             timeout_s=config.discovery.candidate_timeout_min * 60)
         stack.callback(evaluator.close)
     return classification_services(proposer, evaluator, description)
-
-
-def _split_options(config: RunConfig, run_dir: Path) -> dict:
-    """The task options with the split the run's recorded evaluations used: a run resumed from
-    before the test split keeps its old split."""
-    archive = Archive(run_dir)
-    try:
-        recorded = [r.metrics for r in archive.rows() if r.fitness is not None]
-    finally:
-        archive.close()
-    version = splits.run_split_version(dict(config.task.options), recorded)
-    return {**config.task.options, "split_version": version}
 
 
 def classification_services(proposer, evaluator, description: str):

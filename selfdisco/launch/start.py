@@ -42,7 +42,7 @@ from selfdisco.rundir.archive import Archive
 from selfdisco.rundir.events import EventWriter, read_events
 from selfdisco.rundir.paths import checkpoints_dir, write_text_atomic
 from selfdisco.seeds import derive
-from selfdisco.tasks import TaskContext, get_task
+from selfdisco.tasks import TaskContext, get_task, recorded_task_options
 
 
 def new_run_id(config: RunConfig) -> str:
@@ -165,20 +165,6 @@ def start_run(run_dir: Path, *, resume: bool, listeners: list | None = None) -> 
         return Discovery(config, run_dir, archive, events, services).run()
 
 
-def recorded_task_options(config: RunConfig, run_dir: Path, task) -> dict:
-    """The run's task options with what its recorded evaluations fix (the sentiment task's
-    fitness version), so that a run resumed from an earlier version scores as it did."""
-    hook = getattr(task, "recorded_options", None)
-    if hook is None:
-        return dict(config.task.options)
-    archive = Archive(run_dir)
-    try:
-        recorded = [r.metrics for r in archive.rows() if r.fitness is not None]
-    finally:
-        archive.close()
-    return {**config.task.options, **hook(dict(config.task.options), recorded)}
-
-
 def _live_services(config, run_dir, task, settings, events, stack, description):
     plan = topology.server_roles(config, task.needs_judge)
     placement = plan_run(config)  # refuses, with the figures, what cannot fit: before any start
@@ -248,7 +234,7 @@ def _live_services(config, run_dir, task, settings, events, stack, description):
         judge_url, judge_model = judge.base_url, judge.model_name
     cache_dir = checkpoints_dir() / "cache"
     task_seed = derive(config.seed, "task")
-    options = recorded_task_options(config, run_dir, task)
+    options = recorded_task_options(config, run_dir)
     ctx = TaskContext(client=data_client,
                       model_path=policy_path, cache_dir=cache_dir, seed=task_seed,
                       preset=config.preset, options=dict(options), dtype=dtype)

@@ -9,10 +9,13 @@ PreferenceTask, ClassificationTask). Adding a task is a module and a line in TAS
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
+from typing import Any
 
 from selfdisco.config import RunConfig, load_config
 from selfdisco.errors import UserError
 from selfdisco.registry import Registry
+from selfdisco.rundir.archive import Archive
 from selfdisco.tasks.base import KINDS, EvaluationError, Fitness, Task, TaskContext
 from selfdisco.train.settings import TrainSettings
 
@@ -47,6 +50,25 @@ def get_task(name: str) -> Task:
                             "(selfdisco/tasks/base.py)")
         _made[name] = task
     return _made[name]
+
+
+def recorded_options(name: str, options: dict[str, Any],
+                     recorded: list[dict]) -> dict[str, Any]:
+    """`options` with what a run's recorded evaluations (their metrics) fix, by the task's
+    recorded_options hook (the split or the fitness version they were scored under), so that a
+    resumed run, its held-out scoring and its export score as it did."""
+    hook = getattr(get_task(name), "recorded_options", None)
+    return {**options, **(hook(dict(options), recorded) if hook else {})}
+
+
+def recorded_task_options(config: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """The run's task options with what its scored evaluations fix (recorded_options)."""
+    archive = Archive(run_dir)
+    try:
+        recorded = [r.metrics for r in archive.rows() if r.fitness is not None]
+    finally:
+        archive.close()
+    return recorded_options(config.task.name, dict(config.task.options), recorded)
 
 
 def run_train_settings(config: RunConfig) -> TrainSettings:

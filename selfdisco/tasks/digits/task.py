@@ -265,6 +265,11 @@ class DigitsTask:
                             "heldout`): the search selects on the validation split; remove "
                             "the option")
 
+    def recorded_options(self, options: dict[str, Any], recorded: list[dict]) -> dict[str, Any]:
+        """The split a run's evaluations used (run_split_version): a run resumed from before
+        the test split keeps its old split."""
+        return {"split_version": run_split_version(options, recorded)}
+
     def heldout_options(self, preset: str, options: dict[str, Any], *, unused: bool,
                         sampling_seed: int, count: int | None,
                         recorded: list[dict]) -> tuple[dict[str, Any], str, str]:

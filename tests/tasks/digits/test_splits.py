@@ -113,12 +113,13 @@ def test_a_run_recorded_before_the_test_split_keeps_its_split_and_says_so(record
 
 def test_a_resumed_run_from_before_the_test_split_keeps_its_split(tmp_path):
     from selfdisco.config import read_run_config
-    from selfdisco.launch.digits import _split_options
+    from selfdisco.tasks import recorded_task_options
 
     old = tmp_path / "old"
     shutil.copytree(RECORDED_RUN, old)
-    assert _split_options(read_run_config(old), old)["split_version"] == 1
+    assert recorded_task_options(read_run_config(old), old)["split_version"] == 1
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     shutil.copy(old / "config.toml", fresh / "config.toml")
-    assert _split_options(read_run_config(fresh), fresh)["split_version"] == splits.SPLIT_VERSION
+    options = recorded_task_options(read_run_config(fresh), fresh)
+    assert options["split_version"] == splits.SPLIT_VERSION
