@@ -154,7 +154,10 @@ def measure_all(args, setup: Setup) -> None:
 def points_of(record: dict, estimator: str, subset: int = 0) -> list:
     """Budget points (the trained one first) with one estimator's KL per prompt; subset: the
     first `subset` samples in kl_subset's order (one per prompt first), 0: all."""
+    from types import SimpleNamespace
+
     from selfdisco.tasks.budget import Point
+    from selfdisco.tasks.sentiment import kl_subset
 
     points = []
     for p in record["points"]:
@@ -163,15 +166,10 @@ def points_of(record: dict, estimator: str, subset: int = 0) -> list:
         if p["scale"] == 0:
             kls = [[0.0] for _ in rewards]
         else:
-            rank: dict[int, int] = {}
-            order = []
-            for i, e in enumerate(p["kls"]):
-                rank[e["prompt"]] = rank.get(e["prompt"], -1) + 1
-                order.append((rank[e["prompt"]], i))
-            chosen = sorted(order)[:subset] if subset else order
-            for _, i in chosen:
-                e = p["kls"][i]
-                kls[e["prompt"]].append(e[estimator])
+            samples = [SimpleNamespace(prompt_index=e["prompt"], kl=e[estimator])
+                       for e in p["kls"]]
+            for sample in kl_subset(samples, subset):
+                kls[sample.prompt_index].append(sample.kl)
         points.append(Point(scale=p["scale"], rewards=rewards, kls=kls))
     full = next(p for p in points if p.scale == 1.0)
     return [full] + [p for p in points if p is not full]
@@ -200,6 +198,18 @@ def pearson(xs: list[float], ys: list[float]) -> float:
     sxx = sum((x - mx) ** 2 for x in xs)
     syy = sum((y - my) ** 2 for y in ys)
     return sxy / math.sqrt(sxx * syy) if sxx and syy else math.nan
+
+
+def centred(table: dict, rule: str, groups: list[list]) -> tuple[list[float], list[float]]:
+    """The policies' KL and fitness under `rule`, each group's mean taken out (groups: lists of
+    (loss, seed) keys of `table`)."""
+    kls, fits = [], []
+    for keys in groups:
+        kl = [table[key]["kl"] for key in keys]
+        f = [table[key][rule]["value"] for key in keys]
+        kls += [x - mean(kl) for x in kl]
+        fits += [x - mean(f) for x in f]
+    return kls, fits
 
 
 def correlation(xs: list[float], ys: list[float], groups: int) -> tuple[float, float, int]:
@@ -245,19 +255,11 @@ def analyse(out: Path) -> None:
         fits = [table[key][rule]["value"] for key in table]
         kls = [table[key]["kl"] for key in table]
         r_all = pearson(kls, fits)
-        within_f, within_k = [], []
-        for loss in LOSSES:
-            f = [table[(loss, k)][rule]["value"] for k in complete]
-            kl = [table[(loss, k)]["kl"] for k in complete]
-            within_f += [x - mean(f) for x in f]
-            within_k += [x - mean(kl) for x in kl]
+        within_k, within_f = centred(table, rule, [[(loss, k) for k in complete]
+                                                   for loss in LOSSES])
         r_within, p_within, dof = correlation(within_k, within_f, len(LOSSES))
-        by_seed_f, by_seed_k = [], []
-        for k in complete:
-            f = [table[(loss, k)][rule]["value"] for loss in LOSSES]
-            kl = [table[(loss, k)]["kl"] for loss in LOSSES]
-            by_seed_f += [x - mean(f) for x in f]
-            by_seed_k += [x - mean(kl) for x in kl]
+        by_seed_k, by_seed_f = centred(table, rule, [[(loss, k) for loss in LOSSES]
+                                                     for k in complete])
         r_seed, p_seed, dof_seed = correlation(by_seed_k, by_seed_f, len(complete))
         slope = (sum(a * b for a, b in zip(by_seed_k, by_seed_f, strict=True))
                  / sum(a * a for a in by_seed_k))
